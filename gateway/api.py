@@ -1,0 +1,128 @@
+"""The OpenAI-compatible ``/v1`` handlers. Every one checks the API key, then hands over to ``gateway.proxy``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.response import Stream
+
+from gateway.errors import ModelNotFound
+from gateway.proxy import Served, serve_json, serve_stream, start_call
+from gateway.runtime import Gateway
+from gateway.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+    decode_request,
+)
+from providers.base import Endpoint
+
+__all__ = ["v1_handlers"]
+
+T = TypeVar("T")
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await ``work``; if the client hangs up meanwhile, cancel it at once (and the upstream call with it)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise _ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _respond(served: Served) -> Response[Any]:
+    if served.stream is not None:
+        return Stream(served.stream, media_type="text/event-stream", headers={**served.headers, **_SSE_HEADERS})
+    return Response(served.body, media_type="application/json", headers=served.headers)
+
+
+async def _serve(
+    request: Request[Any, Any, Any], gateway: Gateway, endpoint: Endpoint, struct: type[Any]
+) -> Response[Any]:
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
+    parsed, raw = decode_request(await request.body(), struct)
+    call = start_call(gateway, endpoint, parsed, raw, key_id)
+    try:
+        served = await _cancel_on_disconnect(request, (serve_stream if call.stream else serve_json)(call))
+    except _ClientGone:
+        return Response(b"", status_code=499)
+    return _respond(served)
+
+
+@post("/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
+    """OpenAI ``POST /v1/chat/completions``, JSON or ``stream: true``."""
+    return await _serve(request, gateway, "chat/completions", ChatCompletionRequest)
+
+
+@post("/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
+    """OpenAI ``POST /v1/completions`` (legacy text completions)."""
+    return await _serve(request, gateway, "completions", CompletionRequest)
+
+
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
+    """OpenAI ``POST /v1/embeddings``, passed to providers that serve it."""
+    return await _serve(request, gateway, "embeddings", EmbeddingRequest)
+
+
+def _cards(gateway: Gateway) -> list[ModelCard]:
+    return [
+        ModelCard(id=ident, owned_by=str(details.get("provider", "minigate")), minigate={"kind": kind, **details})
+        for ident, kind, details in gateway.routes.listing()
+    ]
+
+
+@get("/models")
+async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """OpenAI ``GET /v1/models``: agents, aliases and provider models."""
+    await gateway.authenticate(request.headers.get("authorization"))
+    return Response(msgspec.json.encode(ModelList(data=_cards(gateway))), media_type="application/json")
+
+
+@get("/models/{model_id:path}")
+async def get_model(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], model_id: str
+) -> Response[bytes]:
+    """OpenAI ``GET /v1/models/{id}`` (ids may contain slashes: ``provider/model``)."""
+    await gateway.authenticate(request.headers.get("authorization"))
+    wanted = model_id.lstrip("/")
+    for card in _cards(gateway):
+        if card.id == wanted:
+            return Response(msgspec.json.encode(card), media_type="application/json")
+    raise ModelNotFound(wanted)
+
+
+def v1_handlers() -> list[Any]:
+    """Every /v1 route handler, for the app factory."""
+    return [chat_completions, completions, embeddings, list_models, get_model]

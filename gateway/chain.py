@@ -1,0 +1,129 @@
+"""The fallback chain: one loop over an ordered list of deployments, collecting each failure.
+
+Each deployment is skipped while it cools down, tried otherwise; a failure whose ``fallback`` flag is set moves
+on to the next one, any other failure (a client error every provider would refuse) comes back at once. One
+deadline covers the whole loop. When nothing answered, :func:`chain_error` turns the collected hops into the
+single error the client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.errors import ChainFailed, GatewayError
+from gateway.health import HealthBook
+from gateway.routing import Deployment, Route
+from providers.base import Provider, ProviderError, UpstreamUnavailable
+
+__all__ = ["ChainExhausted", "Hop", "chain_error", "run_chain"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Hop:
+    """A deployment that did not answer: its error, or how long it still cooled down when skipped."""
+
+    deployment: Deployment
+    error: ProviderError | None = None
+    cooling: float = 0.0
+
+    def describe(self) -> str:
+        """One line for error messages and logs."""
+        if self.error is None:
+            return f"{self.deployment.ref}: cooling down ({math.ceil(self.cooling)} s left)"
+        status = f"HTTP {self.error.status}: " if self.error.status and self.error.code != "upstream_unavailable" else ""
+        return f"{self.deployment.ref}: {status}{self.error.message}"
+
+    def record(self) -> dict[str, Any]:
+        """The hop as stored in the usage row."""
+        if self.error is None:
+            return {"provider": self.deployment.provider, "model": self.deployment.model, "error": "cooling down",
+                    "status": None}
+        return {"provider": self.deployment.provider, "model": self.deployment.model, "error": self.error.message,
+                "status": self.error.status}
+
+
+class ChainExhausted(Exception):
+    """No deployment answered: ``error`` is what the client sees, ``hops`` what happened on the way."""
+
+    def __init__(self, error: GatewayError, hops: list[Hop]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.hops = hops
+
+
+async def run_chain(
+    route: Route,
+    providers: dict[str, Provider],
+    health: HealthBook,
+    deadline: float,
+    attempt: Callable[[Provider, Deployment], Awaitable[T]],
+) -> tuple[Deployment, T, list[Hop]]:
+    """Try each deployment of ``route`` in order until ``attempt`` succeeds; else raise :class:`ChainExhausted`."""
+    hops: list[Hop] = []
+    for deployment in route.chain:
+        wait = health.cooling(deployment.ref)
+        if wait > 0:
+            hops.append(Hop(deployment, cooling=wait))
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        provider = providers.get(deployment.provider)
+        if provider is None:  # the config check makes this unreachable for agents; kept for direct refs
+            hops.append(Hop(deployment, UpstreamUnavailable(f"no provider named {deployment.provider!r}")))
+            continue
+        try:
+            async with asyncio.timeout(remaining):
+                result = await attempt(provider, deployment)
+        except ProviderError as err:
+            hops.append(Hop(deployment, err))
+            health.failure(deployment.ref, err)
+            if not err.fallback:
+                raise ChainExhausted(chain_error(route, hops), hops) from None
+            continue
+        except TimeoutError:
+            err = UpstreamUnavailable(f"{deployment.ref}: the request's deadline passed", code="upstream_timeout")
+            hops.append(Hop(deployment, err))
+            health.failure(deployment.ref, err)
+            break
+        health.success(deployment.ref)
+        return deployment, result, hops
+    raise ChainExhausted(chain_error(route, hops), hops)
+
+
+def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
+    """The one error a client sees when no deployment of ``route`` answered."""
+    tried = [h.error for h in hops if h.error is not None]
+    last = tried[-1] if tried else None
+    if last is not None and not last.fallback:
+        # The client's own error: pass the upstream's verdict through as it was.
+        return GatewayError(last.message, status=last.status, type=last.type, param=last.param, code=last.code)
+    summary = "; ".join(h.describe() for h in hops) or "the chain is empty"
+    waits = [h.cooling for h in hops if h.error is None] + [e.retry_after for e in tried if e.retry_after]
+    headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}
+    if not tried:
+        return ChainFailed(
+            f"Every deployment for {route.requested!r} is cooling down after failures: {summary}",
+            status=503, type="server_error", code="all_deployments_cooling", headers=headers,
+        )
+    assert last is not None
+    if all(e.status == 429 for e in tried):
+        return ChainFailed(f"Rate limited upstream for {route.requested!r}: {summary}", status=429,
+                           type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
+    if all(400 <= e.status < 500 and not e.cooldown for e in tried):
+        # Every provider refused the request itself (context too long, model unknown to all of them).
+        return GatewayError(f"No deployment for {route.requested!r} accepted the request: {summary}",
+                            status=last.status, type=last.type, param=last.param, code=last.code)
+    if last.code == "upstream_timeout":
+        return ChainFailed(f"The request for {route.requested!r} timed out: {summary}", status=504,
+                           type="timeout_error", code="upstream_timeout", headers=headers)
+    return ChainFailed(f"No deployment for {route.requested!r} could answer: {summary}", status=502,
+                       type="upstream_error", code="all_deployments_failed", headers=headers)
+

@@ -1,0 +1,132 @@
+"""The ``minigate`` command: serve, check a config, manage API keys.
+
+Exit codes: 0 success, 1 the operation failed (database, server), 2 bad usage or a refused config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+from providers.registry import builtin_registry
+
+__all__ = ["DEFAULT_CONFIG", "main"]
+
+CONFIG_ENV = "MINIGATE_CONFIG"
+
+# Served when no config file is given: the built-in echo model, so a first start always works.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+    "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
+}
+
+
+def _config(path: str | None) -> Config:
+    return load_config(path or os.environ.get(CONFIG_ENV) or None, builtin_registry(), default=DEFAULT_CONFIG)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"minigate: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    config = _config(args.config)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    source = config.source or "built-in default"
+    print(f"minigate: serving http://{host}:{port}/v1 (config: {source}; database: {config.database_url()})",
+          file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+                       access_log=False, log_level="warning", timeout_graceful_shutdown=30)
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.file, builtin_registry())
+    print(f"{args.file}: ok ({len(config.providers)} providers, {len(config.agents)} agents)")
+    return 0
+
+
+async def _keys(args: argparse.Namespace, config: Config) -> int:
+    from gateway.storage import KeyStore, open_database
+
+    database = await open_database(config.database_url())
+    try:
+        store = KeyStore(database)
+        if args.keys_command == "create":
+            info, secret = await store.create(args.name)
+            print(secret)
+            print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
+        elif args.keys_command == "list":
+            print(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'CREATED':<20} STATUS")
+            for key in await store.list():
+                status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {key.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+        elif args.keys_command == "revoke":
+            if not await store.revoke(args.id):
+                return _fail(f"no active key with id {args.id}", 1)
+            print(f"revoked key {args.id}")
+        return 0
+    finally:
+        await database.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigate", description="A private OpenAI-compatible AI gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the gateway")
+    serve.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else the built-in default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="check a config file without starting")
+    check.add_argument("file")
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("name")
+    listing = keys_sub.add_parser("list", help="list keys")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    for p in (create, listing, revoke):
+        p.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "config":
+            return _check(args)
+        return asyncio.run(_keys(args, _config(args.config)))
+    except ConfigError as err:
+        lines = str(err).splitlines()
+        return _fail("config refused:\n  " + "\n  ".join(lines), 2)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        return _fail(str(err), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

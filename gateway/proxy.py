@@ -1,0 +1,273 @@
+"""Serving one /v1 call: route it along its chain, answer as JSON or SSE, and store its usage row.
+
+The client's body is forwarded unchanged apart from ``model`` and the routing fields a client must never
+control (``api_base``, ``base_url``, ``api_key``, extra headers). For streams the upstream is always asked for
+usage, and the usage chunk is removed again when the client did not ask for it, so every row has real token
+counts. The row is committed before the answer completes: before the JSON is sent, before ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+
+from gateway.chain import ChainExhausted, Hop, run_chain
+from gateway.errors import GatewayError, ModelNotFound, error_body
+from gateway.routing import Deployment, Route
+from gateway.runtime import Gateway
+from gateway.storage import UsageRecord
+from providers.base import ChunkStream, Endpoint, Provider, ProviderError, ProviderRequest
+
+__all__ = ["Call", "ROUTING_FIELDS", "Served", "serve_json", "serve_stream", "start_call"]
+
+log = logging.getLogger("minigate")
+
+# Fields that would let a client choose where, or with which credentials, the upstream is called.
+ROUTING_FIELDS = frozenset(
+    {"api_base", "base_url", "api_key", "api_version", "extra_headers", "headers", "custom_llm_provider",
+     "organization", "azure_ad_token", "aws_access_key_id", "aws_secret_access_key"}
+)
+
+_encode = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request on its way through the gateway."""
+
+    gateway: Gateway
+    endpoint: Endpoint
+    route: Route
+    forward: dict[str, Any]
+    key_id: int | None
+    stream: bool = False
+    client_usage: bool = False
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.monotonic)
+    deadline: float = 0.0
+
+    def provider_request(self, deployment: Deployment) -> ProviderRequest:
+        """The body aimed at one deployment."""
+        body = dict(self.forward)
+        body["model"] = deployment.model
+        return ProviderRequest(self.endpoint, deployment.model, body, self.stream, self.deadline, self.request_id)
+
+    def row(self, status: int, **fields: Any) -> UsageRecord:
+        """A usage row for this call."""
+        return UsageRecord(
+            request_id=self.request_id, endpoint=self.endpoint, requested_model=self.route.requested,
+            agent=self.route.agent, key_id=self.key_id, status=status, streamed=self.stream,
+            latency_ms=(time.monotonic() - self.started) * 1000, **fields,
+        )
+
+    async def store(self, status: int, deployment: Deployment | None, hops: list[Hop], **fields: Any) -> None:
+        """Commit this call's usage row; storage trouble is logged, never turned into a failed answer."""
+        row = self.row(
+            status, provider=deployment.provider if deployment else None,
+            model=deployment.model if deployment else None, fallbacks=len(hops),
+            hops=[h.record() for h in hops] or None, **fields,
+        )
+        try:
+            await self.gateway.usage.record(row)
+        except Exception:
+            log.exception("usage row %s was not stored", self.request_id)
+
+    def headers(self, deployment: Deployment, hops: list[Hop]) -> dict[str, str]:
+        """Headers telling the client who answered."""
+        return {
+            "x-minigate-provider": deployment.provider,
+            "x-minigate-model": deployment.model,
+            "x-minigate-fallbacks": str(len(hops)),
+            "x-request-id": self.request_id,
+        }
+
+
+def start_call(gateway: Gateway, endpoint: Endpoint, parsed: Any, raw: dict[str, Any], key_id: int | None) -> Call:
+    """Resolve the route and prepare the forwarded body; 404 when no route knows the model."""
+    route = gateway.routes.resolve(parsed.model)
+    if route is None:
+        raise ModelNotFound(parsed.model)
+    forward = {k: v for k, v in raw.items() if k not in ROUTING_FIELDS}
+    stream = bool(getattr(parsed, "stream", False))
+    call = Call(gateway, endpoint, route, forward, key_id, stream=stream)
+    call.deadline = call.started + gateway.config.router.timeout
+    if stream:
+        options = raw.get("stream_options")
+        call.client_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        forward["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return call
+
+
+def _check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> None:
+    if call.endpoint not in provider.endpoints:
+        raise ProviderError(f"{deployment.ref} does not serve /v1/{call.endpoint}", status=400,
+                            code="unsupported_endpoint", cooldown=False)
+
+
+async def _failed(call: Call, err: GatewayError, hops: list[Hop] | None = None) -> GatewayError:
+    with anyio.CancelScope(shield=True):
+        await call.store(err.status, None, hops or [], error=err.message)
+    err.headers.setdefault("x-request-id", call.request_id)
+    return err
+
+
+def _tokens(usage: Any) -> dict[str, int | None]:
+    if not isinstance(usage, dict):
+        return {}
+    out = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {k: v if isinstance(v, int) else None for k, v in out.items()}
+
+
+@dataclass(slots=True)
+class Served:
+    """An answer ready to send: a JSON body or an SSE byte stream, and its headers."""
+
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+async def serve_json(call: Call) -> Served:
+    """Answer a non-streaming call; raises GatewayError (already stored) when the chain fails."""
+    hops: list[Hop] = []
+
+    async def attempt(provider: Provider, deployment: Deployment) -> dict[str, Any]:
+        _check_endpoint(provider, call, deployment)
+        return await provider.complete(call.provider_request(deployment))
+
+    try:
+        deployment, body, hops = await run_chain(
+            call.route, call.gateway.providers, call.gateway.health, call.deadline, attempt
+        )
+    except ChainExhausted as exhausted:
+        raise await _failed(call, exhausted.error, exhausted.hops) from None
+    except asyncio.CancelledError:
+        with anyio.CancelScope(shield=True):
+            await call.store(499, None, hops, error="client disconnected")
+        raise
+    body["model"] = deployment.ref
+    await call.store(200, deployment, hops, **_tokens(body.get("usage")))
+    return Served(call.headers(deployment, hops), body=_encode(body))
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+            return True
+        if delta.get("function_call") or delta.get("refusal") or delta.get("reasoning_content"):
+            return True
+    return False
+
+
+async def _prime(stream: ChunkStream) -> tuple[AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+    """Read up to the first chunk with content: until then a failure can still fall back."""
+    iterator = stream.__aiter__()
+    buffered: list[dict[str, Any]] = []
+    try:
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            buffered.append(chunk)
+            if _has_content(chunk):
+                break
+    except BaseException:
+        await stream.aclose()
+        raise
+    return iterator, buffered
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + _encode(payload) + b"\n\n"
+
+
+async def serve_stream(call: Call) -> Served:
+    """Answer a streaming call; fallback is possible until the first content chunk is ready."""
+    gateway = call.gateway
+    hops: list[Hop] = []
+
+    async def attempt(
+        provider: Provider, deployment: Deployment
+    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+        _check_endpoint(provider, call, deployment)
+        stream = await provider.open_stream(call.provider_request(deployment))
+        iterator, buffered = await _prime(stream)
+        return stream, iterator, buffered
+
+    try:
+        deployment, (stream, iterator, buffered), hops = await run_chain(
+            call.route, gateway.providers, gateway.health, call.deadline, attempt
+        )
+    except ChainExhausted as exhausted:
+        raise await _failed(call, exhausted.error, exhausted.hops) from None
+    except asyncio.CancelledError:
+        with anyio.CancelScope(shield=True):
+            await call.store(499, None, hops, error="client disconnected")
+        raise
+    ttft_ms = (time.monotonic() - call.started) * 1000
+    return Served(call.headers(deployment, hops), stream=_relay(call, deployment, hops, stream, iterator, buffered,
+                                                                ttft_ms))
+
+
+async def _relay(
+    call: Call,
+    deployment: Deployment,
+    hops: list[Hop],
+    stream: ChunkStream,
+    iterator: AsyncIterator[dict[str, Any]],
+    buffered: list[dict[str, Any]],
+    ttft_ms: float,
+) -> AsyncIterator[bytes]:
+    model = deployment.ref
+    usage: Any = None
+    status, error = 200, None
+
+    def event(chunk: dict[str, Any]) -> bytes | None:
+        nonlocal usage
+        if "usage" in chunk:
+            usage = chunk["usage"] or usage
+            if not call.client_usage:
+                del chunk["usage"]
+                if not chunk.get("choices"):
+                    return None
+        chunk["model"] = model
+        return _event(chunk)
+
+    try:
+        async with asyncio.timeout(max(0.0, call.deadline - time.monotonic())):
+            for chunk in buffered:
+                if (data := event(chunk)) is not None:
+                    yield data
+            buffered.clear()
+            async for chunk in iterator:
+                if (data := event(chunk)) is not None:
+                    yield data
+    except ProviderError as err:
+        status, error = (err.status if err.status >= 400 else 502), err.message
+        call.gateway.health.failure(deployment.ref, err)
+        yield _event(error_body(f"The upstream failed mid-stream: {err.message}", "upstream_error", None,
+                                err.code or "upstream_error"))
+    except TimeoutError:
+        status, error = 504, "the request's deadline passed mid-stream"
+        yield _event(error_body(f"The request timed out: {error}.", "timeout_error", None, "upstream_timeout"))
+    except (asyncio.CancelledError, GeneratorExit):
+        status, error = 499, "client disconnected"
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+            await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, **_tokens(usage))
+    if error is None:
+        yield b"data: [DONE]\n\n"

@@ -1,0 +1,102 @@
+"""The running gateway: config, providers, routes, health, storage, held together for one app's lifetime.
+
+Built in the app's lifespan and kept on ``app.state.gateway``; handlers receive it by dependency injection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+
+from gateway.config import Config
+from gateway.errors import AuthenticationFailed
+from gateway.health import HealthBook
+from gateway.routing import RouteTable
+from gateway.storage import Database, KeyStore, UsageWriter, open_database
+from providers.base import Provider
+from providers.registry import ProviderContext, ProviderRegistry
+
+__all__ = ["ADMIN_KEY_ENV", "Gateway", "build_providers"]
+
+log = logging.getLogger("minigate")
+
+ADMIN_KEY_ENV = "MINIGATE_ADMIN_KEY"
+
+
+def build_providers(config: Config, registry: ProviderRegistry) -> dict[str, Provider]:
+    """One provider object per configured section, built by its registered type's factory."""
+    defaults = config.default_agent
+    resources = defaults.resources if defaults else None
+    context = ProviderContext(
+        base_dir=config.base_dir,
+        data_dir=config.path(config.server.data_dir),
+        cpu_threads=resources.cpu_threads if resources else None,
+        gpu_memory=resources.gpu_memory if resources else None,
+    )
+    providers: dict[str, Provider] = {}
+    for name, (type_name, section) in config.providers.items():
+        kind = registry.get(type_name)
+        assert kind is not None  # the config check refuses unknown types
+        providers[name] = kind.factory(name, section, context)
+    return providers
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything a request handler needs."""
+
+    config: Config
+    providers: dict[str, Provider]
+    routes: RouteTable
+    health: HealthBook
+    database: Database
+    usage: UsageWriter
+    keys: KeyStore
+    admin_key: str | None
+
+    @classmethod
+    async def open(cls, config: Config, registry: ProviderRegistry) -> Gateway:
+        """Open the database (applying migrations), start the usage writer and every provider."""
+        database = await open_database(config.database_url())
+        usage = UsageWriter(database)
+        await usage.start()
+        providers = build_providers(config, registry)
+        started: list[Provider] = []
+        try:
+            for provider in providers.values():
+                await provider.start()
+                started.append(provider)
+        except BaseException:
+            for provider in started:
+                await provider.close()
+            await usage.close()
+            await database.close()
+            raise
+        routes = RouteTable(config, {name: p.models() for name, p in providers.items()})
+        admin_key = os.environ.get(ADMIN_KEY_ENV) or None
+        return cls(config, providers, routes, HealthBook(config.router.cooldown), database, usage,
+                   KeyStore(database), admin_key)
+
+    async def close(self) -> None:
+        """Stop providers, then flush usage rows and close the database."""
+        for provider in self.providers.values():
+            try:
+                await provider.close()
+            except Exception:
+                log.exception("provider %s failed to close", provider.name)
+        await self.usage.close()
+        await self.database.close()
+
+    async def authenticate(self, authorization: str | None) -> int | None:
+        """The key id for an ``Authorization: Bearer`` header (None for the bootstrap admin key); else 401."""
+        if not authorization or not authorization[:7].lower() == "bearer ":
+            raise AuthenticationFailed()
+        token = authorization[7:].strip()
+        if self.admin_key and hmac.compare_digest(token.encode("utf-8", "replace"), self.admin_key.encode()):
+            return None
+        key_id = await self.keys.verify(token)
+        if key_id is None:
+            raise AuthenticationFailed()
+        return key_id

@@ -1,0 +1,246 @@
+"""Remote OpenAI-compatible providers (OpenAI itself, vLLM, Ollama, llama.cpp, another minigate).
+
+Bodies pass through unchanged apart from ``model``; the provider's own credentials are added here and nothing
+of the client's request headers is forwarded. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import httpx
+import msgspec
+from httpx_aiohttp import AiohttpTransport
+
+from providers.base import (
+    ChunkStream,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    UpstreamStatusError,
+    UpstreamUnavailable,
+)
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
+
+__all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
+
+
+class ApiAuth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``api_key``: sent as ``Authorization: Bearer``; ``header``: sent as header ``name``; ``none``."""
+
+    type: Literal["api_key", "header", "none"] = "none"
+    value: str | None = None
+    name: str | None = None
+
+
+class OpenAIProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A ``models.providers.<name>`` section of type ``openai`` (the default type)."""
+
+    type: str = "openai"
+    endpoint: str
+    auth: ApiAuth = msgspec.field(default_factory=ApiAuth)
+    models: list[str] = msgspec.field(default_factory=list)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout: float = 600.0  # longest silence between two bytes of an answer
+    connect_timeout: float = 10.0
+    max_connections: int = 1000
+
+
+def _check(cfg: OpenAIProviderConfig) -> list[tuple[str, str]]:
+    issues = []
+    problem = check_endpoint(cfg.endpoint)
+    if problem:
+        issues.append(("endpoint", problem))
+    if cfg.auth.type in ("api_key", "header") and not cfg.auth.value:
+        issues.append(("auth.value", f"required for auth type {cfg.auth.type!r}"))
+    if cfg.auth.type == "header" and not cfg.auth.name:
+        issues.append(("auth.name", "required for auth type 'header' (the header to send)"))
+    for key, value in (("timeout", cfg.timeout), ("connect_timeout", cfg.connect_timeout)):
+        if value <= 0:
+            issues.append((key, "must be positive"))
+    return issues
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+def _error_of(status: int, content: bytes) -> dict[str, Any]:
+    try:
+        data = msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return dict(data["error"])
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return {"message": data["error"]}
+    text = content[:300].decode("utf-8", "replace").strip()
+    return {"message": f"upstream answered HTTP {status}" + (f": {text}" if text else "")}
+
+
+class _SSEStream(ChunkStream):
+    """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``."""
+
+    def __init__(self, response: httpx.Response, provider: str) -> None:
+        self._response = response
+        self._provider = provider
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        decode = msgspec.json.decode
+        buffer = b""
+        finished = False
+        try:
+            async for raw in self._response.aiter_raw():
+                buffer += raw
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    line = line.rstrip(b"\r")
+                    if not line.startswith(b"data:"):
+                        continue  # comments, event names, ids, blank separators
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    try:
+                        chunk = decode(data)
+                    except msgspec.DecodeError:
+                        raise UpstreamUnavailable(
+                            f"{self._provider}: malformed event in the upstream stream", code="upstream_malformed"
+                        ) from None
+                    if not isinstance(chunk, dict):
+                        continue
+                    if "error" in chunk and "choices" not in chunk:
+                        err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
+                        raise UpstreamStatusError(int(err.get("status") or 502), err)
+                    finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                    yield chunk
+        except httpx.TransportError as err:
+            raise UpstreamUnavailable(f"{self._provider}: stream broke: {err or type(err).__name__}") from None
+        if not finished:
+            raise UpstreamUnavailable(
+                f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
+            )
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class OpenAIProvider(Provider):
+    """Talks to an OpenAI-compatible HTTP API over one pooled keep-alive client."""
+
+    type_name = "openai"
+    endpoints = frozenset({"chat/completions", "completions", "embeddings"})
+
+    def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self._base = config.endpoint.rstrip("/")
+        headers = {"content-type": "application/json", "accept": "application/json", **config.headers}
+        if config.auth.type == "api_key" and config.auth.value:
+            headers["authorization"] = f"Bearer {config.auth.value}"
+        elif config.auth.type == "header" and config.auth.name and config.auth.value:
+            headers[config.auth.name] = config.auth.value
+        self._headers = headers
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=self.config.max_connections, max_keepalive_connections=200)
+        self._client = httpx.AsyncClient(
+            transport=AiohttpTransport(limits=limits, trust_env=False),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def models(self) -> list[str]:
+        return list(self.config.models)
+
+    async def _send(self, request: ProviderRequest) -> httpx.Response:
+        if self._client is None:
+            raise UpstreamUnavailable(f"{self.name}: provider is not started")
+        remaining = request.remaining()
+        timeout = httpx.Timeout(
+            min(self.config.timeout, remaining),
+            connect=min(self.config.connect_timeout, remaining),
+        )
+        req = self._client.build_request(
+            "POST",
+            f"{self._base}/{request.endpoint}",
+            content=msgspec.json.encode(request.body),
+            headers=self._headers,
+            timeout=timeout,
+        )
+        try:
+            response = await self._client.send(req, stream=True)
+        except httpx.TimeoutException as err:
+            raise UpstreamUnavailable(f"{self.name}: timed out ({type(err).__name__})", code="upstream_timeout")
+        except httpx.HTTPError as err:
+            raise UpstreamUnavailable(f"{self.name}: cannot connect: {err or type(err).__name__}") from None
+        if response.status_code >= 300:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            status = response.status_code
+            if 300 <= status < 400:
+                # Following a redirect would send our credentials wherever the upstream points.
+                raise UpstreamUnavailable(f"{self.name}: upstream redirected (HTTP {status}); not followed")
+            raise UpstreamStatusError(
+                status, _error_of(status, content), retry_after=parse_retry_after(response.headers)
+            )
+        return response
+
+    async def complete(self, request: ProviderRequest) -> dict[str, Any]:
+        response = await self._send(request)
+        try:
+            content = await response.aread()
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable(f"{self.name}: read timed out", code="upstream_timeout") from None
+        except httpx.HTTPError as err:
+            raise UpstreamUnavailable(f"{self.name}: answer broke off: {err or type(err).__name__}") from None
+        finally:
+            await response.aclose()
+        try:
+            body = msgspec.json.decode(content)
+        except msgspec.DecodeError:
+            raise UpstreamUnavailable(f"{self.name}: answer is not JSON", code="upstream_malformed") from None
+        if not isinstance(body, dict):
+            raise UpstreamUnavailable(f"{self.name}: answer is not a JSON object", code="upstream_malformed")
+        return body
+
+    async def open_stream(self, request: ProviderRequest) -> ChunkStream:
+        response = await self._send(request)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await response.aclose()
+            raise ProviderError(f"{self.name}: expected an event stream, got {response.headers.get('content-type')}")
+        return _SSEStream(response, self.name)
+
+
+def _factory(name: str, config: OpenAIProviderConfig, context: ProviderContext) -> Provider:
+    return OpenAIProvider(name, config)
+
+
+def register(registry: ProviderRegistry) -> None:
+    """Register the ``openai`` provider type (also the type of a section that names none)."""
+    registry.register(ProviderType("openai", OpenAIProviderConfig, _factory, _check), "openai-compatible")
