@@ -1,0 +1,1 @@
+"""Fake upstream servers for the gateway tests and benchmarks."""
