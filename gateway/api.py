@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import ModelNotFound
@@ -112,7 +113,7 @@ async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[
 
 @get("/models/{model_id:path}")
 async def get_model(
-    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], model_id: str
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], model_id: FromPath[str]
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/models/{id}`` (ids may contain slashes: ``provider/model``)."""
     await gateway.authenticate(request.headers.get("authorization"))

@@ -64,14 +64,14 @@ class ChatCompletionRequest(_Common, kw_only=True):
 class CompletionRequest(_Common, kw_only=True):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str | int | list[int]]
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
     """``POST /v1/embeddings``."""
 
     model: Annotated[str, Meta(min_length=1, max_length=256)]
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str | int | list[int]]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: PositiveInt | None = None
 

@@ -6,11 +6,13 @@ of the client's request headers is forwarded. Redirects are never followed.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
@@ -81,6 +83,16 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
         return None if when is None else max(0.0, when.timestamp() - time.time())
 
 
+def _unavailable(name: str, err: httpx.HTTPError) -> UpstreamUnavailable:
+    """Name what went wrong; httpx's aiohttp transport maps some refusals to timeouts, so read the cause."""
+    cause = err.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(cause, aiohttp.ServerTimeoutError):
+        return UpstreamUnavailable(f"{name}: cannot connect: {cause.os_error.strerror or cause}")
+    if isinstance(err, httpx.TimeoutException) or isinstance(cause, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamUnavailable(f"{name}: timed out ({type(cause or err).__name__})", code="upstream_timeout")
+    return UpstreamUnavailable(f"{name}: connection failed: {cause or err or type(err).__name__}")
+
+
 def _error_of(status: int, content: bytes) -> dict[str, Any]:
     try:
         data = msgspec.json.decode(content)
@@ -129,8 +141,11 @@ class _SSEStream(ChunkStream):
                         raise UpstreamStatusError(int(err.get("status") or 502), err)
                     finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
                     yield chunk
-        except httpx.TransportError as err:
-            raise UpstreamUnavailable(f"{self._provider}: stream broke: {err or type(err).__name__}") from None
+        except httpx.HTTPError as err:
+            failure = _unavailable(self._provider, err)
+            if failure.code != "upstream_timeout":
+                failure = UpstreamUnavailable(f"{self._provider}: stream broke: {err.__cause__ or err}")
+            raise failure from None
         if not finished:
             raise UpstreamUnavailable(
                 f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
@@ -191,10 +206,8 @@ class OpenAIProvider(Provider):
         )
         try:
             response = await self._client.send(req, stream=True)
-        except httpx.TimeoutException as err:
-            raise UpstreamUnavailable(f"{self.name}: timed out ({type(err).__name__})", code="upstream_timeout")
         except httpx.HTTPError as err:
-            raise UpstreamUnavailable(f"{self.name}: cannot connect: {err or type(err).__name__}") from None
+            raise _unavailable(self.name, err) from None
         if response.status_code >= 300:
             try:
                 content = await response.aread()
@@ -215,10 +228,8 @@ class OpenAIProvider(Provider):
         response = await self._send(request)
         try:
             content = await response.aread()
-        except httpx.TimeoutException:
-            raise UpstreamUnavailable(f"{self.name}: read timed out", code="upstream_timeout") from None
         except httpx.HTTPError as err:
-            raise UpstreamUnavailable(f"{self.name}: answer broke off: {err or type(err).__name__}") from None
+            raise _unavailable(self.name, err) from None
         finally:
             await response.aclose()
         try:

@@ -1,0 +1,169 @@
+"""Client API keys: create, list, revoke and verify.
+
+A key is ``"mg-" + secrets.token_urlsafe(32)`` (256 random bits). Only its SHA-256 hex digest and a short
+display prefix are stored, so the plaintext is shown once at creation and never again. Because the key is
+high-entropy, a plain (unsalted, fast) hash lookup is safe: there is nothing to brute-force.
+
+:meth:`KeyStore.verify` runs on every request, so answers are cached per store for ``cache_ttl`` seconds;
+a key revoked by another process (the CLI) stops working within that time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import re
+import secrets
+import time
+from datetime import datetime
+from typing import cast
+
+import msgspec
+from sqlalchemy import Table, bindparam, insert, select, update
+
+from gateway.storage.db import Database
+from gateway.storage.tables import ApiKeyRow, utcnow
+
+__all__ = ["KEY_PREFIX", "ApiKeyInfo", "KeyStore", "hash_key"]
+
+KEY_PREFIX = "mg-"
+_DISPLAY_PREFIX_LEN = 10
+_MAX_TOKEN_LEN = 512
+_MAX_NAME_LEN = 200
+# What create() can produce: the prefix, then token_urlsafe's alphabet. Anything else is rejected before
+# hashing or touching the database (and so never fills the cache with junk shapes either).
+_TOKEN_RE = re.compile(r"mg-[A-Za-z0-9_-]{16,}")
+
+_KEYS = cast(Table, ApiKeyRow.__table__)
+
+
+class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What may be shown about a key: never the key itself."""
+
+    id: int
+    name: str
+    prefix: str  # the first characters of the key, to recognise it in a list
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        """True until the key is revoked."""
+        return self.revoked_at is None
+
+
+def hash_key(token: str) -> str:
+    """The SHA-256 hex digest stored for ``token``."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def _well_formed(token: object) -> bool:
+    # Length first, so a huge string costs nothing more than len().
+    return (
+        isinstance(token, str)
+        and len(token) <= _MAX_TOKEN_LEN
+        and token.isascii()
+        and _TOKEN_RE.fullmatch(token) is not None
+    )
+
+
+class KeyStore:
+    """API keys in the ``api_keys`` table, with a small verification cache."""
+
+    def __init__(self, database: Database, *, cache_ttl: float = 2.0, cache_size: int = 10_000) -> None:
+        """Use ``database``; verification answers are reused for ``cache_ttl`` seconds.
+
+        At most ``cache_size`` answers are cached; the cache is emptied when full so that a flood of
+        random tokens cannot grow memory.
+        """
+        self._db = database
+        self._ttl = cache_ttl
+        self._cache_size = cache_size
+        # sha256 hex -> (key id, or None for "no such active key", monotonic expiry)
+        self._cache: dict[str, tuple[int | None, float]] = {}
+        # key id -> when verify() last accepted it; written out by flush_last_used()
+        self._used: dict[int, datetime] = {}
+
+    async def create(self, name: str) -> tuple[ApiKeyInfo, str]:
+        """Create a key called ``name``; returns its info and the plaintext key (shown only this once)."""
+        name = name.strip()
+        if not name or len(name) > _MAX_NAME_LEN:
+            raise ValueError(f"key name must be 1..{_MAX_NAME_LEN} characters")
+        token = KEY_PREFIX + secrets.token_urlsafe(32)
+        prefix = token[:_DISPLAY_PREFIX_LEN]
+        created_at = utcnow()
+        stmt = insert(_KEYS).values(name=name, prefix=prefix, key_hash=hash_key(token), created_at=created_at)
+        async with self._db.engine.begin() as conn:
+            pk = (await conn.execute(stmt)).inserted_primary_key
+        assert pk is not None  # always set for a single-row insert
+        key_id = int(pk[0])
+        return ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at), token
+
+    async def list(self) -> builtins.list[ApiKeyInfo]:
+        """All keys, revoked ones included, oldest first."""
+        stmt = select(
+            _KEYS.c.id,
+            _KEYS.c.name,
+            _KEYS.c.prefix,
+            _KEYS.c.created_at,
+            _KEYS.c.revoked_at,
+            _KEYS.c.last_used_at,
+        ).order_by(_KEYS.c.id)
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [ApiKeyInfo(**row) for row in rows]
+
+    async def revoke(self, key_id: int) -> bool:
+        """Revoke key ``key_id``; False if there is no such key or it was already revoked."""
+        stmt = (
+            update(_KEYS)
+            .where(_KEYS.c.id == key_id, _KEYS.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(stmt)
+        # This process stops accepting the key at once; others within their cache TTL.
+        self._cache = {h: v for h, v in self._cache.items() if v[0] != key_id}
+        self._used.pop(key_id, None)
+        return result.rowcount == 1
+
+    async def verify(self, token: str) -> int | None:
+        """The id of the active key ``token``, or None (malformed, unknown or revoked)."""
+        if not _well_formed(token):
+            return None
+        digest = hash_key(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            key_id = cached[0]
+        else:
+            stmt = select(_KEYS.c.id).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))
+            async with self._db.engine.connect() as conn:
+                key_id = (await conn.execute(stmt)).scalar_one_or_none()
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[digest] = (key_id, now + self._ttl)
+        if key_id is not None:
+            self._used[key_id] = utcnow()
+        return key_id
+
+    async def flush_last_used(self) -> int:
+        """Write the ``last_used_at`` times gathered by :meth:`verify`; returns how many keys were updated.
+
+        Meant to be called periodically (and at shutdown) so that requests never wait on this write.
+        """
+        if not self._used:
+            return 0
+        used, self._used = self._used, {}
+        stmt = update(_KEYS).where(_KEYS.c.id == bindparam("b_id")).values(last_used_at=bindparam("b_used"))
+        params = [{"b_id": key_id, "b_used": when} for key_id, when in used.items()]
+        try:
+            async with self._db.engine.begin() as conn:
+                await conn.execute(stmt, params)
+        except BaseException:
+            # Put them back (without overwriting newer times) so the next flush retries.
+            for key_id, when in used.items():
+                self._used.setdefault(key_id, when)
+            raise
+        return len(params)

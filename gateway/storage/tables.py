@@ -1,0 +1,115 @@
+"""SQLAlchemy table definitions: ``usage`` (one row per gateway request) and ``api_keys``.
+
+These classes are the schema's source of truth for queries and for ``alembic revision --autogenerate``;
+the schema in a database is created only by the migrations in ``migrations/versions`` (the storage tests
+check that the two agree).
+
+Datetimes are stored as UTC and always come back timezone-aware (:class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["ApiKeyRow", "Base", "UTCDateTime", "UsageRow", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as UTC and returned timezone-aware.
+
+    SQLite has no timezone type and hands back naive values, so values are normalised to UTC before they
+    are stored and tagged as UTC when read: the same code then works on SQLite and PostgreSQL.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC; naive values are taken to be UTC already."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime whatever the driver gave back."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# 64-bit ids on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" is an alias of the rowid and
+# auto-assigned, so the variant keeps plain INTEGER there (SQLite integers are 64-bit anyway).
+_BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the gateway's :class:`~sqlalchemy.MetaData`."""
+
+    # Named constraints and indexes let later migrations drop or alter them by name, which SQLite's
+    # batch ("move and copy") mode needs.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class UsageRow(Base):
+    """One gateway request: who asked, which deployment answered, tokens and timings."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(_BigIntId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # The API key used; deliberately no foreign key so usage history survives key deletion.
+    key_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))  # "chat/completions" | "completions" | "embeddings"
+    requested_model: Mapped[str] = mapped_column(Text)  # as the client sent it, so unbounded
+    agent: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)  # the provider that answered
+    model: Mapped[str | None] = mapped_column(Text)  # the upstream model that answered
+    fallbacks: Mapped[int] = mapped_column(Integer)  # number of hops before the answer
+    hops: Mapped[str | None] = mapped_column(Text)  # JSON list of {"provider","model","error","status"}
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status returned to the client
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    streamed: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiKeyRow(Base):
+    """A client API key; only its SHA-256 and a short display prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole key
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,68 @@
+"""Shared fixtures: fake upstreams on loopback and a factory for real gateway servers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway_server import GatewayServer
+
+
+@pytest.fixture
+def primary() -> Iterator[FakeUpstream]:
+    """An upstream named "primary" that expects the key ``primary-key``."""
+    with FakeUpstream("primary", api_key="primary-key") as fake:
+        yield fake
+
+
+@pytest.fixture
+def backup() -> Iterator[FakeUpstream]:
+    """An upstream named "backup" that expects the key ``backup-key``."""
+    with FakeUpstream("backup", api_key="backup-key") as fake:
+        yield fake
+
+
+def two_provider_config(primary: FakeUpstream, backup: FakeUpstream, **router: Any) -> dict[str, Any]:
+    """The seed format: agent ``defaults`` = primary/gpt-4o-mini then backup/llama3-8b; ``coder`` reversed."""
+    return {
+        "agents": {
+            "defaults": {"model": {"primary": "primary/gpt-4o-mini", "fallbacks": ["backup/llama3-8b"]}},
+            "coder": {"model": {"primary": "backup/qwen-coder", "fallback": "primary/gpt-4o-mini"}},
+        },
+        "models": {
+            "providers": {
+                "primary": {"type": "openai", "endpoint": primary.url, "models": ["gpt-4o-mini"],
+                            "auth": {"type": "api_key", "value": "primary-key"}, "timeout": 2},
+                "backup": {"endpoint": backup.url, "auth": {"type": "api_key", "value": "backup-key"},
+                           "timeout": 2},
+            },
+            "aliases": {"fast": "primary/gpt-4o-mini", "code": "coder"},
+        },
+        "router": {"timeout": 10, **router},
+    }
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
+    """Start gateways for configs; all are stopped at the end of the test."""
+    servers: list[GatewayServer] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> GatewayServer:
+        server = GatewayServer(config, tmp_path / f"data{len(servers)}", env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream,
+            backup: FakeUpstream) -> GatewayServer:
+    """A gateway over the two fake upstreams, with a short cooldown for tests."""
+    return gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 0.5}))
