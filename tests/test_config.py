@@ -1,0 +1,129 @@
+"""The config format: the seed example, ${VAR}, and refusals that name their JSON path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, parse_config
+from providers.registry import builtin_registry
+
+SEED: dict[str, Any] = {
+    "agents": {
+        "defaults": {"model": {"primary": "openai/gpt-4o-mini", "fallbacks": ["backup/llama3-8b"]},
+                     "resources": {"gpu_memory": "80%", "cpu_threads": 4}},
+        "coder": {"model": {"primary": "backup/qwen-coder", "fallback": "openai/gpt-4o-mini"}},
+    },
+    "models": {"providers": {
+        "openai": {"type": "openai", "endpoint": "https://api.openai.com/v1",
+                   "auth": {"type": "api_key", "value": "${OPENAI_API_KEY}"}, "models": ["gpt-4o-mini"]},
+        "backup": {"endpoint": "http://local-model-server:5000/v1",
+                   "auth": {"type": "api_key", "value": "generated-token-xxx"}},
+    }},
+}
+
+
+def parse(raw: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    return parse_config(raw, builtin_registry(), env={"OPENAI_API_KEY": "sk-test"} if env is None else env)
+
+
+def refusal(raw: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse(raw, env)
+    return str(err.value).splitlines()
+
+
+def edit(path: str, value: Any) -> dict[str, Any]:
+    raw = json.loads(json.dumps(SEED))
+    *parents, last = path.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+def test_seed_example_is_accepted() -> None:
+    cfg = parse(SEED)
+    assert cfg.agents["defaults"].model.chain() == ["openai/gpt-4o-mini", "backup/llama3-8b"]
+    assert cfg.agents["coder"].model.chain() == ["backup/qwen-coder", "openai/gpt-4o-mini"]
+    type_name, openai_cfg = cfg.providers["openai"]
+    assert type_name == "openai" and openai_cfg.auth.value == "sk-test"
+    assert cfg.providers["backup"][0] == "openai"  # no type: OpenAI-compatible
+    assert cfg.agents["defaults"].resources.cpu_threads == 4
+
+
+def test_fallback_accepts_a_list_and_env_defaults() -> None:
+    raw = edit("agents.coder.model.fallback", ["openai/gpt-4o-mini", "backup/x"])
+    assert parse(raw).agents["coder"].model.chain()[1:] == ["openai/gpt-4o-mini", "backup/x"]
+    raw = edit("models.providers.backup.auth.value", "${TOKEN:-fallback-token}")
+    assert parse(raw).providers["backup"][1].auth.value == "fallback-token"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("models.providers.backup.endpoint", "local-model-server", "models.providers.backup.endpoint: not a URL"),
+        ("models.providers.backup.endpoint", "file:///etc/passwd", "models.providers.backup.endpoint: not a URL"),
+        ("models.providers.backup.endpoint", "http://169.254.169.254/v1", "models.providers.backup.endpoint: link"),
+        ("models.providers.backup.endpont", "http://x", "models.providers.backup.endpont: unknown key"),
+        ("models.providers.backup.type", "nope", "models.providers.backup.type: unknown provider type 'nope'"),
+        ("models.providers.backup.auth", {"type": "header", "value": "v"}, "models.providers.backup.auth.name: "),
+        ("models.providers.backup.auth", {"type": "magic"}, "models.providers.backup.auth.type: "),
+        ("models.providers.openai.timeout", "soon", "models.providers.openai.timeout: expected float"),
+        ("agents.defaults.model.primary", "gpt-4o-mini", "agents.defaults.model.primary: not a model reference"),
+        ("agents.defaults.model.primary", "nobody/x", "agents.defaults.model.primary: unknown provider 'nobody'"),
+        ("agents.defaults.model.primary", "openai/gpt-5", "agents.defaults.model.primary: provider 'openai' does"),
+        ("agents.defaults.model.fallbacks", ["x/y"], "agents.defaults.model.fallbacks[0]: unknown provider 'x'"),
+        ("agents.defaults.model.fallbaks", ["x/y"], "agents.defaults.model.fallbaks: unknown key"),
+        ("agents.defaults.model.primary", KeyError, "agents.defaults.model.primary: required"),
+        ("agents.defaults.resources.gpu_memory", "180%", "agents.defaults.resources.gpu_memory: not a percentage"),
+        ("agents.defaults.resources.cpu_threads", 0, "agents.defaults.resources.cpu_threads: must be a positive"),
+        ("agents.coder.model.fallbacks", ["openai/gpt-4o-mini"], "agents.coder.model: give either"),
+    ],
+)
+def test_refusals_name_the_json_path(path: str, value: Any, expected: str) -> None:
+    assert any(line.startswith(expected) for line in refusal(edit(path, value))), refusal(edit(path, value))
+
+
+def test_missing_environment_variable_is_refused() -> None:
+    assert refusal(SEED, env={}) == [
+        "models.providers.openai.auth.value: environment variable OPENAI_API_KEY is not set"
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = edit("models.providers.backup.endpoint", "nope")
+    raw["agents"]["defaults"]["resources"]["cpu_threads"] = -1
+    assert len(refusal(raw)) == 2
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_config_check_command(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(edit("models.providers.openai.auth.value", "sk-x")))
+    bad.write_text(json.dumps(edit("models.providers.backup.endpoint", "local-model-server")))
+    ok = run_cli("config", "check", str(good))
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    refused = run_cli("config", "check", str(bad))
+    assert refused.returncode == 2
+    assert "models.providers.backup.endpoint: not a URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = run_cli("config", "check", str(broken))
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    missing = run_cli("config", "check", str(tmp_path / "absent.json"))
+    assert missing.returncode == 2 and "cannot read config file" in missing.stderr
