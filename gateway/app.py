@@ -42,8 +42,11 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
     if default is not None:
         checks["default_chain"] = any(gateway.health.cooling(d.ref) == 0 for d in default.chain)
     ok = all(checks.values())
-    return Response(msgspec.json.encode({"status": "ready" if ok else "not ready", "checks": checks}),
-                    status_code=200 if ok else 503, media_type="application/json")
+    return Response(
+        msgspec.json.encode({"status": "ready" if ok else "not ready", "checks": checks}),
+        status_code=200 if ok else 503,
+        media_type="application/json",
+    )
 
 
 def create_app(config: Config, registry: ProviderRegistry | None = None) -> Litestar:

@@ -37,16 +37,26 @@ class Hop:
         """One line for error messages and logs."""
         if self.error is None:
             return f"{self.deployment.ref}: cooling down ({math.ceil(self.cooling)} s left)"
-        status = f"HTTP {self.error.status}: " if self.error.status and self.error.code != "upstream_unavailable" else ""
+        status = (
+            f"HTTP {self.error.status}: " if self.error.status and self.error.code != "upstream_unavailable" else ""
+        )
         return f"{self.deployment.ref}: {status}{self.error.message}"
 
     def record(self) -> dict[str, Any]:
         """The hop as stored in the usage row."""
         if self.error is None:
-            return {"provider": self.deployment.provider, "model": self.deployment.model, "error": "cooling down",
-                    "status": None}
-        return {"provider": self.deployment.provider, "model": self.deployment.model, "error": self.error.message,
-                "status": self.error.status}
+            return {
+                "provider": self.deployment.provider,
+                "model": self.deployment.model,
+                "error": "cooling down",
+                "status": None,
+            }
+        return {
+            "provider": self.deployment.provider,
+            "model": self.deployment.model,
+            "error": self.error.message,
+            "status": self.error.status,
+        }
 
 
 class ChainExhausted(Exception):
@@ -89,9 +99,9 @@ async def run_chain(
                 raise ChainExhausted(chain_error(route, hops), hops) from None
             continue
         except TimeoutError:
-            err = UpstreamUnavailable(f"{deployment.ref}: the request's deadline passed", code="upstream_timeout")
-            hops.append(Hop(deployment, err))
-            health.failure(deployment.ref, err)
+            late = UpstreamUnavailable(f"{deployment.ref}: the request's deadline passed", code="upstream_timeout")
+            hops.append(Hop(deployment, late))
+            health.failure(deployment.ref, late)
             break
         health.success(deployment.ref)
         return deployment, result, hops
@@ -111,19 +121,41 @@ def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
     if not tried:
         return ChainFailed(
             f"Every deployment for {route.requested!r} is cooling down after failures: {summary}",
-            status=503, type="server_error", code="all_deployments_cooling", headers=headers,
+            status=503,
+            type="server_error",
+            code="all_deployments_cooling",
+            headers=headers,
         )
     assert last is not None
     if all(e.status == 429 for e in tried):
-        return ChainFailed(f"Rate limited upstream for {route.requested!r}: {summary}", status=429,
-                           type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
+        return ChainFailed(
+            f"Rate limited upstream for {route.requested!r}: {summary}",
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
     if all(400 <= e.status < 500 and not e.cooldown for e in tried):
         # Every provider refused the request itself (context too long, model unknown to all of them).
-        return GatewayError(f"No deployment for {route.requested!r} accepted the request: {summary}",
-                            status=last.status, type=last.type, param=last.param, code=last.code)
+        return GatewayError(
+            f"No deployment for {route.requested!r} accepted the request: {summary}",
+            status=last.status,
+            type=last.type,
+            param=last.param,
+            code=last.code,
+        )
     if last.code == "upstream_timeout":
-        return ChainFailed(f"The request for {route.requested!r} timed out: {summary}", status=504,
-                           type="timeout_error", code="upstream_timeout", headers=headers)
-    return ChainFailed(f"No deployment for {route.requested!r} could answer: {summary}", status=502,
-                       type="upstream_error", code="all_deployments_failed", headers=headers)
-
+        return ChainFailed(
+            f"The request for {route.requested!r} timed out: {summary}",
+            status=504,
+            type="timeout_error",
+            code="upstream_timeout",
+            headers=headers,
+        )
+    return ChainFailed(
+        f"No deployment for {route.requested!r} could answer: {summary}",
+        status=502,
+        type="upstream_error",
+        code="all_deployments_failed",
+        headers=headers,
+    )

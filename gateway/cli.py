@@ -47,11 +47,23 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     source = config.source or "built-in default"
-    print(f"minigate: serving http://{host}:{port}/v1 (config: {source}; database: {config.database_url()})",
-          file=sys.stderr, flush=True)
+    print(
+        f"minigate: serving http://{host}:{port}/v1 (config: {source}; database: {config.database_url()})",
+        file=sys.stderr,
+        flush=True,
+    )
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-                       access_log=False, log_level="warning", timeout_graceful_shutdown=30)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
     )
     server.run()
     return 0 if server.started else 1

@@ -195,7 +195,10 @@ def _check_percent_or_bytes(value: str | int, path: str, issues: list[tuple[str,
 
 
 def _check_references(
-    agents: dict[str, AgentConfig], aliases: dict[str, str], known: dict[str, Any], issues: list[tuple[str, str]]
+    agents: dict[str, AgentConfig],
+    aliases: dict[str, str],
+    known: dict[str, Any],
+    issues: list[tuple[str, str]],
 ) -> None:
     def check_ref(ref: str, path: str) -> None:
         provider, sep, model = ref.partition("/")

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 __all__ = [
     "AuthenticationFailed",
@@ -129,6 +130,6 @@ def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return Response(msgspec.json.encode(body), status_code=500, media_type="application/json")
 
 
-def exception_handlers() -> dict[type[Exception], Any]:
+def exception_handlers() -> ExceptionHandlersMap:
     """Litestar exception handlers mapping every error to OpenAI's shape."""
     return {GatewayError: _from_gateway, HTTPException: _from_http, Exception: _from_unexpected}

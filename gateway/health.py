@@ -64,6 +64,10 @@ class HealthBook:
         """Current failure state of every deployment that has failed since its last success."""
         now = time.monotonic()
         return {
-            ref: {"failures": s.consecutive, "cooldown_s": round(max(0.0, s.until - now), 3), "last_error": s.last_error}
+            ref: {
+                "failures": s.consecutive,
+                "cooldown_s": round(max(0.0, s.until - now), 3),
+                "last_error": s.last_error,
+            }
             for ref, s in self._states.items()
         }

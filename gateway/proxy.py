@@ -26,14 +26,25 @@ from gateway.runtime import Gateway
 from gateway.storage import UsageRecord
 from providers.base import ChunkStream, Endpoint, Provider, ProviderError, ProviderRequest
 
-__all__ = ["Call", "ROUTING_FIELDS", "Served", "serve_json", "serve_stream", "start_call"]
+__all__ = ["ROUTING_FIELDS", "Call", "Served", "serve_json", "serve_stream", "start_call"]
 
 log = logging.getLogger("minigate")
 
 # Fields that would let a client choose where, or with which credentials, the upstream is called.
 ROUTING_FIELDS = frozenset(
-    {"api_base", "base_url", "api_key", "api_version", "extra_headers", "headers", "custom_llm_provider",
-     "organization", "azure_ad_token", "aws_access_key_id", "aws_secret_access_key"}
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "extra_headers",
+        "headers",
+        "custom_llm_provider",
+        "organization",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+    }
 )
 
 _encode = msgspec.json.encode
@@ -63,17 +74,26 @@ class Call:
     def row(self, status: int, **fields: Any) -> UsageRecord:
         """A usage row for this call."""
         return UsageRecord(
-            request_id=self.request_id, endpoint=self.endpoint, requested_model=self.route.requested,
-            agent=self.route.agent, key_id=self.key_id, status=status, streamed=self.stream,
-            latency_ms=(time.monotonic() - self.started) * 1000, **fields,
+            request_id=self.request_id,
+            endpoint=self.endpoint,
+            requested_model=self.route.requested,
+            agent=self.route.agent,
+            key_id=self.key_id,
+            status=status,
+            streamed=self.stream,
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            **fields,
         )
 
     async def store(self, status: int, deployment: Deployment | None, hops: list[Hop], **fields: Any) -> None:
         """Commit this call's usage row; storage trouble is logged, never turned into a failed answer."""
         row = self.row(
-            status, provider=deployment.provider if deployment else None,
-            model=deployment.model if deployment else None, fallbacks=len(hops),
-            hops=[h.record() for h in hops] or None, **fields,
+            status,
+            provider=deployment.provider if deployment else None,
+            model=deployment.model if deployment else None,
+            fallbacks=len(hops),
+            hops=[h.record() for h in hops] or None,
+            **fields,
         )
         try:
             await self.gateway.usage.record(row)
@@ -108,8 +128,12 @@ def start_call(gateway: Gateway, endpoint: Endpoint, parsed: Any, raw: dict[str,
 
 def _check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> None:
     if call.endpoint not in provider.endpoints:
-        raise ProviderError(f"{deployment.ref} does not serve /v1/{call.endpoint}", status=400,
-                            code="unsupported_endpoint", cooldown=False)
+        raise ProviderError(
+            f"{deployment.ref} does not serve /v1/{call.endpoint}",
+            status=400,
+            code="unsupported_endpoint",
+            cooldown=False,
+        )
 
 
 async def _failed(call: Call, err: GatewayError, hops: list[Hop] | None = None) -> GatewayError:
@@ -217,8 +241,10 @@ async def serve_stream(call: Call) -> Served:
             await call.store(499, None, hops, error="client disconnected")
         raise
     ttft_ms = (time.monotonic() - call.started) * 1000
-    return Served(call.headers(deployment, hops), stream=_relay(call, deployment, hops, stream, iterator, buffered,
-                                                                ttft_ms))
+    return Served(
+        call.headers(deployment, hops),
+        stream=_relay(call, deployment, hops, stream, iterator, buffered, ttft_ms),
+    )
 
 
 async def _relay(
@@ -257,8 +283,14 @@ async def _relay(
     except ProviderError as err:
         status, error = (err.status if err.status >= 400 else 502), err.message
         call.gateway.health.failure(deployment.ref, err)
-        yield _event(error_body(f"The upstream failed mid-stream: {err.message}", "upstream_error", None,
-                                err.code or "upstream_error"))
+        yield _event(
+            error_body(
+                f"The upstream failed mid-stream: {err.message}",
+                "upstream_error",
+                None,
+                err.code or "upstream_error",
+            )
+        )
     except TimeoutError:
         status, error = 504, "the request's deadline passed mid-stream"
         yield _event(error_body(f"The request timed out: {error}.", "timeout_error", None, "upstream_timeout"))

@@ -76,8 +76,16 @@ class Gateway:
             raise
         routes = RouteTable(config, {name: p.models() for name, p in providers.items()})
         admin_key = os.environ.get(ADMIN_KEY_ENV) or None
-        return cls(config, providers, routes, HealthBook(config.router.cooldown), database, usage,
-                   KeyStore(database), admin_key)
+        return cls(
+            config,
+            providers,
+            routes,
+            HealthBook(config.router.cooldown),
+            database,
+            usage,
+            KeyStore(database),
+            admin_key,
+        )
 
     async def close(self) -> None:
         """Stop providers, then flush usage rows and close the database."""

@@ -8,7 +8,7 @@ provider unchanged. Unknown fields are therefore allowed here.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -109,16 +109,17 @@ def decode_request(body: bytes, struct: type[T]) -> tuple[T, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise InvalidRequest("The body must be a JSON object.")
     try:
-        return msgspec.convert(raw, struct), raw
+        parsed: T = msgspec.convert(raw, struct)
+        return parsed, raw
     except msgspec.ValidationError as err:
         m = _AT.match(str(err))
         message, where = (m.group(1), m.group(2) or "") if m else (str(err), "")
         missing = re.match(r"Object missing required field `(.+)`", message)
         if missing:
-            return _raise(f"Missing required parameter: '{missing.group(1)}'.", missing.group(1))
+            _raise(f"Missing required parameter: '{missing.group(1)}'.", missing.group(1))
         param = _param(where)
-        return _raise(f"Invalid value for '{param}': {message.replace('`', '')}." if param else message, param)
+        _raise(f"Invalid value for '{param}': {message.replace('`', '')}." if param else message, param)
 
 
-def _raise(message: str, param: str | None) -> Any:
+def _raise(message: str, param: str | None) -> NoReturn:
     raise InvalidRequest(message, param=param, code="invalid_value" if param else None)

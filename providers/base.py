@@ -88,7 +88,13 @@ class UpstreamUnavailable(ProviderError):
         super().__init__(message, status=status, type="upstream_error", code=code, fallback=True)
 
 
-_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "context window", "too many tokens")
+_CONTEXT_MARKERS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "context window",
+    "too many tokens",
+)
 _MODEL_MARKERS = ("model_not_found", "model not found", "does not exist", "not supported", "unknown model")
 
 

@@ -68,7 +68,7 @@ class _WordStream(ChunkStream):
                 await asyncio.sleep(self._provider.config.delay)
             piece = {"delta": {"content": word}} if chat else {"text": word}
             yield {**base, "choices": [{"index": 0, **piece, "finish_reason": None}]}
-        last = {"delta": {}} if chat else {"text": ""}
+        last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
         yield {**base, "choices": [{"index": 0, **last, "finish_reason": "stop"}]}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -95,8 +95,11 @@ class FakeProvider(Provider):
     def _check_model(self, request: ProviderRequest) -> None:
         if request.model not in self.config.models:
             raise ProviderError(
-                f"model {request.model!r} not found", status=404, type="invalid_request_error",
-                code="model_not_found", cooldown=False,
+                f"model {request.model!r} not found",
+                status=404,
+                type="invalid_request_error",
+                code="model_not_found",
+                cooldown=False,
             )
 
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:
@@ -123,8 +126,14 @@ class FakeProvider(Provider):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             obj = "chat.completion"
         ident = f"chatcmpl-{uuid.uuid4().hex}"
-        return {"id": ident, "object": obj, "created": created, "model": request.model, "choices": [choice],
-                "usage": usage}
+        return {
+            "id": ident,
+            "object": obj,
+            "created": created,
+            "model": request.model,
+            "choices": [choice],
+            "usage": usage,
+        }
 
     async def open_stream(self, request: ProviderRequest) -> ChunkStream:
         self._check_model(request)

@@ -132,7 +132,8 @@ class _SSEStream(ChunkStream):
                         chunk = decode(data)
                     except msgspec.DecodeError:
                         raise UpstreamUnavailable(
-                            f"{self._provider}: malformed event in the upstream stream", code="upstream_malformed"
+                            f"{self._provider}: malformed event in the upstream stream",
+                            code="upstream_malformed",
                         ) from None
                     if not isinstance(chunk, dict):
                         continue

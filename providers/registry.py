@@ -88,8 +88,9 @@ def check_endpoint(url: str) -> str | None:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return None
-    if addr.is_link_local or (isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped
-                              and addr.ipv4_mapped.is_link_local):
+    if addr.is_link_local or (
+        isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and addr.ipv4_mapped.is_link_local
+    ):
         return "link-local addresses (cloud metadata services) are not allowed as endpoints"
     return None
 

@@ -35,10 +35,18 @@ def two_provider_config(primary: FakeUpstream, backup: FakeUpstream, **router: A
         },
         "models": {
             "providers": {
-                "primary": {"type": "openai", "endpoint": primary.url, "models": ["gpt-4o-mini"],
-                            "auth": {"type": "api_key", "value": "primary-key"}, "timeout": 2},
-                "backup": {"endpoint": backup.url, "auth": {"type": "api_key", "value": "backup-key"},
-                           "timeout": 2},
+                "primary": {
+                    "type": "openai",
+                    "endpoint": primary.url,
+                    "models": ["gpt-4o-mini"],
+                    "auth": {"type": "api_key", "value": "primary-key"},
+                    "timeout": 2,
+                },
+                "backup": {
+                    "endpoint": backup.url,
+                    "auth": {"type": "api_key", "value": "backup-key"},
+                    "timeout": 2,
+                },
             },
             "aliases": {"fast": "primary/gpt-4o-mini", "code": "coder"},
         },
@@ -62,7 +70,8 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
 
 
 @pytest.fixture
-def gateway(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream,
-            backup: FakeUpstream) -> GatewayServer:
+def gateway(
+    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+) -> GatewayServer:
     """A gateway over the two fake upstreams, with a short cooldown for tests."""
     return gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 0.5}))

@@ -60,8 +60,16 @@ class GatewayServer:
 
         os.environ["MINIGATE_ADMIN_KEY"] = ADMIN_KEY
         app = create_app(self.config)
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
-                             lifespan="on", access_log=False, log_level="warning")
+        cfg = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+        )
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

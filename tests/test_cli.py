@@ -23,8 +23,9 @@ from tests.gateway_server import free_port
 
 
 def minigate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 class Served:
@@ -38,16 +39,23 @@ def served(tmp_path: Path) -> Iterator[Served]:
     """``minigate serve --config FILE`` as its own process, over a fake upstream."""
     with FakeUpstream("up") as upstream:
         config = tmp_path / "minigate.json"
-        config.write_text(json.dumps({
-            "agents": {"defaults": {"model": {"primary": "up/m"}}},
-            "models": {"providers": {"up": {"endpoint": upstream.url}}},
-            "server": {"data_dir": "data"},
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "agents": {"defaults": {"model": {"primary": "up/m"}}},
+                    "models": {"providers": {"up": {"endpoint": upstream.url}}},
+                    "server": {"data_dir": "data"},
+                }
+            )
+        )
         port = free_port()
         env = {**os.environ, "MINIGATE_ADMIN_KEY": "bootstrap-admin"}
-        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
-                                    "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -65,8 +73,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 def chat(url: str, key: str) -> Any:
     client = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
-    return client.chat.completions.with_raw_response.create(model="default",
-                                                            messages=[{"role": "user", "content": "hi"}])
+    return client.chat.completions.with_raw_response.create(
+        model="default", messages=[{"role": "user", "content": "hi"}]
+    )
 
 
 def test_keys_lifecycle(served: Served) -> None:
@@ -102,9 +111,11 @@ def test_kill_9_loses_no_answered_row(served: Served) -> None:
                 if stop.is_set():
                     return
                 try:
-                    r = client.post(f"{served.url}/chat/completions",
-                                    headers={"authorization": "Bearer bootstrap-admin"},
-                                    json={"model": "default", "messages": [{"role": "user", "content": "x"}]})
+                    r = client.post(
+                        f"{served.url}/chat/completions",
+                        headers={"authorization": "Bearer bootstrap-admin"},
+                        json={"model": "default", "messages": [{"role": "user", "content": "x"}]},
+                    )
                 except httpx.TransportError:
                     return
                 if r.status_code == 200:
@@ -133,5 +144,3 @@ def test_serve_refuses_a_bad_config_without_traceback(tmp_path: Path) -> None:
     result = minigate("serve", "--config", str(config))
     assert result.returncode == 2
     assert "models.providers.x.endpoint: not a URL" in result.stderr and "Traceback" not in result.stderr
-
-

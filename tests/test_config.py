@@ -15,16 +15,26 @@ from providers.registry import builtin_registry
 
 SEED: dict[str, Any] = {
     "agents": {
-        "defaults": {"model": {"primary": "openai/gpt-4o-mini", "fallbacks": ["backup/llama3-8b"]},
-                     "resources": {"gpu_memory": "80%", "cpu_threads": 4}},
+        "defaults": {
+            "model": {"primary": "openai/gpt-4o-mini", "fallbacks": ["backup/llama3-8b"]},
+            "resources": {"gpu_memory": "80%", "cpu_threads": 4},
+        },
         "coder": {"model": {"primary": "backup/qwen-coder", "fallback": "openai/gpt-4o-mini"}},
     },
-    "models": {"providers": {
-        "openai": {"type": "openai", "endpoint": "https://api.openai.com/v1",
-                   "auth": {"type": "api_key", "value": "${OPENAI_API_KEY}"}, "models": ["gpt-4o-mini"]},
-        "backup": {"endpoint": "http://local-model-server:5000/v1",
-                   "auth": {"type": "api_key", "value": "generated-token-xxx"}},
-    }},
+    "models": {
+        "providers": {
+            "openai": {
+                "type": "openai",
+                "endpoint": "https://api.openai.com/v1",
+                "auth": {"type": "api_key", "value": "${OPENAI_API_KEY}"},
+                "models": ["gpt-4o-mini"],
+            },
+            "backup": {
+                "endpoint": "http://local-model-server:5000/v1",
+                "auth": {"type": "api_key", "value": "generated-token-xxx"},
+            },
+        }
+    },
 }
 
 
@@ -71,22 +81,66 @@ def test_fallback_accepts_a_list_and_env_defaults() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        ("models.providers.backup.endpoint", "local-model-server", "models.providers.backup.endpoint: not a URL"),
-        ("models.providers.backup.endpoint", "file:///etc/passwd", "models.providers.backup.endpoint: not a URL"),
-        ("models.providers.backup.endpoint", "http://169.254.169.254/v1", "models.providers.backup.endpoint: link"),
+        (
+            "models.providers.backup.endpoint",
+            "local-model-server",
+            "models.providers.backup.endpoint: not a URL",
+        ),
+        (
+            "models.providers.backup.endpoint",
+            "file:///etc/passwd",
+            "models.providers.backup.endpoint: not a URL",
+        ),
+        (
+            "models.providers.backup.endpoint",
+            "http://169.254.169.254/v1",
+            "models.providers.backup.endpoint: link",
+        ),
         ("models.providers.backup.endpont", "http://x", "models.providers.backup.endpont: unknown key"),
-        ("models.providers.backup.type", "nope", "models.providers.backup.type: unknown provider type 'nope'"),
-        ("models.providers.backup.auth", {"type": "header", "value": "v"}, "models.providers.backup.auth.name: "),
+        (
+            "models.providers.backup.type",
+            "nope",
+            "models.providers.backup.type: unknown provider type 'nope'",
+        ),
+        (
+            "models.providers.backup.auth",
+            {"type": "header", "value": "v"},
+            "models.providers.backup.auth.name: ",
+        ),
         ("models.providers.backup.auth", {"type": "magic"}, "models.providers.backup.auth.type: "),
         ("models.providers.openai.timeout", "soon", "models.providers.openai.timeout: expected float"),
-        ("agents.defaults.model.primary", "gpt-4o-mini", "agents.defaults.model.primary: not a model reference"),
-        ("agents.defaults.model.primary", "nobody/x", "agents.defaults.model.primary: unknown provider 'nobody'"),
-        ("agents.defaults.model.primary", "openai/gpt-5", "agents.defaults.model.primary: provider 'openai' does"),
-        ("agents.defaults.model.fallbacks", ["x/y"], "agents.defaults.model.fallbacks[0]: unknown provider 'x'"),
+        (
+            "agents.defaults.model.primary",
+            "gpt-4o-mini",
+            "agents.defaults.model.primary: not a model reference",
+        ),
+        (
+            "agents.defaults.model.primary",
+            "nobody/x",
+            "agents.defaults.model.primary: unknown provider 'nobody'",
+        ),
+        (
+            "agents.defaults.model.primary",
+            "openai/gpt-5",
+            "agents.defaults.model.primary: provider 'openai' does",
+        ),
+        (
+            "agents.defaults.model.fallbacks",
+            ["x/y"],
+            "agents.defaults.model.fallbacks[0]: unknown provider 'x'",
+        ),
         ("agents.defaults.model.fallbaks", ["x/y"], "agents.defaults.model.fallbaks: unknown key"),
         ("agents.defaults.model.primary", KeyError, "agents.defaults.model.primary: required"),
-        ("agents.defaults.resources.gpu_memory", "180%", "agents.defaults.resources.gpu_memory: not a percentage"),
-        ("agents.defaults.resources.cpu_threads", 0, "agents.defaults.resources.cpu_threads: must be a positive"),
+        (
+            "agents.defaults.resources.gpu_memory",
+            "180%",
+            "agents.defaults.resources.gpu_memory: not a percentage",
+        ),
+        (
+            "agents.defaults.resources.cpu_threads",
+            0,
+            "agents.defaults.resources.cpu_threads: must be a positive",
+        ),
         ("agents.coder.model.fallbacks", ["openai/gpt-4o-mini"], "agents.coder.model: give either"),
     ],
 )
@@ -107,8 +161,9 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_config_check_command(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ def ask(gateway: GatewayServer, model: str = "default", **kwargs: Any) -> Any:
     return gateway.client().chat.completions.with_raw_response.create(model=model, messages=MESSAGES, **kwargs)
 
 
-def assert_backup_answered(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream,
-                           error_part: str) -> dict[str, Any]:
+def assert_backup_answered(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, error_part: str
+) -> dict[str, Any]:
     raw = ask(gateway)
     assert raw.parse().choices[0].message.content == "Hello from backup"
     assert raw.headers["x-minigate-provider"] == "backup"
@@ -38,25 +39,35 @@ def assert_backup_answered(gateway: GatewayServer, primary: FakeUpstream, backup
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
-def test_retryable_statuses_fall_back(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream,
-                                      status: int) -> None:
+def test_retryable_statuses_fall_back(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, status: int
+) -> None:
     primary.script(Status(status))
     assert_backup_answered(gateway, primary, backup, f"fake error {status}")
     assert len(primary.requests) == 1
 
 
-def test_model_not_found_and_context_length_fall_back(gateway: GatewayServer, primary: FakeUpstream,
-                                                      backup: FakeUpstream) -> None:
+def test_model_not_found_and_context_length_fall_back(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Status(404, {"message": "The model `gpt-4o-mini` does not exist", "code": "model_not_found"}))
     assert_backup_answered(gateway, primary, backup, "does not exist")
-    primary.script(Status(400, {"message": "This model's maximum context length is 8192 tokens",
-                                "code": "context_length_exceeded"}))
+    primary.script(
+        Status(
+            400,
+            {
+                "message": "This model's maximum context length is 8192 tokens",
+                "code": "context_length_exceeded",
+            },
+        )
+    )
     raw = ask(gateway)
     assert raw.headers["x-minigate-provider"] == "backup"
 
 
-def test_connection_refused_falls_back(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream,
-                                       backup: FakeUpstream) -> None:
+def test_connection_refused_falls_back(
+    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     config = two_provider_config(primary, backup)
     config["models"]["providers"]["primary"]["endpoint"] = f"http://127.0.0.1:{free_port()}/v1"
     gateway = gateway_factory(config)
@@ -86,11 +97,11 @@ def blackhole() -> Iterator[int]:
     server.close()
 
 
-def test_connect_timeout_falls_back(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream,
-                                    backup: FakeUpstream, blackhole: int) -> None:
+def test_connect_timeout_falls_back(
+    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream, blackhole: int
+) -> None:
     config = two_provider_config(primary, backup)
-    config["models"]["providers"]["primary"].update(endpoint=f"http://127.0.0.1:{blackhole}/v1",
-                                                    connect_timeout=0.3)
+    config["models"]["providers"]["primary"].update(endpoint=f"http://127.0.0.1:{blackhole}/v1", connect_timeout=0.3)
     gateway = gateway_factory(config)
     started = time.monotonic()
     assert_backup_answered(gateway, primary, backup, "timed out")
@@ -103,21 +114,27 @@ def test_read_timeout_falls_back(gateway: GatewayServer, primary: FakeUpstream, 
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
-def test_client_errors_come_back_without_fallback(gateway: GatewayServer, primary: FakeUpstream,
-                                                  backup: FakeUpstream, status: int) -> None:
+def test_client_errors_come_back_without_fallback(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, status: int
+) -> None:
     primary.script(Status(status, {"message": "bad field 'foo'", "param": "foo", "code": "invalid_value"}))
     with pytest.raises(openai.APIStatusError) as err:
         ask(gateway)
     assert err.value.status_code == status
-    assert err.value.body == {"message": "bad field 'foo'", "type": err.value.body["type"], "param": "foo",
-                              "code": "invalid_value"}  # type: ignore[index]
+    assert err.value.body == {
+        "message": "bad field 'foo'",
+        "type": err.value.body["type"],
+        "param": "foo",
+        "code": "invalid_value",
+    }  # type: ignore[index]
     assert backup.requests == []
     [row] = gateway.rows()
     assert row["status"] == status and row["provider"] is None and "bad field" in row["error"]
 
 
-def test_retry_after_puts_the_deployment_on_cooldown(gateway: GatewayServer, primary: FakeUpstream,
-                                                     backup: FakeUpstream) -> None:
+def test_retry_after_puts_the_deployment_on_cooldown(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Status(429, headers={"Retry-After": "1"}))
     assert_backup_answered(gateway, primary, backup, "fake error 429")
     # While the primary asked us to wait, it is skipped without being called.
@@ -127,8 +144,9 @@ def test_retry_after_puts_the_deployment_on_cooldown(gateway: GatewayServer, pri
     assert ask(gateway).headers["x-minigate-provider"] == "primary"
 
 
-def test_all_rate_limited_passes_429_with_retry_after(gateway: GatewayServer, primary: FakeUpstream,
-                                                      backup: FakeUpstream) -> None:
+def test_all_rate_limited_passes_429_with_retry_after(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Status(429, headers={"Retry-After": "7"}))
     backup.script(Status(429, headers={"Retry-After": "3"}))
     with pytest.raises(openai.RateLimitError) as err:
@@ -138,8 +156,9 @@ def test_all_rate_limited_passes_429_with_retry_after(gateway: GatewayServer, pr
     assert row["status"] == 429 and row["fallbacks"] == 2
 
 
-def test_failing_primary_cools_down_and_traffic_returns(gateway: GatewayServer, primary: FakeUpstream,
-                                                        backup: FakeUpstream) -> None:
+def test_failing_primary_cools_down_and_traffic_returns(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     # Cooldown in this gateway: after 2 failures in a row, 0.5 s, doubling.
     primary.set_default(Status(500))
     for _ in range(2):
@@ -159,8 +178,9 @@ def test_failing_primary_cools_down_and_traffic_returns(gateway: GatewayServer, 
     assert ask(gateway).headers["x-minigate-provider"] == "primary"
 
 
-def test_one_deadline_covers_the_whole_chain(gateway_factory: Callable[..., GatewayServer],
-                                             primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_one_deadline_covers_the_whole_chain(
+    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     config = two_provider_config(primary, backup)
     config["router"]["timeout"] = 1.5
     gateway = gateway_factory(config)
@@ -176,15 +196,20 @@ def test_one_deadline_covers_the_whole_chain(gateway_factory: Callable[..., Gate
 
 
 def stream_lines(gateway: GatewayServer, model: str = "default") -> tuple[httpx.Headers, list[str]]:
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", timeout=10,
-                      headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                      json={"model": model, "stream": True, "messages": MESSAGES}) as r:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/chat/completions",
+        timeout=10,
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": model, "stream": True, "messages": MESSAGES},
+    ) as r:
         return r.headers, [line for line in r.iter_lines() if line]
 
 
 @pytest.mark.parametrize("fault", [Status(503), ResetAfter(0), StreamError(0, {"message": "overloaded"})])
-def test_stream_falls_back_before_first_content(gateway: GatewayServer, primary: FakeUpstream,
-                                                backup: FakeUpstream, fault: Any) -> None:
+def test_stream_falls_back_before_first_content(
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Any
+) -> None:
     primary.script(fault)
     stream = gateway.client().chat.completions.create(model="default", messages=MESSAGES, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
@@ -196,8 +221,11 @@ def test_stream_falls_back_before_first_content(gateway: GatewayServer, primary:
 
 @pytest.mark.parametrize(
     ("fault", "message"),
-    [(ResetAfter(2), "stream broke"), (StreamError(2, {"message": "boom"}), "boom"),
-     (StallAfter(2, 5), "timed out")],
+    [
+        (ResetAfter(2), "stream broke"),
+        (StreamError(2, {"message": "boom"}), "boom"),
+        (StallAfter(2, 5), "timed out"),
+    ],
 )
 def test_failure_after_first_content_ends_stream_with_error_event(
     gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Any, message: str
@@ -219,8 +247,12 @@ def test_failure_after_first_content_ends_stream_with_error_event(
 
 def test_client_disconnect_cancels_the_upstream_stream(gateway: GatewayServer, primary: FakeUpstream) -> None:
     primary.script(Reply(chunks=200, interval=0.05))
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                      json={"model": "default", "stream": True, "messages": MESSAGES}) as r:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/chat/completions",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "default", "stream": True, "messages": MESSAGES},
+    ) as r:
         for line in r.iter_lines():
             if "tok" in line:
                 break
@@ -232,8 +264,12 @@ def test_client_disconnect_cancels_the_upstream_stream(gateway: GatewayServer, p
 def test_client_disconnect_cancels_a_json_request(gateway: GatewayServer, primary: FakeUpstream) -> None:
     primary.script(Delay(1.5))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{gateway.url}/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                   json={"model": "default", "messages": MESSAGES}, timeout=0.3)
+        httpx.post(
+            f"{gateway.url}/chat/completions",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            json={"model": "default", "messages": MESSAGES},
+            timeout=0.3,
+        )
     assert primary.wait_for_disconnect(1.0)
     [row] = gateway.wait_rows(1)
     assert row["status"] == 499

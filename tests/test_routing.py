@@ -11,11 +11,17 @@ from providers.registry import builtin_registry
 
 def table(**router: Any) -> RouteTable:
     raw = {
-        "agents": {"defaults": {"model": {"primary": "a/m1", "fallbacks": ["b/m2"]}},
-                   "coder": {"model": {"primary": "b/coder", "fallback": "a/m1"}}},
-        "models": {"providers": {"a": {"endpoint": "http://127.0.0.1:1/v1", "models": ["m1", "shared"]},
-                                 "b": {"endpoint": "http://127.0.0.1:2/v1"}},
-                   "aliases": {"gpt-4": "a/m1", "code": "coder"}},
+        "agents": {
+            "defaults": {"model": {"primary": "a/m1", "fallbacks": ["b/m2"]}},
+            "coder": {"model": {"primary": "b/coder", "fallback": "a/m1"}},
+        },
+        "models": {
+            "providers": {
+                "a": {"endpoint": "http://127.0.0.1:1/v1", "models": ["m1", "shared"]},
+                "b": {"endpoint": "http://127.0.0.1:2/v1"},
+            },
+            "aliases": {"gpt-4": "a/m1", "code": "coder"},
+        },
         "router": router,
     }
     config = parse_config(raw, builtin_registry(), env={})

@@ -25,14 +25,21 @@ def test_chat_json_through_the_default_agent(gateway: GatewayServer, primary: Fa
     assert seen.headers["authorization"] == "Bearer primary-key"
     assert seen.body is not None and seen.body["model"] == "gpt-4o-mini"
     [row] = gateway.rows()
-    assert (row["status"], row["provider"], row["model"], row["agent"]) == (200, "primary", "gpt-4o-mini", "defaults")
+    assert (row["status"], row["provider"], row["model"], row["agent"]) == (
+        200,
+        "primary",
+        "gpt-4o-mini",
+        "defaults",
+    )
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (2, 3, 5)
     assert row["streamed"] == 0 and row["fallbacks"] == 0 and row["latency_ms"] > 0
 
 
 def test_stream_with_include_usage_ends_with_a_usage_chunk(gateway: GatewayServer) -> None:
     stream = gateway.client().chat.completions.create(
-        model="coder", messages=[{"role": "user", "content": "hi"}], stream=True,
+        model="coder",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -45,10 +52,13 @@ def test_stream_with_include_usage_ends_with_a_usage_chunk(gateway: GatewayServe
     assert row["streamed"] == 1 and row["completion_tokens"] == 3 and row["ttft_ms"] is not None
 
 
-def test_stream_without_include_usage_hides_usage_but_stores_it(gateway: GatewayServer,
-                                                                 backup: FakeUpstream) -> None:
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                      json={"model": "code", "stream": True, "messages": [{"role": "user", "content": "x y"}]}) as r:
+def test_stream_without_include_usage_hides_usage_but_stores_it(gateway: GatewayServer, backup: FakeUpstream) -> None:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/chat/completions",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "code", "stream": True, "messages": [{"role": "user", "content": "x y"}]},
+    ) as r:
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     assert not any('"usage"' in line for line in lines)
@@ -60,11 +70,21 @@ def test_stream_without_include_usage_hides_usage_but_stores_it(gateway: Gateway
 
 def test_unknown_fields_pass_through_both_ways(gateway: GatewayServer, primary: FakeUpstream) -> None:
     primary.script(Reply(extra={"system_fingerprint": "fp_123", "service_tier": "default"}))
-    extra = {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-             "tool_choice": "auto", "response_format": {"type": "json_object"}, "logprobs": True, "seed": 7,
-             "n": 2, "metadata": {"a": "b"}, "vendor_thing": [1, {"x": None}]}
+    extra = {
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "seed": 7,
+        "n": 2,
+        "metadata": {"a": "b"},
+        "vendor_thing": [1, {"x": None}],
+    }
     answer = gateway.client().chat.completions.create(
-        model="fast", messages=[{"role": "user", "content": "hi"}], extra_body=extra, temperature=0.5,
+        model="fast",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body=extra,
+        temperature=0.5,
     )
     body = primary.requests[-1].body
     assert body is not None
@@ -74,13 +94,17 @@ def test_unknown_fields_pass_through_both_ways(gateway: GatewayServer, primary: 
     assert answer.system_fingerprint == "fp_123" and answer.service_tier == "default"
 
 
-def test_routing_fields_and_client_headers_never_reach_upstream(gateway: GatewayServer,
-                                                                primary: FakeUpstream) -> None:
+def test_routing_fields_and_client_headers_never_reach_upstream(gateway: GatewayServer, primary: FakeUpstream) -> None:
     client = gateway.client(default_headers={"x-evil": "1", "openai-organization": "org"})
     client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "hi"}],
-        extra_body={"api_base": "http://127.0.0.1:1/v1", "base_url": "http://127.0.0.1:1", "api_key": "stolen",
-                    "extra_headers": {"x-injected": "1"}},
+        model="default",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body={
+            "api_base": "http://127.0.0.1:1/v1",
+            "base_url": "http://127.0.0.1:1",
+            "api_key": "stolen",
+            "extra_headers": {"x-injected": "1"},
+        },
     )
     seen = primary.requests[-1]
     assert seen.body is not None
@@ -113,8 +137,9 @@ def test_models_list_and_get(gateway: GatewayServer) -> None:
 
 def test_errors_have_openai_shape(gateway: GatewayServer) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
-        gateway.client(key="wrong").chat.completions.create(model="default", messages=[{"role": "user",
-                                                                                           "content": "x"}])
+        gateway.client(key="wrong").chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "x"}]
+        )
     assert auth.value.code == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as missing:
         gateway.client().chat.completions.create(model="no-such", messages=[{"role": "user", "content": "x"}])
