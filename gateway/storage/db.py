@@ -143,9 +143,7 @@ class Database:
         """Wrap ``engine``; normally built by :func:`open_database`."""
         self.engine = engine
         # expire_on_commit=False: objects stay readable after commit without an implicit (async) reload.
-        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            engine, expire_on_commit=False
-        )
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:

@@ -116,11 +116,7 @@ class KeyStore:
 
     async def revoke(self, key_id: int) -> bool:
         """Revoke key ``key_id``; False if there is no such key or it was already revoked."""
-        stmt = (
-            update(_KEYS)
-            .where(_KEYS.c.id == key_id, _KEYS.c.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+        stmt = update(_KEYS).where(_KEYS.c.id == key_id, _KEYS.c.revoked_at.is_(None)).values(revoked_at=utcnow())
         async with self._db.engine.begin() as conn:
             result = await conn.execute(stmt)
         # This process stops accepting the key at once; others within their cache TTL.

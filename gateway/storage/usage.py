@@ -5,8 +5,9 @@ is committed. One writer task takes everything queued since its last commit (up 
 inserts it with a single executemany in one transaction and then wakes every caller: under load, hundreds
 of requests share one commit; when idle, a row is written as soon as it arrives.
 
-A batch that fails is retried row by row, so one bad row fails only its own caller and a transient error
-gets a second attempt; the writer itself never dies of a failed batch.
+A batch that fails because of its contents (a constraint violation) is retried row by row, so one bad row
+fails only its own caller; a batch that fails because of the database (locked, disk full) is retried once
+as a whole. Callers whose rows were not stored get :class:`UsageWriteError`; the writer keeps serving.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, cast
 import msgspec
 from sqlalchemy import Table, case, func, insert, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.pool import NullPool
 
 from gateway.storage.db import Database, create_sync_engine
@@ -81,6 +83,22 @@ def _to_params(row: UsageRecord) -> dict[str, Any]:
 _Pending = tuple[dict[str, Any], asyncio.Future[None]]
 
 
+def _row_specific(exc: Exception) -> bool:
+    """Whether ``exc`` is about the rows' contents (a constraint, a bad value) rather than the database."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    # A StatementError that is not a DBAPIError failed while binding values, before reaching the database.
+    return (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)) or isinstance(
+        exc, TypeError | ValueError
+    )
+
+
+def _succeed(batch: list[_Pending]) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_result(None)
+
+
 def _fail(batch: list[_Pending], exc: Exception) -> None:
     """Tell the callers still waiting on ``batch`` that their rows were not stored."""
     for _, fut in batch:
@@ -140,7 +158,7 @@ class UsageWriter:
 
     async def record(self, row: UsageRecord) -> None:
         """Store ``row``; returns once it is committed, raises :class:`UsageWriteError` if it was not."""
-        if self._closed or self._task is None:
+        if self._closed or self._task is None or self._task.done():
             raise UsageWriteError("usage writer is not running")
         try:
             params = _to_params(row)
@@ -178,22 +196,38 @@ class UsageWriter:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._insert, [params for params, _ in batch])
-        except Exception:
-            logger.warning("usage batch of %d rows failed; retrying row by row", len(batch), exc_info=True)
-        else:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-            return
-        for pending in batch:
+        except Exception as exc:
+            if not _row_specific(exc):
+                # The database as a whole failed (locked past the busy timeout, disk full, connection
+                # lost): one more try for the whole batch, then give up on it.
+                logger.warning("usage batch of %d rows failed; retrying once: %r", len(batch), exc)
+                try:
+                    await loop.run_in_executor(self._executor, self._insert, [p for p, _ in batch])
+                except Exception as again:
+                    logger.error("usage batch of %d rows not stored: %r", len(batch), again)
+                    _fail(batch, again)
+                    return
+            else:
+                logger.warning("usage batch of %d rows failed; retrying row by row: %r", len(batch), exc)
+                await self._write_one_by_one(batch)
+                return
+        _succeed(batch)
+
+    async def _write_one_by_one(self, batch: list[_Pending]) -> None:
+        """Isolate the bad rows of a batch that failed because of its contents."""
+        loop = asyncio.get_running_loop()
+        for i, pending in enumerate(batch):
             try:
                 await loop.run_in_executor(self._executor, self._insert, [pending[0]])
             except Exception as exc:
                 logger.error("usage row %s not stored: %r", pending[0].get("request_id"), exc)
+                if not _row_specific(exc):
+                    # Not this row's fault: the rest would only wait out the same failure one by one.
+                    _fail(batch[i:], exc)
+                    return
                 _fail([pending], exc)
             else:
-                if not pending[1].done():
-                    pending[1].set_result(None)
+                _succeed([pending])
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert ``rows`` in one transaction (runs on the executor thread)."""

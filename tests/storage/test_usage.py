@@ -1,0 +1,248 @@
+"""UsageWriter: group commit on a real SQLite file, durability on return, and failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+import gateway
+from gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter, open_database
+
+_REPO = str(Path(gateway.__file__).resolve().parent.parent)
+
+
+def _row(request_id: str, **kw: Any) -> UsageRecord:
+    fields: dict[str, Any] = {
+        "endpoint": "chat/completions",
+        "requested_model": "fast",
+        "status": 200,
+        "latency_ms": 12.5,
+    }
+    fields.update(kw)
+    return UsageRecord(request_id=request_id, **fields)
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM usage").fetchone()[0])
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "minigate.db"
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    database = await open_database(f"sqlite+aiosqlite:///{db_path}")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def writer(db: Database) -> AsyncIterator[UsageWriter]:
+    w = UsageWriter(db)
+    await w.start()
+    yield w
+    await w.close()
+
+
+async def test_thousand_concurrent_records_all_land(db: Database, db_path: Path) -> None:
+    w = UsageWriter(db)
+    await w.start()
+    await asyncio.gather(*(w.record(_row(f"r{i}", total_tokens=i)) for i in range(1000)))
+    await w.close()
+    with sqlite3.connect(db_path) as conn:
+        ids = {r[0] for r in conn.execute("SELECT request_id FROM usage")}
+    assert ids == {f"r{i}" for i in range(1000)}
+    totals = await w.totals()
+    assert totals["requests"] == 1000
+    assert totals["total_tokens"] == sum(range(1000))
+
+
+async def test_row_committed_when_record_returns(writer: UsageWriter, db_path: Path) -> None:
+    # An independent connection (as another process would have) sees each row as soon as record returns.
+    other = sqlite3.connect(db_path)
+    try:
+        for i in range(20):
+            await writer.record(_row(f"c{i}"))
+            found = other.execute("SELECT count(*) FROM usage WHERE request_id = ?", (f"c{i}",)).fetchone()
+            assert found == (1,)
+    finally:
+        other.close()
+
+
+def test_rows_survive_kill_9(db_path: Path) -> None:
+    # The child records rows, reports how many calls returned, and is killed without any cleanup.
+    code = """
+import asyncio, sys
+from gateway.storage import UsageRecord, UsageWriter, open_database
+
+async def main():
+    db = await open_database(sys.argv[1])
+    w = UsageWriter(db)
+    await w.start()
+    for i in range(50):
+        await w.record(UsageRecord(request_id=f"k{i}", endpoint="embeddings", requested_model="m",
+                                   status=200, latency_ms=1.0))
+    print("recorded", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, f"sqlite+aiosqlite:///{db_path}"], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"recorded"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    assert _count(db_path) == 50
+
+
+async def test_failing_row_fails_only_its_caller(
+    writer: UsageWriter, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = _row("bad", requested_model=cast(str, None))  # violates NOT NULL
+    results = await asyncio.gather(
+        *(writer.record(_row(f"g{i}")) for i in range(50)),
+        writer.record(bad),
+        *(writer.record(_row(f"h{i}")) for i in range(50)),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if r is not None]
+    assert len(failures) == 1
+    assert isinstance(failures[0], UsageWriteError)
+    assert failures[0].__cause__ is not None  # the database's own error
+    assert "retrying row by row" in caplog.text  # it was one batch that failed, not one row alone
+    # The writer carries on serving.
+    await writer.record(_row("after"))
+    assert _count(db_path) == 101
+
+
+async def test_database_wide_failure_fails_the_batch_then_recovers(
+    writer: UsageWriter, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await writer.record(_row("before"))
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("ALTER TABLE usage RENAME TO usage_away")
+    results = await asyncio.gather(*(writer.record(_row(f"x{i}")) for i in range(10)), return_exceptions=True)
+    assert all(isinstance(r, UsageWriteError) for r in results)
+    assert "retrying once" in caplog.text  # not ten separate row-by-row attempts
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("ALTER TABLE usage_away RENAME TO usage")
+    await writer.record(_row("after"))
+    with sqlite3.connect(db_path) as conn:
+        ids = [r[0] for r in conn.execute("SELECT request_id FROM usage ORDER BY id")]
+    assert ids == ["before", "after"]
+
+
+async def test_waits_for_another_writers_lock(writer: UsageWriter, db_path: Path) -> None:
+    # Another process holding the write lock briefly delays the commit (busy_timeout) instead of failing it.
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        started = asyncio.get_running_loop().time()
+        await writer.record(_row("patient"))
+        assert asyncio.get_running_loop().time() - started >= 0.25
+    finally:
+        other.close()
+    assert _count(db_path) == 1
+
+
+async def test_fields_round_trip(writer: UsageWriter) -> None:
+    created = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    hops = [{"provider": "local", "model": "phi", "error": "timeout", "status": 504}]
+    await writer.record(
+        _row(
+            "full",
+            created_at=created,
+            key_id=7,
+            endpoint="completions",
+            agent="coder",
+            provider="openai",
+            model="gpt-4o-mini",
+            fallbacks=1,
+            hops=hops,
+            status=200,
+            prompt_tokens=3,
+            completion_tokens=4,
+            total_tokens=7,
+            latency_ms=250.0,
+            ttft_ms=40.5,
+            streamed=True,
+        )
+    )
+    await writer.record(_row("minimal", status=502, error="x" * 10_000))
+    newest, full = await writer.query_recent(10)
+    assert newest["request_id"] == "minimal"
+    assert newest["hops"] is None and newest["streamed"] is False and newest["key_id"] is None
+    assert len(newest["error"]) < 10_000  # oversized upstream errors are truncated
+    assert newest["created_at"].tzinfo is not None
+    assert full["created_at"] == created
+    assert full["hops"] == hops
+    assert full["streamed"] is True
+    who = (full["key_id"], full["agent"], full["provider"], full["model"])
+    assert who == (7, "coder", "openai", "gpt-4o-mini")
+    assert (full["prompt_tokens"], full["completion_tokens"], full["total_tokens"]) == (3, 4, 7)
+    assert (full["latency_ms"], full["ttft_ms"], full["fallbacks"]) == (250.0, 40.5, 1)
+    totals = await writer.totals()
+    assert totals == {
+        "requests": 2,
+        "errors": 1,
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+    }
+
+
+async def test_close_flushes_pending_rows(db: Database, db_path: Path) -> None:
+    w = UsageWriter(db)
+    await w.start()
+    tasks = [asyncio.create_task(w.record(_row(f"p{i}"))) for i in range(300)]
+    await asyncio.sleep(0)  # let every task enqueue its row
+    await w.close()
+    await asyncio.gather(*tasks)
+    assert _count(db_path) == 300
+
+
+async def test_record_needs_a_running_writer(db: Database) -> None:
+    w = UsageWriter(db)
+    with pytest.raises(UsageWriteError):
+        await w.record(_row("early"))
+    await w.start()
+    await w.close()
+    with pytest.raises(UsageWriteError):
+        await w.record(_row("late"))
+
+
+async def test_unencodable_hops_rejected(writer: UsageWriter) -> None:
+    with pytest.raises(UsageWriteError):
+        await writer.record(_row("x", hops=[{"provider": object()}]))
+
+
+async def test_empty_totals(writer: UsageWriter) -> None:
+    assert await writer.totals() == {
+        "requests": 0,
+        "errors": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+    }
+    assert await writer.query_recent(5) == []
