@@ -86,10 +86,13 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
             print(secret)
             print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
         elif args.keys_command == "list":
-            print(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'CREATED':<20} STATUS")
+            print(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'CREATED (UTC)':<19}  {'LAST USED':<16}  STATUS")
             for key in await store.list():
                 status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-                print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {key.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+                print(
+                    f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {key.created_at:%Y-%m-%d %H:%M:%S}  {used:<16}  {status}"
+                )
         elif args.keys_command == "revoke":
             if not await store.revoke(args.id):
                 return _fail(f"no active key with id {args.id}", 1)

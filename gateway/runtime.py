@@ -5,10 +5,12 @@ Built in the app's lifespan and kept on ``app.state.gateway``; handlers receive 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import Config
 from gateway.errors import AuthenticationFailed
@@ -55,6 +57,7 @@ class Gateway:
     usage: UsageWriter
     keys: KeyStore
     admin_key: str | None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def open(cls, config: Config, registry: ProviderRegistry) -> Gateway:
@@ -76,7 +79,7 @@ class Gateway:
             raise
         routes = RouteTable(config, {name: p.models() for name, p in providers.items()})
         admin_key = os.environ.get(ADMIN_KEY_ENV) or None
-        return cls(
+        gateway = cls(
             config,
             providers,
             routes,
@@ -86,9 +89,26 @@ class Gateway:
             KeyStore(database),
             admin_key,
         )
+        gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
+        return gateway
+
+    async def _flush_key_use(self, every: float = 30.0) -> None:
+        # Writing last_used_at per request would cost a write on the hot path; once in a while is enough.
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.keys.flush_last_used()
+            except Exception:
+                log.exception("could not store when keys were last used")
 
     async def close(self) -> None:
         """Stop providers, then flush usage rows and close the database."""
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.keys.flush_last_used()
         for provider in self.providers.values():
             try:
                 await provider.close()

@@ -54,9 +54,7 @@ def test_chat_json_usage_and_recording(fake):
 def test_openai_sdk_json_and_streams(fake):
     client = openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0)
     msgs = CHAT["messages"]
-    assert client.chat.completions.create(model="m1", messages=msgs).choices[0].message.content == (
-        "Hello from fake"
-    )
+    assert client.chat.completions.create(model="m1", messages=msgs).choices[0].message.content == ("Hello from fake")
     chunks = list(client.chat.completions.create(model="m1", messages=msgs, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from fake"
@@ -106,9 +104,7 @@ def test_status_with_retry_after_and_queues(fake):
     fake.script(Status(500, {"message": "model a down"}), model="a")
     r = httpx.post(f"{fake.url}/chat/completions", json=CHAT)
     assert r.status_code == 429 and r.headers["retry-after"] == "2"
-    assert r.json() == {
-        "error": {"message": "fake error 429", "type": "rate_limit_error", "param": None, "code": None}
-    }
+    assert r.json() == {"error": {"message": "fake error 429", "type": "rate_limit_error", "param": None, "code": None}}
     client = openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0)
     with pytest.raises(openai.InternalServerError, match="model a down"):
         client.chat.completions.create(model="a", messages=CHAT["messages"])
