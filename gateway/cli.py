@@ -90,9 +90,8 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
             for key in await store.list():
                 status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
                 used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-                print(
-                    f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {key.created_at:%Y-%m-%d %H:%M:%S}  {used:<16}  {status}"
-                )
+                created = f"{key.created_at:%Y-%m-%d %H:%M:%S}"
+                print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {created}  {used:<16}  {status}")
         elif args.keys_command == "revoke":
             if not await store.revoke(args.id):
                 return _fail(f"no active key with id {args.id}", 1)
