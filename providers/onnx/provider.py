@@ -1,0 +1,396 @@
+"""``onnxruntime-genai``: local models from a models folder, each in a worker process of its own.
+
+A model is loaded (its worker started) on its first request, or by :meth:`OnnxProvider.load`; it is unloaded
+after ``idle_ttl`` seconds without requests, or least-recently-used first when loading another would pass
+``memory_budget``. :meth:`OnnxProvider.reload` hot-swaps a model: the new worker starts, new requests go to
+it, requests in flight finish on the old one, which then exits. A dead worker is replaced on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
+from providers.onnx import store
+from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
+from providers.onnx.openai import ChatJob, StopMatcher, chunk, new_id, parse_request, response_body, usage
+from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
+
+__all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    client: WorkerClient | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class OnnxProvider(Provider):
+    """Serves the models of ``config.models_dir`` with onnxruntime-genai worker processes."""
+
+    type_name = "onnxruntime-genai"
+    endpoints = frozenset({"chat/completions", "completions"})
+
+    def __init__(
+        self,
+        name: str,
+        config: OnnxProviderConfig,
+        *,
+        base_dir: Path | None = None,
+        worker_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name)
+        problems = check_config(config)
+        if problems:
+            raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
+        self.config = config
+        models_dir = Path(config.models_dir)
+        self.models_dir = models_dir if models_dir.is_absolute() else (base_dir or Path.cwd()) / models_dir
+        self.memory_budget = parse_size(config.memory_budget)
+        self.worker_options = WorkerOptions(
+            execution_provider=config.execution_provider,
+            max_batch_size=config.max_batch_size,
+            queue_size=config.queue_size,
+            max_context=config.max_context,
+            cpu_threads=config.cpu_threads,
+            gpu_memory_bytes=parse_size(config.gpu_memory),
+            **(worker_options or {}),
+        )
+        self._slots: dict[str, _Slot] = {}
+        self._retired: set[WorkerClient] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the idle-TTL reaper (workers start on demand)."""
+        if self.config.idle_ttl is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        clients = [s.client for s in self._slots.values() if s.client] + list(self._retired)
+        self._slots.clear()
+        await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def models(self) -> list[str]:
+        """The model folders in ``models_dir``."""
+        return store.list_models(self.models_dir)
+
+    def loaded(self) -> dict[str, WorkerClient]:
+        """Models whose worker is running, with their clients."""
+        return {m: s.client for m, s in self._slots.items() if s.client is not None and s.client.alive}
+
+    def info(self) -> list[ProviderInfo]:
+        """Every model with its state (loaded or available), worker pid, memory and manifest summary."""
+        out = []
+        loaded = self.loaded()
+        for name in self.models():
+            manifest = store.read_manifest(self.models_dir / name) or {}
+            details: dict[str, Any] = {"precision": manifest.get("precision"), "created": manifest.get("created")}
+            client = loaded.get(name)
+            if client is not None:
+                details.update(
+                    pid=client.pid,
+                    rss_bytes=client.rss_bytes(),
+                    inflight=len(client.inflight),
+                    load_seconds=client.ready.get("load_seconds"),
+                )
+            out.append(ProviderInfo(name, "loaded" if client else "available", details))
+        return out
+
+    # ------------------------------------------------------------ admin operations
+    async def load(self, model: str) -> WorkerClient:
+        """Start the model's worker unless it runs; return its client."""
+        slot = self._slots.setdefault(model, _Slot())
+        if slot.client is not None and slot.client.alive:
+            return slot.client
+        async with slot.lock:
+            if slot.client is not None and slot.client.alive:
+                return slot.client
+            if slot.client is not None:  # died: reap it in the background, start a new one
+                self._retire(slot.client)
+                slot.client = None
+            path = self._model_dir(model)
+            await self._make_room(model, path)
+            client = WorkerClient(model, path, self.worker_options)
+            await client.start()
+            slot.client = client
+            return client
+
+    async def unload(self, model: str) -> bool:
+        """Stop the model's worker (requests in flight finish first); False if it was not loaded."""
+        slot = self._slots.pop(model, None)
+        if slot is None or slot.client is None:
+            return False
+        await self._drain(slot.client)
+        return True
+
+    async def reload(self, model: str) -> WorkerClient:
+        """Hot-swap: start a new worker, route new requests to it, let the old one finish and exit."""
+        path = self._model_dir(model)
+        slot = self._slots.setdefault(model, _Slot())
+        async with slot.lock:
+            client = WorkerClient(model, path, self.worker_options)
+            await client.start()
+            old, slot.client = slot.client, client
+        if old is not None:
+            self._retire(old)
+        return client
+
+    async def remove(self, model: str) -> None:
+        """Unload the model and delete its folder."""
+        await self.unload(model)
+        store.remove_model(self.models_dir, model)
+
+    async def pull(
+        self,
+        model: str | None = None,
+        *,
+        precision: str = "int4",
+        force: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> Path:
+        """Make a catalog model (default SmolLM2-135M-Instruct) in a child process; needs the convert extra."""
+        args = ["pull", *([model] if model else []), "-p", precision, "-e", self.config.execution_provider]
+        return await self._convert([*args, *(["--force"] if force else [])], on_progress)
+
+    async def import_model(
+        self,
+        source: str,
+        model: str,
+        *,
+        precision: str = "int4",
+        force: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> Path:
+        """Import an onnxruntime-genai folder, Hugging Face folder or GGUF file from disk as ``model``."""
+        store.check_name(model)
+        args = ["import", source, model, "-p", precision, "-e", self.config.execution_provider]
+        return await self._convert([*args, *(["--force"] if force else [])], on_progress)
+
+    async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
+        cmd = [sys.executable, "-m", "providers.onnx.convert", "--models-dir", str(self.models_dir), *args]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert proc.stderr is not None and proc.stdout is not None
+        last = ""
+        while raw := await proc.stderr.readline():
+            for line in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
+                if line.strip():
+                    last = line.strip()
+                    if on_progress:
+                        on_progress(last)
+        out = (await proc.stdout.read()).decode().strip()
+        if await proc.wait() != 0:
+            raise ProviderError(last or "conversion failed", status=500, code="convert_failed", fallback=False)
+        return Path(out.splitlines()[-1])
+
+    # ------------------------------------------------------------ requests
+    async def complete(self, request: ProviderRequest) -> dict[str, Any]:
+        """A whole completion: the stream's pieces gathered into one body."""
+        job = parse_request(request.endpoint, request.body)
+        generation = await self._submit(request, job)
+        text: list[str] = []
+        completion, finish = 0, "stop"
+        matcher = StopMatcher(job.stop)
+        try:
+            async for piece_text, ntok, fin in _pieces(generation, matcher, request):
+                text.append(piece_text)
+                completion += ntok
+                finish = fin or finish
+        finally:
+            await generation.aclose()
+        return response_body(request.model, job.chat, "".join(text), finish, generation.prompt_tokens, completion)
+
+    async def open_stream(self, request: ProviderRequest) -> ChunkStream:
+        """Start a streamed completion; refusals and load failures raise before the first chunk."""
+        job = parse_request(request.endpoint, request.body)
+        generation = await self._submit(request, job)
+        return _OnnxStream(request, job, generation)
+
+    async def _submit(self, request: ProviderRequest, job: ChatJob) -> Generation:
+        if request.endpoint not in self.endpoints:
+            raise ProviderError(
+                f"{request.endpoint} is not served by local models",
+                status=404,
+                code="unsupported_endpoint",
+                cooldown=False,
+            )
+        client = await self.load(request.model)
+        timeout = request.remaining() or None
+        try:
+            return await asyncio.wait_for(client.submit(job.message), timeout)
+        except TimeoutError as exc:
+            raise ProviderError("timed out waiting for the local model", status=504, code="timeout") from exc
+
+    def _model_dir(self, model: str) -> Path:
+        try:
+            path = store.model_path(self.models_dir, model)
+        except store.ModelStoreError as exc:
+            raise _not_found(model) from exc
+        if not (path / "genai_config.json").is_file():
+            raise _not_found(model)
+        return path
+
+    # ------------------------------------------------------------ memory and idleness
+    async def _make_room(self, model: str, path: Path) -> None:
+        if self.memory_budget is None:
+            return
+        need = _estimate_bytes(path)
+        if need > self.memory_budget:
+            raise ProviderError(
+                f"model {model} needs about {need >> 20} MiB, more than the memory budget",
+                status=503,
+                code="memory_budget",
+                cooldown=False,
+            )
+        loaded = sorted(((m, c) for m, c in self.loaded().items() if m != model), key=lambda mc: mc[1].stats.last_used)
+        used = sum(c.rss_bytes() for _, c in loaded)
+        for name, client in loaded:
+            if used + need <= self.memory_budget:
+                break
+            if not client.inflight:
+                used -= client.rss_bytes()
+                self._slots.pop(name, None)
+                await self._drain(client)
+        if used + need > self.memory_budget:
+            raise ProviderError(
+                f"no memory for model {model}: the loaded models are busy",
+                status=503,
+                code="memory_budget",
+                retry_after=5.0,
+                cooldown=False,
+            )
+
+    async def _reap_idle(self) -> None:
+        ttl = float(self.config.idle_ttl or 0)
+        while True:
+            await asyncio.sleep(min(30.0, max(0.05, ttl / 4)))
+            now = time.monotonic()
+            for model, client in list(self.loaded().items()):
+                if not client.inflight and now - client.stats.last_used > ttl:
+                    slot = self._slots.get(model)
+                    if slot is not None and slot.client is client:
+                        self._slots.pop(model, None)
+                        await self._drain(client)
+
+    def _retire(self, client: WorkerClient) -> None:
+        self._retired.add(client)
+        task = asyncio.create_task(self._drain(client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, client: WorkerClient, limit: float = 600.0) -> None:
+        client.draining = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.idle.wait(), limit)
+        await client.stop()
+        self._retired.discard(client)
+
+
+def _estimate_bytes(path: Path) -> int:
+    """Memory a model is expected to take: its files, plus a fixed allowance for the runtime and KV cache."""
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) + (150 << 20)
+
+
+def _not_found(model: str) -> ProviderError:
+    return ProviderError(
+        f"model {model!r} not found in the local models folder",
+        status=404,
+        type="invalid_request_error",
+        code="model_not_found",
+        cooldown=False,
+    )
+
+
+async def _pieces(
+    generation: Generation, matcher: StopMatcher, request: ProviderRequest
+) -> AsyncIterator[tuple[str, int, str | None]]:
+    """``(text, tokens, finish_reason)`` until the sequence ends, stop strings applied (and cancelling it)."""
+    while True:
+        try:
+            piece = await generation.next(request.remaining() or None)
+        except TimeoutError as exc:
+            raise ProviderError(
+                "the local model did not finish before the deadline", status=504, code="timeout"
+            ) from exc
+        text, stopped = matcher.feed(piece.text)
+        if stopped:
+            yield text, piece.tokens, "stop"
+            return
+        if piece.finish is not None:
+            yield text + matcher.flush(), piece.tokens, "stop" if piece.finish == "cancelled" else piece.finish
+            return
+        yield text, piece.tokens, None
+
+
+class _OnnxStream(ChunkStream):
+    def __init__(self, request: ProviderRequest, job: ChatJob, generation: Generation) -> None:
+        self.request = request
+        self.job = job
+        self.generation = generation
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        job, model, generation = self.job, self.request.model, self.generation
+        ident, created = new_id(job.chat), int(time.time())
+        with_usage = job.include_usage
+        if job.chat:
+            yield chunk(ident, model, created, True, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
+        completion, finish = 0, "stop"
+        try:
+            async for text, ntok, fin in _pieces(generation, StopMatcher(job.stop), self.request):
+                completion += ntok
+                if text:
+                    yield chunk(
+                        ident, model, created, job.chat, delta={"content": text}, text=text, with_usage=with_usage
+                    )
+                finish = fin or finish
+        finally:
+            await generation.aclose()
+        yield chunk(ident, model, created, job.chat, finish=finish, with_usage=with_usage)
+        if with_usage:
+            obj = "chat.completion.chunk" if job.chat else "text_completion"
+            yield {
+                "id": ident,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": usage(generation.prompt_tokens, completion),
+            }
+
+    async def aclose(self) -> None:
+        await self.generation.aclose()
+
+
+def register(registry: Any) -> None:
+    """Register the ``onnxruntime-genai`` provider type (alias ``onnx``) with a ProviderRegistry."""
+    from providers.registry import ProviderContext, ProviderType
+
+    def factory(name: str, config: OnnxProviderConfig, context: ProviderContext) -> Provider:
+        if config.cpu_threads is None and context.cpu_threads:
+            config = msgspec.structs.replace(config, cpu_threads=context.cpu_threads)
+        if config.gpu_memory is None and context.gpu_memory is not None:
+            config = msgspec.structs.replace(config, gpu_memory=str(context.gpu_memory))
+        return OnnxProvider(name, config, base_dir=context.base_dir)
+
+    registry.register(ProviderType("onnxruntime-genai", OnnxProviderConfig, factory, check_config), "onnx")
