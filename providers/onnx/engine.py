@@ -204,7 +204,10 @@ class Worker:
 
     # ---------------------------------------------------------------- generation
     def start_group(self) -> None:
-        """Start a batch from the oldest pending request and the pending ones with the same options."""
+        """Start a batch from the oldest pending request and the pending ones with the same options.
+
+        ``append_tokens`` runs the prefill; the first token comes from the group's first ``step``.
+        """
         free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
         if free <= 0 or not self.pending or len(self.groups) >= self.max_groups:
             return
@@ -231,7 +234,6 @@ class Worker:
         self.groups.append(Group(generator, seqs))
         self.stats["batches"] += 1
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
-        self.collect(self.groups[-1])
 
     def step(self, group: Group) -> None:
         """Advance a group by one token and collect it."""
