@@ -82,16 +82,19 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
     try:
         store = KeyStore(database)
         if args.keys_command == "create":
-            info, secret = await store.create(args.name)
+            info, secret = await store.create(args.name, admin=args.admin)
             print(secret)
             print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
         elif args.keys_command == "list":
-            print(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'CREATED (UTC)':<19}  {'LAST USED':<16}  STATUS")
+            print(
+                f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'ROLE':<6} {'CREATED (UTC)':<19}  {'LAST USED':<16}  STATUS"
+            )
             for key in await store.list():
                 status = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
                 used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
                 created = f"{key.created_at:%Y-%m-%d %H:%M:%S}"
-                print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {created}  {used:<16}  {status}")
+                role = "admin" if key.admin else "user"
+                print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {role:<6} {created}  {used:<16}  {status}")
         elif args.keys_command == "revoke":
             if not await store.revoke(args.id):
                 return _fail(f"no active key with id {args.id}", 1)
@@ -116,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
     listing = keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)

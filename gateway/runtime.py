@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from gateway.config import Config
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.health import HealthBook
 from gateway.routing import RouteTable
 from gateway.storage import Database, KeyStore, UsageWriter, open_database
@@ -117,14 +117,27 @@ class Gateway:
         await self.usage.close()
         await self.database.close()
 
-    async def authenticate(self, authorization: str | None) -> int | None:
-        """The key id for an ``Authorization: Bearer`` header (None for the bootstrap admin key); else 401."""
-        if not authorization or not authorization[:7].lower() == "bearer ":
+    async def identify(self, authorization: str | None) -> tuple[int | None, bool]:
+        """``(key id, admin)`` for an ``Authorization: Bearer`` header; the bootstrap key is ``(None, True)``."""
+        if not authorization or authorization[:7].lower() != "bearer ":
             raise AuthenticationFailed()
         token = authorization[7:].strip()
         if self.admin_key and hmac.compare_digest(token.encode("utf-8", "replace"), self.admin_key.encode()):
-            return None
-        key_id = await self.keys.verify(token)
-        if key_id is None:
+            return None, True
+        identity = await self.keys.identify(token)
+        if identity is None:
             raise AuthenticationFailed()
+        return identity
+
+    async def authenticate(self, authorization: str | None) -> int | None:
+        """The key id for an ``Authorization: Bearer`` header (None for the bootstrap admin key); else 401."""
+        return (await self.identify(authorization))[0]
+
+    async def authenticate_admin(self, authorization: str | None) -> int | None:
+        """Like :meth:`authenticate`, but only admin keys pass (403 for the others)."""
+        key_id, admin = await self.identify(authorization)
+        if not admin:
+            raise GatewayError(
+                "This key may not use the admin API.", status=403, type="permission_error", code="admin_required"
+            )
         return key_id

@@ -46,6 +46,7 @@ class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    admin: bool = False  # may use the admin API and pages
 
     @property
     def active(self) -> bool:
@@ -80,12 +81,12 @@ class KeyStore:
         self._db = database
         self._ttl = cache_ttl
         self._cache_size = cache_size
-        # sha256 hex -> (key id, or None for "no such active key", monotonic expiry)
-        self._cache: dict[str, tuple[int | None, float]] = {}
+        # sha256 hex -> ((key id, admin), or None for "no such active key"; monotonic expiry)
+        self._cache: dict[str, tuple[tuple[int, bool] | None, float]] = {}
         # key id -> when verify() last accepted it; written out by flush_last_used()
         self._used: dict[int, datetime] = {}
 
-    async def create(self, name: str) -> tuple[ApiKeyInfo, str]:
+    async def create(self, name: str, *, admin: bool = False) -> tuple[ApiKeyInfo, str]:
         """Create a key called ``name``; returns its info and the plaintext key (shown only this once)."""
         name = name.strip()
         if not name or len(name) > _MAX_NAME_LEN:
@@ -93,12 +94,14 @@ class KeyStore:
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         prefix = token[:_DISPLAY_PREFIX_LEN]
         created_at = utcnow()
-        stmt = insert(_KEYS).values(name=name, prefix=prefix, key_hash=hash_key(token), created_at=created_at)
+        stmt = insert(_KEYS).values(
+            name=name, prefix=prefix, key_hash=hash_key(token), created_at=created_at, admin=admin
+        )
         async with self._db.engine.begin() as conn:
             pk = (await conn.execute(stmt)).inserted_primary_key
         assert pk is not None  # always set for a single-row insert
         key_id = int(pk[0])
-        return ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at), token
+        return ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at, admin=admin), token
 
     async def list(self) -> builtins.list[ApiKeyInfo]:
         """All keys, revoked ones included, oldest first."""
@@ -109,6 +112,7 @@ class KeyStore:
             _KEYS.c.created_at,
             _KEYS.c.revoked_at,
             _KEYS.c.last_used_at,
+            _KEYS.c.admin,
         ).order_by(_KEYS.c.id)
         async with self._db.engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
@@ -120,29 +124,36 @@ class KeyStore:
         async with self._db.engine.begin() as conn:
             result = await conn.execute(stmt)
         # This process stops accepting the key at once; others within their cache TTL.
-        self._cache = {h: v for h, v in self._cache.items() if v[0] != key_id}
+        self._cache = {h: v for h, v in self._cache.items() if v[0] is None or v[0][0] != key_id}
         self._used.pop(key_id, None)
         return result.rowcount == 1
 
     async def verify(self, token: str) -> int | None:
         """The id of the active key ``token``, or None (malformed, unknown or revoked)."""
+        identity = await self.identify(token)
+        return None if identity is None else identity[0]
+
+    async def identify(self, token: str) -> tuple[int, bool] | None:
+        """``(key id, admin)`` of the active key ``token``, or None (malformed, unknown or revoked)."""
         if not _well_formed(token):
             return None
         digest = hash_key(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
+        identity: tuple[int, bool] | None
         if cached is not None and cached[1] > now:
-            key_id = cached[0]
+            identity = cached[0]
         else:
-            stmt = select(_KEYS.c.id).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))
+            stmt = select(_KEYS.c.id, _KEYS.c.admin).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))
             async with self._db.engine.connect() as conn:
-                key_id = (await conn.execute(stmt)).scalar_one_or_none()
+                row = (await conn.execute(stmt)).first()
+            identity = None if row is None else (int(row[0]), bool(row[1]))
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
-            self._cache[digest] = (key_id, now + self._ttl)
-        if key_id is not None:
-            self._used[key_id] = utcnow()
-        return key_id
+            self._cache[digest] = (identity, now + self._ttl)
+        if identity is not None:
+            self._used[identity[0]] = utcnow()
+        return identity
 
     async def flush_last_used(self) -> int:
         """Write the ``last_used_at`` times gathered by :meth:`verify`; returns how many keys were updated.
