@@ -17,6 +17,7 @@ from gateway.config import Config
 from gateway.errors import exception_handlers
 from gateway.runtime import Gateway
 from providers.registry import ProviderRegistry, builtin_registry
+from web import web_routes
 
 __all__ = ["create_app"]
 
@@ -64,7 +65,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Lite
 
     v1 = Router("/v1", route_handlers=v1_handlers())
     return Litestar(
-        route_handlers=[v1, health, ready],
+        route_handlers=[v1, health, ready, *web_routes()],
         dependencies={"gateway": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],
