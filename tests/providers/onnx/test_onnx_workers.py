@@ -1,0 +1,155 @@
+"""Worker processes: death and restart, the bounded queue, cancellation, hot-swap, idle TTL and LRU unload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.base import ProviderError, UpstreamUnavailable
+from tests.providers.onnx.helpers import TINY, chat, collect
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is not alive
+        return fh.read().split()[2] != "Z"
+
+
+async def _wait_until(predicate: Any, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_worker_runs_in_its_own_process(provider: Any) -> None:
+    await provider.complete(chat(max_tokens=2))
+    client = provider.loaded()[TINY]
+    assert client.pid != os.getpid() and _alive(client.pid)
+    assert [i.state for i in provider.info()] == ["loaded"]
+
+
+async def test_killed_worker_fails_inflight_and_restarts_on_next_request(provider: Any) -> None:
+    stream = await provider.open_stream(chat(max_tokens=1900, stream=True))
+    pid = provider.loaded()[TINY].pid
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(UpstreamUnavailable) as info:
+        await collect(stream)
+    assert info.value.fallback is True
+    body = await provider.complete(chat(max_tokens=5))
+    assert body["usage"]["completion_tokens"] == 5
+    assert provider.loaded()[TINY].pid != pid
+
+
+async def test_full_queue_answers_429(make_provider: Any) -> None:
+    provider = await make_provider(max_batch_size=1, queue_size=1)
+    held = [await provider.open_stream(chat(max_tokens=1500, stream=True)) for _ in range(2)]
+    with pytest.raises(ProviderError) as info:
+        await provider.open_stream(chat(max_tokens=5, stream=True))
+    error = info.value
+    assert (error.status, error.code, error.fallback) == (429, "queue_full", True)
+    assert error.retry_after is not None and error.retry_after > 0
+    for stream in held:
+        await stream.aclose()
+    body = await provider.complete(chat(max_tokens=3))  # room again
+    assert body["usage"]["completion_tokens"] == 3
+
+
+async def test_closing_the_stream_stops_generation(provider: Any) -> None:
+    stream = await provider.open_stream(chat(max_tokens=1900, stream=True))
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == 3:
+            break
+    await stream.aclose()
+    client = provider.loaded()[TINY]
+    stats = await client.worker_stats()
+    for _ in range(100):
+        if stats["active"] == 0:
+            break
+        await asyncio.sleep(0.01)
+        stats = await client.worker_stats()
+    assert stats["active"] == 0 and stats["cancelled"] == 1
+    assert stats["generated"] < 1900
+    assert not client.inflight
+
+
+async def test_hot_swap_under_concurrent_requests_has_no_failures(provider: Any) -> None:
+    await provider.load(TINY)
+    first_pid = provider.loaded()[TINY].pid
+    failures: list[BaseException] = []
+    done = 0
+
+    async def client_loop(i: int) -> None:
+        nonlocal done
+        for _ in range(6):
+            try:
+                if i % 2:
+                    await collect(await provider.open_stream(chat(max_tokens=200, stream=True)))
+                else:
+                    await provider.complete(chat(max_tokens=200))
+                done += 1
+            except BaseException as exc:
+                failures.append(exc)
+
+    loops = asyncio.gather(*(client_loop(i) for i in range(4)))
+    await asyncio.sleep(0.1)
+    await provider.reload(TINY)
+    second_pid = provider.loaded()[TINY].pid
+    await asyncio.sleep(0.1)
+    await provider.reload(TINY)
+    await loops
+    assert failures == [] and done == 24
+    assert len({first_pid, second_pid, provider.loaded()[TINY].pid}) == 3
+    await _wait_until(lambda: not _alive(first_pid) and not _alive(second_pid))
+
+
+async def test_idle_ttl_unloads(make_provider: Any) -> None:
+    provider = await make_provider(idle_ttl=0.3)
+    await provider.complete(chat(max_tokens=2))
+    pid = provider.loaded()[TINY].pid
+    await _wait_until(lambda: not provider.loaded(), limit=5)
+    await _wait_until(lambda: not _alive(pid))
+    await provider.complete(chat(max_tokens=2))  # loads again on demand
+    assert provider.loaded()[TINY].pid != pid
+
+
+async def test_memory_budget_unloads_least_recently_used(make_provider: Any, models_dir: Path) -> None:
+    if not (models_dir / "tiny-b").exists():
+        shutil.copytree(models_dir / TINY, models_dir / "tiny-b")
+    from providers.onnx.provider import _estimate_bytes
+
+    budget = _estimate_bytes(models_dir / TINY) + (4 << 20)  # room for one worker, not two
+    provider = await make_provider(memory_budget=str(budget))
+    await provider.complete(chat(max_tokens=2))
+    first = provider.loaded()[TINY].pid
+    await provider.complete(chat(max_tokens=2, model="tiny-b"))
+    assert list(provider.loaded()) == ["tiny-b"]
+    await _wait_until(lambda: not _alive(first))
+    assert sorted(provider.models()) == [TINY, "tiny-b"]
+    small = await make_provider(memory_budget="1MB")
+    with pytest.raises(ProviderError) as info:
+        await small.complete(chat(max_tokens=2))
+    assert info.value.code == "memory_budget"
+
+
+async def test_unavailable_execution_provider_is_a_clear_error(make_provider: Any) -> None:
+    import onnxruntime_genai as og
+
+    if og.is_cuda_available():
+        pytest.skip("CUDA is available here")
+    provider = await make_provider(execution_provider="cuda")
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(chat(max_tokens=2))
+    assert "cuda" in info.value.message and "not available" in info.value.message
