@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "verify":
             path = model_path(args.models_dir, args.name)
             validate_model_dir(path)
-            manifest = read_manifest(path)
-            if manifest is None:
+            found = read_manifest(path)
+            if found is None:
                 print(f"{args.name}: valid, but has no manifest to check hashes against")
             else:
-                verify_manifest(path, manifest, hashes=True)
-                print(f"{args.name}: valid, {len(manifest['files'])} files match the manifest")
+                verify_manifest(path, found, hashes=True)
+                print(f"{args.name}: valid, {len(found['files'])} files match the manifest")
         elif command == "rm":
             remove_model(args.models_dir, args.name)
     except ConvertError as exc:

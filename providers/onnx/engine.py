@@ -42,6 +42,7 @@ class Sequence:
     stream: Any = None
     generated: int = 0
     done: bool = False
+    tokens: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,7 +64,8 @@ class Worker:
         self.max_batch = max(1, int(options.get("max_batch_size", 8)))
         self.max_groups = max(1, int(options.get("max_groups", 2)))
         self.queue_size = max(0, int(options.get("queue_size", 64)))
-        self.batch_window = float(options.get("batch_window", 0.002))
+        self.batch_window = float(options.get("batch_window", 0.0))
+        self.merge_tokens = int(options.get("merge_tokens", 16))
         started = time.monotonic()
         config = og.Config(model_dir)
         _configure_provider(og, config, options)
@@ -87,7 +89,7 @@ class Worker:
         self.out_fd = 1
         self.in_fd = 0
         self.running = True
-        self.stats = {"requests": 0, "generated": 0, "cancelled": 0, "batches": 0, "max_batch_seen": 0}
+        self.stats = {"requests": 0, "generated": 0, "cancelled": 0, "batches": 0, "max_batch_seen": 0, "merges": 0}
         self.out: list[list[Any]] = []
 
     # ---------------------------------------------------------------- input
@@ -183,7 +185,8 @@ class Worker:
         search = {k: message["search"][k] for k in _SEARCH_KEYS if message.get("search", {}).get(k) is not None}
         guidance = tuple(message["guidance"]) if message.get("guidance") else None
         key = json.dumps([sorted(search.items()), guidance])
-        seq = Sequence(rid, ids, int(max_tokens) if max_tokens is not None else room, key, search, guidance)  # type: ignore[arg-type]
+        limit = int(max_tokens) if max_tokens is not None else room
+        seq = Sequence(rid, ids, limit, key, search, (str(guidance[0]), str(guidance[1])) if guidance else None)
         self.pending.append(seq)
         self.stats["requests"] += 1
         self.send({"ev": "accepted", "id": rid, "prompt_tokens": len(ids), "max_tokens": seq.max_new})
@@ -206,21 +209,44 @@ class Worker:
     def start_group(self) -> None:
         """Start a batch from the oldest pending request and the pending ones with the same options.
 
-        ``append_tokens`` runs the prefill; the first token comes from the group's first ``step``.
+        A running batch of the same options that is still young (no sequence past ``merge_tokens``) is
+        merged into the new one instead of running beside it: its sequences are prefilled again with what
+        they generated so far appended to their prompts, and go on in the bigger batch. Requests sent
+        together thus share one batch without a batching delay; guided batches are never merged (their
+        grammar state would be lost). ``append_tokens`` runs the prefill; the first token comes from the
+        group's first ``step``.
         """
-        free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
-        if free <= 0 or not self.pending or len(self.groups) >= self.max_groups:
+        if not self.pending:
             return
         key = self.pending[0].key
-        seqs = [s for s in self.pending if s.key == key][:free]
-        for seq in seqs:
+        free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
+        if free <= 0:
+            return
+        merged: list[Sequence] = []
+        for group in self.groups:
+            alive = [s for s in group.seqs if not s.done]
+            if (
+                group.seqs[0].key == key
+                and group.seqs[0].guidance is None
+                and max((s.generated for s in alive), default=0) <= self.merge_tokens
+            ):
+                self.groups.remove(group)
+                merged = alive
+                self.stats["merges"] += 1
+                break
+        if not merged and len(self.groups) >= self.max_groups:
+            return
+        seqs = merged + [s for s in self.pending if s.key == key][:free]
+        for seq in seqs[len(merged) :]:
             self.pending.remove(seq)
+            seq.stream = self.tokenizer.create_stream()
         og = self.og
-        width = max(len(s.ids) for s in seqs)
+        width = max(len(s.ids) + len(s.tokens) for s in seqs)
         params = og.GeneratorParams(self.model)
         search = dict(seqs[0].search)
         search.setdefault("do_sample", bool(self.defaults.get("do_sample", False)))
-        params.set_search_options(max_length=width + max(s.max_new for s in seqs), batch_size=len(seqs), **search)
+        longest = max(s.max_new - s.generated for s in seqs)
+        params.set_search_options(max_length=width + longest, batch_size=len(seqs), **search)
         if seqs[0].guidance:
             params.set_guidance(*seqs[0].guidance)
         generator = og.Generator(self.model, params)
@@ -228,8 +254,8 @@ class Worker:
 
         batch = np.full((len(seqs), width), self.pad, dtype=np.int32)
         for row, seq in enumerate(seqs):
-            batch[row, : len(seq.ids)] = seq.ids
-            seq.stream = self.tokenizer.create_stream()
+            prefix = seq.ids + seq.tokens
+            batch[row, : len(prefix)] = prefix
         generator.append_tokens(batch)
         self.groups.append(Group(generator, seqs))
         self.stats["batches"] += 1
@@ -248,6 +274,7 @@ class Worker:
             if seq.done:
                 continue
             token = int(token)
+            seq.tokens.append(token)
             seq.generated += 1
             self.stats["generated"] += 1
             finish = None

@@ -130,7 +130,7 @@ def validate_model_dir(path: str | os.PathLike[str], *, strict_files: bool = Tru
     manifest = read_manifest(folder)
     if manifest is not None:
         verify_manifest(folder, manifest, hashes=False)
-    return config
+    return dict(config)
 
 
 def _allowed_file(name: str) -> bool:

@@ -41,7 +41,8 @@ class WorkerOptions:
     max_context: int = 2048
     cpu_threads: int | None = None
     gpu_memory_bytes: int | None = None
-    batch_window: float = 0.002
+    batch_window: float = 0.0
+    merge_tokens: int = 16
     start_timeout: float = 120.0
 
 
@@ -68,7 +69,11 @@ class Generation:
 
     async def next(self, wait: float | None = None) -> Piece:
         """The next piece (raises the worker's failure, or TimeoutError after ``wait`` seconds)."""
-        item = await asyncio.wait_for(self.queue.get(), wait)
+        if not self.queue.empty():
+            item = self.queue.get_nowait()
+        else:
+            async with asyncio.timeout(wait):
+                item = await self.queue.get()
         if isinstance(item, BaseException):
             self.finished = True
             raise item
