@@ -66,6 +66,7 @@ class Worker:
         self.queue_size = max(0, int(options.get("queue_size", 64)))
         self.batch_window = float(options.get("batch_window", 0.0))
         self.merge_tokens = int(options.get("merge_tokens", 16))
+        self.grow_tokens = max(1, int(options.get("grow_tokens", 256)))
         started = time.monotonic()
         config = og.Config(model_dir)
         _configure_provider(og, config, options)
@@ -89,7 +90,15 @@ class Worker:
         self.out_fd = 1
         self.in_fd = 0
         self.running = True
-        self.stats = {"requests": 0, "generated": 0, "cancelled": 0, "batches": 0, "max_batch_seen": 0, "merges": 0}
+        self.stats = {
+            "requests": 0,
+            "generated": 0,
+            "cancelled": 0,
+            "batches": 0,
+            "max_batch_seen": 0,
+            "merges": 0,
+            "regrows": 0,
+        }
         self.out: list[list[Any]] = []
 
     # ---------------------------------------------------------------- input
@@ -239,13 +248,16 @@ class Worker:
         seqs = merged + [s for s in self.pending if s.key == key][:free]
         for seq in seqs[len(merged) :]:
             self.pending.remove(seq)
-            seq.stream = self.tokenizer.create_stream()
+            if seq.stream is None:
+                seq.stream = self.tokenizer.create_stream()
         og = self.og
         width = max(len(s.ids) + len(s.tokens) for s in seqs)
         params = og.GeneratorParams(self.model)
         search = dict(seqs[0].search)
         search.setdefault("do_sample", bool(self.defaults.get("do_sample", False)))
-        longest = max(s.max_new - s.generated for s in seqs)
+        # The KV cache is sized by max_length: grow it in steps (at least ``grow_tokens``, then doubling)
+        # rather than for the whole budget at once, which costs memory and first-token time.
+        longest = max(self._cap(s) for s in seqs)
         params.set_search_options(max_length=width + longest, batch_size=len(seqs), **search)
         if seqs[0].guidance:
             params.set_guidance(*seqs[0].guidance)
@@ -261,15 +273,25 @@ class Worker:
         self.stats["batches"] += 1
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
 
+    def _cap(self, seq: Sequence) -> int:
+        remaining = seq.max_new - seq.generated
+        if seq.guidance is not None:  # a grammar's state would not survive the move to a longer batch
+            return remaining
+        return min(remaining, max(self.grow_tokens, seq.generated))
+
     def step(self, group: Group) -> None:
         """Advance a group by one token and collect it."""
         group.generator.generate_next_token()
         self.collect(group)
 
     def collect(self, group: Group) -> None:
-        """Turn the group's newest tokens into output items; retire the group when every sequence is done."""
+        """Turn the group's newest tokens into output items; retire the group when every sequence is done.
+
+        A group that reached its ``max_length`` while some sequences still have tokens to go (the KV cache
+        is sized in steps, see :meth:`start_group`) hands them back to the front of the queue, to go on in a
+        new, longer batch.
+        """
         tokens = group.generator.get_next_tokens()
-        finished_all = group.generator.is_done()
         for seq, token in zip(group.seqs, tokens, strict=False):
             if seq.done:
                 continue
@@ -282,13 +304,18 @@ class Worker:
                 text, finish = "", "stop"
             else:
                 text = seq.stream.decode(token)
-                if seq.generated >= seq.max_new or finished_all:
+                if seq.generated >= seq.max_new:
                     finish = "length"
             if finish:
                 seq.done = True
             self.out.append([seq.id, text, 1, finish])
-        if all(s.done for s in group.seqs):
+        alive = [s for s in group.seqs if not s.done]
+        if not alive:
             self.groups.remove(group)
+        elif group.generator.is_done():
+            self.groups.remove(group)
+            self.pending[0:0] = alive
+            self.stats["regrows"] += 1
 
     def flush(self) -> None:
         """Send the items collected in this round as one frame."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,21 @@ import msgspec
 from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from providers.onnx import store
 from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
-from providers.onnx.openai import ChatJob, StopMatcher, chunk, new_id, parse_request, response_body, usage
+from providers.onnx.openai import ChatJob, StopMatcher, parse_request, response_body
+from providers.onnx.stream import OnnxStream, pieces
 from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
+
+
+START_BACKOFF = 5.0  # seconds a failed worker start is remembered and its error repeated
 
 
 @dataclass(slots=True)
 class _Slot:
     client: WorkerClient | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failed: tuple[float, ProviderError] | None = None
 
 
 class OnnxProvider(Provider):
@@ -127,11 +132,17 @@ class OnnxProvider(Provider):
             if slot.client is not None:  # died: reap it in the background, start a new one
                 self._retire(slot.client)
                 slot.client = None
+            if slot.failed is not None and time.monotonic() - slot.failed[0] < START_BACKOFF:
+                raise slot.failed[1]  # do not spawn a process per request for a model that cannot load
             path = self._model_dir(model)
             await self._make_room(model, path)
             client = WorkerClient(model, path, self.worker_options)
-            await client.start()
-            slot.client = client
+            try:
+                await client.start()
+            except ProviderError as exc:
+                slot.failed = (time.monotonic(), exc)
+                raise
+            slot.client, slot.failed = client, None
             return client
 
     async def unload(self, model: str) -> bool:
@@ -149,7 +160,7 @@ class OnnxProvider(Provider):
         async with slot.lock:
             client = WorkerClient(model, path, self.worker_options)
             await client.start()
-            old, slot.client = slot.client, client
+            old, slot.client, slot.failed = slot.client, client, None
         if old is not None:
             self._retire(old)
         return client
@@ -212,7 +223,7 @@ class OnnxProvider(Provider):
         completion, finish = 0, "stop"
         matcher = StopMatcher(job.stop)
         try:
-            async for piece_text, ntok, fin in _pieces(generation, matcher, request):
+            async for piece_text, ntok, fin in pieces(generation, matcher, request):
                 text.append(piece_text)
                 completion += ntok
                 finish = fin or finish
@@ -224,7 +235,7 @@ class OnnxProvider(Provider):
         """Start a streamed completion; refusals and load failures raise before the first chunk."""
         job = parse_request(request.endpoint, request.body)
         generation = await self._submit(request, job)
-        return _OnnxStream(request, job, generation)
+        return OnnxStream(request, job, generation)
 
     async def _submit(self, request: ProviderRequest, job: ChatJob) -> Generation:
         if request.endpoint not in self.endpoints:
@@ -235,7 +246,7 @@ class OnnxProvider(Provider):
                 cooldown=False,
             )
         client = await self.load(request.model)
-        timeout = request.remaining() or None
+        timeout = max(request.remaining(), 0.001)
         try:
             return await asyncio.wait_for(client.submit(job.message), timeout)
         except TimeoutError as exc:
@@ -319,67 +330,6 @@ def _not_found(model: str) -> ProviderError:
         code="model_not_found",
         cooldown=False,
     )
-
-
-async def _pieces(
-    generation: Generation, matcher: StopMatcher, request: ProviderRequest
-) -> AsyncIterator[tuple[str, int, str | None]]:
-    """``(text, tokens, finish_reason)`` until the sequence ends, stop strings applied (and cancelling it)."""
-    while True:
-        try:
-            piece = await generation.next(request.remaining() or None)
-        except TimeoutError as exc:
-            raise ProviderError(
-                "the local model did not finish before the deadline", status=504, code="timeout"
-            ) from exc
-        text, stopped = matcher.feed(piece.text)
-        if stopped:
-            yield text, piece.tokens, "stop"
-            return
-        if piece.finish is not None:
-            yield text + matcher.flush(), piece.tokens, "stop" if piece.finish == "cancelled" else piece.finish
-            return
-        yield text, piece.tokens, None
-
-
-class _OnnxStream(ChunkStream):
-    def __init__(self, request: ProviderRequest, job: ChatJob, generation: Generation) -> None:
-        self.request = request
-        self.job = job
-        self.generation = generation
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        job, model, generation = self.job, self.request.model, self.generation
-        ident, created = new_id(job.chat), int(time.time())
-        with_usage = job.include_usage
-        if job.chat:
-            yield chunk(ident, model, created, True, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
-        completion, finish = 0, "stop"
-        try:
-            async for text, ntok, fin in _pieces(generation, StopMatcher(job.stop), self.request):
-                completion += ntok
-                if text:
-                    yield chunk(
-                        ident, model, created, job.chat, delta={"content": text}, text=text, with_usage=with_usage
-                    )
-                finish = fin or finish
-        finally:
-            await generation.aclose()
-        yield chunk(ident, model, created, job.chat, finish=finish, with_usage=with_usage)
-        if with_usage:
-            obj = "chat.completion.chunk" if job.chat else "text_completion"
-            yield {
-                "id": ident,
-                "object": obj,
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-                "choices": [],
-                "usage": usage(generation.prompt_tokens, completion),
-            }
-
-    async def aclose(self) -> None:
-        await self.generation.aclose()
 
 
 def register(registry: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,48 @@ async def test_concurrent_requests_batch_and_match_solo_outputs(provider: Any) -
     assert [b["choices"][0]["message"]["content"] for b in together] == solo
     stats = await provider.loaded()[TINY].worker_stats()
     assert stats["max_batch_seen"] >= 2
+
+
+async def test_kv_cache_grows_in_steps_without_changing_the_output(make_provider: Any) -> None:
+    plain = await make_provider()
+    expected = (await plain.complete(chat(max_tokens=40)))["choices"][0]["message"]["content"]
+    stepped = await make_provider(worker_options={"grow_tokens": 8})
+    body = await stepped.complete(chat(max_tokens=40))
+    assert body["choices"][0]["message"]["content"] == expected
+    assert body["usage"]["completion_tokens"] == 40
+    assert (await stepped.loaded()[TINY].worker_stats())["regrows"] >= 2
+
+
+async def test_staggered_requests_join_a_young_batch(provider: Any) -> None:
+    import asyncio
+
+    prompts = ["first one", "second", "third prompt, longer than the others"]
+    solo = [(await provider.complete(chat(p, max_tokens=300)))["choices"][0]["message"]["content"] for p in prompts]
+
+    async def later(i: int, prompt: str) -> Any:
+        await asyncio.sleep(0.004 * i)
+        return await provider.complete(chat(prompt, max_tokens=300))
+
+    bodies = await asyncio.gather(*(later(i, p) for i, p in enumerate(prompts)))
+    assert [b["choices"][0]["message"]["content"] for b in bodies] == solo
+    stats = await provider.loaded()[TINY].worker_stats()
+    assert stats["max_batch_seen"] >= 2
+
+
+async def test_legacy_completions_endpoint(provider: Any) -> None:
+    from providers.base import ProviderRequest
+
+    body = {"model": TINY, "prompt": "def main():", "max_tokens": 5}
+    request = ProviderRequest("completions", TINY, body, False, time.monotonic() + 30)
+    result = await provider.complete(request)
+    assert result["object"] == "text_completion"
+    assert result["choices"][0]["finish_reason"] == "length" and result["usage"]["completion_tokens"] == 5
+
+
+async def test_deadline_gives_a_timeout_error(provider: Any) -> None:
+    request = chat(max_tokens=1900)
+    await provider.load(TINY)
+    request.deadline = time.monotonic() + 0.05
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(request)
+    assert (info.value.status, info.value.code) == (504, "timeout")

@@ -1,0 +1,76 @@
+"""From a worker's pieces to OpenAI results: stop strings, deadlines and ``chat.completion.chunk`` streams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from providers.base import ChunkStream, ProviderError, ProviderRequest
+from providers.onnx.openai import ChatJob, StopMatcher, chunk, new_id, usage
+from providers.onnx.worker import Generation
+
+__all__ = ["OnnxStream", "pieces"]
+
+
+async def pieces(
+    generation: Generation, matcher: StopMatcher, request: ProviderRequest
+) -> AsyncIterator[tuple[str, int, str | None]]:
+    """``(text, tokens, finish_reason)`` until the sequence ends, stop strings applied (and cancelling it)."""
+    while True:
+        try:
+            piece = await generation.next(max(request.remaining(), 0.001))
+        except TimeoutError as exc:
+            raise ProviderError(
+                "the local model did not finish before the deadline", status=504, code="timeout"
+            ) from exc
+        text, stopped = matcher.feed(piece.text)
+        if stopped:
+            yield text, piece.tokens, "stop"
+            return
+        if piece.finish is not None:
+            yield text + matcher.flush(), piece.tokens, "stop" if piece.finish == "cancelled" else piece.finish
+            return
+        yield text, piece.tokens, None
+
+
+class OnnxStream(ChunkStream):
+    """A streamed completion: OpenAI chunks from a worker Generation; closing it cancels the sequence."""
+
+    def __init__(self, request: ProviderRequest, job: ChatJob, generation: Generation) -> None:
+        self.request = request
+        self.job = job
+        self.generation = generation
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        job, model, generation = self.job, self.request.model, self.generation
+        ident, created = new_id(job.chat), int(time.time())
+        with_usage = job.include_usage
+        if job.chat:
+            yield chunk(ident, model, created, True, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
+        completion, finish = 0, "stop"
+        try:
+            async for text, ntok, fin in pieces(generation, StopMatcher(job.stop), self.request):
+                completion += ntok
+                if text:
+                    yield chunk(
+                        ident, model, created, job.chat, delta={"content": text}, text=text, with_usage=with_usage
+                    )
+                finish = fin or finish
+        finally:
+            await generation.aclose()
+        yield chunk(ident, model, created, job.chat, finish=finish, with_usage=with_usage)
+        if with_usage:
+            obj = "chat.completion.chunk" if job.chat else "text_completion"
+            yield {
+                "id": ident,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": usage(generation.prompt_tokens, completion),
+            }
+
+    async def aclose(self) -> None:
+        await self.generation.aclose()
