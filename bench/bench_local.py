@@ -100,6 +100,13 @@ async def provider_stream(provider: OnnxProvider, model: str, max_tokens: int) -
     return ttft, tokens, time.perf_counter() - started
 
 
+async def staggered(delay: float, provider: OnnxProvider, model: str, max_tokens: int) -> tuple[float, int, float]:
+    """``provider_stream`` after ``delay`` seconds (TTFT counted from the stream's own start)."""
+    if delay:
+        await asyncio.sleep(delay)
+    return await provider_stream(provider, model, max_tokens)
+
+
 def p95(values: list[float]) -> float:
     """95th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -115,6 +122,8 @@ async def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--cpu-threads", type=int, default=None)
     parser.add_argument("--time-limit", type=float, default=300.0, help="stop starting rounds after this")
+    parser.add_argument("--stagger-ms", type=float, default=0.0, help="start concurrent streams this far apart")
+    parser.add_argument("--merge-tokens", type=int, default=None, help="worker option (0: never merge batches)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     folder = Path(args.models_dir) / args.model
@@ -125,7 +134,8 @@ async def main() -> int:
     conf = OnnxProviderConfig(
         models_dir=args.models_dir, max_batch_size=args.concurrency, idle_ttl=None, cpu_threads=args.cpu_threads
     )
-    provider = OnnxProvider("bench", conf)
+    extra = {} if args.merge_tokens is None else {"merge_tokens": args.merge_tokens}
+    provider = OnnxProvider("bench", conf, worker_options=extra)
     started = time.perf_counter()
     await provider.load(args.model)
     provider_load = time.perf_counter() - started
@@ -140,7 +150,7 @@ async def main() -> int:
         res["bare1"].append(bare.run(args.max_tokens))
         res["prov1"].append(await provider_stream(provider, args.model, args.max_tokens))
         res["bareN"].append(bare.run(args.max_tokens, batch=n))
-        streams = [provider_stream(provider, args.model, args.max_tokens) for _ in range(n)]
+        streams = [staggered(i * args.stagger_ms / 1000, provider, args.model, args.max_tokens) for i in range(n)]
         wall = time.perf_counter()
         runs = await asyncio.gather(*streams)
         res["provN"].append((runs, time.perf_counter() - wall))
@@ -176,6 +186,7 @@ async def main() -> int:
             "provider_total_tok_s": round(pn_tps, 1),
             "provider_vs_single": round(pn_tps / p_tps, 2),
             "provider_p95_ttft_ms": round(pn_p95 * 1000, 1),
+            "stagger_ms": args.stagger_ms,
         },
     }
     print(json.dumps(out, indent=2))
