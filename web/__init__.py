@@ -1,12 +1,86 @@
-"""The web UI: chat, model management and usage pages (server-rendered Jinja with vendored htmx)."""
+"""The web UI: chat, model management and usage pages (server-rendered Jinja with vendored htmx).
+
+Every URL of the web UI and its handler::
+
+    GET  /                         -> /chat
+    GET  /login, POST /login       log in with the admin password, an admin API key or the bootstrap key
+    POST /logout
+    GET  /chat                     conversation list, new-chat form       (admin, or anyone if chat is public)
+    POST /chat/new
+    GET  /chat/{id}                one conversation
+    POST /chat/{id}/send           answer streamed as SSE (htmx), or a redirect without JavaScript
+    POST /chat/{id}/regenerate
+    POST /chat/{id}/settings, /rename, /delete
+    GET  /models                   providers, models, agents' chains      (admin)
+    POST /models/action, /models/import, /models/chain
+    GET  /usage, /usage.csv        charts, totals, recent requests         (admin)
+    GET  /keys, POST /keys, POST /keys/{id}/revoke                         (admin)
+    GET  /static/...               vendored htmx, the stylesheet and the page script
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["web_routes"]
+from litestar import Router
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.static_files import create_static_files_router
+
+from web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
+from web.chains import apply_stored_overrides
+from web.chat import chat_handlers
+from web.chat_send import send_handlers
+from web.keys import key_handlers
+from web.login import login_handlers
+from web.models import model_handlers
+from web.render import http_error_handler
+from web.state import WebSettings, WebState
+from web.usage import usage_handlers
+
+__all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
+
+_STATIC = Path(__file__).resolve().parent / "static"
 
 
-def web_routes() -> list[Any]:
-    """Every route handler of the web UI, for the app factory (``gateway.app.create_app``)."""
-    return []
+def web_routes(settings: WebSettings | None = None) -> list[Any]:
+    """Every route handler of the web UI, for the app factory (``gateway.app.create_app``).
+
+    ``settings`` default to the environment (``MINIGATE_ADMIN_PASSWORD``, ``MINIGATE_CHAT_PUBLIC``).
+    """
+    web = WebState.create(settings)
+
+    def provide_web() -> WebState:
+        return web
+
+    public = Router(
+        "/",
+        route_handlers=[*login_handlers(), *chat_handlers(), *send_handlers()],
+        dependencies={
+            "web": Provide(provide_web, sync_to_thread=False),
+            "session": Provide(provide_session),
+            "chat_user": Provide(provide_chat_user),
+        },
+        exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
+        include_in_schema=False,
+    )
+    admin = Router(
+        "/",
+        route_handlers=[*model_handlers(), *usage_handlers(), *key_handlers()],
+        dependencies={
+            "web": Provide(provide_web, sync_to_thread=False),
+            "session": Provide(provide_session),
+            "admin": Provide(provide_admin),
+        },
+        exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
+        include_in_schema=False,
+    )
+    static = create_static_files_router(
+        path="/static",
+        directories=[_STATIC],
+        name="static",
+        include_in_schema=False,
+        cache_control=None,
+    )
+    return [public, admin, static]

@@ -11,12 +11,14 @@ Typical startup::
     await db.close()
 """
 
+from gateway.storage.conversations import ConversationStore
 from gateway.storage.db import Database, migrate, open_database, sync_url
 from gateway.storage.keys import ApiKeyInfo, KeyStore
 from gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
 
 __all__ = [
     "ApiKeyInfo",
+    "ConversationStore",
     "Database",
     "KeyStore",
     "UsageRecord",

@@ -1,0 +1,256 @@
+"""Tables of the web UI: chat conversations and their messages, admin sessions, and chain overrides.
+
+Like :mod:`gateway.storage.tables`, these classes are the schema's source of truth for queries; the tables
+are created by the migration ``0003_web_ui``. :class:`ConversationStore` holds the conversation queries.
+
+- ``conversations`` / ``messages``: a chat history per owner (``"admin"`` or ``"guest:<session>"``).
+- ``web_sessions``: one row per logged-in browser; only the SHA-256 of the cookie value is stored.
+- ``chain_overrides``: an agent's primary/fallback chain as edited in the web UI; it replaces the
+  configured chain at startup and whenever it is saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Table, Text, delete, func, insert, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.storage.db import Database
+from gateway.storage.tables import Base, UTCDateTime, utcnow
+
+__all__ = [
+    "ChainOverrideRow",
+    "ConversationInfo",
+    "ConversationRow",
+    "ConversationStore",
+    "MessageInfo",
+    "MessageRow",
+    "WebSessionRow",
+]
+
+
+class ConversationRow(Base):
+    """A chat conversation and the settings its next answer uses."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(100), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(256))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class MessageRow(Base):
+    """One message of a conversation; assistant messages carry who answered and how fast."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # "user" | "assistant"
+    content: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # "ok" | "streaming" | "stopped" | "error"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    provider: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    fallbacks: Mapped[int | None] = mapped_column(Integer)
+    hops: Mapped[str | None] = mapped_column(Text)  # JSON list, as in the usage row
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebSessionRow(Base):
+    """A browser session of the web UI (opaque cookie; only its hash is stored)."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    admin: Mapped[bool] = mapped_column(Boolean)
+    key_id: Mapped[int | None] = mapped_column(Integer)  # the admin API key used to log in, if any
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ChainOverrideRow(Base):
+    """An agent's chain as edited in the web UI: a JSON list of ``provider/model`` references."""
+
+    __tablename__ = "chain_overrides"
+
+    agent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chain: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+_CONV = cast(Table, ConversationRow.__table__)
+_MSG = cast(Table, MessageRow.__table__)
+
+
+class ConversationInfo(msgspec.Struct, kw_only=True):
+    """A conversation as the pages show it."""
+
+    id: int
+    owner: str
+    title: str
+    model: str
+    system_prompt: str | None
+    temperature: float | None
+    max_tokens: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageInfo(msgspec.Struct, kw_only=True):
+    """A message as the pages show it (``hops`` decoded)."""
+
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    status: str
+    created_at: datetime
+    request_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    fallbacks: int | None = None
+    hops: list[dict[str, Any]] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Completion tokens per second of generation (after the first token)."""
+        if not self.completion_tokens or self.latency_ms is None:
+            return None
+        seconds = (self.latency_ms - (self.ttft_ms or 0.0)) / 1000
+        return self.completion_tokens / seconds if seconds > 0.001 else None
+
+
+def _message(row: Any) -> MessageInfo:
+    data = dict(row)
+    if data.get("hops"):
+        data["hops"] = msgspec.json.decode(data["hops"])
+    return MessageInfo(**data)
+
+
+_MESSAGE_FIELDS = frozenset(MessageInfo.__struct_fields__) - {"id", "conversation_id", "created_at", "role"}
+
+
+class ConversationStore:
+    """Conversations and messages of one owner at a time; every query is scoped by ``owner``."""
+
+    def __init__(self, database: Database) -> None:
+        """Use ``database`` (migrated to at least ``0003``)."""
+        self._db = database
+
+    async def create(self, owner: str, *, title: str, model: str, system_prompt: str | None = None) -> int:
+        """A new, empty conversation; returns its id."""
+        now = utcnow()
+        values = {"owner": owner, "title": title[:200], "model": model[:256], "system_prompt": system_prompt}
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(insert(_CONV).values(**values, created_at=now, updated_at=now))
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+    async def list(self, owner: str, limit: int = 200) -> Sequence[ConversationInfo]:
+        """The owner's conversations, most recently active first."""
+        stmt = select(_CONV).where(_CONV.c.owner == owner).order_by(_CONV.c.updated_at.desc()).limit(limit)
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [ConversationInfo(**row) for row in rows]
+
+    async def get(self, owner: str, conversation_id: int) -> ConversationInfo | None:
+        """One conversation of the owner, or None."""
+        stmt = select(_CONV).where(_CONV.c.id == conversation_id, _CONV.c.owner == owner)
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        return None if row is None else ConversationInfo(**row)
+
+    async def update(self, owner: str, conversation_id: int, **values: Any) -> bool:
+        """Change a conversation's title or settings; False when the owner has no such conversation."""
+        allowed = {"title", "model", "system_prompt", "temperature", "max_tokens"}
+        if not values.keys() <= allowed:
+            raise ValueError(f"cannot update {sorted(values.keys() - allowed)}")
+        stmt = (
+            update(_CONV)
+            .where(_CONV.c.id == conversation_id, _CONV.c.owner == owner)
+            .values(**values, updated_at=utcnow())
+        )
+        async with self._db.engine.begin() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def delete(self, owner: str, conversation_id: int) -> bool:
+        """Delete a conversation and its messages."""
+        async with self._db.engine.begin() as conn:
+            owned = select(_CONV.c.id).where(_CONV.c.id == conversation_id, _CONV.c.owner == owner)
+            await conn.execute(delete(_MSG).where(_MSG.c.conversation_id.in_(owned)))
+            result = await conn.execute(delete(_CONV).where(_CONV.c.id == conversation_id, _CONV.c.owner == owner))
+        return result.rowcount == 1
+
+    async def messages(self, conversation_id: int) -> Sequence[MessageInfo]:
+        """Every message of a conversation, oldest first (check ownership with :meth:`get` first)."""
+        stmt = select(_MSG).where(_MSG.c.conversation_id == conversation_id).order_by(_MSG.c.id)
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_message(row) for row in rows]
+
+    async def add_message(self, conversation_id: int, role: str, content: str, status: str = "ok") -> MessageInfo:
+        """Append a message and mark the conversation active."""
+        now = utcnow()
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
+                insert(_MSG).values(
+                    conversation_id=conversation_id, role=role, content=content, status=status, created_at=now
+                )
+            )
+            await conn.execute(update(_CONV).where(_CONV.c.id == conversation_id).values(updated_at=now))
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return MessageInfo(
+            id=int(pk[0]), conversation_id=conversation_id, role=role, content=content, status=status, created_at=now
+        )
+
+    async def finish_message(self, message_id: int, **values: Any) -> None:
+        """Store an assistant message's final text, status and answer details."""
+        if not values.keys() <= _MESSAGE_FIELDS:
+            raise ValueError(f"cannot set {sorted(values.keys() - _MESSAGE_FIELDS)}")
+        if values.get("hops") is not None:
+            values["hops"] = msgspec.json.encode(values["hops"]).decode()
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(_MSG).where(_MSG.c.id == message_id).values(**values))
+
+    async def get_message(self, message_id: int) -> MessageInfo | None:
+        """One message by id."""
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(_MSG).where(_MSG.c.id == message_id))).mappings().first()
+        return None if row is None else _message(row)
+
+    async def truncate_after(self, conversation_id: int, message_id: int) -> None:
+        """Delete the messages after ``message_id`` (to regenerate an answer)."""
+        stmt = delete(_MSG).where(_MSG.c.conversation_id == conversation_id, _MSG.c.id > message_id)
+        async with self._db.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def count(self, owner: str) -> int:
+        """How many conversations the owner has."""
+        stmt = select(func.count()).select_from(_CONV).where(_CONV.c.owner == owner)
+        async with self._db.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())

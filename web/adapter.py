@@ -1,0 +1,123 @@
+"""The seam between the models page and local-model management (issue #3's admin API).
+
+The page calls only these functions. Until the admin API is connected here, load/unload/reload/delete call
+the provider's own methods when it has them (the onnxruntime-genai provider does), and import/pull report
+that they are not connected yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from gateway.runtime import Gateway
+from providers.base import Provider, ProviderInfo
+
+__all__ = ["ACTIONS", "ActionResult", "ModelView", "ProviderView", "model_action", "provider_views", "start_import"]
+
+ACTIONS = ("load", "unload", "reload", "delete")
+_METHODS = {"load": "load", "unload": "unload", "reload": "reload", "delete": "remove"}
+
+
+@dataclass(slots=True)
+class ActionResult:
+    """What happened, as one line for the page."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(slots=True)
+class ModelView:
+    """One model row of the models page."""
+
+    id: str
+    state: str
+    details: dict[str, Any] = field(default_factory=dict)
+    cooldown_s: float = 0.0
+    failures: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class ProviderView:
+    """One provider section of the models page: never its credentials or headers."""
+
+    name: str
+    type: str
+    endpoint: str | None
+    local: bool
+    models: list[ModelView]
+
+
+def _safe_endpoint(config: Any) -> str | None:
+    """The endpoint without user info, query or fragment (where credentials sometimes hide)."""
+    endpoint = getattr(config, "endpoint", None)
+    if not isinstance(endpoint, str):
+        return None
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _supports(provider: Provider, action: str) -> bool:
+    return callable(getattr(provider, _METHODS[action], None))
+
+
+def _infos(provider: Provider) -> list[ProviderInfo]:
+    info = getattr(provider, "info", None)
+    if callable(info):
+        result = info()
+        if isinstance(result, list):
+            return [i for i in result if isinstance(i, ProviderInfo)]
+    return [ProviderInfo(model) for model in provider.models()]
+
+
+def provider_views(gateway: Gateway) -> list[ProviderView]:
+    """Every provider and its models with their state and health."""
+    health = gateway.health.snapshot()
+    views = []
+    for name, provider in gateway.providers.items():
+        type_name, config = gateway.config.providers.get(name, (provider.type_name, None))
+        models = []
+        for info in _infos(provider):
+            state = health.get(f"{name}/{info.id}", {})
+            models.append(
+                ModelView(
+                    id=info.id,
+                    state=info.state,
+                    details={k: v for k, v in info.details.items() if v is not None},
+                    cooldown_s=float(state.get("cooldown_s") or 0.0),  # type: ignore[arg-type]
+                    failures=int(state.get("failures") or 0),  # type: ignore[call-overload]
+                    last_error=str(state["last_error"]) if state.get("last_error") else None,
+                )
+            )
+        local = _supports(provider, "load")
+        views.append(ProviderView(name, type_name, _safe_endpoint(config), local, models))
+    return views
+
+
+async def model_action(gateway: Gateway, provider_name: str, model: str, action: str) -> ActionResult:
+    """Load, unload, reload or delete a local model."""
+    provider = gateway.providers.get(provider_name)
+    if provider is None or action not in ACTIONS:
+        return ActionResult(False, "No such provider or action.")
+    if model not in provider.models():
+        return ActionResult(False, f"{provider_name} has no model {model!r}.")
+    if not _supports(provider, action):
+        return ActionResult(False, f"{provider_name} ({provider.type_name}) cannot {action} models.")
+    try:
+        await getattr(provider, _METHODS[action])(model)
+    except Exception as err:  # shown to the admin, never a 500
+        return ActionResult(False, f"{action} {provider_name}/{model} failed: {err}")
+    return ActionResult(True, f"{action}: {provider_name}/{model} done.")
+
+
+async def start_import(gateway: Gateway, provider_name: str, source: str) -> ActionResult:
+    """Import or pull a model into a local provider, with progress (to be connected to the admin API)."""
+    provider = gateway.providers.get(provider_name)
+    if provider is None:
+        return ActionResult(False, "No such provider.")
+    return ActionResult(False, "Import and pull are not connected to the admin API yet.")

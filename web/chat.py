@@ -1,0 +1,198 @@
+"""Chat pages: the conversation list, one conversation, and renaming, settings and deleting.
+
+Sending a message and regenerating an answer stream; they live in :mod:`web.chat_send`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from gateway.runtime import Gateway
+from gateway.storage import ConversationStore
+from gateway.storage.conversations import ConversationInfo
+from web.auth import LoginRequired, sessions
+from web.chains import ensure_overrides
+from web.forms import FormError, parse_settings
+from web.render import error_page, page, redirect
+from web.sessions import COOKIE, Session
+from web.state import WebState
+
+__all__ = ["chat_handlers", "model_choices"]
+
+NEW_TITLE = "New chat"
+
+
+def model_choices(gateway: Gateway) -> list[tuple[str, list[str]]]:
+    """The names a chat can use, grouped for a ``<select>``: agents, aliases, provider models."""
+    groups: dict[str, list[str]] = {"agent": [], "alias": [], "model": []}
+    for ident, kind, _ in gateway.routes.listing():
+        groups.setdefault(kind, []).append(ident)
+    labels = {"agent": "Agents", "alias": "Aliases", "model": "Models"}
+    return [(labels.get(kind, kind), names) for kind, names in groups.items() if names]
+
+
+async def _chat_user(
+    request: Request[Any, Any, Any], gateway: Gateway, web: WebState, session: Session | None
+) -> tuple[Session, list[Cookie]]:
+    """The session allowed to chat; a public chat gives a new visitor a guest session."""
+    if session is not None and (session.admin or web.settings.chat_public):
+        return session, []
+    if not web.settings.chat_public:
+        raise LoginRequired()
+    token, guest = await sessions(gateway, web).create(admin=False)
+    cookie = Cookie(
+        key=COOKIE,
+        value=token,
+        max_age=int(web.settings.session_ttl),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return guest, [cookie]
+
+
+async def _page(
+    web: WebState,
+    gateway: Gateway,
+    session: Session,
+    conversation: ConversationInfo | None,
+    cookies: list[Cookie],
+    **extra: Any,
+) -> Response[str]:
+    store = ConversationStore(gateway.database)
+    messages = await store.messages(conversation.id) if conversation else []
+    return page(
+        web,
+        "chat.html",
+        session,
+        cookies=cookies,
+        conversations=await store.list(session.owner),
+        conversation=conversation,
+        messages=messages,
+        models=model_choices(gateway),
+        **extra,
+    )
+
+
+@get("/")
+async def home(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The web UI starts with the chat."""
+    return redirect(request, "/chat")
+
+
+@get("/chat")
+async def chat_index(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    session: NamedDependency[Session | None],
+) -> Response[str]:
+    """The conversation list and a form to start a new one."""
+    await ensure_overrides(gateway, web)
+    user, cookies = await _chat_user(request, gateway, web, session)
+    return await _page(web, gateway, user, None, cookies)
+
+
+@get("/chat/{conversation_id:int}")
+async def chat_page(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    session: NamedDependency[Session | None],
+    conversation_id: FromPath[int],
+) -> Response[str]:
+    """One conversation: its messages, settings and the composer."""
+    await ensure_overrides(gateway, web)
+    user, cookies = await _chat_user(request, gateway, web, session)
+    conversation = await ConversationStore(gateway.database).get(user.owner, conversation_id)
+    if conversation is None:
+        return error_page(web, 404, "There is no such conversation.")
+    return await _page(web, gateway, user, conversation, cookies)
+
+
+@post("/chat/new", status_code=303)
+async def chat_new(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    chat_user: NamedDependency[Session],
+) -> Response[Any]:
+    """Start a conversation with the chosen model and settings."""
+    form = await request.form()
+    try:
+        settings = parse_settings(form, {name for _, names in model_choices(gateway) for name in names})
+    except FormError as err:
+        return await _page(web, gateway, chat_user, None, [], form_error=str(err))
+    store = ConversationStore(gateway.database)
+    conversation_id = await store.create(chat_user.owner, title=NEW_TITLE, model=settings.pop("model"))
+    await store.update(chat_user.owner, conversation_id, **settings)
+    return redirect(request, f"/chat/{conversation_id}")
+
+
+@post("/chat/{conversation_id:int}/settings")
+async def chat_settings(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    chat_user: NamedDependency[Session],
+    conversation_id: FromPath[int],
+) -> Response[Any]:
+    """Change the model, system prompt, temperature or max tokens of a conversation."""
+    store = ConversationStore(gateway.database)
+    conversation = await store.get(chat_user.owner, conversation_id)
+    if conversation is None:
+        return error_page(web, 404, "There is no such conversation.")
+    form = await request.form()
+    try:
+        settings = parse_settings(form, {name for _, names in model_choices(gateway) for name in names})
+    except FormError as err:
+        return page(
+            web, "_settings.html", chat_user, status=422, conversation=conversation,
+            models=model_choices(gateway), error=str(err), saved=False,
+        )  # fmt: skip
+    await store.update(chat_user.owner, conversation_id, **settings)
+    conversation = await store.get(chat_user.owner, conversation_id)
+    if request.headers.get("hx-request") != "true":
+        return redirect(request, f"/chat/{conversation_id}")
+    return page(
+        web, "_settings.html", chat_user, conversation=conversation, models=model_choices(gateway),
+        error=None, saved=True,
+    )  # fmt: skip
+
+
+@post("/chat/{conversation_id:int}/rename", status_code=303)
+async def chat_rename(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    chat_user: NamedDependency[Session],
+    conversation_id: FromPath[int],
+) -> Response[Any]:
+    """Give a conversation a new title."""
+    title = str((await request.form()).get("title") or "").strip()[:200] or NEW_TITLE
+    if not await ConversationStore(gateway.database).update(chat_user.owner, conversation_id, title=title):
+        return error_page(web, 404, "There is no such conversation.")
+    return redirect(request, f"/chat/{conversation_id}")
+
+
+@post("/chat/{conversation_id:int}/delete", status_code=303)
+async def chat_delete(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    chat_user: NamedDependency[Session],
+    conversation_id: FromPath[int],
+) -> Response[Any]:
+    """Delete a conversation and its messages."""
+    await ConversationStore(gateway.database).delete(chat_user.owner, conversation_id)
+    return redirect(request, "/chat")
+
+
+def chat_handlers() -> list[Any]:
+    """The chat page routes."""
+    return [home, chat_index, chat_page, chat_new, chat_settings, chat_rename, chat_delete]

@@ -1,0 +1,199 @@
+"""One chat answer, streamed into the page while it is generated, through the same router as ``/v1``.
+
+The answer goes through :func:`gateway.proxy.start_call` and :func:`gateway.proxy.serve_stream`, so fallbacks,
+cooldowns and usage rows apply exactly as for an API client. The browser receives Server-Sent Events whose
+data is HTML for htmx 4's SSE extension: first the whole conversation with an empty answer at the end, then
+one ``<hx-partial>`` per token appending escaped text to that answer, and finally the answer rendered as
+sanitised Markdown with who answered and how fast. If the browser goes away (the Stop button aborts the
+request) the generator is cancelled: the upstream call is cancelled with it and the text so far is kept as a
+stopped answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+import msgspec
+from markupsafe import escape
+from sqlalchemy import Table, select
+from sse_starlette import ServerSentEvent
+
+from gateway.errors import GatewayError
+from gateway.proxy import serve_json, serve_stream, start_call
+from gateway.runtime import Gateway
+from gateway.storage import ConversationStore
+from gateway.storage.conversations import ConversationInfo, MessageInfo
+from gateway.storage.tables import UsageRow
+from gateway.wire import ChatCompletionRequest
+
+__all__ = ["Answer", "chat_body", "complete_answer", "stream_answer"]
+
+_USAGE = cast(Table, UsageRow.__table__)
+
+
+def chat_body(conversation: ConversationInfo, history: list[MessageInfo], stream: bool) -> dict[str, Any]:
+    """The OpenAI request for the next answer: system prompt, the conversation so far, its settings."""
+    messages: list[dict[str, Any]] = []
+    if conversation.system_prompt:
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    for message in history:
+        answered = message.role == "assistant" and message.status in ("ok", "stopped")
+        if (message.role == "user" or answered) and message.content:
+            messages.append({"role": message.role, "content": message.content})
+    body: dict[str, Any] = {"model": conversation.model, "messages": messages, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if conversation.temperature is not None:
+        body["temperature"] = conversation.temperature
+    if conversation.max_tokens is not None:
+        body["max_tokens"] = conversation.max_tokens
+    return body
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the assistant message will store once the answer is over."""
+
+    text: str = ""
+    status: str = "ok"
+    error: str | None = None
+    request_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def fields(self, row: dict[str, Any] | None, started: float, ttft: float | None) -> dict[str, Any]:
+        """The message columns, preferring the usage row's figures (the router's own measurements)."""
+        usage = self.usage or {}
+        values: dict[str, Any] = {
+            "content": self.text,
+            "status": self.status,
+            "error": self.error,
+            "request_id": self.request_id,
+            "provider": self.provider,
+            "model": self.model,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "latency_ms": (time.monotonic() - started) * 1000,
+            "ttft_ms": ttft,
+        }
+        if row is not None:
+            values["fallbacks"] = row["fallbacks"]
+            values["hops"] = msgspec.json.decode(row["hops"]) if row["hops"] else None
+            values["provider"] = values["provider"] or row["provider"]
+            values["model"] = values["model"] or row["model"]
+            for key in ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms"):
+                if row[key] is not None:
+                    values[key] = row[key]
+        return values
+
+
+async def _usage_row(gateway: Gateway, request_id: str | None) -> dict[str, Any] | None:
+    if request_id is None:
+        return None
+    stmt = select(_USAGE).where(_USAGE.c.request_id == request_id).order_by(_USAGE.c.id.desc()).limit(1)
+    async with gateway.database.engine.connect() as conn:
+        row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def _chunk(data: bytes) -> dict[str, Any] | None:
+    payload = data.strip()
+    if not payload.startswith(b"data:"):
+        return None
+    payload = payload[5:].strip()
+    if payload == b"[DONE]":
+        return None
+    decoded = msgspec.json.decode(payload)
+    return decoded if isinstance(decoded, dict) else None
+
+
+async def stream_answer(
+    gateway: Gateway,
+    store: ConversationStore,
+    conversation: ConversationInfo,
+    history: list[MessageInfo],
+    message_id: int,
+    key_id: int | None,
+    first_html: str,
+    final_html: Callable[[MessageInfo], str],
+) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of one answer; see the module docstring."""
+    yield ServerSentEvent(data=first_html)
+    answer, started, ttft = Answer(), time.monotonic(), None
+    parts: list[str] = []
+    opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="beforeend">'
+    try:
+        raw = chat_body(conversation, history, stream=True)
+        try:
+            call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
+            answer.request_id = call.request_id
+            served = await serve_stream(call)
+        except GatewayError as err:
+            answer.status, answer.error = "error", err.message
+            served = None
+        if served is not None and served.stream is not None:
+            answer.provider = served.headers.get("x-minigate-provider")
+            answer.model = served.headers.get("x-minigate-model")
+            try:
+                async for data in served.stream:
+                    chunk = _chunk(data)
+                    if chunk is None:
+                        continue
+                    if isinstance(chunk.get("error"), dict):
+                        answer.status, answer.error = "error", str(chunk["error"].get("message"))
+                        continue
+                    if chunk.get("usage"):
+                        answer.usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            ttft = ttft or (time.monotonic() - started) * 1000
+                            parts.append(piece)
+                            yield ServerSentEvent(data=f"{opening}{escape(piece)}</hx-partial>")
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await served.stream.aclose()  # type: ignore[attr-defined]
+    except (asyncio.CancelledError, GeneratorExit):
+        answer.status = "stopped"
+        raise
+    finally:
+        answer.text = "".join(parts)
+        with anyio.CancelScope(shield=True):
+            row = await _usage_row(gateway, answer.request_id)
+            await store.finish_message(message_id, **answer.fields(row, started, ttft))
+    message = await store.get_message(message_id)
+    if message is not None:
+        html = final_html(message)
+        yield ServerSentEvent(data=f'<hx-partial hx-target="#msg-{message_id}" hx-swap="outerHTML">{html}</hx-partial>')
+
+
+async def complete_answer(
+    gateway: Gateway,
+    store: ConversationStore,
+    conversation: ConversationInfo,
+    history: list[MessageInfo],
+    message_id: int,
+    key_id: int | None,
+) -> None:
+    """The same answer without streaming, for a browser without JavaScript (the page then reloads)."""
+    answer, started = Answer(), time.monotonic()
+    raw = chat_body(conversation, history, stream=False)
+    try:
+        call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
+        answer.request_id = call.request_id
+        served = await serve_json(call)
+        body = msgspec.json.decode(served.body or b"{}")
+        answer.text = str(((body.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+        answer.usage = body.get("usage")
+        answer.provider = served.headers.get("x-minigate-provider")
+        answer.model = served.headers.get("x-minigate-model")
+    except GatewayError as err:
+        answer.status, answer.error = "error", err.message
+    row = await _usage_row(gateway, answer.request_id)
+    await store.finish_message(message_id, **answer.fields(row, started, None))

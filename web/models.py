@@ -1,0 +1,135 @@
+"""The models page (admin): providers and models with their state, model actions, and chain editing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+
+from gateway.runtime import Gateway
+from web.adapter import model_action, provider_views, start_import
+from web.chains import (
+    apply_stored_overrides,
+    base_config,
+    delete_override,
+    ensure_overrides,
+    load_overrides,
+    save_override,
+    validate_chain,
+)
+from web.render import is_htmx, page, redirect
+from web.sessions import Session
+from web.state import WebState
+
+__all__ = ["model_handlers"]
+
+
+async def _agents(gateway: Gateway, web: WebState) -> list[dict[str, Any]]:
+    """Each agent with its configured chain, its override and the chain in force."""
+    base = base_config(gateway, web)
+    overrides = await load_overrides(gateway.database)
+    agents = []
+    for name, agent in base.agents.items():
+        route = gateway.routes.resolve(name)
+        agents.append(
+            {
+                "name": name,
+                "configured": agent.model.chain(),
+                "override": overrides.get(name),
+                "current": [d.ref for d in route.chain] if route else [],
+            }
+        )
+    return agents
+
+
+def _known_refs(gateway: Gateway) -> list[str]:
+    return sorted({ident for ident, kind, _ in gateway.routes.listing() if kind == "model"})
+
+
+async def _render(web: WebState, gateway: Gateway, admin: Session, status: int = 200, **extra: Any) -> Response[str]:
+    context: dict[str, Any] = {"message": None, "chain_errors": {}, "chain_saved": None, **extra}
+    return page(
+        web,
+        "models.html",
+        admin,
+        status=status,
+        providers=provider_views(gateway),
+        agents=await _agents(gateway, web),
+        known_refs=_known_refs(gateway),
+        **context,
+    )
+
+
+@get("/models")
+async def models_page(
+    gateway: NamedDependency[Gateway], web: NamedDependency[WebState], admin: NamedDependency[Session]
+) -> Response[str]:
+    """Providers, models and agents' chains."""
+    await ensure_overrides(gateway, web)
+    return await _render(web, gateway, admin)
+
+
+@post("/models/action")
+async def models_action(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+) -> Response[str]:
+    """Load, unload, reload or delete a model (through :mod:`web.adapter`)."""
+    form = await request.form()
+    result = await model_action(
+        gateway, str(form.get("provider") or ""), str(form.get("model") or ""), str(form.get("action") or "")
+    )
+    await apply_stored_overrides(gateway, web)  # the provider's model list may have changed
+    return await _render(web, gateway, admin, status=200 if result.ok else 409, message=result)
+
+
+@post("/models/import")
+async def models_import(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+) -> Response[str]:
+    """Import or pull a model (through :mod:`web.adapter`)."""
+    form = await request.form()
+    result = await start_import(gateway, str(form.get("provider") or ""), str(form.get("source") or "")[:1000])
+    return await _render(web, gateway, admin, status=200 if result.ok else 409, message=result)
+
+
+@post("/models/chain")
+async def models_chain(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+) -> Response[Any]:
+    """Save (``op=save``) or reset (``op=reset``) an agent's chain; it applies to the next request."""
+    await ensure_overrides(gateway, web)
+    form = await request.form()
+    agent = str(form.get("agent") or "")
+    base = base_config(gateway, web)
+    if form.get("op") == "reset":
+        if agent in base.agents:
+            await delete_override(gateway.database, agent)
+            await apply_stored_overrides(gateway, web)
+    else:
+        chain = [str(ref).strip() for ref in form.getall("chain", []) if str(ref).strip()]
+        problems = validate_chain(gateway, base, agent, chain)
+        if problems:
+            return await _render(web, gateway, admin, status=422, chain_errors={agent: problems})
+        if chain == base.agents[agent].model.chain():
+            await delete_override(gateway.database, agent)
+        else:
+            await save_override(gateway.database, agent, chain)
+        await apply_stored_overrides(gateway, web)
+    if not is_htmx(request):
+        return redirect(request, "/models")
+    return await _render(web, gateway, admin, chain_saved=agent)
+
+
+def model_handlers() -> list[Any]:
+    """The models page routes."""
+    return [models_page, models_action, models_import, models_chain]

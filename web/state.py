@@ -1,0 +1,118 @@
+"""The web UI's own state for one app: settings read from the environment, templates, login throttling.
+
+Built by :func:`web.web_routes` (so once per app, never at import) and handed to handlers as the ``web``
+dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from web.markdown import MarkdownRenderer
+
+__all__ = ["ADMIN_PASSWORD_ENV", "CHAT_PUBLIC_ENV", "LoginThrottle", "WebSettings", "WebState"]
+
+ADMIN_PASSWORD_ENV = "MINIGATE_ADMIN_PASSWORD"
+CHAT_PUBLIC_ENV = "MINIGATE_CHAT_PUBLIC"
+
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    """What the environment says about the web UI."""
+
+    admin_password: str | None = None
+    chat_public: bool = False
+    session_ttl: float = 7 * 24 * 3600.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WebSettings:
+        """Read ``MINIGATE_ADMIN_PASSWORD`` and ``MINIGATE_CHAT_PUBLIC`` (``1``/``true``/``yes``)."""
+        env = dict(os.environ) if env is None else env
+        public = env.get(CHAT_PUBLIC_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+        return cls(admin_password=env.get(ADMIN_PASSWORD_ENV) or None, chat_public=public)
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Refuses logins from an address after ``limit`` failures within ``window`` seconds."""
+
+    limit: int = 10
+    window: float = 600.0
+    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def blocked(self, address: str) -> bool:
+        """True while ``address`` has used up its attempts."""
+        count, since = self._failures.get(address, (0, 0.0))
+        if time.monotonic() - since > self.window:
+            self._failures.pop(address, None)
+            return False
+        return count >= self.limit
+
+    def failed(self, address: str) -> None:
+        """Count one failed login."""
+        count, since = self._failures.get(address, (0, time.monotonic()))
+        if len(self._failures) > 10_000:  # a flood of addresses must not grow memory without bound
+            self._failures.clear()
+        self._failures[address] = (count + 1, since)
+
+    def succeeded(self, address: str) -> None:
+        """Forget the failures of an address that logged in."""
+        self._failures.pop(address, None)
+
+
+@dataclass(slots=True)
+class WebState:
+    """Settings, the template environment and per-process bookkeeping of the web UI."""
+
+    settings: WebSettings
+    templates: Environment
+    markdown: MarkdownRenderer
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # id() of the Gateway objects whose chain overrides were applied, and their configs as loaded
+    # (see web.chains).
+    applied: set[int] = field(default_factory=set)
+    base_configs: dict[int, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: WebSettings | None = None) -> WebState:
+        """Read the settings from the environment and load the templates."""
+        env = Environment(
+            loader=FileSystemLoader(_HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        markdown = MarkdownRenderer()
+        env.globals["static"] = _static_url
+        env.globals["markdown"] = markdown.render
+        env.filters["when"] = _when
+        env.filters["number"] = _number
+        return cls(settings or WebSettings.from_env(), env, markdown)
+
+    def render(self, template: str, **context: Any) -> str:
+        """Render a template to a string."""
+        return self.templates.get_template(template).render(**context)
+
+
+def _static_url(name: str) -> str:
+    return f"/static/{name}"
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _number(value: float | int | None, digits: int = 0) -> str:
+    if value is None:
+        return "\u2013"  # an en dash
+    return f"{value:,.{digits}f}"

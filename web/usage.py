@@ -1,0 +1,170 @@
+"""The usage page (admin): totals, charts over time, recent requests with filters, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, Parameter
+from litestar.response import Stream
+from markupsafe import Markup
+
+from gateway.runtime import Gateway
+from web.charts import Series, line_chart
+from web.render import SECURITY_HEADERS, page
+from web.sessions import Session
+from web.state import WebState
+from web.usage_query import DIMENSIONS, RANGES, RECENT_COLUMNS, Filters, Stats, recent_rows, usage_stats
+
+__all__ = ["usage_handlers"]
+
+
+def _filters(
+    range_: str, by: str, agent: str, model: str, provider: str, key: str, status: str, fallback: str
+) -> Filters:
+    return Filters(
+        range=range_ if range_ in RANGES else "24h",
+        by=by if by in DIMENSIONS else "agent",
+        agent=agent[:200],
+        model=model[:300],
+        provider=provider[:200],
+        key=key if key == "none" or key.isdigit() else "",
+        status=status if status in ("ok", "error") else "",
+        fallback=fallback in ("1", "on", "true"),
+    )
+
+
+def _charts(stats: Stats, filters: Filters) -> list[Markup]:
+    label = RANGES[filters.range][2]
+    groups = stats.groups
+    per = stats.per_bucket_group
+    return [
+        line_chart(
+            "c-requests",
+            f"Requests by {filters.by}, {label}",
+            stats.labels,
+            [Series(g, [float(t.requests) for t in per[g]]) for g in groups],
+        ),
+        line_chart(
+            "c-tokens",
+            f"Tokens by {filters.by}, {label}",
+            stats.labels,
+            [Series(g, [float(t.tokens) for t in per[g]]) for g in groups],
+        ),
+        line_chart(
+            "c-latency",
+            f"Latency p50 and p95 (ms), {label}",
+            stats.labels,
+            [
+                Series("p50", [t.percentile(0.5) for t in stats.per_bucket]),
+                Series("p95", [t.percentile(0.95) for t in stats.per_bucket]),
+            ],
+            unit=" ms",
+        ),
+        line_chart(
+            "c-errors",
+            f"Errors and fallbacks, {label}",
+            stats.labels,
+            [
+                Series("errors", [float(t.errors) for t in stats.per_bucket]),
+                Series("with fallbacks", [float(t.fallbacks) for t in stats.per_bucket]),
+            ],
+        ),
+    ]
+
+
+@get("/usage")
+async def usage_page(
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+    range_: Annotated[str, Parameter(query="range")] = "24h",
+    by: FromQuery[str] = "agent",
+    agent: FromQuery[str] = "",
+    model: FromQuery[str] = "",
+    provider: FromQuery[str] = "",
+    key: FromQuery[str] = "",
+    status: FromQuery[str] = "",
+    fallback: FromQuery[str] = "",
+    before: FromQuery[int | None] = None,
+) -> Response[str]:
+    """Totals and charts for the range, and the newest requests matching the filters."""
+    filters = _filters(range_, by, agent, model, provider, key, status, fallback)
+    keys = await gateway.keys.list()
+    key_names = {k.id: k.name for k in keys}
+    stats = await usage_stats(gateway.database, filters, key_names)
+    rows = await recent_rows(gateway.database, filters, before=before)
+    return page(
+        web,
+        "usage.html",
+        admin,
+        filters=filters,
+        ranges=RANGES,
+        dimensions=DIMENSIONS,
+        stats=stats,
+        charts=_charts(stats, filters),
+        rows=rows,
+        group_rows=sorted(stats.per_group.items(), key=lambda item: -item[1].requests),
+        key_names=key_names,
+        keys=keys,
+        agents=sorted(gateway.config.agents),
+        providers=sorted(gateway.providers),
+        models=sorted({i for i, kind, _ in gateway.routes.listing() if kind == "model"}),
+        next_before=rows[-1]["id"] if len(rows) == 50 else None,
+    )
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # A spreadsheet would run a cell starting with these as a formula (CSV injection).
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@get("/usage.csv")
+async def usage_csv(
+    gateway: NamedDependency[Gateway],
+    admin: NamedDependency[Session],
+    range_: Annotated[str, Parameter(query="range")] = "24h",
+    agent: FromQuery[str] = "",
+    model: FromQuery[str] = "",
+    provider: FromQuery[str] = "",
+    key: FromQuery[str] = "",
+    status: FromQuery[str] = "",
+    fallback: FromQuery[str] = "",
+) -> Stream:
+    """Every request of the range matching the filters, newest first, as CSV."""
+    filters = _filters(range_, "agent", agent, model, provider, key, status, fallback)
+
+    async def lines() -> AsyncIterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(RECENT_COLUMNS)
+        before: int | None = None
+        while True:
+            rows = await recent_rows(gateway.database, filters, limit=2000, before=before)
+            for row in rows:
+                writer.writerow([_cell(row[name]) for name in RECENT_COLUMNS])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < 2000:
+                return
+            before = rows[-1]["id"]
+
+    return Stream(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            **SECURITY_HEADERS,
+            "content-disposition": f'attachment; filename="minigate-usage-{filters.range}.csv"',
+        },
+    )
+
+
+def usage_handlers() -> list[Any]:
+    """The usage page routes."""
+    return [usage_page, usage_csv]

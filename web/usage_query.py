@@ -1,0 +1,196 @@
+"""Usage aggregates for the usage page, computed in SQL over the ``usage`` table.
+
+One grouped query per page: ``(time bucket, group, latency bin)`` with counts and sums. Percentiles come
+from the latency histogram (bins of ``ln(ms + 1) * 20``, about 5 % wide), which SQLite can build in one pass,
+where exact percentiles would need every latency sent to Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, literal, select
+from sqlalchemy import cast as sql_cast
+
+from gateway.storage import Database
+from gateway.storage.tables import UsageRow, utcnow
+
+__all__ = ["DIMENSIONS", "RANGES", "Filters", "Stats", "Totals", "recent_rows", "usage_stats"]
+
+_USAGE = cast(Table, UsageRow.__table__)
+c = _USAGE.c
+
+# range name -> (seconds covered, seconds per bucket, label)
+RANGES: dict[str, tuple[int, int, str]] = {
+    "1h": (3600, 60, "last hour, per minute"),
+    "24h": (86400, 1800, "last 24 hours, per 30 minutes"),
+    "7d": (7 * 86400, 3 * 3600, "last 7 days, per 3 hours"),
+    "30d": (30 * 86400, 86400, "last 30 days, per day"),
+}
+DIMENSIONS = ("agent", "model", "provider", "key")
+_BIN_SCALE = 20.0
+_TOP_GROUPS = 6
+
+
+def _group_expr(dimension: str) -> ColumnElement[Any]:
+    if dimension == "model":
+        return func.coalesce(c.provider + literal("/") + c.model, "(none)")
+    if dimension == "provider":
+        return func.coalesce(c.provider, "(none)")
+    if dimension == "key":
+        return sql_cast(c.key_id, Integer)
+    return func.coalesce(c.agent, "(none)")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the page shows: a time range, a grouping and optional filters on the rows."""
+
+    range: str = "24h"
+    by: str = "agent"
+    agent: str = ""
+    model: str = ""  # provider/model
+    provider: str = ""
+    key: str = ""  # key id, or "none" for requests without a key
+    status: str = ""  # "", "ok" or "error"
+    fallback: bool = False
+
+    def since(self, now: datetime) -> datetime:
+        """The start of the range."""
+        return now - timedelta(seconds=RANGES[self.range][0])
+
+    def where(self, stmt: Select[Any], now: datetime) -> Select[Any]:
+        """``stmt`` restricted to the range and the filters."""
+        stmt = stmt.where(c.created_at >= self.since(now))
+        if self.agent:
+            stmt = stmt.where(c.agent == self.agent)
+        if self.model:
+            provider, _, model = self.model.partition("/")
+            stmt = stmt.where(c.provider == provider, c.model == model)
+        if self.provider:
+            stmt = stmt.where(c.provider == self.provider)
+        if self.key == "none":
+            stmt = stmt.where(c.key_id.is_(None))
+        elif self.key.isdigit():
+            stmt = stmt.where(c.key_id == int(self.key))
+        if self.status == "ok":
+            stmt = stmt.where(c.status < 400)
+        elif self.status == "error":
+            stmt = stmt.where(c.status >= 400)
+        if self.fallback:
+            stmt = stmt.where(c.fallbacks > 0)
+        return stmt
+
+
+@dataclass(slots=True)
+class Totals:
+    """Aggregates of one group (or of everything)."""
+
+    requests: int = 0
+    tokens: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def add(self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int) -> None:
+        """Count one row of the grouped query."""
+        self.requests += requests
+        self.tokens += tokens
+        self.errors += errors
+        self.fallbacks += fallbacks
+        self.histogram[latency_bin] = self.histogram.get(latency_bin, 0) + requests
+
+    def percentile(self, q: float) -> float | None:
+        """The latency (ms) under which a fraction ``q`` of the requests finished."""
+        if not self.requests:
+            return None
+        wanted, seen = q * self.requests, 0
+        for latency_bin in sorted(self.histogram):
+            seen += self.histogram[latency_bin]
+            if seen >= wanted:
+                return math.exp((latency_bin + 0.5) / _BIN_SCALE) - 1
+        return None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Everything the charts and the totals table need."""
+
+    labels: list[str]
+    groups: list[str]  # the largest groups, then "other" when there are more
+    overall: Totals
+    per_group: dict[str, Totals]
+    per_bucket: list[Totals]
+    per_bucket_group: dict[str, list[Totals]]
+
+
+def _label(start: datetime, bucket: int) -> str:
+    return start.strftime("%H:%M" if bucket < 86400 else "%b %d")
+
+
+async def usage_stats(database: Database, filters: Filters, key_names: dict[int, str]) -> Stats:
+    """Aggregate the rows in the range, by time bucket and by the chosen dimension."""
+    now = utcnow()
+    seconds, bucket, _ = RANGES[filters.range]
+    count = seconds // bucket
+    first = int(filters.since(now).timestamp()) // bucket
+    epoch = sql_cast(func.strftime("%s", c.created_at), Integer)
+    time_bucket = (epoch / bucket).label("b")
+    group = _group_expr(filters.by).label("g")
+    latency_bin = sql_cast(func.ln(c.latency_ms + 1) * _BIN_SCALE, Integer).label("l")
+    stmt = select(
+        time_bucket,
+        group,
+        latency_bin,
+        func.count().label("n"),
+        func.coalesce(func.sum(c.total_tokens), 0).label("t"),
+        func.sum(case((c.status >= 400, 1), else_=0)).label("e"),
+        func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
+    )
+    stmt = filters.where(stmt, now).group_by(time_bucket, group, latency_bin)
+    async with database.engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+
+    def name(value: Any) -> str:
+        if filters.by == "key":
+            return "no key (bootstrap / web)" if value is None else key_names.get(int(value), f"key {value}")
+        return str(value)
+
+    overall, per_group = Totals(), dict[str, Totals]()
+    for _, g, lat, n, t, e, f in rows:
+        overall.add(n, t, e, f, lat or 0)
+        per_group.setdefault(name(g), Totals()).add(n, t, e, f, lat or 0)
+    ranked = sorted(per_group, key=lambda k: -per_group[k].requests)
+    groups = ranked[:_TOP_GROUPS] + (["other"] if len(ranked) > _TOP_GROUPS else [])
+    keep = set(groups)
+    per_bucket = [Totals() for _ in range(count)]
+    per_bucket_group = {g: [Totals() for _ in range(count)] for g in groups}
+    for b, g, lat, n, t, e, f in rows:
+        index = min(max(int(b) - first - 1, 0), count - 1)
+        per_bucket[index].add(n, t, e, f, lat or 0)
+        label = name(g)
+        per_bucket_group[label if label in keep else "other"][index].add(n, t, e, f, lat or 0)
+    starts = [datetime.fromtimestamp((first + 1 + i) * bucket, now.tzinfo) for i in range(count)]
+    return Stats([_label(s, bucket) for s in starts], groups, overall, per_group, per_bucket, per_bucket_group)
+
+
+RECENT_COLUMNS = (
+    "id", "created_at", "key_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
+    "status", "error", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "streamed",
+)  # fmt: skip
+
+
+async def recent_rows(
+    database: Database, filters: Filters, *, limit: int = 50, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest rows matching the filters (``before``: only rows with a smaller id, for paging)."""
+    stmt = select(*(getattr(c, name) for name in RECENT_COLUMNS))
+    stmt = filters.where(stmt, utcnow())
+    if before is not None:
+        stmt = stmt.where(c.id < before)
+    stmt = stmt.order_by(c.id.desc()).limit(limit)
+    async with database.engine.connect() as conn:
+        return [dict(row) for row in (await conn.execute(stmt)).mappings()]
