@@ -13,6 +13,7 @@ from providers.onnx.convert import (
     EXECUTION_PROVIDERS,
     PRECISIONS,
     ConvertError,
+    MissingToolsError,
     import_model,
     pull_model,
 )
@@ -54,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 failed, 2 missing conversion tools)."""
+    """Run the command line; return the exit status.
+
+    0 ok, 1 refused input (name, folder, files), 2 conversion tools missing, 3 conversion failed.
+    """
     args = _parser().parse_args(argv)
     command = args.command or "pull"
     if args.command is None:
@@ -100,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.name}: valid, {len(found['files'])} files match the manifest")
         elif command == "rm":
             remove_model(args.models_dir, args.name)
-    except ConvertError as exc:
+    except MissingToolsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if type(exc).__name__ == "MissingToolsError" else 1
+        return 2
     except ModelStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ConvertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     return 0

@@ -192,7 +192,10 @@ class OnnxProvider(Provider):
         on_progress: Callable[[str], None] | None = None,
     ) -> Path:
         """Import an onnxruntime-genai folder, Hugging Face folder or GGUF file from disk as ``model``."""
-        store.check_name(model)
+        try:
+            store.check_name(model)
+        except store.ModelStoreError as exc:
+            raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
         args = ["import", source, model, "-p", precision, "-e", self.config.execution_provider]
         return await self._convert([*args, *(["--force"] if force else [])], on_progress)
 
@@ -211,7 +214,13 @@ class OnnxProvider(Provider):
                         on_progress(last)
         out = (await proc.stdout.read()).decode().strip()
         if await proc.wait() != 0:
-            raise ProviderError(last or "conversion failed", status=500, code="convert_failed", fallback=False)
+            code = proc.returncode
+            message = last.removeprefix("error: ") or "conversion failed"
+            if code == 1:  # the CLI's exit status for refused input (names, folders, files)
+                raise ProviderError(message, status=400, code="invalid_model", fallback=False)
+            if code == 2:  # the conversion tools are missing
+                raise ProviderError(message, status=501, code="convert_tools_missing", fallback=False)
+            raise ProviderError(message, status=500, code="convert_failed", fallback=False)
         return Path(out.splitlines()[-1])
 
     # ------------------------------------------------------------ requests
