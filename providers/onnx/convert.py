@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers.onnx.gguf import gguf_to_hf
+from providers.onnx.gguf import fix_tokenizer_config, gguf_to_hf
 from providers.onnx.progress import Progress
 from providers.onnx.store import (
     ModelStoreError,
@@ -204,6 +204,7 @@ def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: 
     shutil.rmtree(out_dir.parent / (out_dir.name + ".cache"), ignore_errors=True)
     if proc.returncode != 0 or not (out_dir / "genai_config.json").is_file():
         raise ConvertError(f"model builder failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    fix_tokenizer_config(out_dir)
 
 
 _PROBE = """

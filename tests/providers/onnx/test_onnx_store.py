@@ -141,3 +141,36 @@ def test_cli_list_and_verify(models_dir: Path, capsys: pytest.CaptureFixture[str
     assert f'"name": "{TINY}"' in capsys.readouterr().out
     assert main(["--models-dir", os.fspath(models_dir), "verify", TINY]) == 0
     assert main(["--models-dir", os.fspath(models_dir), "rm", "../x"]) == 1
+
+
+async def test_admin_import_and_remove_through_the_provider(models_dir: Path, tmp_path: Path) -> None:
+    from providers.base import ProviderError
+    from providers.onnx import OnnxProvider, OnnxProviderConfig
+
+    provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(tmp_path / "models"), idle_ttl=None))
+    lines: list[str] = []
+    path = await provider.import_model(str(models_dir / TINY), "copy", on_progress=lines.append)
+    assert path.name == "copy" and provider.models() == ["copy"]
+    assert any("done" in line for line in lines)
+    for name, code in (("copy", "invalid_model"), ("../evil", "invalid_model_name")):
+        with pytest.raises(ProviderError) as info:
+            await provider.import_model(str(models_dir / TINY), name)
+        assert (info.value.status, info.value.code) == (400, code)
+    await provider.remove("copy")
+    assert provider.models() == []
+    await provider.close()
+
+
+def test_import_of_a_hugging_face_folder_runs_the_builder(tmp_path: Path) -> None:
+    for tool in ("torch", "transformers", "tokenizers", "onnx", "onnx_ir", "safetensors"):
+        pytest.importorskip(tool)
+    from tests.providers.onnx import tinymodel
+
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    tinymodel._write_tokenizer(hf_dir)
+    tinymodel._write_model(hf_dir)
+    path = import_model(hf_dir, tmp_path / "models", "from-hf", precision="int4", progress=QUIET)
+    manifest = json.loads((path / store.MANIFEST).read_text())
+    assert manifest["precision"] == "int4" and manifest["source"]["kind"] == "hf-folder"
+    assert store.list_models(tmp_path / "models") == ["from-hf"]
