@@ -8,6 +8,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import ASGIApp
+from markupsafe import escape
 from sse_starlette import EventSourceResponse
 
 from gateway.runtime import Gateway
@@ -57,9 +58,10 @@ async def _answer(
         listing = web.render("_conversation_list.html", conversations=await store.list(user.owner),
                              conversation=conversation)  # fmt: skip
         first += f'<hx-partial hx-target="#conversation-list" hx-swap="innerHTML">{listing}</hx-partial>'
+        first += f'<hx-partial hx-target="#conv-title" hx-swap="innerHTML">{escape(conversation.title)}</hx-partial>'
 
     def final(message: MessageInfo) -> str:
-        return web.render("_message.html", message=message, last=True, conversation=conversation, csrf=user.csrf)
+        return web.render("_message.html", message=message, last=True)
 
     events = stream_answer(gateway, store, conversation, history, assistant.id, user.key_id, first, final)
     return cast(ASGIApp, EventSourceResponse(events, ping=15, headers=_SSE_HEADERS))

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from gateway.errors import GatewayError
 from gateway.runtime import Gateway
@@ -71,7 +71,7 @@ async def login_form(
     web: NamedDependency[WebState],
     gateway: NamedDependency[Gateway],
     session: NamedDependency[Session | None],
-    next_path: Annotated[str | None, Parameter(query="next")] = None,
+    next_path: Annotated[str | None, QueryParameter(name="next")] = None,
 ) -> Response[Any]:
     """The login page (admins who are logged in go straight on)."""
     if session is not None and session.admin:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 from markupsafe import Markup
 
@@ -82,7 +82,7 @@ async def usage_page(
     gateway: NamedDependency[Gateway],
     web: NamedDependency[WebState],
     admin: NamedDependency[Session],
-    range_: Annotated[str, Parameter(query="range")] = "24h",
+    range_: Annotated[str, QueryParameter(name="range")] = "24h",
     by: FromQuery[str] = "agent",
     agent: FromQuery[str] = "",
     model: FromQuery[str] = "",
@@ -128,7 +128,7 @@ def _cell(value: Any) -> str:
 async def usage_csv(
     gateway: NamedDependency[Gateway],
     admin: NamedDependency[Session],
-    range_: Annotated[str, Parameter(query="range")] = "24h",
+    range_: Annotated[str, QueryParameter(name="range")] = "24h",
     agent: FromQuery[str] = "",
     model: FromQuery[str] = "",
     provider: FromQuery[str] = "",

@@ -10,14 +10,13 @@
     if (send) send.disabled = busy;
     if (stop) stop.hidden = !busy;
     if (messages) messages.setAttribute("aria-busy", busy ? "true" : "false");
-    document.querySelectorAll("form[data-stream] button[type=submit]").forEach(function (b) {
-      if (b.id !== "send") b.disabled = busy;
-    });
+    var regenerate = byId("regenerate");
+    if (regenerate) regenerate.disabled = busy;
   }
 
   function scrollDown() {
-    var messages = byId("messages");
-    if (messages) messages.lastElementChild && messages.lastElementChild.scrollIntoView({block: "end"});
+    var composer = byId("composer");
+    if (composer) composer.scrollIntoView({block: "end"});
   }
 
   document.addEventListener("htmx:before:request", function (evt) {
@@ -30,6 +29,8 @@
 
   document.addEventListener("htmx:after:swap", function (evt) {
     if (streaming) {
+      var regenerate = byId("regenerate");
+      if (regenerate) regenerate.hidden = false;
       if (streaming.id === "composer") {
         var content = byId("content");
         if (content && content.value) content.value = "";
