@@ -114,7 +114,7 @@ class WorkerClient:
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._tasks: list[asyncio.Task[None]] = []
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._write_lock = asyncio.Lock()
+        self._outbox: list[bytes] = []
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -269,14 +269,23 @@ class WorkerClient:
             self._replies.pop(rid, None)
 
     async def _send(self, message: dict[str, Any]) -> None:
-        if self.proc is None or self.proc.stdin is None:
+        """Queue a message for the worker. Messages queued in one event-loop turn go out in one write, so
+        requests sent together reach the worker together and start in one batch."""
+        stdin = self.proc.stdin if self.proc is not None else None
+        if stdin is None or stdin.is_closing() or self.dead is not None:
             raise UpstreamUnavailable(f"worker for {self.model} is not running", code="worker_dead")
-        try:
-            async with self._write_lock:
-                self.proc.stdin.write(encode_frame(message))
-                await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
-            raise UpstreamUnavailable(f"worker for {self.model} is gone: {exc}", code="worker_dead") from exc
+        self._outbox.append(encode_frame(message))
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        stdin = self.proc.stdin if self.proc is not None else None
+        if stdin is not None and not stdin.is_closing():
+            # A dead worker's pipe fails quietly here; the event reader sees the EOF and fails its requests.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                stdin.write(data)
 
     # ------------------------------------------------------------ readers
     async def _read_events(self) -> None:

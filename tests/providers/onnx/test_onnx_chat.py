@@ -186,7 +186,7 @@ async def test_concurrent_requests_batch_and_match_solo_outputs(provider: Any) -
     together = await asyncio.gather(*(provider.complete(chat(p, max_tokens=16)) for p in prompts))
     assert [b["choices"][0]["message"]["content"] for b in together] == solo
     stats = await provider.loaded()[TINY].worker_stats()
-    assert stats["max_batch_seen"] >= 2
+    assert stats["max_batch_seen"] == len(prompts)  # sent in one event-loop turn: one write, one batch
 
 
 async def test_kv_cache_grows_in_steps_without_changing_the_output(make_provider: Any) -> None:
