@@ -16,8 +16,8 @@ from markupsafe import Markup, escape
 __all__ = ["PALETTE_SIZE", "Series", "line_chart", "nice_ticks"]
 
 PALETTE_SIZE = 7
-_W, _H = 640, 220
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 12, 12, 26
+_W, _H = 480, 200
+_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 10, 10, 26
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,11 @@ class Series:
     values: Sequence[float | None]
 
 
-def nice_ticks(top: float, count: int = 4) -> list[float]:
-    """Round tick values from 0 up to at least ``top``."""
+def nice_ticks(top: float, count: int = 4, *, integer: bool = False) -> list[float]:
+    """Round tick values from 0 up to at least ``top`` (whole steps for counts when ``integer``)."""
     if top <= 0:
         return [0.0, 1.0]
-    raw = top / count
+    raw = max(top / count, 1.0) if integer else top / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     ticks = [0.0]
@@ -49,11 +49,19 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def line_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence[Series], unit: str = "") -> Markup:
+def line_chart(
+    chart_id: str,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "",
+    *,
+    integer: bool = True,
+) -> Markup:
     """An accessible SVG chart of ``series`` over the time buckets named by ``labels``."""
     n = len(labels)
     top = max((v for s in series for v in s.values if v is not None), default=0.0)
-    ticks = nice_ticks(top)
+    ticks = nice_ticks(top, integer=integer)
     y_max = ticks[-1]
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
@@ -107,4 +115,5 @@ def line_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequenc
         f'<li><span class="swatch s{i % PALETTE_SIZE}" aria-hidden="true"></span>{escape(s.name)}</li>'
         for i, s in enumerate(series)
     )
-    return Markup(f'<figure class="chart-box">{"".join(parts)}<ul class="legend">{legend}</ul></figure>')
+    caption = f'<figcaption aria-hidden="true">{escape(title)}</figcaption>'
+    return Markup(f'<figure class="chart-box">{caption}{"".join(parts)}<ul class="legend">{legend}</ul></figure>')

@@ -8,7 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 
 from gateway.runtime import Gateway
-from web.adapter import model_action, provider_views, start_import
+from web.adapter import ActionResult, model_action, provider_views, start_import
 from web.chains import (
     apply_stored_overrides,
     base_config,
@@ -119,7 +119,8 @@ async def models_chain(
         chain = [str(ref).strip() for ref in form.getall("chain", []) if str(ref).strip()]
         problems = validate_chain(gateway, base, agent, chain)
         if problems:
-            return await _render(web, gateway, admin, status=422, chain_errors={agent: problems})
+            message = ActionResult(False, f"Chain of {agent!r} not saved: {'; '.join(problems)}")
+            return await _render(web, gateway, admin, status=422, chain_errors={agent: problems}, message=message)
         if chain == base.agents[agent].model.chain():
             await delete_override(gateway.database, agent)
         else:

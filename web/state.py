@@ -97,6 +97,7 @@ class WebState:
         env.globals["markdown"] = markdown.render
         env.filters["when"] = _when
         env.filters["number"] = _number
+        env.filters["ms"] = _ms
         return cls(settings or WebSettings.from_env(), env, markdown)
 
     def render(self, template: str, **context: Any) -> str:
@@ -116,3 +117,9 @@ def _number(value: float | int | None, digits: int = 0) -> str:
     if value is None:
         return "\u2013"  # an en dash
     return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "\u2013"
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"

@@ -64,6 +64,7 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
                 Series("p95", [t.percentile(0.95) for t in stats.per_bucket]),
             ],
             unit=" ms",
+            integer=False,
         ),
         line_chart(
             "c-errors",

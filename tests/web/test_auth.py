@@ -29,7 +29,7 @@ CHAT_POSTS = [
 ]
 
 
-@pytest.mark.parametrize("path", ADMIN_PAGES + ["/chat", "/chat/1"])
+@pytest.mark.parametrize("path", [*ADMIN_PAGES, "/chat", "/chat/1"])
 def test_pages_without_session_go_to_login(anonymous: WebClient, path: str) -> None:
     response = anonymous.get(path)
     assert response.status_code == 303
