@@ -192,13 +192,43 @@ class Worker:
             )
             return
         search = {k: message["search"][k] for k in _SEARCH_KEYS if message.get("search", {}).get(k) is not None}
-        guidance = tuple(message["guidance"]) if message.get("guidance") else None
+        guidance = (str(message["guidance"][0]), str(message["guidance"][1])) if message.get("guidance") else None
+        if guidance is not None and (problem := self.check_guidance(guidance, len(ids))):
+            self.send(
+                {
+                    "ev": "error",
+                    "id": rid,
+                    "status": 400,
+                    "code": "invalid_response_format",
+                    "fallback": False,
+                    "message": f"response_format cannot be used: {problem}",
+                }
+            )
+            return
         key = json.dumps([sorted(search.items()), guidance])
         limit = int(max_tokens) if max_tokens is not None else room
-        seq = Sequence(rid, ids, limit, key, search, (str(guidance[0]), str(guidance[1])) if guidance else None)
+        seq = Sequence(rid, ids, limit, key, search, guidance)
         self.pending.append(seq)
         self.stats["requests"] += 1
         self.send({"ev": "accepted", "id": rid, "prompt_tokens": len(ids), "max_tokens": seq.max_new})
+
+    def check_guidance(self, guidance: tuple[str, str], prompt_tokens: int) -> str | None:
+        """Why the grammar cannot be compiled (it is compiled when a generator is made), or None."""
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=prompt_tokens + 1)
+        try:
+            params.set_guidance(*guidance)
+            self.og.Generator(self.model, params)
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    def fail(self, seqs: list[Sequence], exc: BaseException) -> None:
+        """Report an engine failure to the sequences it hit (the worker itself goes on)."""
+        for seq in seqs:
+            if not seq.done:
+                seq.done = True
+                self.out.append([seq.id, f"{type(exc).__name__}: {exc}", 0, "error"])
 
     def cancel(self, rid: int) -> None:
         """Stop a sequence, queued or running; its group ends once all of its sequences are done."""
@@ -231,7 +261,7 @@ class Worker:
         free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
         if free <= 0:
             return
-        merged: list[Sequence] = []
+        young = None
         for group in self.groups:
             alive = [s for s in group.seqs if not s.done]
             if (
@@ -239,17 +269,36 @@ class Worker:
                 and group.seqs[0].guidance is None
                 and max((s.generated for s in alive), default=0) <= self.merge_tokens
             ):
-                self.groups.remove(group)
-                merged = alive
-                self.stats["merges"] += 1
+                young = group
                 break
-        if not merged and len(self.groups) >= self.max_groups:
+        if young is None and len(self.groups) >= self.max_groups:
             return
-        seqs = merged + [s for s in self.pending if s.key == key][:free]
-        for seq in seqs[len(merged) :]:
+        merged = [s for s in young.seqs if not s.done] if young else []
+        fresh = [s for s in self.pending if s.key == key][:free]
+        seqs = merged + fresh
+        generator, failure = None, None
+        try:
+            generator = self._generator(seqs)
+        except Exception as exc:  # nothing changed yet: fail these sequences, the worker goes on
+            failure = exc
+        if young is not None:
+            self.groups.remove(young)
+            self.stats["merges"] += 1
+        for seq in fresh:
             self.pending.remove(seq)
             if seq.stream is None:
                 seq.stream = self.tokenizer.create_stream()
+        if failure is not None:
+            self.fail(seqs, failure)
+            return
+        self.groups.append(Group(generator, seqs))
+        self.stats["batches"] += 1
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
+
+    def _generator(self, seqs: list[Sequence]) -> Any:
+        """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded."""
+        import numpy as np
+
         og = self.og
         width = max(len(s.ids) + len(s.tokens) for s in seqs)
         params = og.GeneratorParams(self.model)
@@ -262,16 +311,12 @@ class Worker:
         if seqs[0].guidance:
             params.set_guidance(*seqs[0].guidance)
         generator = og.Generator(self.model, params)
-        import numpy as np
-
         batch = np.full((len(seqs), width), self.pad, dtype=np.int32)
         for row, seq in enumerate(seqs):
             prefix = seq.ids + seq.tokens
             batch[row, : len(prefix)] = prefix
         generator.append_tokens(batch)
-        self.groups.append(Group(generator, seqs))
-        self.stats["batches"] += 1
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
+        return generator
 
     def _cap(self, seq: Sequence) -> int:
         remaining = seq.max_new - seq.generated
@@ -341,7 +386,11 @@ class Worker:
             if self.pending:
                 self.start_group()
             for group in list(self.groups):
-                self.step(group)
+                try:
+                    self.step(group)
+                except Exception as exc:
+                    self.groups.remove(group)
+                    self.fail(group.seqs, exc)
             self.flush()
 
 

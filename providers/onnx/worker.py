@@ -49,7 +49,8 @@ class WorkerOptions:
 
 @dataclass(slots=True)
 class Piece:
-    """A bit of generated text: ``tokens`` new tokens, and ``finish`` when the sequence ended."""
+    """A bit of generated text: ``tokens`` new tokens, and ``finish`` when the sequence ended
+    (``error``: the engine failed on it, and ``text`` says how)."""
 
     text: str
     tokens: int
@@ -78,6 +79,9 @@ class Generation:
         if isinstance(item, BaseException):
             self.finished = True
             raise item
+        if item.finish == "error":
+            self.finished = True
+            raise ProviderError(f"the local engine failed: {item.text}", status=500, code="engine_error")
         if item.finish is not None:
             self.finished = True
         return item

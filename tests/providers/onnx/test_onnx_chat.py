@@ -151,6 +151,11 @@ async def test_json_response_format_uses_guidance(provider: Any) -> None:
     with pytest.raises(ProviderError) as info:
         await provider.complete(chat(response_format={"type": "yaml"}))
     assert info.value.status == 400 and info.value.param == "response_format"
+    bad = {"type": "json_schema", "json_schema": {"name": "t", "schema": {"type": "objectx"}}}
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(chat(response_format=bad))
+    assert (info.value.status, info.value.code, info.value.fallback) == (400, "invalid_response_format", False)
+    assert (await provider.complete(chat(max_tokens=2)))["usage"]["completion_tokens"] == 2  # worker unharmed
 
 
 async def test_seed_makes_sampling_repeatable(provider: Any) -> None:

@@ -153,3 +153,18 @@ async def test_unavailable_execution_provider_is_a_clear_error(make_provider: An
     with pytest.raises(ProviderError) as info:
         await provider.complete(chat(max_tokens=2))
     assert "cuda" in info.value.message and "not available" in info.value.message
+
+
+async def test_engine_failure_fails_only_that_request(provider: Any) -> None:
+    client = await provider.load(TINY)
+    messages = [{"role": "user", "content": "hi"}]
+    # top_p out of range gets past the worker's admission but makes onnxruntime-genai refuse the batch.
+    generation = await client.submit(
+        {"messages": messages, "max_tokens": 5, "search": {"do_sample": True, "top_p": 5.0}, "guidance": None}
+    )
+    with pytest.raises(ProviderError) as info:
+        await generation.next(5)
+    assert (info.value.status, info.value.code) == (500, "engine_error")
+    await generation.aclose()
+    assert client.alive
+    assert (await provider.complete(chat(max_tokens=3)))["usage"]["completion_tokens"] == 3
