@@ -4,12 +4,7 @@ onnxruntime-genai holds the GIL during its calls, so it never runs in the gatewa
 gets a process of its own running this module, which reads requests from stdin and streams tokens back on
 stdout (see :mod:`providers.onnx.protocol`), single-threaded.
 
-Scheduling: requests with the same search options (temperature, top_p, seed, guidance...) are batched
-statically, up to ``max_batch_size`` sequences in all. A batch (a "group": one ``og.Generator``) cannot take
-new sequences once started, so requests arriving while one runs form a second group, and up to ``max_groups``
-groups advance in turn, one step each: a late request waits for a prefill, not for a whole batch to finish.
-Each request's ``max_length`` is its prompt plus its ``max_tokens`` (the KV cache is sized by it), and a group
-is sized by its longest member.
+Batching and scheduling are in :mod:`providers.onnx.scheduler`.
 """
 
 from __future__ import annotations
@@ -19,54 +14,24 @@ import os
 import select
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from providers.onnx.protocol import FrameReader, encode_frame, write_all
+from providers.onnx.scheduler import Scheduler, Sequence
 
 __all__ = ["Worker", "main"]
 
 _SEARCH_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "random_seed")
 
 
-@dataclass(slots=True)
-class Sequence:
-    """One request being generated."""
-
-    id: int
-    ids: list[int]
-    max_new: int
-    key: str
-    search: dict[str, Any]
-    guidance: tuple[str, str] | None
-    stream: Any = None
-    generated: int = 0
-    done: bool = False
-    tokens: list[int] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Group:
-    """A static batch: one generator and the sequences it runs."""
-
-    generator: Any
-    seqs: list[Sequence]
-    started: float = field(default_factory=time.monotonic)
-
-
-class Worker:
+class Worker(Scheduler):
     """Loads one model and serves generation requests from a pipe until told to stop or the pipe closes."""
 
     def __init__(self, model_dir: str, options: dict[str, Any]) -> None:
         import onnxruntime_genai as og
 
-        self.og = og
-        self.max_batch = max(1, int(options.get("max_batch_size", 8)))
-        self.max_groups = max(1, int(options.get("max_groups", 2)))
+        super().__init__(og, options)
         self.queue_size = max(0, int(options.get("queue_size", 64)))
-        self.batch_window = float(options.get("batch_window", 0.0))
-        self.merge_tokens = int(options.get("merge_tokens", 16))
-        self.grow_tokens = max(1, int(options.get("grow_tokens", 256)))
         started = time.monotonic()
         config = og.Config(model_dir)
         _configure_provider(og, config, options)
@@ -84,22 +49,10 @@ class Worker:
         model_ctx = int(genai["model"].get("context_length") or 2048)
         self.context = min(model_ctx, int(options.get("max_context") or model_ctx))
         self.load_seconds = time.monotonic() - started
-        self.pending: list[Sequence] = []
-        self.groups: list[Group] = []
         self.reader = FrameReader()
         self.out_fd = 1
         self.in_fd = 0
         self.running = True
-        self.stats = {
-            "requests": 0,
-            "generated": 0,
-            "cancelled": 0,
-            "batches": 0,
-            "max_batch_seen": 0,
-            "merges": 0,
-            "regrows": 0,
-        }
-        self.out: list[list[Any]] = []
 
     # ---------------------------------------------------------------- input
     def send(self, message: dict[str, Any]) -> None:
@@ -223,145 +176,6 @@ class Worker:
             return str(exc)
         return None
 
-    def fail(self, seqs: list[Sequence], exc: BaseException) -> None:
-        """Report an engine failure to the sequences it hit (the worker itself goes on)."""
-        for seq in seqs:
-            if not seq.done:
-                seq.done = True
-                self.out.append([seq.id, f"{type(exc).__name__}: {exc}", 0, "error"])
-
-    def cancel(self, rid: int) -> None:
-        """Stop a sequence, queued or running; its group ends once all of its sequences are done."""
-        for seq in self.pending:
-            if seq.id == rid:
-                self.pending.remove(seq)
-                self.stats["cancelled"] += 1
-                return
-        for group in self.groups:
-            for seq in group.seqs:
-                if seq.id == rid and not seq.done:
-                    seq.done = True
-                    self.stats["cancelled"] += 1
-                    self.out.append([rid, "", 0, "cancelled"])
-
-    # ---------------------------------------------------------------- generation
-    def start_group(self) -> None:
-        """Start a batch from the oldest pending request and the pending ones with the same options.
-
-        A running batch of the same options that is still young (no sequence past ``merge_tokens``) is
-        merged into the new one instead of running beside it: its sequences are prefilled again with what
-        they generated so far appended to their prompts, and go on in the bigger batch. Requests sent
-        together thus share one batch without a batching delay; guided batches are never merged (their
-        grammar state would be lost). ``append_tokens`` runs the prefill; the first token comes from the
-        group's first ``step``.
-        """
-        if not self.pending:
-            return
-        key = self.pending[0].key
-        free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
-        if free <= 0:
-            return
-        young = None
-        for group in self.groups:
-            alive = [s for s in group.seqs if not s.done]
-            if (
-                group.seqs[0].key == key
-                and group.seqs[0].guidance is None
-                and max((s.generated for s in alive), default=0) <= self.merge_tokens
-            ):
-                young = group
-                break
-        if young is None and len(self.groups) >= self.max_groups:
-            return
-        merged = [s for s in young.seqs if not s.done] if young else []
-        fresh = [s for s in self.pending if s.key == key][:free]
-        seqs = merged + fresh
-        generator, failure = None, None
-        try:
-            generator = self._generator(seqs)
-        except Exception as exc:  # nothing changed yet: fail these sequences, the worker goes on
-            failure = exc
-        if young is not None:
-            self.groups.remove(young)
-            self.stats["merges"] += 1
-        for seq in fresh:
-            self.pending.remove(seq)
-            if seq.stream is None:
-                seq.stream = self.tokenizer.create_stream()
-        if failure is not None:
-            self.fail(seqs, failure)
-            return
-        self.groups.append(Group(generator, seqs))
-        self.stats["batches"] += 1
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
-
-    def _generator(self, seqs: list[Sequence]) -> Any:
-        """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded."""
-        import numpy as np
-
-        og = self.og
-        width = max(len(s.ids) + len(s.tokens) for s in seqs)
-        params = og.GeneratorParams(self.model)
-        search = dict(seqs[0].search)
-        search.setdefault("do_sample", bool(self.defaults.get("do_sample", False)))
-        # The KV cache is sized by max_length: grow it in steps (at least ``grow_tokens``, then doubling)
-        # rather than for the whole budget at once, which costs memory and first-token time.
-        longest = max(self._cap(s) for s in seqs)
-        params.set_search_options(max_length=width + longest, batch_size=len(seqs), **search)
-        if seqs[0].guidance:
-            params.set_guidance(*seqs[0].guidance)
-        generator = og.Generator(self.model, params)
-        batch = np.full((len(seqs), width), self.pad, dtype=np.int32)
-        for row, seq in enumerate(seqs):
-            prefix = seq.ids + seq.tokens
-            batch[row, : len(prefix)] = prefix
-        generator.append_tokens(batch)
-        return generator
-
-    def _cap(self, seq: Sequence) -> int:
-        remaining = seq.max_new - seq.generated
-        if seq.guidance is not None:  # a grammar's state would not survive the move to a longer batch
-            return remaining
-        return min(remaining, max(self.grow_tokens, seq.generated))
-
-    def step(self, group: Group) -> None:
-        """Advance a group by one token and collect it."""
-        group.generator.generate_next_token()
-        self.collect(group)
-
-    def collect(self, group: Group) -> None:
-        """Turn the group's newest tokens into output items; retire the group when every sequence is done.
-
-        A group that reached its ``max_length`` while some sequences still have tokens to go (the KV cache
-        is sized in steps, see :meth:`start_group`) hands them back to the front of the queue, to go on in a
-        new, longer batch.
-        """
-        tokens = group.generator.get_next_tokens()
-        for seq, token in zip(group.seqs, tokens, strict=False):
-            if seq.done:
-                continue
-            token = int(token)
-            seq.tokens.append(token)
-            seq.generated += 1
-            self.stats["generated"] += 1
-            finish = None
-            if token in self.eos:
-                text, finish = "", "stop"
-            else:
-                text = seq.stream.decode(token)
-                if seq.generated >= seq.max_new:
-                    finish = "length"
-            if finish:
-                seq.done = True
-            self.out.append([seq.id, text, 1, finish])
-        alive = [s for s in group.seqs if not s.done]
-        if not alive:
-            self.groups.remove(group)
-        elif group.generator.is_done():
-            self.groups.remove(group)
-            self.pending[0:0] = alive
-            self.stats["regrows"] += 1
-
     def flush(self) -> None:
         """Send the items collected in this round as one frame."""
         if self.out:
@@ -376,11 +190,6 @@ class Worker:
         while self.running:
             idle = not self.groups and not self.pending
             self.poll(None if idle else 0)
-            if idle and self.pending and self.batch_window > 0:
-                # Requests sent together arrive a few hundred microseconds apart: give them one batch.
-                deadline = time.monotonic() + self.batch_window
-                while self.running and len(self.pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                    self.poll(left)
             if not self.running:
                 break
             if self.pending:

@@ -41,7 +41,6 @@ class WorkerOptions:
     max_context: int = 2048
     cpu_threads: int | None = None
     gpu_memory_bytes: int | None = None
-    batch_window: float = 0.0
     merge_tokens: int = 16
     grow_tokens: int = 256
     start_timeout: float = 120.0

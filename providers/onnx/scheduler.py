@@ -1,0 +1,215 @@
+"""Batching in a worker process: sequences, static batches ("groups") and the order they advance in.
+
+Requests with the same search options (temperature, top_p, seed, guidance...) are batched statically, up to
+``max_batch_size`` sequences in all. onnxruntime-genai on CPU cannot add a sequence to a running batch, so:
+
+- a batch that is still young (no sequence past ``merge_tokens`` tokens) is *merged* into a new batch with
+  the requests that arrive: its sequences are prefilled again with what they generated so far appended to
+  their prompts, and go on in the bigger batch (never for guided batches, whose grammar state would be lost);
+- otherwise the newcomers form a second batch, and up to ``max_groups`` batches advance in turn, one step
+  each: a late request waits for a prefill, not for a whole batch to finish;
+- the KV cache is sized by ``max_length``, so it grows in steps (``grow_tokens``, then doubling) instead of
+  being sized for the whole ``max_tokens`` at once: a batch that reaches its length with sequences still
+  going hands them back to the queue, to go on in a new, longer batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Group", "Scheduler", "Sequence"]
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One request being generated."""
+
+    id: int
+    ids: list[int]
+    max_new: int
+    key: str
+    search: dict[str, Any]
+    guidance: tuple[str, str] | None
+    stream: Any = None
+    generated: int = 0
+    done: bool = False
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Group:
+    """A static batch: one generator and the sequences it runs."""
+
+    generator: Any
+    seqs: list[Sequence]
+    started: float = field(default_factory=time.monotonic)
+
+
+class Scheduler:
+    """The batching state and steps of a worker; the worker adds the model, tokenizer and pipe."""
+
+    model: Any
+    tokenizer: Any
+    pad: int
+    eos: set[int]
+    defaults: dict[str, Any]
+
+    def __init__(self, og: Any, options: dict[str, Any]) -> None:
+        self.og = og
+        self.max_batch = max(1, int(options.get("max_batch_size", 8)))
+        self.max_groups = max(1, int(options.get("max_groups", 2)))
+        self.merge_tokens = int(options.get("merge_tokens", 16))
+        self.grow_tokens = max(1, int(options.get("grow_tokens", 256)))
+        self.pending: list[Sequence] = []
+        self.groups: list[Group] = []
+        self.out: list[list[Any]] = []
+        self.stats = {
+            "requests": 0,
+            "generated": 0,
+            "cancelled": 0,
+            "batches": 0,
+            "max_batch_seen": 0,
+            "merges": 0,
+            "regrows": 0,
+        }
+
+    def fail(self, seqs: list[Sequence], exc: BaseException) -> None:
+        """Report an engine failure to the sequences it hit (the worker itself goes on)."""
+        for seq in seqs:
+            if not seq.done:
+                seq.done = True
+                self.out.append([seq.id, f"{type(exc).__name__}: {exc}", 0, "error"])
+
+    def cancel(self, rid: int) -> None:
+        """Stop a sequence, queued or running; its group ends once all of its sequences are done."""
+        for seq in self.pending:
+            if seq.id == rid:
+                self.pending.remove(seq)
+                self.stats["cancelled"] += 1
+                return
+        for group in self.groups:
+            for seq in group.seqs:
+                if seq.id == rid and not seq.done:
+                    seq.done = True
+                    self.stats["cancelled"] += 1
+                    self.out.append([rid, "", 0, "cancelled"])
+
+    # ---------------------------------------------------------------- generation
+    def start_group(self) -> None:
+        """Start a batch from the oldest pending request and the pending ones with the same options.
+
+        A running batch of the same options that is still young (no sequence past ``merge_tokens``) is
+        merged into the new one instead of running beside it: its sequences are prefilled again with what
+        they generated so far appended to their prompts, and go on in the bigger batch. Requests sent
+        together thus share one batch without a batching delay; guided batches are never merged (their
+        grammar state would be lost). ``append_tokens`` runs the prefill; the first token comes from the
+        group's first ``step``.
+        """
+        if not self.pending:
+            return
+        key = self.pending[0].key
+        free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
+        if free <= 0:
+            return
+        young = None
+        for group in self.groups:
+            alive = [s for s in group.seqs if not s.done]
+            if (
+                group.seqs[0].key == key
+                and group.seqs[0].guidance is None
+                and max((s.generated for s in alive), default=0) <= self.merge_tokens
+            ):
+                young = group
+                break
+        if young is None and len(self.groups) >= self.max_groups:
+            return
+        merged = [s for s in young.seqs if not s.done] if young else []
+        fresh = [s for s in self.pending if s.key == key][:free]
+        seqs = merged + fresh
+        generator, failure = None, None
+        try:
+            generator = self._generator(seqs)
+        except Exception as exc:  # nothing changed yet: fail these sequences, the worker goes on
+            failure = exc
+        if young is not None:
+            self.groups.remove(young)
+            self.stats["merges"] += 1
+        for seq in fresh:
+            self.pending.remove(seq)
+            if seq.stream is None:
+                seq.stream = self.tokenizer.create_stream()
+        if failure is not None:
+            self.fail(seqs, failure)
+            return
+        self.groups.append(Group(generator, seqs))
+        self.stats["batches"] += 1
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
+
+    def _generator(self, seqs: list[Sequence]) -> Any:
+        """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded."""
+        import numpy as np
+
+        og = self.og
+        width = max(len(s.ids) + len(s.tokens) for s in seqs)
+        params = og.GeneratorParams(self.model)
+        search = dict(seqs[0].search)
+        search.setdefault("do_sample", bool(self.defaults.get("do_sample", False)))
+        # The KV cache is sized by max_length: grow it in steps (at least ``grow_tokens``, then doubling)
+        # rather than for the whole budget at once, which costs memory and first-token time.
+        longest = max(self._cap(s) for s in seqs)
+        params.set_search_options(max_length=width + longest, batch_size=len(seqs), **search)
+        if seqs[0].guidance:
+            params.set_guidance(*seqs[0].guidance)
+        generator = og.Generator(self.model, params)
+        batch = np.full((len(seqs), width), self.pad, dtype=np.int32)
+        for row, seq in enumerate(seqs):
+            prefix = seq.ids + seq.tokens
+            batch[row, : len(prefix)] = prefix
+        generator.append_tokens(batch)
+        return generator
+
+    def _cap(self, seq: Sequence) -> int:
+        remaining = seq.max_new - seq.generated
+        if seq.guidance is not None:  # a grammar's state would not survive the move to a longer batch
+            return remaining
+        return min(remaining, max(self.grow_tokens, seq.generated))
+
+    def step(self, group: Group) -> None:
+        """Advance a group by one token and collect it."""
+        group.generator.generate_next_token()
+        self.collect(group)
+
+    def collect(self, group: Group) -> None:
+        """Turn the group's newest tokens into output items; retire the group when every sequence is done.
+
+        A group that reached its ``max_length`` while some sequences still have tokens to go (the KV cache
+        is sized in steps, see :meth:`start_group`) hands them back to the front of the queue, to go on in a
+        new, longer batch.
+        """
+        tokens = group.generator.get_next_tokens()
+        for seq, token in zip(group.seqs, tokens, strict=False):
+            if seq.done:
+                continue
+            token = int(token)
+            seq.tokens.append(token)
+            seq.generated += 1
+            self.stats["generated"] += 1
+            finish = None
+            if token in self.eos:
+                text, finish = "", "stop"
+            else:
+                text = seq.stream.decode(token)
+                if seq.generated >= seq.max_new:
+                    finish = "length"
+            if finish:
+                seq.done = True
+            self.out.append([seq.id, text, 1, finish])
+        alive = [s for s in group.seqs if not s.done]
+        if not alive:
+            self.groups.remove(group)
+        elif group.generator.is_done():
+            self.groups.remove(group)
+            self.pending[0:0] = alive
+            self.stats["regrows"] += 1
