@@ -25,6 +25,7 @@ from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from providers.onnx.openai import ChatJob, StopMatcher, parse_request, response_body
 from providers.onnx.stream import OnnxStream, pieces
 from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
 
@@ -341,9 +342,8 @@ def _not_found(model: str) -> ProviderError:
     )
 
 
-def register(registry: Any) -> None:
+def register(registry: ProviderRegistry) -> None:
     """Register the ``onnxruntime-genai`` provider type (alias ``onnx``) with a ProviderRegistry."""
-    from providers.registry import ProviderContext, ProviderType
 
     def factory(name: str, config: OnnxProviderConfig, context: ProviderContext) -> Provider:
         if config.cpu_threads is None and context.cpu_threads:
