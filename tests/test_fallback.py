@@ -222,7 +222,7 @@ def test_stream_falls_back_before_first_content(
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
-        (ResetAfter(2), "stream broke"),
+        (ResetAfter(2), "connection broke"),
         (StreamError(2, {"message": "boom"}), "boom"),
         (StallAfter(2, 5), "timed out"),
     ],
