@@ -44,6 +44,7 @@ def fill_usage(db_path: Path, count: int, *, hours: float = 24.0, seed: int = 4)
                 rng.random() < 0.7,
             )
         )
+    rows.sort(key=lambda row: str(row[1]))  # the gateway appends rows in time order
     with sqlite3.connect(db_path) as db:
         db.executemany(
             "INSERT INTO usage (request_id, created_at, key_id, endpoint, requested_model, agent, provider, model,"
