@@ -44,12 +44,15 @@ __all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
-def web_routes(settings: WebSettings | None = None) -> list[Any]:
+def web_routes(state: WebState | None = None) -> list[Any]:
     """Every route handler of the web UI, for the app factory (``gateway.app.create_app``).
 
-    ``settings`` default to the environment (``MINIGATE_ADMIN_PASSWORD``, ``MINIGATE_CHAT_PUBLIC``).
+    ``state`` defaults to a new :class:`WebState` with settings from the environment
+    (``MINIGATE_ADMIN_PASSWORD``, ``MINIGATE_CHAT_PUBLIC``). Pass the same state to
+    :func:`apply_stored_overrides` right after the gateway opens, so edited chains are in force from the
+    first request after a restart.
     """
-    web = WebState.create(settings)
+    web = state or WebState.create()
 
     def provide_web() -> WebState:
         return web

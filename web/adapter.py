@@ -62,6 +62,14 @@ def _safe_endpoint(config: Any) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _pretty(key: str, value: Any) -> Any:
+    if key.endswith("_bytes") and isinstance(value, int | float):
+        return f"{value / 2**20:,.0f} MiB"
+    if key.endswith("_seconds") and isinstance(value, int | float):
+        return f"{value:.1f} s"
+    return value
+
+
 def _supports(provider: Provider, action: str) -> bool:
     return callable(getattr(provider, _METHODS[action], None))
 
@@ -88,7 +96,7 @@ def provider_views(gateway: Gateway) -> list[ProviderView]:
                 ModelView(
                     id=info.id,
                     state=info.state,
-                    details={k: v for k, v in info.details.items() if v is not None},
+                    details={k: _pretty(k, v) for k, v in info.details.items() if v is not None},
                     cooldown_s=float(state.get("cooldown_s") or 0.0),  # type: ignore[arg-type]
                     failures=int(state.get("failures") or 0),  # type: ignore[call-overload]
                     last_error=str(state["last_error"]) if state.get("last_error") else None,

@@ -119,6 +119,7 @@ def test_chat_streams_the_answer_token_by_token(page: Page, web_server: GatewayS
     expect(answer.locator(".meta")).to_contain_text("tokens/s")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     expect(page.get_by_label("Message", exact=True)).to_have_value("")
+    expect(page.locator("#chat-status")).to_have_text("Answer finished.")
     rows = web_server.wait_rows(1)
     assert rows[-1]["provider"] == "slow" and rows[-1]["status"] == 200 and rows[-1]["streamed"] == 1
     shoot(page, "chat")

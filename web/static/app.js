@@ -10,6 +10,8 @@
     if (send) send.disabled = busy;
     if (stop) stop.hidden = !busy;
     if (messages) messages.setAttribute("aria-busy", busy ? "true" : "false");
+    var status = byId("chat-status"); // announced by screen readers (role=status)
+    if (status) status.textContent = busy ? "Writing the answer…" : "Answer finished.";
     var regenerate = byId("regenerate");
     if (regenerate) regenerate.disabled = busy;
   }
