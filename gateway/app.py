@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from gateway.admin import admin_handlers
 from gateway.api import v1_handlers
 from gateway.config import Config
 from gateway.errors import exception_handlers
@@ -64,8 +65,9 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Lite
             await gateway.close()
 
     v1 = Router("/v1", route_handlers=v1_handlers())
+    admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
     return Litestar(
-        route_handlers=[v1, health, ready, *web_routes()],
+        route_handlers=[v1, admin_api, health, ready, *web_routes()],
         dependencies={"gateway": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],

@@ -15,16 +15,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.models_cli import ensure_default_models, run_models_command
 from providers.registry import builtin_registry
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
 CONFIG_ENV = "MINIGATE_CONFIG"
 
-# Served when no config file is given: the built-in echo model, so a first start always works.
+# Served when no config file is given: the default local model, converted on first use.
 DEFAULT_CONFIG: dict[str, Any] = {
-    "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-    "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
+    "agents": {"defaults": {"model": {"primary": "local/smollm2-135m-instruct"}}},
+    "models": {"providers": {"local": {"type": "onnxruntime-genai", "models_dir": "./models"}}},
 }
 
 
@@ -43,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
 
     config = _config(args.config)
+    if not args.no_pull:
+        ensure_default_models(config)
     host = args.host or config.server.host
     port = args.port or config.server.port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -117,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, else the built-in default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--no-pull", action="store_true", help="do not convert missing default models at startup")
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="check a config file without starting")
@@ -131,13 +135,25 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=int)
     for p in (create, listing, revoke):
         p.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    models = sub.add_parser(
+        "models",
+        help="local models: list | pull [NAME] | import SRC NAME | verify NAME | rm NAME | load/unload/reload NAME",
+    )
+    models.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    models.add_argument("--provider", help="which local provider (default: the first one)")
+    models.add_argument("--url", help="the running gateway, for load/unload/reload (default: from the config)")
+    models.add_argument("--key", help="an admin key for load/unload/reload (default: $MINIGATE_ADMIN_KEY)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args, rest = _parser().parse_known_args(argv)
+    if rest and args.command != "models":
+        _parser().parse_args(argv)  # reports the unknown arguments and exits 2
     try:
+        if args.command == "models":
+            return run_models_command(_config(args.config), args.provider, args.url, args.key, rest)
         if args.command == "serve":
             return _serve(args)
         if args.command == "config":

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from gateway.config import Config
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.health import HealthBook
+from gateway.jobs import JobBoard
 from gateway.routing import RouteTable
 from gateway.storage import Database, KeyStore, UsageWriter, open_database
-from providers.base import Provider
+from providers.base import ManagesModels, Provider, ProviderError
 from providers.registry import ProviderContext, ProviderRegistry
 
 __all__ = ["ADMIN_KEY_ENV", "Gateway", "build_providers"]
@@ -57,6 +58,7 @@ class Gateway:
     usage: UsageWriter
     keys: KeyStore
     admin_key: str | None
+    jobs: JobBoard = field(default_factory=JobBoard)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -90,7 +92,19 @@ class Gateway:
             admin_key,
         )
         gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
+        await gateway._preload_default()
         return gateway
+
+    async def _preload_default(self) -> None:
+        # The first request to the default agent should not pay for starting its local model.
+        default = self.routes.resolve("default")
+        for deployment in default.chain if default else ():
+            provider = self.providers.get(deployment.provider)
+            if isinstance(provider, ManagesModels) and deployment.model in provider.models():
+                try:
+                    await provider.load(deployment.model)
+                except ProviderError as err:
+                    log.warning("could not preload %s: %s", deployment.ref, err.message)
 
     async def _flush_key_use(self, every: float = 30.0) -> None:
         # Writing last_used_at per request would cost a write on the hot path; once in a while is enough.
@@ -101,8 +115,13 @@ class Gateway:
             except Exception:
                 log.exception("could not store when keys were last used")
 
+    def refresh_routes(self) -> None:
+        """Rebuild the route table from ``config`` and what the providers list now (after a pull or delete)."""
+        self.routes = RouteTable(self.config, {name: p.models() for name, p in self.providers.items()})
+
     async def close(self) -> None:
-        """Stop providers, then flush usage rows and close the database."""
+        """Stop jobs and providers, then flush usage rows and close the database."""
+        await self.jobs.close()
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

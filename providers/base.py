@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ChunkStream",
     "Endpoint",
+    "ManagesModels",
     "Provider",
     "ProviderError",
     "ProviderInfo",
@@ -183,3 +184,37 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def open_stream(self, request: ProviderRequest) -> ChunkStream:
         """Start a streaming request; raise ProviderError for anything that fails before the first chunk."""
+
+
+@runtime_checkable
+class ManagesModels(Protocol):
+    """A provider whose models can be listed with their state, loaded, unloaded, pulled, imported, removed."""
+
+    def info(self) -> list[ProviderInfo]: ...
+
+    async def load(self, model: str) -> Any: ...
+
+    async def unload(self, model: str) -> bool: ...
+
+    async def reload(self, model: str) -> Any: ...
+
+    async def remove(self, model: str) -> None: ...
+
+    async def pull(
+        self,
+        model: str | None = None,
+        *,
+        precision: str = "int4",
+        force: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> Any: ...
+
+    async def import_model(
+        self,
+        source: str,
+        model: str,
+        *,
+        precision: str = "int4",
+        force: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> Any: ...

@@ -97,9 +97,10 @@ def check_endpoint(url: str) -> str | None:
 
 def builtin_registry() -> ProviderRegistry:
     """The registry with the built-in provider types, registered as a plugin would register its own."""
-    from providers import fake, openai_compat
+    from providers import fake, onnx, openai_compat
 
     registry = ProviderRegistry()
     openai_compat.register(registry)
+    onnx.register(registry)
     fake.register(registry)
     return registry
