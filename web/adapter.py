@@ -1,12 +1,14 @@
 """The seam between the models page and local-model management (issue #3's admin API).
 
-The page calls only these functions. Until the admin API is connected here, load/unload/reload/delete call
-the provider's own methods when it has them (the onnxruntime-genai provider does), and import/pull report
-that they are not connected yet.
+The page calls only these functions. Until the admin API is connected here, they call the provider's own
+methods when it has them (the onnxruntime-genai provider does): ``load``, ``unload``, ``reload``, ``remove``,
+``pull`` and ``import_model`` (with a progress callback); a provider without them gets a clear refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,7 +16,16 @@ from urllib.parse import urlsplit, urlunsplit
 from gateway.runtime import Gateway
 from providers.base import Provider, ProviderInfo
 
-__all__ = ["ACTIONS", "ActionResult", "ModelView", "ProviderView", "model_action", "provider_views", "start_import"]
+__all__ = [
+    "ACTIONS",
+    "ActionResult",
+    "ModelView",
+    "ProviderView",
+    "dom_id",
+    "import_progress",
+    "model_action",
+    "provider_views",
+]
 
 ACTIONS = ("load", "unload", "reload", "delete")
 _METHODS = {"load": "load", "unload": "unload", "reload": "reload", "delete": "remove"}
@@ -62,6 +73,11 @@ def _safe_endpoint(config: Any) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def dom_id(name: str) -> str:
+    """An element id for any provider name (names may hold characters CSS selectors would choke on)."""
+    return "p" + name.encode().hex()
+
+
 def _pretty(key: str, value: Any) -> Any:
     if key.endswith("_bytes") and isinstance(value, int | float):
         return f"{value / 2**20:,.0f} MiB"
@@ -102,7 +118,7 @@ def provider_views(gateway: Gateway) -> list[ProviderView]:
                     last_error=str(state["last_error"]) if state.get("last_error") else None,
                 )
             )
-        local = _supports(provider, "load")
+        local = _supports(provider, "load") or callable(getattr(provider, "import_model", None))
         views.append(ProviderView(name, type_name, _safe_endpoint(config), local, models))
     return views
 
@@ -123,9 +139,42 @@ async def model_action(gateway: Gateway, provider_name: str, model: str, action:
     return ActionResult(True, f"{action}: {provider_name}/{model} done.")
 
 
-async def start_import(gateway: Gateway, provider_name: str, source: str) -> ActionResult:
-    """Import or pull a model into a local provider, with progress (to be connected to the admin API)."""
+async def import_progress(
+    gateway: Gateway, provider_name: str, kind: str, source: str, name: str
+) -> AsyncIterator[tuple[str, bool | None]]:
+    """Pull a catalog model (``kind="pull"``) or import one from disk, yielding ``(progress line, outcome)``.
+
+    ``outcome`` is None while running, then True or False on the last line. Calls the provider's own
+    ``pull``/``import_model`` (the onnxruntime-genai provider has them) with a progress callback.
+    """
     provider = gateway.providers.get(provider_name)
-    if provider is None:
-        return ActionResult(False, "No such provider.")
-    return ActionResult(False, "Import and pull are not connected to the admin API yet.")
+    method = "pull" if kind == "pull" else "import_model"
+    if provider is None or not callable(getattr(provider, method, None)):
+        yield f"{provider_name} cannot {'pull' if kind == 'pull' else 'import'} models.", False
+        return
+    if kind != "pull" and not (source and name):
+        yield "Give the folder or file to import and a name for the model.", False
+        return
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    call = getattr(provider, method)
+    work = (
+        call(source or None, on_progress=lines.put_nowait)
+        if kind == "pull"
+        else call(source, name, on_progress=lines.put_nowait)
+    )
+    task: asyncio.Task[Any] = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(lines.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result(), None
+            else:
+                getter.cancel()
+        while not lines.empty():
+            yield lines.get_nowait(), None
+        error = task.exception()
+        yield (f"Failed: {error}", False) if error else (f"Done: {task.result()}", True)
+    finally:
+        if not task.done():
+            task.cancel()  # the admin went away: stop the conversion too

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.types import ASGIApp
+from markupsafe import escape
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.runtime import Gateway
-from web.adapter import ActionResult, model_action, provider_views, start_import
+from web.adapter import ActionResult, dom_id, import_progress, model_action, provider_views
 from web.chains import (
     apply_stored_overrides,
     base_config,
@@ -18,7 +22,7 @@ from web.chains import (
     save_override,
     validate_chain,
 )
-from web.render import is_htmx, page, redirect
+from web.render import SECURITY_HEADERS, is_htmx, page, redirect
 from web.sessions import Session
 from web.state import WebState
 
@@ -92,11 +96,34 @@ async def models_import(
     gateway: NamedDependency[Gateway],
     web: NamedDependency[WebState],
     admin: NamedDependency[Session],
-) -> Response[str]:
-    """Import or pull a model (through :mod:`web.adapter`)."""
+) -> ASGIApp:
+    """Pull or import a model; htmx gets the progress as Server-Sent Events, a plain form the outcome."""
     form = await request.form()
-    result = await start_import(gateway, str(form.get("provider") or ""), str(form.get("source") or "")[:1000])
-    return await _render(web, gateway, admin, status=200 if result.ok else 409, message=result)
+    provider = str(form.get("provider") or "")
+    kind = "pull" if form.get("kind") == "pull" else "import"
+    source, name = str(form.get("source") or "").strip()[:1000], str(form.get("name") or "").strip()[:200]
+    progress = import_progress(gateway, provider, kind, source, name)
+    if not is_htmx(request):
+        last, ok = "", False
+        async for line, outcome in progress:
+            last, ok = line, bool(outcome)
+        await apply_stored_overrides(gateway, web)
+        response = await _render(web, gateway, admin, status=200 if ok else 409, message=ActionResult(ok, last))
+        return response.to_asgi_response(None, request)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        target = f'<hx-partial hx-target="#import-log-{dom_id(provider)}" hx-swap="beforeend">'
+        yield ServerSentEvent(data=f'<hx-partial hx-target="#import-log-{dom_id(provider)}" hx-swap="innerHTML">'
+                              f"{escape(kind)} {escape(source or 'default model')}\n</hx-partial>")  # fmt: skip
+        async for line, outcome in progress:
+            css = "" if outcome is None else (' class="ok"' if outcome else ' class="error"')
+            yield ServerSentEvent(data=f"{target}<span{css}>{escape(line)}</span>\n</hx-partial>")
+            if outcome:
+                await apply_stored_overrides(gateway, web)  # new models become routable
+
+    return cast(
+        ASGIApp, EventSourceResponse(events(), ping=15, headers={**SECURITY_HEADERS, "x-accel-buffering": "no"})
+    )
 
 
 @post("/models/chain")

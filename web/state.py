@@ -98,6 +98,7 @@ class WebState:
         env.filters["when"] = _when
         env.filters["number"] = _number
         env.filters["ms"] = _ms
+        env.filters["dom_id"] = lambda name: "p" + str(name).encode().hex()  # as web.adapter.dom_id
         return cls(settings or WebSettings.from_env(), env, markdown)
 
     def render(self, template: str, **context: Any) -> str:

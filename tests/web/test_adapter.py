@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 from gateway.config import CooldownConfig
 from gateway.health import HealthBook
 from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from web.adapter import model_action, provider_views
+from web.adapter import import_progress, model_action, provider_views
 
 
 class _Local(Provider):
@@ -78,3 +79,32 @@ async def test_failures_are_reported_not_raised() -> None:
     assert not (await model_action(gateway, "local", "nope", "load")).ok
     assert not (await model_action(gateway, "ghost", "tiny", "load")).ok
     assert not (await model_action(gateway, "local", "tiny", "format-disk")).ok
+
+
+class _Importer(_Local):
+    """Also pulls and imports, reporting progress like the onnxruntime-genai provider."""
+
+    async def pull(self, model: str | None = None, *, on_progress: Any = None) -> str:
+        for step in ("download", "convert", "verify"):
+            on_progress(f"{step} {model or 'default'}")
+            await asyncio.sleep(0)
+        return "/models/" + (model or "default")
+
+    async def import_model(self, source: str, model: str, *, on_progress: Any = None) -> str:
+        on_progress(f"reading {source}")
+        raise ProviderError("not a model folder")
+
+
+async def test_pull_and_import_report_progress() -> None:
+    gateway = _gateway(_Importer())
+    lines = [line async for line in import_progress(gateway, "local", "pull", "", "")]
+    assert lines == [
+        ("download default", None),
+        ("convert default", None),
+        ("verify default", None),
+        ("Done: /models/default", True),
+    ]
+    lines = [line async for line in import_progress(gateway, "local", "import", "/tmp/x", "x")]
+    assert lines[0] == ("reading /tmp/x", None) and lines[-1] == ("Failed: not a model folder", False)
+    assert (await anext(import_progress(gateway, "local", "import", "", "")))[1] is False
+    assert (await anext(import_progress(_gateway(_Local()), "local", "pull", "", "")))[1] is False

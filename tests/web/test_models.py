@@ -103,5 +103,8 @@ def test_model_actions_report_what_they_can_do(client: WebClient) -> None:
     assert response.status_code == 409 and "cannot load models" in response.text
     response = client.post("/models/action", {"provider": "echo", "model": "ghost", "action": "unload"})
     assert response.status_code == 409 and "has no model" in response.text
-    response = client.post("/models/import", {"provider": "echo", "source": "SmolLM2"})
-    assert response.status_code == 409 and "not connected" in response.text
+    response = client.post("/models/import", {"provider": "echo", "kind": "pull", "source": "SmolLM2"})
+    assert response.status_code == 409 and "echo cannot pull models" in response.text
+    streamed = client.post("/models/import", {"provider": "echo", "kind": "import"}, htmx=True)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert "echo cannot import models" in streamed.text
