@@ -84,3 +84,20 @@ def test_load_chat_and_unload_a_local_model(local_page: Page) -> None:
     _row(page).get_by_role("button", name="Unload tiny", exact=True).click()
     expect(_row(page).locator(".state")).to_have_text("available")
     expect(page).to_have_url(re.compile(r"/models"))
+
+
+def test_import_a_model_with_live_progress(local_page: Page, local_server: GatewayServer) -> None:
+    page = local_page
+    page.goto("/models")
+    page.get_by_text("Pull or import a model").click()
+    page.get_by_label("import from disk").check()
+    source = next(Path(str(local_server.config.providers["local"][1].models_dir)).iterdir())
+    page.get_by_label("Catalog name, or folder / .gguf file on the server").fill(str(source))
+    page.get_by_label("Name for an imported model").fill("tiny-copy")
+    page.get_by_role("button", name="Start").click()
+    log = page.get_by_role("log", name="Progress")
+    expect(log).to_contain_text("import " + str(source))
+    expect(log.locator(".ok, .error")).to_contain_text("Done:", timeout=60_000)
+    shoot(page, "models-import")
+    page.reload()
+    expect(page.get_by_role("rowheader", name="tiny-copy")).to_be_visible()

@@ -41,7 +41,10 @@
     }
   });
 
-  document.addEventListener("htmx:sse:after:message", function () { scrollDown(); });
+  document.addEventListener("htmx:sse:after:message", function () {
+    if (streaming) scrollDown();
+    document.querySelectorAll(".import-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
+  });
 
   document.addEventListener("htmx:finally:request", function (evt) {
     if (evt.target === streaming) {
