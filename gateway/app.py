@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.errors import exception_handlers
 from gateway.runtime import Gateway
 from providers.registry import ProviderRegistry, builtin_registry
-from web import web_routes
+from web import WebState, apply_stored_overrides, web_routes
 
 __all__ = ["create_app"]
 
@@ -54,10 +54,13 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
 def create_app(config: Config, registry: ProviderRegistry | None = None) -> Litestar:
     """Build the Litestar app for ``config``; the gateway's resources open and close with the app's lifespan."""
     registry = registry or builtin_registry()
+    web = WebState.create()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         gateway = await Gateway.open(config, registry)
+        # Chains edited in the web UI are kept in the database and apply from the first request on.
+        await apply_stored_overrides(gateway, web)
         app.state.gateway = gateway
         try:
             yield
@@ -67,7 +70,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Lite
     v1 = Router("/v1", route_handlers=v1_handlers())
     admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
     return Litestar(
-        route_handlers=[v1, admin_api, health, ready, *web_routes()],
+        route_handlers=[v1, admin_api, health, ready, *web_routes(web)],
         dependencies={"gateway": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],

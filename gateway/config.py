@@ -30,6 +30,7 @@ __all__ = [
     "Resources",
     "RouterConfig",
     "ServerConfig",
+    "check_references",
     "load_config",
     "parse_config",
 ]
@@ -194,12 +195,14 @@ def _check_percent_or_bytes(value: str | int, path: str, issues: list[tuple[str,
         issues.append((path, f"not a percentage between 0% and 100% or a byte count: {value!r}"))
 
 
-def _check_references(
+def check_references(
     agents: dict[str, AgentConfig],
     aliases: dict[str, str],
     known: dict[str, Any],
     issues: list[tuple[str, str]],
 ) -> None:
+    """Append to ``issues`` every chain or alias naming an unknown provider, an unlisted model or a bad reference."""
+
     def check_ref(ref: str, path: str) -> None:
         provider, sep, model = ref.partition("/")
         if not sep or not provider or not model:
@@ -278,7 +281,7 @@ def parse_config(
         for sub, message in kind.check(typed):
             issues.append((f"{path}.{sub}" if sub else path, message))
         providers[name] = (type_name, typed)
-    _check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
+    check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
     if cfg.router.timeout <= 0:
         issues.append(("router.timeout", "must be positive"))
     if not 0 < cfg.server.port < 65536:

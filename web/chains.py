@@ -17,7 +17,7 @@ from typing import cast
 import msgspec
 from sqlalchemy import Table, delete, insert, select
 
-from gateway.config import AgentConfig, AgentModel, Config, _check_references
+from gateway.config import AgentConfig, AgentModel, Config, check_references
 from gateway.routing import RouteTable
 from gateway.runtime import Gateway
 from gateway.storage import Database
@@ -76,7 +76,7 @@ def validate_chain(gateway: Gateway, base: Config, agent: str, chain: list[str])
         problems.append("a model appears twice in the chain")
     issues: list[tuple[str, str]] = []
     candidate = {agent: AgentConfig(model=AgentModel(primary=chain[0], fallbacks=chain[1:] or None))}
-    _check_references(candidate, {}, {n: c for n, (_, c) in base.providers.items()}, issues)
+    check_references(candidate, {}, {n: c for n, (_, c) in base.providers.items()}, issues)
     problems.extend(message for _, message in issues)
     for ref in chain:
         provider_name, _, model = ref.partition("/")

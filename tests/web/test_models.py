@@ -75,11 +75,6 @@ def test_a_chain_applies_at_once_and_survives_a_restart(
         again.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/app.py's lifespan must call web.apply_stored_overrides after Gateway.open; "
-    "until then overrides apply from the first web request on. Remove this marker with that change.",
-)
 def test_after_a_restart_the_chain_is_in_force_before_any_web_request(
     web_server: GatewayServer, client: WebClient, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
