@@ -1,8 +1,9 @@
-"""Usage aggregates for the usage page, computed in SQL over the ``usage`` table (SQLite functions).
+"""Usage aggregates for the usage page, computed in SQL over the ``usage`` table (SQLite or PostgreSQL).
 
 One grouped query per page: ``(time bucket, group, latency bin)`` with counts and sums. Percentiles come
-from the latency histogram (bins of ``ln(ms + 1) * 12``, about 9 % wide), which SQLite can build in one pass,
-where exact percentiles would need every latency sent to Python.
+from the latency histogram (bins of ``ln(ms + 1) * 12``, about 9 % wide), which the database builds in one
+pass, where exact percentiles would need every latency sent to Python. What differs between the backends
+(time buckets, flooring) is in :mod:`gateway.storage.sql`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, literal, select
+from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, literal, literal_column, select
 from sqlalchemy import cast as sql_cast
 
 from gateway.storage import Database
+from gateway.storage.sql import epoch_bucket, floor_int
 from gateway.storage.tables import UsageRow, utcnow
 
 __all__ = ["DIMENSIONS", "RANGES", "Filters", "Stats", "Totals", "recent_rows", "usage_stats"]
@@ -137,11 +139,9 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     seconds, bucket, _ = RANGES[filters.range]
     count = seconds // bucket
     first = int(filters.since(now).timestamp()) // bucket
-    # Seconds since the epoch (julianday is SQLite's cheapest date function); // is integer division.
-    epoch = sql_cast((func.julianday(c.created_at) - 2440587.5) * 86400, Integer)
-    time_bucket = (epoch // bucket).label("b")
+    time_bucket = epoch_bucket(c.created_at, bucket).label("b")
     group = _group_expr(filters.by).label("g")
-    latency_bin = sql_cast(func.ln(c.latency_ms + 1) * _BIN_SCALE, Integer).label("l")
+    latency_bin = floor_int(func.ln(c.latency_ms + 1) * _BIN_SCALE).label("l")
     stmt = select(
         time_bucket,
         group,
@@ -151,7 +151,9 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
         func.sum(case((c.status >= 400, 1), else_=0)).label("e"),
         func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
     )
-    stmt = filters.where(stmt, now).group_by(time_bucket, group, latency_bin)
+    # Grouped by the output columns' names: the group expression holds bound values ("(none)"), and PostgreSQL
+    # would take the same expression repeated in GROUP BY, with parameters of its own, for a different one.
+    stmt = filters.where(stmt, now).group_by(literal_column("b"), literal_column("g"), literal_column("l"))
     async with database.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
 

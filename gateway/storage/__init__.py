@@ -1,4 +1,5 @@
-"""Storage: the database (SQLite by default), its migrations, usage logging and API keys.
+"""Storage: the database (SQLite by default, or PostgreSQL), its migrations, usage logging, API keys and
+conversations.
 
 Typical startup::
 
@@ -12,7 +13,7 @@ Typical startup::
 """
 
 from gateway.storage.conversations import ConversationStore
-from gateway.storage.db import Database, migrate, open_database, sync_url
+from gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
 from gateway.storage.keys import ApiKeyInfo, KeyStore
 from gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
 
@@ -24,7 +25,9 @@ __all__ = [
     "UsageRecord",
     "UsageWriteError",
     "UsageWriter",
+    "async_url",
     "migrate",
     "open_database",
+    "redacted",
     "sync_url",
 ]

@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Table, Text, delete, func, insert, select, update
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.storage.db import Database
-from gateway.storage.tables import Base, UTCDateTime, utcnow
+from gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
 
 __all__ = [
     "ChainOverrideRow",
@@ -39,10 +39,10 @@ class ConversationRow(Base):
     __tablename__ = "conversations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    owner: Mapped[str] = mapped_column(String(100), index=True)
-    title: Mapped[str] = mapped_column(String(200))
-    model: Mapped[str] = mapped_column(String(256))
-    system_prompt: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(SafeString(100), index=True)
+    title: Mapped[str] = mapped_column(SafeString(200))
+    model: Mapped[str] = mapped_column(SafeString(256))
+    system_prompt: Mapped[str | None] = mapped_column(SafeText)
     temperature: Mapped[float | None] = mapped_column(Float)
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -56,20 +56,20 @@ class MessageRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
-    role: Mapped[str] = mapped_column(String(16))  # "user" | "assistant"
-    content: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # "ok" | "streaming" | "stopped" | "error"
+    role: Mapped[str] = mapped_column(SafeString(16))  # "user" | "assistant"
+    content: Mapped[str] = mapped_column(SafeText)
+    status: Mapped[str] = mapped_column(SafeString(16))  # "ok" | "streaming" | "stopped" | "error"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    provider: Mapped[str | None] = mapped_column(Text)
-    model: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(SafeString(64))
+    provider: Mapped[str | None] = mapped_column(SafeText)
+    model: Mapped[str | None] = mapped_column(SafeText)
     fallbacks: Mapped[int | None] = mapped_column(Integer)
-    hops: Mapped[str | None] = mapped_column(Text)  # JSON list, as in the usage row
+    hops: Mapped[str | None] = mapped_column(SafeText)  # JSON list, as in the usage row
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
 
 
 class WebSessionRow(Base):
@@ -77,11 +77,11 @@ class WebSessionRow(Base):
 
     __tablename__ = "web_sessions"
 
-    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(100))
+    id_hash: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(SafeString(100))
     admin: Mapped[bool] = mapped_column(Boolean)
     key_id: Mapped[int | None] = mapped_column(Integer)  # the admin API key used to log in, if any
-    csrf: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(SafeString(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
@@ -91,8 +91,8 @@ class ChainOverrideRow(Base):
 
     __tablename__ = "chain_overrides"
 
-    agent: Mapped[str] = mapped_column(String(200), primary_key=True)
-    chain: Mapped[str] = mapped_column(Text)
+    agent: Mapped[str] = mapped_column(SafeString(200), primary_key=True)
+    chain: Mapped[str] = mapped_column(SafeText)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

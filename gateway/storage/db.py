@@ -2,6 +2,12 @@
 
 :func:`open_database` is what the app calls at startup; :func:`migrate` is the synchronous half, also used
 by the CLI. URLs are SQLAlchemy URLs; the app's default is ``sqlite+aiosqlite:///<data_dir>/minigate.db``.
+
+Two backends are supported and tested: SQLite (one machine) and PostgreSQL (several replicas sharing one
+database). Plain URLs are accepted and given the drivers minigate ships with (:func:`async_url`):
+``postgresql://`` (or ``postgres://``) becomes ``postgresql+asyncpg://`` for the app and
+``postgresql+psycopg://`` for migrations and the usage writer's thread (:func:`sync_url`); ``sqlite://``
+becomes ``sqlite+aiosqlite://``. libpq's ``sslmode`` and ``connect_timeout`` query parameters work with both.
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["Database", "alembic_config", "create_sync_engine", "migrate", "open_database", "sync_url"]
+__all__ = [
+    "Database",
+    "alembic_config",
+    "async_url",
+    "create_sync_engine",
+    "migrate",
+    "open_database",
+    "redacted",
+    "sync_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +62,68 @@ _SQLITE_PRAGMAS = (
 )
 
 
-def sync_url(url: str | URL) -> URL:
-    """The same database as ``url`` reached through a synchronous driver (for Alembic)."""
+# Backend names people write -> SQLAlchemy's ("postgres://" is what Heroku-style URLs use).
+_BACKEND_ALIASES = MappingProxyType({"postgres": "postgresql"})
+# Backend -> the async driver used when a URL names none (or a synchronous one).
+_ASYNC_DRIVERS = MappingProxyType({"sqlite": "aiosqlite", "postgresql": "asyncpg"})
+_ASYNC_DRIVER_NAMES = frozenset({"aiosqlite", "asyncpg", "psycopg_async", "aiomysql", "asyncmy"})
+# The sync driver used when a URL names none: for PostgreSQL, psycopg 3 (SQLAlchemy would pick psycopg2).
+_DEFAULT_SYNC_DRIVERS = MappingProxyType({"postgresql": "psycopg"})
+
+# PostgreSQL: transaction-scoped advisory lock taken around migrations, so replicas starting at once upgrade
+# one after another (the others then find the schema at head). Any constant works; this is "minigate" in ASCII.
+MIGRATION_LOCK_ID = 0x6D696E6967617465
+
+
+def _split(u: URL) -> tuple[str, str | None]:
+    """``(backend, driver)`` from the URL's drivername, without loading the dialect."""
+    backend, _, driver = u.drivername.partition("+")
+    return _BACKEND_ALIASES.get(backend, backend), driver or None
+
+
+def async_url(url: str | URL) -> URL:
+    """``url`` with an async driver: what the app's engine uses.
+
+    ``postgresql://``, ``postgres://`` and ``postgresql+psycopg2://`` become ``postgresql+asyncpg://`` (with
+    ``sslmode``/``connect_timeout`` renamed to asyncpg's ``ssl``/``timeout``); ``sqlite://`` becomes
+    ``sqlite+aiosqlite://``. URLs that already name an async driver are kept as they are.
+    """
     u = make_url(url)
-    driver = _SYNC_DRIVERS.get(u.get_driver_name())
-    return u.set(drivername=f"{u.get_backend_name()}+{driver}") if driver else u
+    backend, driver = _split(u)
+    if driver in _ASYNC_DRIVER_NAMES:
+        return u.set(drivername=f"{backend}+{driver}")
+    new_driver = _ASYNC_DRIVERS.get(backend)
+    if new_driver is None:
+        return u
+    u = u.set(drivername=f"{backend}+{new_driver}")
+    if new_driver == "asyncpg":
+        u = _rename_query(u, {"sslmode": "ssl", "connect_timeout": "timeout"})
+    return u
+
+
+def sync_url(url: str | URL) -> URL:
+    """The same database as ``url`` reached through a synchronous driver (for Alembic and the usage writer)."""
+    u = make_url(url)
+    backend, driver = _split(u)
+    if driver is None:
+        driver = _DEFAULT_SYNC_DRIVERS.get(backend)
+    elif driver in _SYNC_DRIVERS:
+        if driver == "asyncpg":
+            u = _rename_query(u, {"ssl": "sslmode", "timeout": "connect_timeout"})
+        driver = _SYNC_DRIVERS[driver]
+    return u.set(drivername=f"{backend}+{driver}" if driver else backend)
+
+
+def _rename_query(u: URL, names: dict[str, str]) -> URL:
+    if not any(name in u.query for name in names):
+        return u
+    query = {names.get(k, k): v for k, v in u.query.items()}
+    return u.set(query=query)
+
+
+def redacted(url: str | URL) -> str:
+    """``url`` as text with its password hidden: the only form in which a database URL may be logged or shown."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _sqlite_file(u: URL) -> Path | None:
@@ -119,7 +191,8 @@ def migrate(url: str | URL, revision: str = "head") -> None:
 
     Creates the parent directory of a SQLite file. Blocks; from async code use :func:`open_database` or
     run it in a thread. Concurrent runs from several processes are safe (on SQLite the upgrade holds the
-    write lock throughout), but not from several threads of one process: Alembic keeps global state.
+    write lock throughout; on PostgreSQL it holds an advisory lock), but not from several threads of one
+    process: Alembic keeps global state.
     """
     u = sync_url(url)
     path = _sqlite_file(u)
@@ -128,12 +201,16 @@ def migrate(url: str | URL, revision: str = "head") -> None:
     engine = _migration_engine(u)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # PostgreSQL runs DDL inside the transaction too, so the upgrade is atomic; this lock makes
+                # replicas that start at once take turns (it is released when the transaction ends).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
-    logger.debug("database %s at revision %s", u.render_as_string(hide_password=True), revision)
+    logger.debug("database %s at revision %s", redacted(u), revision)
 
 
 class Database:
@@ -168,14 +245,18 @@ class Database:
 async def open_database(url: str) -> Database:
     """Migrate the database at ``url`` to the latest schema and open it.
 
-    ``url`` is an async SQLAlchemy URL such as ``sqlite+aiosqlite:///data/minigate.db``. For SQLite the
-    parent directory is created and WAL, ``synchronous=NORMAL``, a 5 s busy timeout and foreign keys are
-    set on every connection.
+    ``url`` is a SQLAlchemy URL such as ``sqlite+aiosqlite:///data/minigate.db`` or
+    ``postgresql://user:password@host/minigate`` (normalised by :func:`async_url`). For SQLite the parent
+    directory is created and WAL, ``synchronous=NORMAL``, a 5 s busy timeout and foreign keys are set on
+    every connection. For PostgreSQL pooled connections are checked before use, so a restarted server costs
+    no failed request.
     """
-    u = make_url(url)
+    u = async_url(url)
     _sqlite_file(u)  # fail early on in-memory SQLite, before touching anything
     await asyncio.to_thread(migrate, u)
-    engine = create_async_engine(u)
     if u.get_backend_name() == "sqlite":
+        engine = create_async_engine(u)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    else:
+        engine = create_async_engine(u, pool_pre_ping=True)
     return Database(engine)

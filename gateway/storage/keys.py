@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import cast
 
 import msgspec
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 
 from gateway.storage.db import Database
-from gateway.storage.tables import ApiKeyRow, utcnow
+from gateway.storage.tables import ApiKeyRow, UTCDateTime, utcnow
 
 __all__ = ["KEY_PREFIX", "ApiKeyInfo", "KeyStore", "hash_key"]
 
@@ -163,7 +163,10 @@ class KeyStore:
         if not self._used:
             return 0
         used, self._used = self._used, {}
-        stmt = update(_KEYS).where(_KEYS.c.id == bindparam("b_id")).values(last_used_at=bindparam("b_used"))
+        # Several replicas flush on their own schedules: a time never replaces a newer one already stored.
+        used_at, stored = bindparam("b_used", type_=UTCDateTime()), _KEYS.c.last_used_at
+        newer = case((or_(stored.is_(None), stored < used_at), used_at), else_=stored)
+        stmt = update(_KEYS).where(_KEYS.c.id == bindparam("b_id")).values(last_used_at=newer)
         params = [{"b_id": key_id, "b_used": when} for key_id, when in used.items()]
         try:
             async with self._db.engine.begin() as conn:

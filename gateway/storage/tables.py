@@ -4,7 +4,9 @@ These classes are the schema's source of truth for queries and for ``alembic rev
 the schema in a database is created only by the migrations in ``migrations/versions`` (the storage tests
 check that the two agree).
 
-Datetimes are stored as UTC and always come back timezone-aware (:class:`UTCDateTime`).
+Datetimes are stored as UTC and always come back timezone-aware (:class:`UTCDateTime`). Text columns use
+:class:`SafeText`/:class:`SafeString`, which store NUL characters as U+FFFD so that SQLite and PostgreSQL (which
+cannot store NUL) keep the same rows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiKeyRow", "Base", "UTCDateTime", "UsageRow", "utcnow"]
+__all__ = ["ApiKeyRow", "Base", "SafeString", "SafeText", "UTCDateTime", "UsageRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -53,6 +55,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class _NulSafe(TypeDecorator[str]):
+    """Text whose NUL characters are stored as U+FFFD, the replacement character.
+
+    PostgreSQL's text types cannot hold NUL at all (the driver refuses the whole statement), while SQLite stores
+    it; values come from clients and upstreams (a model name, an error, a chat message), so one stray NUL
+    would lose a usage row or a message on PostgreSQL only. Replacing it keeps both backends the same.
+    """
+
+    impl: Any = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """Replace NUL (the check is a fast scan; most values are returned as they are)."""
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class SafeText(_NulSafe):
+    """:class:`~sqlalchemy.Text` that stores NUL as U+FFFD on every backend (see :class:`_NulSafe`)."""
+
+    impl = Text
+    cache_ok = True
+
+
+class SafeString(_NulSafe):
+    """:class:`~sqlalchemy.String` (``SafeString(64)``) that stores NUL as U+FFFD on every backend."""
+
+    impl = String
+    cache_ok = True
+
+
 # 64-bit ids on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" is an alias of the rowid and
 # auto-assigned, so the variant keeps plain INTEGER there (SQLite integers are 64-bit anyway).
 _BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -80,19 +114,19 @@ class UsageRow(Base):
     __tablename__ = "usage"
 
     id: Mapped[int] = mapped_column(_BigIntId, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[str] = mapped_column(SafeString(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     # The API key used; deliberately no foreign key so usage history survives key deletion.
     key_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    endpoint: Mapped[str] = mapped_column(String(32))  # "chat/completions" | "completions" | "embeddings"
-    requested_model: Mapped[str] = mapped_column(Text)  # as the client sent it, so unbounded
-    agent: Mapped[str | None] = mapped_column(Text)
-    provider: Mapped[str | None] = mapped_column(Text)  # the provider that answered
-    model: Mapped[str | None] = mapped_column(Text)  # the upstream model that answered
+    endpoint: Mapped[str] = mapped_column(SafeString(32))  # "chat/completions" | "completions" | "embeddings"
+    requested_model: Mapped[str] = mapped_column(SafeText)  # as the client sent it, so unbounded
+    agent: Mapped[str | None] = mapped_column(SafeText)
+    provider: Mapped[str | None] = mapped_column(SafeText)  # the provider that answered
+    model: Mapped[str | None] = mapped_column(SafeText)  # the upstream model that answered
     fallbacks: Mapped[int] = mapped_column(Integer)  # number of hops before the answer
-    hops: Mapped[str | None] = mapped_column(Text)  # JSON list of {"provider","model","error","status"}
+    hops: Mapped[str | None] = mapped_column(SafeText)  # JSON list of {"provider","model","error","status"}
     status: Mapped[int] = mapped_column(Integer)  # HTTP status returned to the client
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -107,9 +141,9 @@ class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(200))
-    prefix: Mapped[str] = mapped_column(String(16))
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole key
+    name: Mapped[str] = mapped_column(SafeString(200))
+    prefix: Mapped[str] = mapped_column(SafeString(16))
+    key_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)  # sha256 hex of the whole key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,4 +1,4 @@
-"""KeyStore: create, verify, list, revoke, the verification cache and hostile tokens (real SQLite)."""
+"""KeyStore: create, verify, list, revoke, the verification cache and hostile tokens (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import asyncio
 import hashlib
 import secrets
 import unicodedata
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from gateway.storage import Database, KeyStore, open_database
+from tests.storage.conftest import Backend
 
 MALFORMED = [
     "",
@@ -28,18 +27,6 @@ MALFORMED = [
     "mg-abcdefghijklmnop qrstuvwxyz",
     "Bearer mg-abcdefghijklmnopqrstuvwxyz",
 ]
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "minigate.db"
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite+aiosqlite:///{db_path}")
-    yield database
-    await database.close()
 
 
 async def test_create_verify_list_revoke(db: Database) -> None:
@@ -90,15 +77,22 @@ async def test_unknown_token_is_rejected(db: Database) -> None:
     assert await keys.verify("mg-" + secrets.token_urlsafe(32)) is None
 
 
-async def test_only_the_hash_is_stored(db: Database, db_path: Path) -> None:
+async def test_only_the_hash_is_stored(db: Database, backend: Backend) -> None:
     keys = KeyStore(db)
     _, token = await keys.create("secret")
-    await db.close()  # checkpoints the WAL into the main file
-    files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
-    blob = b"".join(p.read_bytes() for p in files)
-    assert hashlib.sha256(token.encode()).hexdigest().encode() in blob  # the scan does see the table
-    assert token.encode() not in blob
-    assert token[3:].encode() not in blob  # nor the random part alone
+    await db.close()  # on SQLite: checkpoints the WAL into the main file
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if backend.name == "sqlite":
+        path = backend.sqlite_path
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        blob = b"".join(p.read_bytes() for p in files)
+        assert digest.encode() in blob  # the scan does see the table
+        assert token.encode() not in blob
+        assert token[3:].encode() not in blob  # nor the random part alone
+    # Every value of every table, as text.
+    dump = "\n".join(str(row) for table in sorted(backend.tables()) for row in backend.rows(f"SELECT * FROM {table}"))
+    assert digest in dump
+    assert token not in dump and token[3:] not in dump
 
 
 @pytest.mark.parametrize("token", MALFORMED)
@@ -169,3 +163,32 @@ async def test_name_is_validated(db: Database) -> None:
         await keys.create("   ")
     with pytest.raises(ValueError):
         await keys.create("x" * 201)
+
+
+async def test_a_key_made_by_one_replica_works_on_another(backend: Backend) -> None:
+    # Two gateways over one database (two processes in real life; two engines here): creation and revocation
+    # reach the other within its cache TTL.
+    first, second = await open_database(backend.url), await open_database(backend.url)
+    try:
+        a, b = KeyStore(first), KeyStore(second, cache_ttl=0.05)
+        info, token = await a.create("shared", admin=True)
+        assert await b.identify(token) == (info.id, True)
+        assert [k.id for k in await b.list()] == [info.id]
+        assert await b.revoke(info.id)
+        assert await a.verify(token) is None
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_last_used_never_goes_back(db: Database) -> None:
+    # Replicas flush last_used_at on their own schedules: an older time flushed late must not win.
+    fast, late = KeyStore(db), KeyStore(db)
+    _, token = await fast.create("k")
+    await late.verify(token)  # seen first by this replica...
+    await asyncio.sleep(0.05)
+    await fast.verify(token)  # ...then by this one
+    assert await fast.flush_last_used() == 1
+    newest = (await fast.list())[0].last_used_at
+    assert await late.flush_last_used() == 1  # the older time, flushed afterwards
+    assert (await fast.list())[0].last_used_at == newest

@@ -1,8 +1,9 @@
-"""UsageWriter: group commit on a real SQLite file, durability on return, and failure isolation."""
+"""UsageWriter: group commit on SQLite and PostgreSQL, durability on return, and failure isolation."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sqlite3
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import text
 
 import gateway
-from gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter, open_database
+from gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter
+from tests.storage.conftest import Backend
 
 _REPO = str(Path(gateway.__file__).resolve().parent.parent)
 
@@ -32,23 +35,6 @@ def _row(request_id: str, **kw: Any) -> UsageRecord:
     return UsageRecord(request_id=request_id, **fields)
 
 
-def _count(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM usage").fetchone()[0])
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "minigate.db"
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite+aiosqlite:///{db_path}")
-    yield database
-    await database.close()
-
-
 @pytest.fixture
 async def writer(db: Database) -> AsyncIterator[UsageWriter]:
     w = UsageWriter(db)
@@ -57,32 +43,29 @@ async def writer(db: Database) -> AsyncIterator[UsageWriter]:
     await w.close()
 
 
-async def test_thousand_concurrent_records_all_land(db: Database, db_path: Path) -> None:
+async def test_thousand_concurrent_records_all_land(db: Database, backend: Backend) -> None:
     w = UsageWriter(db)
     await w.start()
     await asyncio.gather(*(w.record(_row(f"r{i}", total_tokens=i)) for i in range(1000)))
     await w.close()
-    with sqlite3.connect(db_path) as conn:
-        ids = {r[0] for r in conn.execute("SELECT request_id FROM usage")}
+    ids = {r[0] for r in backend.rows("SELECT request_id FROM usage")}
     assert ids == {f"r{i}" for i in range(1000)}
     totals = await w.totals()
     assert totals["requests"] == 1000
     assert totals["total_tokens"] == sum(range(1000))
 
 
-async def test_row_committed_when_record_returns(writer: UsageWriter, db_path: Path) -> None:
+async def test_row_committed_when_record_returns(writer: UsageWriter, backend: Backend) -> None:
     # An independent connection (as another process would have) sees each row as soon as record returns.
-    other = sqlite3.connect(db_path)
-    try:
+    with backend.engine.connect() as other:
         for i in range(20):
             await writer.record(_row(f"c{i}"))
-            found = other.execute("SELECT count(*) FROM usage WHERE request_id = ?", (f"c{i}",)).fetchone()
-            assert found == (1,)
-    finally:
-        other.close()
+            found = other.execute(text("SELECT count(*) FROM usage WHERE request_id = :r"), {"r": f"c{i}"}).scalar()
+            other.rollback()  # a new snapshot for the next read
+            assert found == 1
 
 
-def test_rows_survive_kill_9(db_path: Path) -> None:
+def test_rows_survive_kill_9(db: Database, backend: Backend) -> None:
     # The child records rows, reports how many calls returned, and is killed without any cleanup.
     code = """
 import asyncio, sys
@@ -101,9 +84,7 @@ async def main():
 asyncio.run(main())
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, f"sqlite+aiosqlite:///{db_path}"], env=env, stdout=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code, backend.url], env=env, stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"recorded"
@@ -112,11 +93,11 @@ asyncio.run(main())
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
-    assert _count(db_path) == 50
+    assert backend.count("usage") == 50
 
 
 async def test_failing_row_fails_only_its_caller(
-    writer: UsageWriter, db_path: Path, caplog: pytest.LogCaptureFixture
+    writer: UsageWriter, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad = _row("bad", requested_model=cast(str, None))  # violates NOT NULL
     results = await asyncio.gather(
@@ -132,38 +113,44 @@ async def test_failing_row_fails_only_its_caller(
     assert "retrying row by row" in caplog.text  # it was one batch that failed, not one row alone
     # The writer carries on serving.
     await writer.record(_row("after"))
-    assert _count(db_path) == 101
+    assert backend.count("usage") == 101
 
 
 async def test_database_wide_failure_fails_the_batch_then_recovers(
-    writer: UsageWriter, db_path: Path, caplog: pytest.LogCaptureFixture
+    writer: UsageWriter, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
     await writer.record(_row("before"))
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("ALTER TABLE usage RENAME TO usage_away")
+    backend.execute("ALTER TABLE usage RENAME TO usage_away")
     results = await asyncio.gather(*(writer.record(_row(f"x{i}")) for i in range(10)), return_exceptions=True)
     assert all(isinstance(r, UsageWriteError) for r in results)
     assert "retrying once" in caplog.text  # not ten separate row-by-row attempts
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("ALTER TABLE usage_away RENAME TO usage")
+    backend.execute("ALTER TABLE usage_away RENAME TO usage")
     await writer.record(_row("after"))
-    with sqlite3.connect(db_path) as conn:
-        ids = [r[0] for r in conn.execute("SELECT request_id FROM usage ORDER BY id")]
+    ids = [r[0] for r in backend.rows("SELECT request_id FROM usage ORDER BY id")]
     assert ids == ["before", "after"]
 
 
-async def test_waits_for_another_writers_lock(writer: UsageWriter, db_path: Path) -> None:
-    # Another process holding the write lock briefly delays the commit (busy_timeout) instead of failing it.
-    other = sqlite3.connect(db_path, isolation_level=None)
-    try:
+async def test_waits_for_another_writers_lock(writer: UsageWriter, backend: Backend) -> None:
+    # Another process holding a write lock briefly delays the commit (busy_timeout on SQLite, a lock wait on
+    # PostgreSQL) instead of failing it.
+    await writer.record(_row("warm-up"))  # the writer's connection is open before the lock is taken
+    loop = asyncio.get_running_loop()
+    if backend.name == "sqlite":
+        other = sqlite3.connect(backend.sqlite_path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
-        started = asyncio.get_running_loop().time()
+        release = functools.partial(other.execute, "COMMIT")
+    else:
+        conn = backend.engine.connect()
+        conn.execute(text("LOCK TABLE usage IN EXCLUSIVE MODE"))
+        release = conn.commit
+    try:
+        loop.call_later(0.3, release)
+        started = loop.time()
         await writer.record(_row("patient"))
-        assert asyncio.get_running_loop().time() - started >= 0.25
+        assert loop.time() - started >= 0.25
     finally:
-        other.close()
-    assert _count(db_path) == 1
+        (other if backend.name == "sqlite" else conn).close()
+    assert backend.count("usage") == 2
 
 
 async def test_fields_round_trip(writer: UsageWriter) -> None:
@@ -212,14 +199,14 @@ async def test_fields_round_trip(writer: UsageWriter) -> None:
     }
 
 
-async def test_close_flushes_pending_rows(db: Database, db_path: Path) -> None:
+async def test_close_flushes_pending_rows(db: Database, backend: Backend) -> None:
     w = UsageWriter(db)
     await w.start()
     tasks = [asyncio.create_task(w.record(_row(f"p{i}"))) for i in range(300)]
     await asyncio.sleep(0)  # let every task enqueue its row
     await w.close()
     await asyncio.gather(*tasks)
-    assert _count(db_path) == 300
+    assert backend.count("usage") == 300
 
 
 async def test_record_needs_a_running_writer(db: Database) -> None:

@@ -1,0 +1,107 @@
+"""SQL expressions that differ between SQLite and PostgreSQL, each written once per dialect here.
+
+Queries elsewhere use these constructs and stay the same on both backends; SQLAlchemy picks the dialect's text
+when the statement is compiled, so nobody passes a dialect around:
+
+- :class:`epoch_bucket` ``(column, seconds)``: which ``seconds``-long slot since 1970 a timestamp falls in.
+  SQLite has no epoch function that is cheap (``julianday`` is its fastest date function; ``strftime('%s')``
+  returns text); PostgreSQL has ``extract(epoch ...)``.
+- :class:`floor_int` ``(expression)``: the largest integer not above a number. PostgreSQL's ``CAST(x AS
+  INTEGER)`` rounds where SQLite's truncates, so the cast alone would put values in different bins.
+- :class:`greatest` ``(a, b)``: ``GREATEST`` on PostgreSQL, the scalar ``max(a, b)`` on SQLite.
+
+Both render their integer arguments as literals, so the same expression in ``SELECT`` and ``GROUP BY`` compiles
+to the same text (with bound parameters PostgreSQL sees two different expressions and refuses the grouping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Integer, literal_column
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+__all__ = ["epoch_bucket", "floor_int", "greatest"]
+
+# julianday() of 1970-01-01 00:00:00 UTC.
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
+
+
+class epoch_bucket(FunctionElement[int]):
+    """``floor(seconds since 1970 of column / seconds)``: the time bucket of a timestamp, as an integer."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "epoch_bucket"
+
+    def __init__(self, column: ColumnElement[Any], seconds: int) -> None:
+        """Buckets of ``seconds`` (a positive integer) for the timestamps in ``column``."""
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+            raise ValueError(f"bucket length must be a positive integer, not {seconds!r}")
+        super().__init__(column, literal_column(str(seconds)))
+
+
+class floor_int(FunctionElement[int]):
+    """``floor(expression)`` as an integer (for non-negative numbers on SQLite, which truncates)."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "floor_int"
+
+
+def _args(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> list[str]:
+    return [compiler.process(clause, **kw) for clause in element.clauses]
+
+
+@compiles(epoch_bucket)
+def _epoch_bucket(element: epoch_bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL (and the SQL standard): EXTRACT(EPOCH ...) gives seconds since 1970 of a timestamptz.
+    column, seconds = _args(element, compiler, **kw)
+    return f"CAST(floor(EXTRACT(EPOCH FROM {column}) / {seconds}) AS BIGINT)"
+
+
+@compiles(epoch_bucket, "sqlite")
+def _epoch_bucket_sqlite(element: epoch_bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    # Timestamps are after 1970, so truncating is flooring; "/" of two integers is integer division.
+    column, seconds = _args(element, compiler, **kw)
+    return f"(CAST((julianday({column}) - {_UNIX_EPOCH_JULIAN_DAY}) * 86400 AS INTEGER) / {seconds})"
+
+
+@compiles(floor_int)
+def _floor_int(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = _args(element, compiler, **kw)
+    return f"CAST(floor({value}) AS INTEGER)"
+
+
+@compiles(floor_int, "sqlite")
+def _floor_int_sqlite(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite's CAST truncates towards zero: the floor of a non-negative number, without needing floor(),
+    # which only SQLite builds with the math functions have.
+    (value,) = _args(element, compiler, **kw)
+    return f"CAST({value} AS INTEGER)"
+
+
+class greatest(FunctionElement[Any]):
+    """The larger of two values: ``GREATEST`` on PostgreSQL, the two-argument scalar ``max`` on SQLite."""
+
+    inherit_cache = True
+    name = "greatest"
+
+    def __init__(self, a: ColumnElement[Any], b: ColumnElement[Any]) -> None:
+        """``greatest(a, b)``, typed like ``a``."""
+        super().__init__(a, b)
+        self.type = a.type
+
+
+@compiles(greatest)
+def _greatest(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    a, b = _args(element, compiler, **kw)
+    return f"GREATEST({a}, {b})"
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    a, b = _args(element, compiler, **kw)
+    return f"max({a}, {b})"
