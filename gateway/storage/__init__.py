@@ -1,5 +1,5 @@
-"""Storage: the database (SQLite by default, or PostgreSQL), its migrations, usage logging, API keys and
-conversations.
+"""Storage: the database (SQLite by default, or PostgreSQL), its migrations, usage logging, API keys,
+conversations and the cooldowns replicas share.
 
 Typical startup::
 
@@ -13,6 +13,7 @@ Typical startup::
 """
 
 from gateway.storage.conversations import ConversationStore
+from gateway.storage.cooldowns import SharedCooldown, SharedCooldowns
 from gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
 from gateway.storage.keys import ApiKeyInfo, KeyStore
 from gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
@@ -22,6 +23,8 @@ __all__ = [
     "ConversationStore",
     "Database",
     "KeyStore",
+    "SharedCooldown",
+    "SharedCooldowns",
     "UsageRecord",
     "UsageWriteError",
     "UsageWriter",
