@@ -4,6 +4,10 @@
 Run from the repository root with the project's venv active (about 30 s)::
 
     python bench/bench_usage_page.py [--rows 100000] [--requests 30] [--json results.json]
+    python bench/bench_usage_page.py --postgres postgresql://postgres@127.0.0.1:55432/postgres  # on PostgreSQL
+
+With ``--postgres`` (a URL whose user may create databases) the gateway uses a new database made for the run
+(dropped at the end) and the same rows are copied into it.
 
 ``minigate serve`` runs as a subprocess on 127.0.0.1 with a temporary config and data folder; the rows are
 written straight into its SQLite database (spread over the last 24 hours, like a busy day), then a logged-in
@@ -60,9 +64,12 @@ def _port() -> int:
         return port
 
 
-def _start(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(folder: Path, database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     config = folder / "minigate.json"
-    config.write_text(json.dumps({**CONFIG, "server": {"data_dir": str(folder / "data")}}))
+    server: dict[str, str] = {"data_dir": str(folder / "data")}
+    if database_url:
+        server["database_url"] = database_url
+    config.write_text(json.dumps({**CONFIG, "server": server}))
     port = _port()
     env = {**os.environ, "MINIGATE_ADMIN_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
@@ -77,6 +84,26 @@ def _start(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("the gateway did not start")
+
+
+def _copy_to_postgres(sqlite_path: Path, url: str) -> None:
+    """Copy the usage rows of a SQLite file into the PostgreSQL database at ``url`` (already migrated)."""
+    import sqlite3
+
+    import psycopg
+
+    columns = (
+        "request_id, created_at, key_id, endpoint, requested_model, agent, provider, model, fallbacks, hops,"
+        " status, error, prompt_tokens, completion_tokens, total_tokens, latency_ms, ttft_ms, streamed"
+    )
+    with sqlite3.connect(sqlite_path) as lite:
+        rows = lite.execute(f"SELECT {columns} FROM usage ORDER BY id").fetchall()
+    with psycopg.connect(url) as pg, pg.cursor() as cur:
+        with cur.copy(f"COPY usage ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                # SQLite holds naive UTC text; booleans as 0/1.
+                copy.write_row((*row[:1], row[1] + "+00", *row[2:17], bool(row[17])))
+        cur.execute("ANALYZE usage")
 
 
 def _login(client: httpx.Client) -> None:
@@ -100,13 +127,40 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--postgres", help="run on PostgreSQL: a URL of a server where a database may be created")
     args = parser.parse_args()
+    database_url = None
+    if args.postgres:
+        import psycopg
+
+        admin = args.postgres.replace("postgresql+psycopg://", "postgresql://")
+        name = f"minigate_bench_{os.getpid()}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        database_url = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        _run(args, database_url)
+    finally:
+        if database_url:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def _run(args: argparse.Namespace, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        proc, base = _start(folder)
+        proc, base = _start(folder, database_url)
         try:
             started = time.perf_counter()
-            fill_usage(folder / "data" / "minigate.db", args.rows)
+            if database_url:
+                from gateway.storage import migrate
+
+                staging = folder / "staging.db"
+                migrate(f"sqlite:///{staging}")
+                fill_usage(staging, args.rows)
+                _copy_to_postgres(staging, database_url)
+            else:
+                fill_usage(folder / "data" / "minigate.db", args.rows)
             print(f"stored {args.rows:,} usage rows in {time.perf_counter() - started:.1f} s")
             with httpx.Client(base_url=base, follow_redirects=False, timeout=30) as client:
                 _login(client)
@@ -133,7 +187,8 @@ def main() -> None:
             verdict = f"<= {TARGET_MS:.0f} ms  {'PASS' if p50 <= TARGET_MS else 'FAIL'}"
         print(f"{name:<26} {p50:8.1f} {p95:8.1f}  {verdict}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": args.rows, "pages": figures}, indent=2))
+        backend = "postgresql" if database_url else "sqlite"
+        Path(args.json).write_text(json.dumps({"rows": args.rows, "backend": backend, "pages": figures}, indent=2))
 
 
 if __name__ == "__main__":
