@@ -56,18 +56,18 @@ ENV PATH=/opt/minigate/bin:$PATH \
 COPY --from=builder /opt/minigate /opt/minigate
 COPY deploy/minigate.json /opt/minigate/share/minigate.json
 COPY deploy/entrypoint.sh /usr/local/bin/minigate-entrypoint
+COPY deploy/healthcheck.sh /usr/local/bin/minigate-healthcheck
 # NVIDIA libraries that came as wheels (cuda builds only) are made known to the dynamic linker; the folder
 # that will be the data volume belongs to the runtime user, so a new named volume starts out writable.
 RUN set -eu; \
-    find /opt/minigate -path '*/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u > /etc/ld.so.conf.d/minigate.conf; \
+    find /opt/minigate -path '*/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u >/etc/ld.so.conf.d/minigate.conf; \
     ldconfig; \
     groupadd --system --gid 10001 minigate; \
     useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/minigate --create-home --shell /usr/sbin/nologin minigate; \
-    chmod 0755 /usr/local/bin/minigate-entrypoint
+    chmod 0755 /usr/local/bin/minigate-entrypoint /usr/local/bin/minigate-healthcheck
 USER minigate
 WORKDIR /var/lib/minigate
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 CMD ["minigate-healthcheck"]
 ENTRYPOINT ["minigate-entrypoint"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -78,7 +78,8 @@ for impl in "${implementations[@]}"; do
       [ "$got" = "minigate-gpu postgres" ] || fail "$impl --profile gpu --profile postgres starts '$got'"
       compose "$impl" --profile gpu config --format json >"$work/gpu.json"
       compose "$impl" MINIGATE_BIND=127.0.0.1 MINIGATE_PORT=9090 config --format json >"$work/bind.json"
-      python3 - "$work/gpu.json" "$work/bind.json" <<'PY' || fail "$impl: the rendered services are not as expected"
+      compose "$impl" MINIGATE_EXTRAS= config --format json >"$work/slim.json"
+      python3 - "$work"/{gpu,bind,slim}.json <<'PY' || fail "$impl: the rendered services are not as expected"
 import json
 import sys
 
@@ -97,8 +98,11 @@ assert (port["host_ip"], str(port["published"]), port["target"]) == ("127.0.0.1"
 assert cpu["volumes"][0]["source"] == "minigate-data" and cpu["volumes"][0]["target"] == "/var/lib/minigate"
 assert cpu["healthcheck"]["test"][0] == "CMD" and cpu["restart"] == "unless-stopped" and cpu["init"] is True
 assert cpu["environment"]["MINIGATE_ADMIN_KEY"] == "validate-key"
+slim = json.load(open(sys.argv[3]))["services"]["minigate"]
+assert slim["build"]["args"]["MINIGATE_EXTRAS"] == "", slim["build"]["args"]
 PY
-      echo "ok: $impl $version: each profile starts the right services; gpu reserves NVIDIA devices; the port binds as set"
+      echo "ok: $impl $version: each profile starts the right services; gpu reserves NVIDIA devices; the port binds as set;" \
+        "an empty MINIGATE_EXTRAS builds without extras"
       ;;
   esac
   # The shell's empty value wins over .env's, as a forgotten key in .env would.
