@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 import gateway
-from gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter
+from gateway.storage import Database, KeyStore, UsageRecord, UsageWriteError, UsageWriter, open_database
 from tests.storage.conftest import Backend
 
 _REPO = str(Path(gateway.__file__).resolve().parent.parent)
@@ -233,3 +233,26 @@ async def test_empty_totals(writer: UsageWriter) -> None:
         "total_tokens": 0,
     }
     assert await writer.query_recent(5) == []
+
+
+async def test_dropped_connections_cost_no_row(pg_backend: Backend) -> None:
+    # PostgreSQL restarted or a proxy cut the connections: the writer reconnects within its one retry, and the
+    # app's pool checks connections before use, so neither a usage row nor a key lookup fails.
+    db = await open_database(pg_backend.url)
+    writer = UsageWriter(db)
+    await writer.start()
+    try:
+        keys = KeyStore(db, cache_ttl=0)
+        _, token = await keys.create("k")
+        await writer.record(_row("before"))
+        killed = pg_backend.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert killed >= 2  # the writer's connection and the pool's
+        await writer.record(_row("after"))
+        assert await keys.verify(token) is not None
+    finally:
+        await writer.close()
+        await db.close()
+    assert [r[0] for r in pg_backend.rows("SELECT request_id FROM usage ORDER BY id")] == ["before", "after"]
