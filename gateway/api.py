@@ -13,6 +13,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import ModelNotFound
+from gateway.observe import trace_of
 from gateway.proxy import Served, serve_json, serve_stream, start_call
 from gateway.runtime import Gateway
 from gateway.wire import (
@@ -85,7 +86,7 @@ async def _serve(
 ) -> Response[Any]:
     key_id = await gateway.authenticate(request.headers.get("authorization"))
     parsed, raw = decode_request(await request.body(), struct)
-    call = start_call(gateway, endpoint, parsed, raw, key_id)
+    call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
     try:
         served = await _cancel_on_disconnect(request, (serve_stream if call.stream else serve_json)(call))
     except _ClientGone:

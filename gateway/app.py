@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +18,12 @@ from gateway.admin import admin_handlers
 from gateway.api import v1_handlers
 from gateway.config import Config
 from gateway.errors import exception_handlers
+from gateway.lifecycle import Drain
+from gateway.logs import AccessLine, Redactor
+from gateway.monitor import GatewayMetrics
+from gateway.observe import observe
+from gateway.reload import Reloader, config_path, reload_handler
+from gateway.routing import Deployment
 from gateway.runtime import Gateway
 from providers.registry import ProviderRegistry, builtin_registry
 from web import WebState, apply_stored_overrides, web_routes
@@ -30,6 +38,19 @@ def _gateway(state: State) -> Gateway:
     return gateway
 
 
+def _reloader(state: State) -> Reloader:
+    reloader: Reloader = state.reloader
+    return reloader
+
+
+def _usable(gateway: Gateway, deployment: Deployment) -> bool:
+    provider = gateway.providers.get(deployment.provider)
+    if provider is None or gateway.health.cooling(deployment.ref) > 0:
+        return False
+    listed = provider.models()
+    return not listed or deployment.model in listed
+
+
 @get("/health", include_in_schema=False)
 async def health() -> Response[bytes]:
     """Liveness: the process answers."""
@@ -38,11 +59,12 @@ async def health() -> Response[bytes]:
 
 @get("/ready", include_in_schema=False)
 async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """Readiness: the database answers and the default chain has a deployment that is not cooling down."""
-    checks: dict[str, Any] = {"database": await gateway.database.ping()}
+    """Readiness: not shutting down, the database answers, and the default chain has a usable deployment
+    (its provider exists and lists the model, and it is not cooling down)."""
+    checks: dict[str, Any] = {"accepting": not gateway.drain.stopping, "database": await gateway.database.ping()}
     default = gateway.routes.resolve("default")
     if default is not None:
-        checks["default_chain"] = any(gateway.health.cooling(d.ref) == 0 for d in default.chain)
+        checks["default_chain"] = any(_usable(gateway, d) for d in default.chain)
     ok = all(checks.values())
     return Response(
         msgspec.json.encode({"status": "ready" if ok else "not ready", "checks": checks}),
@@ -51,30 +73,76 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
     )
 
 
-def create_app(config: Config, registry: ProviderRegistry | None = None) -> Litestar:
-    """Build the Litestar app for ``config``; the gateway's resources open and close with the app's lifespan."""
+@get("/metrics", include_in_schema=False)
+async def metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Prometheus metrics (text format 0.0.4); see ``gateway.monitor``."""
+    body = await gateway.metrics.scrape(gateway)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(
+    config: Config,
+    registry: ProviderRegistry | None = None,
+    *,
+    redactor: Redactor | None = None,
+    access_line: AccessLine | None = None,
+) -> Litestar:
+    """Build the Litestar app for ``config``; the gateway's resources open and close with the app's lifespan.
+
+    ``app.state.drain`` is what ``minigate serve`` tells about SIGTERM; ``redactor`` (the log formatter's) learns
+    the configured secrets at startup and after each reload; ``access_line`` writes request log lines (default:
+    through the ``minigate.access`` logger).
+    """
     registry = registry or builtin_registry()
     web = WebState.create()
+    drain, gateway_metrics = Drain(), GatewayMetrics()
+    redactor = redactor or Redactor()
+
+    async def prepare(staged: Gateway) -> None:
+        # Chains edited in the web UI stay in force: apply them to the new config before it is swapped in.
+        web.base_configs[id(staged)] = staged.config
+        try:
+            await apply_stored_overrides(staged, web)
+        finally:
+            web.base_configs.pop(id(staged), None)
+            web.applied.discard(id(staged))
+
+    def adopt(gateway: Gateway, loaded: Config) -> None:
+        web.base_configs[id(gateway)] = loaded  # later chain edits apply on top of the new config
+        redactor.update(gateway.secrets())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        gateway = await Gateway.open(config, registry)
+        gateway = await Gateway.open(config, registry, drain=drain, metrics=gateway_metrics)
         # Chains edited in the web UI are kept in the database and apply from the first request on.
         await apply_stored_overrides(gateway, web)
-        app.state.gateway = gateway
+        redactor.update(gateway.secrets())
+        reloader = Reloader(gateway, config_path(config), prepare=prepare, adopt=adopt)
+        app.state.gateway, app.state.reloader = gateway, reloader
+        watcher = asyncio.create_task(reloader.watch())
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await gateway.close()
 
     v1 = Router("/v1", route_handlers=v1_handlers())
     admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
-    return Litestar(
-        route_handlers=[v1, admin_api, health, ready, *web_routes(web)],
-        dependencies={"gateway": Provide(_gateway, sync_to_thread=False)},
+    app = Litestar(
+        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web)],
+        dependencies={
+            "gateway": Provide(_gateway, sync_to_thread=False),
+            "reloader": Provide(_reloader, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],
         request_max_body_size=config.server.max_body_bytes,
         openapi_config=None,
         logging_config=None,
     )
+    app.state.drain = drain
+    # Outside Litestar's own exception handling, so every response (404s and 500s too) gets a request id.
+    app.asgi_handler = observe(app.asgi_handler, gateway_metrics, drain, access_line)
+    return app

@@ -107,6 +107,8 @@ class ServerConfig(_Strict):
     data_dir: str = "./data"
     database_url: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class _RawConfig(_Strict):
@@ -286,6 +288,8 @@ def parse_config(
         issues.append(("router.timeout", "must be positive"))
     if not 0 < cfg.server.port < 65536:
         issues.append(("server.port", "must be between 1 and 65535"))
+    if cfg.server.shutdown_grace < 0:
+        issues.append(("server.shutdown_grace", "must be zero or more seconds"))
     if issues:
         raise ConfigError(issues)
     return Config(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,10 @@ import msgspec
 
 from gateway.chain import ChainExhausted, Hop, run_chain
 from gateway.errors import GatewayError, ModelNotFound, error_body
-from gateway.routing import Deployment, Route
+from gateway.health import HealthBook
+from gateway.observe import Trace, new_request_id
+from gateway.plugins import Pipeline, plugin_hooks
+from gateway.routing import Deployment, Route, RouteTable
 from gateway.runtime import Gateway
 from gateway.storage import UsageRecord
 from providers.base import ChunkStream, Endpoint, Provider, ProviderError, ProviderRequest
@@ -50,25 +52,41 @@ ROUTING_FIELDS = frozenset(
 _encode = msgspec.json.encode
 
 
-@dataclass(slots=True)
+_SHUTDOWN = "the gateway shut down before the answer was complete"
+
+
+@dataclass(slots=True, eq=False)
 class Call:
-    """One client request on its way through the gateway."""
+    """One client request on its way through the gateway.
+
+    ``providers``, ``health`` and ``routes`` are the gateway's as they were when the call started: a config
+    reload swaps the gateway's references, and this call finishes on the ones it began with.
+    """
 
     gateway: Gateway
     endpoint: Endpoint
     route: Route
     forward: dict[str, Any]
     key_id: int | None
+    providers: dict[str, Provider]
+    health: HealthBook
+    routes: RouteTable
     stream: bool = False
     client_usage: bool = False
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
     deadline: float = 0.0
+    trace: Trace | None = None
+    task: asyncio.Task[Any] | None = None  # what a shutdown cancels (see gateway.lifecycle)
+    cut: bool = False  # set when a shutdown ended the call
+    hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
 
     def provider_request(self, deployment: Deployment) -> ProviderRequest:
         """The body aimed at one deployment."""
         body = dict(self.forward)
         body["model"] = deployment.model
+        if self.hooks is not None:  # plugins see (and may change or refuse) what leaves for this deployment
+            body = self.hooks.upstream(self, deployment, body)
         return ProviderRequest(self.endpoint, deployment.model, body, self.stream, self.deadline, self.request_id)
 
     def row(self, status: int, **fields: Any) -> UsageRecord:
@@ -85,15 +103,35 @@ class Call:
             **fields,
         )
 
-    async def store(self, status: int, deployment: Deployment | None, hops: list[Hop], **fields: Any) -> None:
-        """Commit this call's usage row; storage trouble is logged, never turned into a failed answer."""
+    async def store(
+        self,
+        status: int,
+        deployment: Deployment | None,
+        hops: list[Hop],
+        *,
+        error: str | None = None,
+        ttft_ms: float | None = None,
+        usage: Any = None,
+    ) -> None:
+        """Commit this call's usage row (and count it); storage trouble is logged, never a failed answer."""
+        tokens = _tokens(usage)
+        self.gateway.metrics.call(
+            deployment, deployment is not None and self.routes.listed(deployment), hops, tokens, ttft_ms
+        )
+        trace = self.trace
+        if trace is not None:
+            trace.status, trace.fallbacks, trace.error = status, len(hops), error
+            if deployment is not None:
+                trace.provider, trace.model = deployment.provider, deployment.model
         row = self.row(
             status,
             provider=deployment.provider if deployment else None,
             model=deployment.model if deployment else None,
             fallbacks=len(hops),
             hops=[h.record() for h in hops] or None,
-            **fields,
+            error=error,
+            ttft_ms=ttft_ms,
+            **tokens,
         )
         try:
             await self.gateway.usage.record(row)
@@ -106,18 +144,34 @@ class Call:
             "x-minigate-provider": deployment.provider,
             "x-minigate-model": deployment.model,
             "x-minigate-fallbacks": str(len(hops)),
-            "x-request-id": self.request_id,
         }
 
 
-def start_call(gateway: Gateway, endpoint: Endpoint, parsed: Any, raw: dict[str, Any], key_id: int | None) -> Call:
-    """Resolve the route and prepare the forwarded body; 404 when no route knows the model."""
-    route = gateway.routes.resolve(parsed.model)
+def start_call(
+    gateway: Gateway,
+    endpoint: Endpoint,
+    parsed: Any,
+    raw: dict[str, Any],
+    key_id: int | None,
+    trace: Trace | None = None,
+) -> Call:
+    """Resolve the route and prepare the forwarded body; 404 when no route knows the model.
+
+    ``trace`` (the request wrapper's, see ``gateway.observe``) gives the call its request id and learns who
+    answered. The x-request-id response header is added by that wrapper.
+    """
+    routes = gateway.routes
+    if (hooks := plugin_hooks(gateway.registry)) is not None:  # plugins see the request before it is routed
+        parsed = hooks.request(endpoint, parsed, raw, key_id, trace.request_id if trace else None)
+    route = routes.resolve(parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
     forward = {k: v for k, v in raw.items() if k not in ROUTING_FIELDS}
     stream = bool(getattr(parsed, "stream", False))
-    call = Call(gateway, endpoint, route, forward, key_id, stream=stream)
+    call = Call(gateway, endpoint, route, forward, key_id, gateway.providers, gateway.health, routes, stream=stream)
+    if trace is not None:
+        call.trace, call.request_id = trace, trace.request_id
+    call.hooks = hooks
     call.deadline = call.started + gateway.config.router.timeout
     if stream:
         options = raw.get("stream_options")
@@ -139,8 +193,32 @@ def _check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> N
 async def _failed(call: Call, err: GatewayError, hops: list[Hop] | None = None) -> GatewayError:
     with anyio.CancelScope(shield=True):
         await call.store(err.status, None, hops or [], error=err.message)
-    err.headers.setdefault("x-request-id", call.request_id)
     return err
+
+
+def _uncancel() -> None:
+    # A shutdown's cut is answered with an error, not propagated as a cancellation of the request.
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _cancelled(call: Call, hops: list[Hop]) -> GatewayError | None:
+    """A call cancelled before it had an answer: the 503 to raise when a shutdown cut it, None when the client
+    left (the caller re-raises the cancellation). The usage row is stored either way."""
+    if not call.cut:
+        with anyio.CancelScope(shield=True):
+            await call.store(499, None, hops, error="client disconnected")
+        return None
+    _uncancel()
+    error = GatewayError(
+        f"The request was not answered: {_SHUTDOWN}.",
+        status=503,
+        type="server_error",
+        code="server_shutting_down",
+        headers={"retry-after": "1", "connection": "close"},
+    )
+    return await _failed(call, error, hops)
 
 
 def _tokens(usage: Any) -> dict[str, int | None]:
@@ -167,18 +245,23 @@ async def serve_json(call: Call) -> Served:
         _check_endpoint(provider, call, deployment)
         return await provider.complete(call.provider_request(deployment))
 
+    drain = call.gateway.drain
+    drain.add(call)
     try:
-        deployment, body, hops = await run_chain(
-            call.route, call.gateway.providers, call.gateway.health, call.deadline, attempt
-        )
+        deployment, body, hops = await run_chain(call.route, call.providers, call.health, call.deadline, attempt)
     except ChainExhausted as exhausted:
         raise await _failed(call, exhausted.error, exhausted.hops) from None
     except asyncio.CancelledError:
-        with anyio.CancelScope(shield=True):
-            await call.store(499, None, hops, error="client disconnected")
-        raise
+        cut = await _cancelled(call, hops)
+        if cut is None:
+            raise
+        raise cut from None
+    finally:
+        drain.discard(call)
     body["model"] = deployment.ref
-    await call.store(200, deployment, hops, **_tokens(body.get("usage")))
+    if call.hooks is not None:
+        body = await call.hooks.response(call, deployment, hops, body)
+    await call.store(200, deployment, hops, usage=body.get("usage"))
     return Served(call.headers(deployment, hops), body=_encode(body))
 
 
@@ -230,16 +313,24 @@ async def serve_stream(call: Call) -> Served:
         iterator, buffered = await _prime(stream)
         return stream, iterator, buffered
 
+    drain = gateway.drain
+    drain.add(call)
     try:
         deployment, (stream, iterator, buffered), hops = await run_chain(
-            call.route, gateway.providers, gateway.health, call.deadline, attempt
+            call.route, call.providers, call.health, call.deadline, attempt
         )
     except ChainExhausted as exhausted:
+        drain.discard(call)
         raise await _failed(call, exhausted.error, exhausted.hops) from None
     except asyncio.CancelledError:
-        with anyio.CancelScope(shield=True):
-            await call.store(499, None, hops, error="client disconnected")
-        raise
+        drain.discard(call)
+        cut = await _cancelled(call, hops)
+        if cut is None:
+            raise
+        raise cut from None
+    # The call stays registered while the response machinery starts iterating the relay (in a task of its
+    # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
+    call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
     return Served(
         call.headers(deployment, hops),
@@ -259,6 +350,7 @@ async def _relay(
     model = deployment.ref
     usage: Any = None
     status, error = 200, None
+    call.task = asyncio.current_task()
 
     def event(chunk: dict[str, Any]) -> bytes | None:
         nonlocal usage
@@ -269,9 +361,13 @@ async def _relay(
                 if not chunk.get("choices"):
                     return None
         chunk["model"] = model
+        if call.hooks is not None:
+            chunk = call.hooks.chunk(call, deployment, chunk)
         return _event(chunk)
 
     try:
+        if call.cut:
+            raise asyncio.CancelledError()  # cut before the first step: end like any other cut stream
         async with asyncio.timeout(max(0.0, call.deadline - time.monotonic())):
             for chunk in buffered:
                 if (data := event(chunk)) is not None:
@@ -282,7 +378,7 @@ async def _relay(
                     yield data
     except ProviderError as err:
         status, error = (err.status if err.status >= 400 else 502), err.message
-        call.gateway.health.failure(deployment.ref, err)
+        call.health.failure(deployment.ref, err)
         yield _event(
             error_body(
                 f"The upstream failed mid-stream: {err.message}",
@@ -294,12 +390,19 @@ async def _relay(
     except TimeoutError:
         status, error = 504, "the request's deadline passed mid-stream"
         yield _event(error_body(f"The request timed out: {error}.", "timeout_error", None, "upstream_timeout"))
-    except (asyncio.CancelledError, GeneratorExit):
-        status, error = 499, "client disconnected"
+    except asyncio.CancelledError:
+        status, error = (503, _SHUTDOWN) if call.cut else (499, "client disconnected")
+        if not call.cut:
+            raise
+        _uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
+        yield _event(error_body(f"The answer was cut off: {_SHUTDOWN}.", "server_error", None, "server_shutting_down"))
+    except GeneratorExit:
+        status, error = (503, _SHUTDOWN) if call.cut else (499, "client disconnected")
         raise
     finally:
+        call.gateway.drain.discard(call)
         with anyio.CancelScope(shield=True):
             await stream.aclose()
-            await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, **_tokens(usage))
+            await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
     if error is None:
         yield b"data: [DONE]\n\n"

@@ -57,6 +57,14 @@ class RouteTable:
                 owners.setdefault(model, []).append(provider)
         # A bare model name is a shortcut only where it is unambiguous.
         self._bare = {m: Deployment(ps[0], m) for m, ps in owners.items() if len(ps) == 1}
+        named = {f"{p}/{m}" for p, models in provider_models.items() for m in models}
+        named.update(d.ref for chain in self._agents.values() for d in chain)
+        named.update(t for t in config.aliases.values() if "/" in t)
+        self.named = frozenset(named)
+
+    def listed(self, deployment: Deployment) -> bool:
+        """True when the config or a provider names this deployment (not only a client's request)."""
+        return deployment.ref in self.named
 
     def _agent_route(self, requested: str, agent: str) -> Route:
         name = "defaults" if agent == "default" and "defaults" in self._config.agents else agent

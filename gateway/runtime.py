@@ -11,25 +11,32 @@ import hmac
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import Config
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.health import HealthBook
 from gateway.jobs import JobBoard
+from gateway.lifecycle import Drain
+from gateway.logs import env_secrets
+from gateway.monitor import GatewayMetrics
 from gateway.routing import RouteTable
 from gateway.storage import Database, KeyStore, UsageWriter, open_database
 from providers.base import ManagesModels, Provider, ProviderError
 from providers.registry import ProviderContext, ProviderRegistry
 
-__all__ = ["ADMIN_KEY_ENV", "Gateway", "build_providers"]
+__all__ = ["ADMIN_KEY_ENV", "Gateway", "ProviderSpec", "build_providers", "provider_specs"]
 
 log = logging.getLogger("minigate")
 
 ADMIN_KEY_ENV = "MINIGATE_ADMIN_KEY"
 
 
-def build_providers(config: Config, registry: ProviderRegistry) -> dict[str, Provider]:
-    """One provider object per configured section, built by its registered type's factory."""
+ProviderSpec = tuple[str, Any, ProviderContext]  # (type name, typed config section, context)
+
+
+def provider_specs(config: Config) -> dict[str, ProviderSpec]:
+    """What each configured provider is built from; two equal specs build equivalent providers."""
     defaults = config.default_agent
     resources = defaults.resources if defaults else None
     context = ProviderContext(
@@ -38,12 +45,50 @@ def build_providers(config: Config, registry: ProviderRegistry) -> dict[str, Pro
         cpu_threads=resources.cpu_threads if resources else None,
         gpu_memory=resources.gpu_memory if resources else None,
     )
+    return {name: (type_name, section, context) for name, (type_name, section) in config.providers.items()}
+
+
+def build_providers(
+    config: Config, registry: ProviderRegistry, reuse: dict[str, tuple[ProviderSpec, Provider]] | None = None
+) -> tuple[dict[str, Provider], list[Provider]]:
+    """One provider per configured section: ``(all of them, the newly built ones)``.
+
+    A provider in ``reuse`` whose spec is unchanged is kept as it is, so a reload neither reconnects remote
+    providers nor restarts local models whose section did not change.
+    """
     providers: dict[str, Provider] = {}
-    for name, (type_name, section) in config.providers.items():
-        kind = registry.get(type_name)
+    fresh: list[Provider] = []
+    for name, spec in provider_specs(config).items():
+        kept = (reuse or {}).get(name)
+        if kept is not None and kept[0] == spec:
+            providers[name] = kept[1]
+            continue
+        kind = registry.get(spec[0])
         assert kind is not None  # the config check refuses unknown types
-        providers[name] = kind.factory(name, section, context)
-    return providers
+        providers[name] = kind.factory(name, spec[1], spec[2])
+        fresh.append(providers[name])
+    return providers, fresh
+
+
+async def start_providers(providers: list[Provider]) -> None:
+    """Start ``providers``; if one fails, close those already started and raise its error."""
+    started: list[Provider] = []
+    try:
+        for provider in providers:
+            await provider.start()
+            started.append(provider)
+    except BaseException:
+        await close_providers(started)
+        raise
+
+
+async def close_providers(providers: list[Provider]) -> None:
+    """Close ``providers``; a failure is logged and does not stop the others from closing."""
+    for provider in providers:
+        try:
+            await provider.close()
+        except Exception:
+            log.exception("provider %s failed to close", provider.name)
 
 
 @dataclass(slots=True)
@@ -58,24 +103,32 @@ class Gateway:
     usage: UsageWriter
     keys: KeyStore
     admin_key: str | None
+    registry: ProviderRegistry
+    drain: Drain = field(default_factory=Drain)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    specs: dict[str, ProviderSpec] = field(default_factory=dict)  # what each provider was built from
     jobs: JobBoard = field(default_factory=JobBoard)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retiring: set[Provider] = field(default_factory=set)  # replaced by a reload, closed once unused
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, config: Config, registry: ProviderRegistry) -> Gateway:
+    async def open(
+        cls,
+        config: Config,
+        registry: ProviderRegistry,
+        *,
+        drain: Drain | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> Gateway:
         """Open the database (applying migrations), start the usage writer and every provider."""
         database = await open_database(config.database_url())
         usage = UsageWriter(database)
         await usage.start()
-        providers = build_providers(config, registry)
-        started: list[Provider] = []
+        providers, fresh = build_providers(config, registry)
         try:
-            for provider in providers.values():
-                await provider.start()
-                started.append(provider)
+            await start_providers(fresh)
         except BaseException:
-            for provider in started:
-                await provider.close()
             await usage.close()
             await database.close()
             raise
@@ -90,12 +143,23 @@ class Gateway:
             usage,
             KeyStore(database),
             admin_key,
+            registry,
+            drain or Drain(),
+            metrics or GatewayMetrics(),
+            provider_specs(config),
         )
+        gateway.drain.bind(asyncio.get_running_loop(), config.server.shutdown_grace)
         gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
-        await gateway._preload_default()
+        await gateway.preload_default()
         return gateway
 
-    async def _preload_default(self) -> None:
+    def secrets(self) -> list[str]:
+        """Every secret this gateway holds: provider credentials and headers, the admin key and password."""
+        found = [secret for provider in self.providers.values() for secret in provider.secrets()]
+        return found + env_secrets()
+
+    async def preload_default(self) -> None:
+        """Load the local models of the default chain, so its first request does not wait for them."""
         # The first request to the default agent should not pay for starting its local model.
         default = self.routes.resolve("default")
         for deployment in default.chain if default else ():
@@ -128,11 +192,8 @@ class Gateway:
                 await task
         with contextlib.suppress(Exception):
             await self.keys.flush_last_used()
-        for provider in self.providers.values():
-            try:
-                await provider.close()
-            except Exception:
-                log.exception("provider %s failed to close", provider.name)
+        await close_providers([*self.providers.values(), *self.retiring])
+        self.retiring.clear()
         await self.usage.close()
         await self.database.close()
 

@@ -177,6 +177,10 @@ class Provider(abc.ABC):
         """Model names this provider is known to serve (may be empty for 'anything the upstream has')."""
         return []
 
+    def secrets(self) -> list[str]:
+        """Configured values that must never be shown: credentials, header values. Logs blank them out."""
+        return []
+
     @abc.abstractmethod
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:
         """Answer a non-streaming request with the OpenAI JSON body."""

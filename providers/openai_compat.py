@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -114,9 +114,15 @@ def _error_of(status: int, content: bytes) -> dict[str, Any]:
 class _SSEStream(ChunkStream):
     """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``."""
 
-    def __init__(self, response: aiohttp.ClientResponse, provider: str) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        provider: str,
+        scrub: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
         self._response = response
         self._provider = provider
+        self._scrub = scrub
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         decode = msgspec.json.decode
@@ -144,7 +150,7 @@ class _SSEStream(ChunkStream):
                         continue
                     if "error" in chunk and "choices" not in chunk:
                         err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
-                        raise UpstreamStatusError(int(err.get("status") or 502), err)
+                        raise UpstreamStatusError(int(err.get("status") or 502), self._scrub(err))
                     finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
                     yield chunk
         except _NETWORK_ERRORS as err:
@@ -192,6 +198,23 @@ class OpenAIProvider(Provider):
     def models(self) -> list[str]:
         return list(self.config.models)
 
+    def secrets(self) -> list[str]:
+        values = [self.config.auth.value or "", *self.config.headers.values()]
+        return [v for v in values if len(v) >= 6]
+
+    def _scrub(self, error: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's error with our own credentials blanked out: some services quote the key they got."""
+        secrets = self.secrets()
+        if not secrets:
+            return error
+        out = {}
+        for key, value in error.items():
+            if isinstance(value, str):
+                for secret in secrets:
+                    value = value.replace(secret, "[redacted]")
+            out[key] = value
+        return out
+
     async def _send(self, request: ProviderRequest) -> aiohttp.ClientResponse:
         if self._client is None:
             raise UpstreamUnavailable(f"{self.name}: provider is not started")
@@ -223,7 +246,7 @@ class OpenAIProvider(Provider):
                 # Following a redirect would send our credentials wherever the upstream points.
                 raise UpstreamUnavailable(f"{self.name}: upstream redirected (HTTP {status}); not followed")
             raise UpstreamStatusError(
-                status, _error_of(status, content), retry_after=parse_retry_after(response.headers)
+                status, self._scrub(_error_of(status, content)), retry_after=parse_retry_after(response.headers)
             )
         return response
 
@@ -248,7 +271,7 @@ class OpenAIProvider(Provider):
         if "text/event-stream" not in response.headers.get("content-type", ""):
             response.close()
             raise ProviderError(f"{self.name}: expected an event stream, got {response.headers.get('content-type')}")
-        return _SSEStream(response, self.name)
+        return _SSEStream(response, self.name, self._scrub)
 
 
 def _factory(name: str, config: OpenAIProviderConfig, context: ProviderContext) -> Provider:

@@ -50,11 +50,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
         )
         port = free_port()
         env = {**os.environ, "MINIGATE_ADMIN_KEY": "bootstrap-admin"}
+        # Its log goes to a file: a pipe nobody reads would fill up and stall the server.
+        log = (tmp_path / "gateway.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
         deadline = time.monotonic() + 20
         while True:
@@ -69,6 +71,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             process.terminate()
             process.wait(15)
+        log.close()
 
 
 def chat(url: str, key: str) -> Any:

@@ -1,0 +1,181 @@
+"""What ``GET /metrics`` reports: the gateway's counters and histograms, and gauges read when scraped.
+
+Updated on the request path (cheap dict updates, see ``gateway.metrics``): requests by endpoint, status and
+provider with their latency (by the request wrapper in ``gateway.observe``); tokens, time to first token and
+fallbacks with their causes (when the proxy stores a usage row). Read at scrape time: deployments cooling
+down, calls in flight, shutdown state, and for each local provider its loaded models and queue depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gateway.metrics import LATENCY_BUCKETS, TTFT_BUCKETS, Counter, Gauge, Histogram, render
+from providers.base import ManagesModels, ProviderError, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from gateway.routing import Deployment
+    from gateway.runtime import Gateway
+
+__all__ = ["GatewayMetrics", "cause_of"]
+
+log = logging.getLogger("minigate")
+
+# Error codes the gateway and its built-in providers set themselves: safe as label values. An upstream's own
+# code is free text from a remote service, so it is reported as its HTTP status instead.
+_OWN_CODES = frozenset(
+    {
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_truncated",
+        "upstream_malformed",
+        "worker_died",
+        "worker_dead",
+        "queue_full",
+        "context_length_exceeded",
+        "model_not_found",
+        "unsupported_endpoint",
+        "memory_budget",
+        "model_load_failed",
+        "engine_error",
+        "timeout",
+        "rate_limit_exceeded",
+        "invalid_api_key",
+    }
+)
+
+
+def cause_of(error: ProviderError | None) -> tuple[str, str]:
+    """``(error class, code)`` labels for a failed or skipped deployment."""
+    if error is None:
+        return "Cooling", "cooling_down"
+    kind = type(error).__name__ if type(error).__module__ == "providers.base" else "ProviderError"
+    if error.code in _OWN_CODES:
+        return kind, str(error.code)
+    if isinstance(error, UpstreamUnavailable):
+        return kind, "upstream_unavailable"
+    return kind, f"http_{error.status}" if 100 <= error.status < 600 else "other"
+
+
+class GatewayMetrics:
+    """The gateway's metrics; one instance per app."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "minigate_requests_total",
+            "Requests to /v1 by endpoint, status (as stored in the usage row) and the provider that answered.",
+            ("endpoint", "status", "provider"),
+        )
+        self.latency = Histogram(
+            "minigate_request_duration_seconds",
+            "Time from a /v1 request's arrival to the end of its answer (streams: the last byte).",
+            ("endpoint", "provider"),
+            LATENCY_BUCKETS,
+        )
+        self.ttft = Histogram(
+            "minigate_time_to_first_token_seconds",
+            "Time from a streamed request's arrival to its first content chunk.",
+            ("provider", "model"),
+            TTFT_BUCKETS,
+        )
+        self.tokens = Counter(
+            "minigate_tokens_total",
+            "Tokens reported by upstreams, by kind (prompt/completion).",
+            ("provider", "model", "kind"),
+        )
+        self.fallbacks = Counter(
+            "minigate_fallbacks_total",
+            "Deployments that failed or were skipped before another was tried, by cause.",
+            ("provider", "error_class", "code"),
+        )
+        self.reloads = Counter("minigate_config_reloads_total", "Configuration reloads by result.", ("result",))
+
+    def request(self, endpoint: str, status: int, provider: str | None, seconds: float) -> None:
+        """Count one finished /v1 request."""
+        provider = provider or "none"
+        self.requests.inc((endpoint, str(status), provider))
+        self.latency.observe((endpoint, provider), seconds)
+
+    def call(
+        self,
+        deployment: Deployment | None,
+        listed: bool,
+        hops: list[Any],
+        usage: dict[str, int | None],
+        ttft_ms: float | None,
+    ) -> None:
+        """Count what one stored usage row says: tokens, time to first token, fallback causes."""
+        for hop in hops:
+            self.fallbacks.inc((hop.deployment.provider, *cause_of(hop.error)))
+        if deployment is None:
+            return
+        labels = (deployment.provider, deployment.model if listed else "other")
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt:
+            self.tokens.inc((*labels, "prompt"), prompt)
+        if completion:
+            self.tokens.inc((*labels, "completion"), completion)
+        if ttft_ms is not None:
+            self.ttft.observe(labels, ttft_ms / 1000)
+
+    async def scrape(self, gateway: Gateway) -> bytes:
+        """The exposition text, with the gauges read now."""
+        cooling: dict[str, int] = dict.fromkeys(gateway.providers, 0)
+        for ref, state in gateway.health.snapshot().items():
+            provider = ref.partition("/")[0]
+            if provider in cooling and float(str(state["cooldown_s"])) > 0:
+                cooling[provider] += 1
+        gauges = [
+            Gauge(
+                "minigate_deployments_cooling", "Deployments skipped while they cool down, by provider.", ("provider",)
+            ).set_all(((p,), n) for p, n in cooling.items()),
+            Gauge("minigate_in_flight_requests", "Calls waiting on or streaming from an upstream.").set_all(
+                [((), len(gateway.drain.calls))]
+            ),
+            Gauge("minigate_shutting_down", "1 once SIGTERM was received.").set_all(
+                [((), float(gateway.drain.stopping))]
+            ),
+            *await _local_gauges(gateway),
+        ]
+        return render([self.requests, self.latency, self.ttft, self.tokens, self.fallbacks, self.reloads, *gauges])
+
+
+async def _worker_counts(client: Any) -> tuple[float, float]:
+    """``(active, queued)`` of one local model's worker, asked briefly; its in-flight count if it does not say."""
+    inflight = float(len(getattr(client, "inflight", ())))
+    ask = getattr(client, "worker_stats", None)
+    if ask is None:
+        return inflight, 0.0
+    try:
+        stats = await ask(wait=0.5)
+        return float(stats.get("active", inflight)), float(stats.get("queued", 0))
+    except (ProviderError, TimeoutError):
+        return inflight, 0.0
+
+
+async def _local_gauges(gateway: Gateway) -> list[Gauge]:
+    loaded = Gauge("minigate_local_models_loaded", "Models with a running worker, per local provider.", ("provider",))
+    active = Gauge(
+        "minigate_local_active_requests", "Sequences a local model is generating now.", ("provider", "model")
+    )
+    queued = Gauge("minigate_local_queue_depth", "Requests waiting for a local model's batch.", ("provider", "model"))
+    counts: list[tuple[Any, ...]] = []
+    jobs: list[Any] = []
+    for name, provider in gateway.providers.items():
+        if not isinstance(provider, ManagesModels):
+            continue
+        # The onnx provider's loaded() gives each model's worker client, which can say its queue depth.
+        running = getattr(provider, "loaded", None)
+        clients: dict[str, Any] = (
+            dict(running()) if callable(running) else {i.id: None for i in provider.info() if i.state == "loaded"}
+        )
+        counts.append(((name,), float(len(clients))))
+        for model, client in clients.items():
+            jobs.append(((name, model), client))
+    results = await asyncio.gather(*(_worker_counts(c) for _, c in jobs))
+    active.set_all((labels, a) for (labels, _), (a, _q) in zip(jobs, results, strict=True))
+    queued.set_all((labels, q) for (labels, _), (_a, q) in zip(jobs, results, strict=True))
+    loaded.set_all(counts)
+    return [loaded, active, queued]
