@@ -157,23 +157,25 @@ def test_all_rate_limited_passes_429_with_retry_after(
 
 
 def test_failing_primary_cools_down_and_traffic_returns(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
-    # Cooldown in this gateway: after 2 failures in a row, 0.5 s, doubling.
+    # After 2 failures in a row the primary cools 1 s, then 2 s; margins of at least 0.4 s keep a busy
+    # machine from turning the timing into a flake.
+    gateway = gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 1.0}))
     primary.set_default(Status(500))
     for _ in range(2):
         assert ask(gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 2
     assert ask(gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 2  # skipped while cooling
-    time.sleep(0.6)
+    time.sleep(1.4)
     assert ask(gateway).headers["x-minigate-provider"] == "backup"
-    assert len(primary.requests) == 3  # tried again after the cooldown, failed: now cools 1 s
-    time.sleep(0.6)
+    assert len(primary.requests) == 3  # tried again after the cooldown, failed: now cools 2 s
+    time.sleep(1.4)
     ask(gateway)
     assert len(primary.requests) == 3  # the second cooldown is longer
     primary.set_default(Reply())
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert ask(gateway).headers["x-minigate-provider"] == "primary"
     assert ask(gateway).headers["x-minigate-provider"] == "primary"
 
