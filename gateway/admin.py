@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.runtime import Gateway
 from providers.base import ManagesModels, ProviderError
 
-__all__ = ["admin_handlers"]
+__all__ = ["admin_handlers", "manage_model"]
 
 T = TypeVar("T")
 
@@ -88,7 +88,8 @@ async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[
     return _json({"providers": [_provider_view(gateway, name) for name in gateway.providers]})
 
 
-async def _operate(gateway: Gateway, provider: str, model: str, action: str) -> dict[str, Any]:
+async def manage_model(gateway: Gateway, provider: str, model: str, action: str) -> None:
+    """Load, unload, reload (hot-swap) or delete one local model: the admin API and the web UI both use this."""
     managed = _managed(gateway, provider)
     if model not in gateway.providers[provider].models():
         raise GatewayError(f"{provider}/{model} does not exist.", status=404, code="model_not_found")
@@ -97,13 +98,17 @@ async def _operate(gateway: Gateway, provider: str, model: str, action: str) -> 
             await managed.load(model)
         elif action == "unload":
             await managed.unload(model)
-        else:
+        elif action == "reload":
             await managed.reload(model)
+        elif action == "delete":
+            await managed.remove(model)
+            gateway.refresh_routes()
+        else:
+            raise GatewayError(f"Unknown action {action!r}: use load, unload, reload or delete.", status=404)
     except ProviderError as err:
         raise GatewayError(
             err.message, status=err.status if err.status >= 400 else 500, type=err.type, code=err.code
         ) from None
-    return _provider_view(gateway, provider)
 
 
 @post("/models/{provider:str}/{model:str}/{action:str}", status_code=200)
@@ -118,7 +123,8 @@ async def model_action(
     await _admin(request, gateway)
     if action not in ("load", "unload", "reload"):
         raise GatewayError(f"Unknown action {action!r}: use load, unload or reload.", status=404)
-    return _json(await _operate(gateway, provider, model, action))
+    await manage_model(gateway, provider, model, action)
+    return _json(_provider_view(gateway, provider))
 
 
 @delete("/models/{provider:str}/{model:str}", status_code=200)
@@ -127,11 +133,7 @@ async def remove_model(
 ) -> Response[bytes]:
     """Unload a model and delete its files."""
     await _admin(request, gateway)
-    managed = _managed(gateway, provider)
-    if model not in gateway.providers[provider].models():
-        raise GatewayError(f"{provider}/{model} does not exist.", status=404, code="model_not_found")
-    await managed.remove(model)
-    gateway.refresh_routes()
+    await manage_model(gateway, provider, model, "delete")
     return _json(_provider_view(gateway, provider))
 
 

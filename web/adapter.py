@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.admin import manage_model
+from gateway.errors import GatewayError
 from gateway.runtime import Gateway
 from providers.base import Provider, ProviderInfo
 
@@ -124,17 +126,14 @@ def provider_views(gateway: Gateway) -> list[ProviderView]:
 
 
 async def model_action(gateway: Gateway, provider_name: str, model: str, action: str) -> ActionResult:
-    """Load, unload, reload or delete a local model."""
-    provider = gateway.providers.get(provider_name)
-    if provider is None or action not in ACTIONS:
+    """Load, unload, reload or delete a local model, through the same code as the admin API."""
+    if action not in ACTIONS:
         return ActionResult(False, "No such provider or action.")
-    if model not in provider.models():
-        return ActionResult(False, f"{provider_name} has no model {model!r}.")
-    if not _supports(provider, action):
-        return ActionResult(False, f"{provider_name} ({provider.type_name}) cannot {action} models.")
     try:
-        await getattr(provider, _METHODS[action])(model)
-    except Exception as err:  # shown to the admin, never a 500
+        await manage_model(gateway, provider_name, model, action)
+    except GatewayError as err:  # shown to the admin, never a 500
+        return ActionResult(False, f"{action} {provider_name}/{model} failed: {err.message}")
+    except Exception as err:
         return ActionResult(False, f"{action} {provider_name}/{model} failed: {err}")
     return ActionResult(True, f"{action}: {provider_name}/{model} done.")
 

@@ -39,7 +39,16 @@ class _Local(Provider):
         return True
 
     async def remove(self, model: str) -> None:
-        raise RuntimeError("model in use")
+        raise ProviderError("model in use", status=409)
+
+    async def reload(self, model: str) -> None:
+        raise ProviderError("reload failed: the worker did not start", status=503)
+
+    async def pull(self, model: str | None = None, **options: Any) -> None:
+        raise ProviderError("no pulls here", status=400)
+
+    async def import_model(self, source: str, model: str, **options: Any) -> None:
+        raise ProviderError("no imports here", status=400)
 
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:
         raise NotImplementedError
@@ -75,7 +84,8 @@ async def test_failures_are_reported_not_raised() -> None:
     gateway = _gateway(_Local())
     result = await model_action(gateway, "local", "tiny", "delete")
     assert not result.ok and "model in use" in result.message
-    assert not (await model_action(gateway, "local", "tiny", "reload")).ok  # no reload method
+    reloaded = await model_action(gateway, "local", "tiny", "reload")
+    assert not reloaded.ok and "did not start" in reloaded.message
     assert not (await model_action(gateway, "local", "nope", "load")).ok
     assert not (await model_action(gateway, "ghost", "tiny", "load")).ok
     assert not (await model_action(gateway, "local", "tiny", "format-disk")).ok
