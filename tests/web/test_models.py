@@ -95,9 +95,9 @@ def test_saving_the_configured_chain_removes_the_override(client: WebClient) -> 
 
 def test_model_actions_report_what_they_can_do(client: WebClient) -> None:
     response = client.post("/models/action", {"provider": "echo", "model": "echo", "action": "load"})
-    assert response.status_code == 409 and "cannot load models" in response.text
+    assert response.status_code == 409 and "no local models to manage" in response.text
     response = client.post("/models/action", {"provider": "echo", "model": "ghost", "action": "unload"})
-    assert response.status_code == 409 and "has no model" in response.text
+    assert response.status_code == 409 and "echo/ghost does not exist" in response.text
     response = client.post("/models/import", {"provider": "echo", "kind": "pull", "source": "SmolLM2"})
     assert response.status_code == 409 and "echo cannot pull models" in response.text
     streamed = client.post("/models/import", {"provider": "echo", "kind": "import"}, htmx=True)
