@@ -90,9 +90,9 @@ async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[
 
 async def manage_model(gateway: Gateway, provider: str, model: str, action: str) -> None:
     """Load, unload, reload (hot-swap) or delete one local model: the admin API and the web UI both use this."""
-    managed = _managed(gateway, provider)
-    if model not in gateway.providers[provider].models():
+    if provider in gateway.providers and model not in gateway.providers[provider].models():
         raise GatewayError(f"{provider}/{model} does not exist.", status=404, code="model_not_found")
+    managed = _managed(gateway, provider)
     try:
         if action == "load":
             await managed.load(model)
