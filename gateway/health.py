@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.config import CooldownConfig
+from gateway.storage import SharedCooldowns
 from providers.base import ProviderError
 
 __all__ = ["HealthBook"]
@@ -27,21 +28,24 @@ class _State:
 class HealthBook:
     """Per-deployment failure counts and cooldowns, keyed by ``provider/model``."""
 
-    def __init__(self, config: CooldownConfig) -> None:
+    def __init__(self, config: CooldownConfig, shared: SharedCooldowns | None = None) -> None:
+        """``shared``: cooldowns of the other replicas of the database, honoured here and told ours."""
         self._config = config
         self._states: dict[str, _State] = {}
+        self._shared = shared
 
     def cooling(self, ref: str, now: float | None = None) -> float:
-        """Seconds the deployment still cools down (0.0 when it may be tried)."""
+        """Seconds the deployment still cools down (0.0 when it may be tried), here or on another replica."""
         state = self._states.get(ref)
-        if state is None:
-            return 0.0
-        return max(0.0, state.until - (time.monotonic() if now is None else now))
+        local = 0.0 if state is None else max(0.0, state.until - (time.monotonic() if now is None else now))
+        return local if self._shared is None else max(local, self._shared.cooling(ref))
 
     def success(self, ref: str) -> None:
         """The deployment answered: forget its failures."""
         if ref in self._states:
             del self._states[ref]
+        if self._shared is not None:
+            self._shared.recovered(ref)
 
     def failure(self, ref: str, error: ProviderError, now: float | None = None) -> None:
         """Count a failure; start (or lengthen) a cooldown when it is due."""
@@ -49,6 +53,9 @@ class HealthBook:
             return
         now = time.monotonic() if now is None else now
         state = self._states.setdefault(ref, _State())
+        if self._shared is not None:  # backing off continues from the other replicas' cooldowns
+            state.level = max(state.level, self._shared.level(ref))
+        before = state.until
         state.consecutive += 1
         state.last_error = error.message
         cfg = self._config
@@ -59,15 +66,23 @@ class HealthBook:
             state.level += 1
         if error.retry_after is not None:
             state.until = max(state.until, now + min(error.retry_after, cfg.max))
+        if self._shared is not None and state.until > before:
+            self._shared.cooled(ref, state.until - now, state.level, error.message)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
-        """Current failure state of every deployment that has failed since its last success."""
+        """Current failure state of every deployment that has failed since its last success (on any replica)."""
         now = time.monotonic()
-        return {
-            ref: {
-                "failures": s.consecutive,
-                "cooldown_s": round(max(0.0, s.until - now), 3),
-                "last_error": s.last_error,
+        view: dict[str, dict[str, object]] = {}
+        for ref, state in self._states.items():
+            view[ref] = {
+                "failures": state.consecutive,
+                "cooldown_s": round(max(0.0, state.until - now), 3),
+                "last_error": state.last_error,
             }
-            for ref, s in self._states.items()
-        }
+        if self._shared is not None:
+            for ref in self._shared.snapshot():
+                shared = self._shared.get(ref)
+                assert shared is not None
+                mine = view.setdefault(ref, {"failures": 0, "cooldown_s": 0.0, "last_error": shared.last_error})
+                mine["cooldown_s"] = round(max(float(str(mine["cooldown_s"])), self._shared.cooling(ref)), 3)
+        return view

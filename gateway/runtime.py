@@ -21,7 +21,7 @@ from gateway.lifecycle import Drain
 from gateway.logs import env_secrets
 from gateway.monitor import GatewayMetrics
 from gateway.routing import RouteTable
-from gateway.storage import Database, KeyStore, UsageWriter, open_database
+from gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
 from providers.base import ManagesModels, Provider, ProviderError
 from providers.registry import ProviderContext, ProviderRegistry
 
@@ -104,6 +104,7 @@ class Gateway:
     keys: KeyStore
     admin_key: str | None
     registry: ProviderRegistry
+    cooldowns: SharedCooldowns | None = None  # cooldowns shared with the other replicas on the database
     drain: Drain = field(default_factory=Drain)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     specs: dict[str, ProviderSpec] = field(default_factory=dict)  # what each provider was built from
@@ -133,17 +134,20 @@ class Gateway:
             await database.close()
             raise
         routes = RouteTable(config, {name: p.models() for name, p in providers.items()})
+        shared = SharedCooldowns(database)
+        await shared.start()
         admin_key = os.environ.get(ADMIN_KEY_ENV) or None
         gateway = cls(
             config,
             providers,
             routes,
-            HealthBook(config.router.cooldown),
+            HealthBook(config.router.cooldown, shared),
             database,
             usage,
             KeyStore(database),
             admin_key,
             registry,
+            shared,
             drain or Drain(),
             metrics or GatewayMetrics(),
             provider_specs(config),
@@ -194,6 +198,8 @@ class Gateway:
             await self.keys.flush_last_used()
         await close_providers([*self.providers.values(), *self.retiring])
         self.retiring.clear()
+        if self.cooldowns is not None:
+            await self.cooldowns.close()
         await self.usage.close()
         await self.database.close()
 

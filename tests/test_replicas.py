@@ -39,11 +39,12 @@ _NEW_KEY = re.compile(r'id="new-key"[^>]*value="(mg-[^"]+)"')
 class Replica:
     """``minigate serve`` in a process of its own, with its own config file and port."""
 
-    def __init__(self, folder: Path, database_url: str) -> None:
+    def __init__(self, folder: Path, database_url: str, config: dict[str, Any] | None = None) -> None:
         folder.mkdir(parents=True)
         self.folder = folder
         self.port = free_port()
-        config = {**CONFIG, "server": {"data_dir": str(folder / "data"), "database_url": database_url}}
+        server = {"data_dir": str(folder / "data"), "database_url": database_url}
+        config = {**(config or CONFIG), "server": server}
         (folder / "minigate.json").write_text(json.dumps(config))
         env = {**os.environ, "MINIGATE_ADMIN_KEY": ADMIN_KEY, "MINIGATE_ADMIN_PASSWORD": PASSWORD}
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
@@ -194,3 +195,38 @@ def test_two_replicas_share_one_postgresql_database(replicas: tuple[Replica, Rep
     conversation = new_chat.headers["location"]
     assert b.http.get(conversation).status_code == 200
     assert conversation in b.http.get("/chat").text
+
+
+def test_a_cooldown_on_one_replica_is_honoured_by_the_other(tmp_path: Path, shared_db: URL) -> None:
+    # a gets a 429 with Retry-After from the upstream: within about a second b skips that upstream too.
+    from tests.fakes.upstream import FakeUpstream, Status
+
+    with FakeUpstream("up", api_key="up-key") as upstream:
+        config = {
+            "agents": {"defaults": {"model": {"primary": "up/gpt", "fallbacks": ["echo/echo"]}}},
+            "models": {
+                "providers": {
+                    "up": {"endpoint": upstream.url, "models": ["gpt"], "auth": {"type": "api_key", "value": "up-key"}},
+                    "echo": {"type": "fake", "models": ["echo"]},
+                }
+            },
+        }
+        url = shared_db.set(drivername="postgresql").render_as_string(hide_password=False)
+        a, b = Replica(tmp_path / "a", url, config), Replica(tmp_path / "b", url, config)
+        try:
+            a.wait_ready()
+            b.wait_ready()
+            upstream.script(Status(429, headers={"retry-after": "30"}))
+            first = a.chat()
+            assert first.status_code == 200 and first.headers["x-minigate-fallbacks"] == "1"
+            assert len(upstream.requests) == 1
+            time.sleep(2.5)  # both replicas sync once a second
+            for replica in (a, b):
+                answer = replica.chat()
+                assert answer.status_code == 200
+                assert answer.headers["x-minigate-provider"] == "echo"
+            assert len(upstream.requests) == 1  # b never called the rate-limited upstream
+            assert _rows(shared_db, "SELECT ref, level FROM cooldowns") == [("up/gpt", 0)]
+        finally:
+            a.stop()
+            b.stop()
