@@ -22,6 +22,7 @@ from gateway.lifecycle import Drain
 from gateway.logs import AccessLine, Redactor
 from gateway.monitor import GatewayMetrics
 from gateway.observe import observe
+from gateway.plugins import extensions_of, shutdown_plugins
 from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
 from gateway.runtime import Gateway
@@ -93,8 +94,10 @@ def create_app(
     the configured secrets at startup and after each reload; ``access_line`` writes request log lines (default:
     through the ``minigate.access`` logger).
     """
-    registry = registry or builtin_registry()
+    registry = registry or config.registry or builtin_registry()  # the config's: it loaded the plugins
+    extensions = extensions_of(registry)
     web = WebState.create()
+    web.templates.globals["plugin_links"] = extensions.links
     drain, gateway_metrics = Drain(), GatewayMetrics()
     redactor = redactor or Redactor()
 
@@ -127,11 +130,13 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await gateway.close()
+            await shutdown_plugins(registry)
 
     v1 = Router("/v1", route_handlers=v1_handlers())
     admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
+    extra = [*extensions.routes]  # plugins' own routes
     app = Litestar(
-        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web)],
+        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web), *extra],
         dependencies={
             "gateway": Provide(_gateway, sync_to_thread=False),
             "reloader": Provide(_reloader, sync_to_thread=False),

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.plugins import Extensions, PluginsConfig
+from gateway.workflow_steps import Workflow, WorkflowSpec, check_workflows, model_checker
 from providers.registry import ProviderRegistry
 
 __all__ = [
@@ -117,6 +119,8 @@ class _RawConfig(_Strict):
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    workflows: list[WorkflowSpec] = msgspec.field(default_factory=list)
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -129,6 +133,9 @@ class Config(msgspec.Struct, kw_only=True):
     server: ServerConfig
     base_dir: Path
     source: str | None = None
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    workflows: list[Workflow] = msgspec.field(default_factory=list)
+    registry: ProviderRegistry | None = None  # what it was checked with: provider and step types, plugins
 
     @property
     def default_agent(self) -> AgentConfig | None:
@@ -257,6 +264,9 @@ def parse_config(
         cfg = msgspec.convert(expanded, _RawConfig)
     except msgspec.ValidationError as err:
         raise ConfigError([*issues, _validation_issue(err, "")]) from None
+    extensions = registry if isinstance(registry, Extensions) else None
+    if extensions is not None:  # plugins add provider and step types: load them before the sections they type
+        issues.extend(extensions.load(cfg.plugins))
     agents: dict[str, AgentConfig] = {}
     for name, section in cfg.agents.items():
         try:
@@ -284,6 +294,11 @@ def parse_config(
             issues.append((f"{path}.{sub}" if sub else path, message))
         providers[name] = (type_name, typed)
     check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
+    steps = (extensions or Extensions.builtin()).steps
+    default = cfg.router.unknown_model == "default"
+    model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)
+    workflows, found = check_workflows(cfg.workflows, steps, model_problem, _validation_issue)
+    issues.extend(found)
     if cfg.router.timeout <= 0:
         issues.append(("router.timeout", "must be positive"))
     if not 0 < cfg.server.port < 65536:
@@ -300,6 +315,9 @@ def parse_config(
         server=cfg.server,
         base_dir=base_dir or Path.cwd(),
         source=source,
+        plugins=cfg.plugins,
+        workflows=workflows,
+        registry=registry,
     )
 
 

@@ -96,11 +96,8 @@ def check_endpoint(url: str) -> str | None:
 
 
 def builtin_registry() -> ProviderRegistry:
-    """The registry with the built-in provider types, registered as a plugin would register its own."""
-    from providers import fake, onnx, openai_compat
+    """The registry with the built-in provider types (and workflow steps), registered through the plugins' ``init``
+    hook exactly as a third-party plugin registers its own; a config checked against it loads the others."""
+    from gateway.plugins import Extensions  # the plugin machinery lives with the gateway; imported on use
 
-    registry = ProviderRegistry()
-    openai_compat.register(registry)
-    onnx.register(registry)
-    fake.register(registry)
-    return registry
+    return Extensions.builtin()

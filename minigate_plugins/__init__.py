@@ -1,0 +1,1 @@
+"""Plugins shipped with minigate as examples; each is enabled by listing it in the config's ``plugins.modules``."""

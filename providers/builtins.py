@@ -1,0 +1,19 @@
+"""The built-in provider types, as a plugin: its ``init`` hook registers them exactly as a third-party plugin
+registers its own (``gateway.plugins`` loads it first, through the same hook)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from providers import fake, onnx, openai_compat
+
+if TYPE_CHECKING:
+    from gateway.plugins import PluginAPI
+
+__all__ = ["init"]
+
+
+def init(api: PluginAPI) -> None:
+    """Plugin hook: register the ``openai``, ``onnxruntime-genai`` and ``fake`` provider types."""
+    for register in (openai_compat.register, onnx.register, fake.register):
+        register(api.providers)
