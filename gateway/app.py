@@ -26,6 +26,7 @@ from gateway.plugins import extensions_of, shutdown_plugins
 from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
 from gateway.runtime import Gateway
+from gateway.workflows import workflow_routes
 from providers.registry import ProviderRegistry, builtin_registry
 from web import WebState, apply_stored_overrides, web_routes
 
@@ -134,7 +135,7 @@ def create_app(
 
     v1 = Router("/v1", route_handlers=v1_handlers())
     admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
-    extra = [*extensions.routes]  # plugins' own routes
+    extra = [*workflow_routes(config), *extensions.routes]  # workflow triggers, then plugins' own routes
     app = Litestar(
         route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web), *extra],
         dependencies={
