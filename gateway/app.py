@@ -27,6 +27,7 @@ from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
 from gateway.runtime import Gateway
 from gateway.workflows import workflow_routes
+from gateway.ws import ws_chat
 from providers.registry import ProviderRegistry, builtin_registry
 from web import WebState, apply_stored_overrides, web_routes
 
@@ -133,7 +134,7 @@ def create_app(
             await gateway.close()
             await shutdown_plugins(registry)
 
-    v1 = Router("/v1", route_handlers=v1_handlers())
+    v1 = Router("/v1", route_handlers=[*v1_handlers(), ws_chat])
     admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
     extra = [*workflow_routes(config), *extensions.routes]  # workflow triggers, then plugins' own routes
     app = Litestar(

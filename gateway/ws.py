@@ -1,0 +1,241 @@
+"""``GET /v1/ws``: chat completions over a WebSocket, several in flight per socket, each one cancellable.
+
+The protocol: JSON text frames, each with a ``type``; ``id`` is the client's name for one request (1-64
+characters), echoed on every frame about it::
+
+    client -> server
+      {"type": "auth", "api_key": "..."}                first frame, only when the upgrade had no Authorization header
+      {"type": "chat", "id": "r1", "request": {...}}    a body as for POST /v1/chat/completions (always streamed)
+      {"type": "cancel", "id": "r1"}                    stop r1: its upstream call ends, its usage row says 499
+      {"type": "ping"}
+    server -> client
+      {"type": "delta", "id": "r1", "delta": {"content": "Hel"}, "index": 0}
+      {"type": "done", "id": "r1", "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop",
+       "usage": {...}, "model": "provider/model", "fallbacks": 0, "request_id": "..."}
+      {"type": "error", "id": "r1", "status": 404, "error": {"message", "type", "param", "code"}}  (id null: socket's)
+      {"type": "cancelled", "id": "r1"}
+      {"type": "pong"}
+
+Auth is /v1's (``Authorization: Bearer`` on the upgrade request, or the ``auth`` frame for browsers, which cannot
+set headers); a bad key gets an error frame and close code 1008. Each chat request goes through the router like
+POST /v1/chat/completions (``gateway.proxy``): same chains, fallbacks, plugins' hooks and usage rows. Closing the
+socket cancels every request still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
+
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.proxy import serve_stream, start_call
+from gateway.runtime import Gateway
+from gateway.wire import ChatCompletionRequest, decode_request
+
+__all__ = ["ws_chat"]
+
+log = logging.getLogger("minigate")
+
+MAX_IN_FLIGHT = 16  # requests per socket
+AUTH_WAIT = 10.0  # seconds for the auth frame
+IDLE_CLOSE = 600.0  # seconds without a frame and with nothing in flight
+MAX_FRAMES = 1_000_000  # per socket, so even the receive loop has a bound in count
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    id: str | None = None
+    request: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # kept raw: checked like a POST body
+    api_key: str | None = None
+
+
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
+class _Socket:
+    """One connection: its key, its requests in flight, and one writer at a time."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], gateway: Gateway) -> None:
+        self.socket, self.gateway = socket, gateway
+        self.key_id: int | None = None
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # chat requests in flight, by the client's id
+        self.helpers: set[asyncio.Task[None]] = set()  # frames being sent outside a request (errors, pong)
+        self.cancelled: set[str] = set()
+        self.lock = asyncio.Lock()
+        self.open = True
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        if not self.open:
+            return
+        async with self.lock:
+            try:
+                await self.socket.send_data(msgspec.json.encode(payload).decode(), mode="text")
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.open = False  # the receive loop sees the disconnect and cancels what is in flight
+
+    async def error(self, ident: str | None, err: GatewayError) -> None:
+        await self.send({"type": "error", "id": ident, "status": err.status, **err.body()})
+
+    async def authenticate(self) -> bool:
+        header = self.socket.headers.get("authorization")
+        try:
+            if header is None:
+                async with asyncio.timeout(AUTH_WAIT):
+                    frame = _decode_frame(await self.socket.receive_data(mode="text"))
+                if frame.type != "auth" or not frame.api_key:
+                    raise InvalidRequest("Send an Authorization header, or first an auth frame with api_key.")
+                header = f"Bearer {frame.api_key}"
+            self.key_id = await self.gateway.authenticate(header)
+            return True
+        except GatewayError as err:
+            await self.error(None, err)
+        except (TimeoutError, msgspec.DecodeError):
+            await self.error(None, InvalidRequest("Send an auth frame first: {'type': 'auth', 'api_key': ...}."))
+        await self.socket.close(code=1008)
+        self.open = False
+        return False
+
+    def receive(self, text: str | bytes) -> None:
+        try:
+            frame = _decode_frame(text)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            self._spawn_error(None, InvalidRequest(f"Not a frame of this protocol: {err}."))
+            return
+        ident = frame.id
+        if frame.type == "ping":
+            self._spawn(self.send({"type": "pong"}))
+        elif frame.type == "cancel":
+            task = self.tasks.get(ident or "")
+            if task is not None and ident is not None:
+                self.cancelled.add(ident)
+                task.cancel()
+        elif frame.type != "chat":
+            self._spawn_error(ident, InvalidRequest(f"Unknown frame type {frame.type!r}.", param="type"))
+        elif not ident or len(ident) > 64:
+            self._spawn_error(None, InvalidRequest("A chat frame needs an id of 1-64 characters.", param="id"))
+        elif ident in self.tasks:
+            self._spawn_error(ident, InvalidRequest(f"A request with id {ident!r} is in flight.", param="id"))
+        elif len(self.tasks) >= MAX_IN_FLIGHT:
+            message = f"At most {MAX_IN_FLIGHT} requests may be in flight on one socket."
+            self._spawn_error(
+                ident, GatewayError(message, status=429, type="rate_limit_error", code="too_many_requests")
+            )
+        elif self.gateway.drain.stopping:
+            message = "The gateway is shutting down; send the request again."
+            self._spawn_error(
+                ident, GatewayError(message, status=503, type="server_error", code="server_shutting_down")
+            )
+        else:
+            task = self.tasks[ident] = asyncio.ensure_future(self._chat(ident, frame.request))
+            task.add_done_callback(functools.partial(self._finished, ident))
+
+    def _finished(self, ident: str, task: asyncio.Task[None]) -> None:
+        # Here rather than in the task: a task cancelled before it ran never enters its own code.
+        self.tasks.pop(ident, None)
+        if ident in self.cancelled:
+            self.cancelled.discard(ident)
+            if task.cancelled():
+                self._spawn(self.send({"type": "cancelled", "id": ident}))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self.helpers.add(task)
+        task.add_done_callback(self.helpers.discard)
+
+    def _spawn_error(self, ident: str | None, err: GatewayError) -> None:
+        self._spawn(self.error(ident, err))
+
+    async def _chat(self, ident: str, request: msgspec.Raw) -> None:
+        stream: Any = None
+        try:
+            if not len(request):
+                raise InvalidRequest("A chat frame needs a request: a body as for /v1/chat/completions.", "request")
+            parsed, raw = decode_request(bytes(request), ChatCompletionRequest)
+            raw.update(stream=True, stream_options={"include_usage": True})  # deltas, and usage for "done"
+            parsed.stream = True
+            call = start_call(self.gateway, "chat/completions", parsed, raw, self.key_id)
+            served = await serve_stream(call)
+            stream = served.stream
+            done: dict[str, Any] = {"type": "done", "id": ident, "request_id": call.request_id}
+            done.update(model=f"{served.headers['x-minigate-provider']}/{served.headers['x-minigate-model']}")
+            done.update(fallbacks=int(served.headers["x-minigate-fallbacks"]))
+            if await self._relay(ident, served.stream, done):
+                await self.send(done)
+        except GatewayError as err:
+            await self.error(ident, err)
+        except Exception:
+            log.exception("websocket request %s failed", ident)
+            message = "The gateway hit an internal error; it has been logged."
+            await self.error(ident, GatewayError(message, status=500, type="server_error"))
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()  # ends the upstream call; the relay stores the usage row (499 if cut)
+
+    async def _relay(self, ident: str, stream: Any, done: dict[str, Any]) -> bool:
+        """Forward deltas; fill ``done``. False when the stream ended with an error (already sent)."""
+        parts: list[str] = []
+        finish: str | None = None
+        async for data in stream:
+            payload = data[5:].strip() if data.startswith(b"data:") else b""
+            if not payload or payload == b"[DONE]":
+                continue
+            chunk = msgspec.json.decode(payload)
+            if isinstance(error := chunk.get("error"), dict):
+                await self.send({"type": "error", "id": ident, "status": 502, "error": error})
+                return False
+            if chunk.get("usage"):
+                done["usage"] = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                finish = choice.get("finish_reason") or finish
+                if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                    parts.append(delta.get("content") or "")
+                    await self.send({"type": "delta", "id": ident, "delta": delta, "index": choice.get("index", 0)})
+        done.update(message={"role": "assistant", "content": "".join(parts)}, finish_reason=finish)
+        return True
+
+    async def close(self) -> None:
+        """Cancel everything in flight (the socket is gone) and wait for the usage rows to be stored."""
+        self.open = False
+        tasks = [*self.tasks.values(), *self.helpers]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tasks, timeout=10)
+
+
+@websocket("/ws")
+async def ws_chat(socket: WebSocket[Any, Any, Any], gateway: NamedDependency[Gateway]) -> None:
+    """Chat completions over a WebSocket; see the module docstring for the protocol."""
+    await socket.accept()
+    session = _Socket(socket, gateway)
+    if not await session.authenticate():
+        return
+    try:
+        for _ in range(MAX_FRAMES):
+            idle = None if session.tasks else IDLE_CLOSE
+            try:
+                async with asyncio.timeout(idle):
+                    text = await socket.receive_data(mode="text")
+            except TimeoutError:
+                await socket.close(code=1000, reason="idle")
+                break
+            session.receive(text)
+        else:
+            await session.error(None, GatewayError("Too many frames on one socket; reconnect.", code="too_many_frames"))
+            await socket.close(code=1008)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close()
