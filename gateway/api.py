@@ -14,8 +14,9 @@ from litestar.response import Stream
 
 from gateway.errors import ModelNotFound
 from gateway.observe import trace_of
-from gateway.proxy import Served, serve_json, serve_stream, start_call
+from gateway.proxy import Served, serve_json, start_call
 from gateway.runtime import Gateway
+from gateway.streaming import serve_stream
 from gateway.wire import (
     ChatCompletionRequest,
     CompletionRequest,

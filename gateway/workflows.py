@@ -41,8 +41,9 @@ from litestar.response import Stream
 from gateway.config import Config
 from gateway.errors import GatewayError, InvalidRequest, error_body
 from gateway.observe import Trace, trace_of
-from gateway.proxy import serve_json, serve_stream, start_call
+from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
+from gateway.streaming import serve_stream
 from gateway.wire import ChatCompletionRequest
 from gateway.workflow_steps import LLMInference, Workflow, sandbox
 from web.markdown import MarkdownRenderer

@@ -37,8 +37,9 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.proxy import serve_stream, start_call
+from gateway.proxy import start_call
 from gateway.runtime import Gateway
+from gateway.streaming import serve_stream
 from gateway.wire import ChatCompletionRequest, decode_request
 
 __all__ = ["ws_chat"]

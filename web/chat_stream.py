@@ -24,11 +24,12 @@ from sqlalchemy import Table, select
 from sse_starlette import ServerSentEvent
 
 from gateway.errors import GatewayError
-from gateway.proxy import serve_json, serve_stream, start_call
+from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
 from gateway.storage import ConversationStore
 from gateway.storage.conversations import ConversationInfo, MessageInfo
 from gateway.storage.tables import UsageRow
+from gateway.streaming import serve_stream
 from gateway.wire import ChatCompletionRequest
 
 __all__ = ["Answer", "chat_body", "complete_answer", "stream_answer"]
