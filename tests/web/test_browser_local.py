@@ -32,8 +32,7 @@ def local_server(
     tmp_path: Path,
 ) -> GatewayServer:
     """The web test config plus a ``local`` onnxruntime-genai provider holding the tiny model."""
-    if builtin_registry().get("onnxruntime-genai") is None:
-        pytest.skip("the onnxruntime-genai provider type is not registered")
+    assert builtin_registry().get("onnxruntime-genai") is not None, "the onnxruntime-genai provider is built in"
     pytest.importorskip("onnxruntime_genai")
     from tests.providers.onnx.tinymodel import build_tiny_model, tiny_model_dir
 
