@@ -35,6 +35,7 @@ __all__ = [
     "check_references",
     "load_config",
     "parse_config",
+    "split_validation_error",
 ]
 
 
@@ -179,10 +180,15 @@ def _expand(node: Any, path: str, env: Mapping[str, str], issues: list[tuple[str
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 
 
+def split_validation_error(err: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's ``Expected `int`, got `str` - at `$.a.b``` as ``("Expected `int`, got `str`", ".a.b")``."""
+    m = _AT.match(str(err))
+    return (m.group(1), m.group(2) or "") if m else (str(err), "")
+
+
 def _validation_issue(err: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.a.b``` into ``("a.b", "expected int, got str")``."""
-    m = _AT.match(str(err))
-    message, where = (m.group(1), m.group(2) or "") if m else (str(err), "")
+    message, where = split_validation_error(err)
     unknown = re.match(r"Object contains unknown field `(.+)`", message)
     if unknown:
         where, message = f"{where}.{unknown.group(1)}", "unknown key"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 import msgspec
 from msgspec import Meta
 
+from gateway.config import split_validation_error
 from gateway.errors import InvalidRequest
 
 __all__ = [
@@ -93,9 +94,6 @@ class ModelList(msgspec.Struct, kw_only=True):
     object: str = "list"
 
 
-_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
-
-
 def _param(where: str) -> str | None:
     return where.lstrip(".") or None
 
@@ -112,8 +110,7 @@ def decode_request(body: bytes, struct: type[T]) -> tuple[T, dict[str, Any]]:
         parsed: T = msgspec.convert(raw, struct)
         return parsed, raw
     except msgspec.ValidationError as err:
-        m = _AT.match(str(err))
-        message, where = (m.group(1), m.group(2) or "") if m else (str(err), "")
+        message, where = split_validation_error(err)
         missing = re.match(r"Object missing required field `(.+)`", message)
         if missing:
             _raise(f"Missing required parameter: '{missing.group(1)}'.", missing.group(1))
