@@ -65,7 +65,9 @@ class Delay:
 class Reply:
     """A normal answer: ``content`` (default "Hello from {name}"; "tok0 tok1 ..." if ``chunks`` is set)
     streamed a word per chunk, ``interval`` s apart. ``usage`` None follows ``stream_options.include_usage``
-    (non-stream: always); ``extra`` is merged into the top level of the body and of every chunk."""
+    (non-stream: always); ``extra`` is merged into the top level of the body and of every chunk. ``stamp``
+    appends ``@<time.time_ns()>`` to each streamed word as it is sent (" tok3@1700000000123456789"), so a
+    client can tell how long every chunk took to reach it (bench/bench_load.py)."""
 
     content: str | None = None
     chunks: int | None = None
@@ -73,6 +75,7 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool | None = None
     extra: dict[str, Any] | None = None
+    stamp: bool = False
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,8 @@ class FakeUpstream:
                     await resp.write(b"".join(out))
                 out.clear()
                 await asyncio.sleep(pause)
+            if reply.stamp:  # taken as late as possible: the word is written before the next pause
+                word = word[:-1] + b"@%d" % time.time_ns() + word[-1:]
             out.append(s.word(word))
         if isinstance(b, ResetAfter):
             await resp.write(b"".join(out))
@@ -453,9 +458,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-key", default=None)
     p.add_argument("--chunks", type=int, default=None, help="words per answer (tok0 tok1 ...)")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between stream chunks")
+    p.add_argument("--stamp", action="store_true", help="append @<time.time_ns()> to each streamed word")
     args = p.parse_args(argv)
     fake = FakeUpstream(args.name, api_key=args.api_key, record=False)
-    fake.set_default(Reply(chunks=args.chunks, interval=args.interval))
+    fake.set_default(Reply(chunks=args.chunks, interval=args.interval, stamp=args.stamp))
     print(f"fake upstream on http://{HOST}:{args.port}/v1", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(fake.serve(HOST, args.port))
