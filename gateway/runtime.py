@@ -207,7 +207,9 @@ class Gateway:
         """``(key id, admin)`` for an ``Authorization: Bearer`` header; the bootstrap key is ``(None, True)``."""
         if not authorization or authorization[:7].lower() != "bearer ":
             raise AuthenticationFailed()
-        token = authorization[7:].strip()
+        # Only HTTP's own blanks: str.strip() would also drop Unicode spaces (U+00A0, U+0085, U+3000, ...), so a
+        # look-alike such as the key plus a no-break space would pass as the key.
+        token = authorization[7:].strip(" \t")
         if self.admin_key and hmac.compare_digest(token.encode("utf-8", "replace"), self.admin_key.encode()):
             return None, True
         identity = await self.keys.identify(token)

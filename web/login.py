@@ -91,6 +91,15 @@ async def _admin_secret(gateway: Gateway, web: WebState, secret: str) -> tuple[b
     return admin, key_id
 
 
+def _throttle_buckets(request: Request[Any, Any, Any]) -> list[str]:
+    """The throttle counters a login attempt counts against: its address, and one shared by all forwarded ones."""
+    address = request.client.host if request.client else "unknown"
+    # uvicorn believes X-Forwarded-For from loopback and makes it the client address, so a client on this machine
+    # could name a new address at every attempt. Every forwarded attempt also counts against one shared counter:
+    # rotating the header buys no more guesses than not sending it.
+    return [address, "forwarded"] if "x-forwarded-for" in request.headers else [address]
+
+
 @post("/login", status_code=303)
 async def login(
     request: Request[Any, Any, Any], web: NamedDependency[WebState], gateway: NamedDependency[Gateway]
@@ -100,17 +109,22 @@ async def login(
     next_path = safe_next(str(form.get("next") or ""))
     cookie_token = request.cookies.get(_LOGIN_COOKIE, "")
     form_token = str(form.get("_login") or "")
-    if not same_site(request) or not cookie_token or not hmac.compare_digest(cookie_token, form_token):
+    if (
+        not same_site(request)
+        or not cookie_token
+        or not hmac.compare_digest(cookie_token.encode(), form_token.encode())
+    ):
         return _login_page(request, web, gateway, next_path, "The form expired or came from another site; try again.")
-    address = request.client.host if request.client else "unknown"
-    if web.throttle.blocked(address):
+    buckets = _throttle_buckets(request)
+    if any(web.throttle.blocked(bucket) for bucket in buckets):
         return _login_page(request, web, gateway, next_path, "Too many failed attempts; wait ten minutes.")
     secret = str(form.get("secret") or "")[:512]
     ok, key_id = await _admin_secret(gateway, web, secret) if secret else (False, None)
     if not ok:
-        web.throttle.failed(address)
+        for bucket in buckets:
+            web.throttle.failed(bucket)
         return _login_page(request, web, gateway, next_path, "Wrong password or key (or not an admin key).")
-    web.throttle.succeeded(address)
+    web.throttle.succeeded(buckets[0])  # the shared counter is not reset: one admin's login would reset it for all
     old = request.cookies.get(COOKIE)
     store = sessions(gateway, web)
     await store.delete(old)  # a fresh session id at every login (no session fixation)
