@@ -154,6 +154,7 @@ async def main() -> int:
         wall = time.perf_counter()
         runs = await asyncio.gather(*streams)
         res["provN"].append((runs, time.perf_counter() - wall))
+    worker = await provider.loaded()[args.model].worker_stats()
     await provider.close()
 
     def single(key: str) -> tuple[float, float]:
@@ -186,8 +187,10 @@ async def main() -> int:
             "provider_total_tok_s": round(pn_tps, 1),
             "provider_vs_single": round(pn_tps / p_tps, 2),
             "provider_p95_ttft_ms": round(pn_p95 * 1000, 1),
+            "provider_ttft_ms_by_round": [[round(r[0] * 1000) for r in runs] for runs, _ in res["provN"]],
             "stagger_ms": args.stagger_ms,
         },
+        "worker": {k: worker.get(k) for k in ("requests", "batches", "merges", "max_batch_seen", "regrows")},
     }
     print(json.dumps(out, indent=2))
     if args.json:

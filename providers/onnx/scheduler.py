@@ -3,11 +3,15 @@
 Requests with the same search options (temperature, top_p, seed, guidance...) are batched statically, up to
 ``max_batch_size`` sequences in all. onnxruntime-genai on CPU cannot add a sequence to a running batch, so:
 
-- a batch that is still young (no sequence past ``merge_tokens`` tokens) is *merged* into a new batch with
-  the requests that arrive: its sequences are prefilled again with what they generated so far appended to
-  their prompts, and go on in the bigger batch (never for guided batches, whose grammar state would be lost);
-- otherwise the newcomers form a second batch, and up to ``max_groups`` batches advance in turn, one step
-  each: a late request waits for a prefill, not for a whole batch to finish;
+- newcomers get a batch of their own, and up to ``max_groups`` batches advance in turn, one step each: a late
+  request waits for its own prefill, never for a whole batch to finish;
+- a running batch is *merged* with the newcomers instead when that pays: its sequences are prefilled again with
+  what they generated so far appended to their prompts, and go on in the bigger batch. That costs a prefill
+  of what they hold (which delays everyone's next token) and saves a step per round for as long as both would
+  run; :class:`Costs` measures both on this machine. A merge must save twice what it costs and still give the
+  newcomers their first token within ``ttft_target`` seconds of their arrival (never for guided batches,
+  whose grammar state would be lost, nor for a batch past ``merge_tokens`` generated tokens). With
+  ``max_groups`` batches running, newcomers join the cheapest one rather than wait;
 - the KV cache is sized by ``max_length``, so it grows in steps (``grow_tokens``, then doubling) instead of
   being sized for the whole ``max_tokens`` at once: a batch that reaches its length with sequences still
   going hands them back to the queue, to go on in a new, longer batch.
@@ -19,7 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Group", "Scheduler", "Sequence"]
+__all__ = ["Costs", "Group", "Scheduler", "Sequence"]
+
+# How far ahead a merge's savings are counted: sequences often stop (EOS) long before max_tokens.
+_HORIZON = 256
 
 
 @dataclass(slots=True)
@@ -36,6 +43,7 @@ class Sequence:
     generated: int = 0
     done: bool = False
     tokens: list[int] = field(default_factory=list)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -45,6 +53,44 @@ class Group:
     generator: Any
     seqs: list[Sequence]
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Costs:
+    """Running estimates, in seconds, of what the engine's operations take on this machine.
+
+    Prefill is compute-bound on CPU (about as dear per token as a decode step of one sequence), so merging
+    batches is only worth it when they still have many steps to go; on a GPU prefill is far cheaper.
+    """
+
+    prefill_per_token: float = 0.002
+    steps: dict[int, float] = field(default_factory=dict)  # batch size -> step seconds
+    weight: float = 0.2
+
+    def prefilled(self, tokens: int, seconds: float) -> None:
+        """Record a prefill of ``tokens`` (padding included: it is computed too)."""
+        if tokens > 0:
+            self.prefill_per_token += self.weight * (seconds / tokens - self.prefill_per_token)
+
+    def stepped(self, size: int, seconds: float) -> None:
+        """Record one decode step of a batch of ``size`` sequences."""
+        old = self.steps.get(size)
+        self.steps[size] = seconds if old is None else old + self.weight * (seconds - old)
+
+    def overhead(self) -> float:
+        """What one round costs a batch whatever its size: the saving per round of running one batch, not two.
+
+        The intercept of a straight line through the step times by batch size; until two sizes have run,
+        the cost of prefilling five tokens (about what it measures on a 2-core CPU).
+        """
+        if len(self.steps) < 2:
+            return 5 * self.prefill_per_token
+        n = len(self.steps)
+        mx = sum(self.steps) / n
+        my = sum(self.steps.values()) / n
+        var = sum((x - mx) ** 2 for x in self.steps)
+        slope = sum((x - mx) * (y - my) for x, y in self.steps.items()) / var
+        return max(0.0, my - slope * mx)
 
 
 class Scheduler:
@@ -59,8 +105,10 @@ class Scheduler:
     def __init__(self, og: Any, options: dict[str, Any]) -> None:
         self.og = og
         self.max_batch = max(1, int(options.get("max_batch_size", 8)))
-        self.max_groups = max(1, int(options.get("max_groups", 2)))
-        self.merge_tokens = int(options.get("merge_tokens", 16))
+        self.max_groups = max(1, int(options.get("max_groups", 4)))
+        self.merge_tokens = int(options.get("merge_tokens", 64))
+        self.ttft_target = float(options.get("ttft_target", 0.5))
+        self.costs = Costs()
         self.grow_tokens = max(1, int(options.get("grow_tokens", 256)))
         self.pending: list[Sequence] = []
         self.groups: list[Group] = []
@@ -100,12 +148,9 @@ class Scheduler:
     def start_group(self) -> None:
         """Start a batch from the oldest pending request and the pending ones with the same options.
 
-        A running batch of the same options that is still young (no sequence past ``merge_tokens``) is
-        merged into the new one instead of running beside it: its sequences are prefilled again with what
-        they generated so far appended to their prompts, and go on in the bigger batch. Requests sent
-        together thus share one batch without a batching delay; guided batches are never merged (their
-        grammar state would be lost). ``append_tokens`` runs the prefill; the first token comes from the
-        group's first ``step``.
+        The newcomers get a batch of their own, or take a running one along when :meth:`_merge_target`
+        says a merge pays (see the module docstring). ``append_tokens`` runs the prefill; the first token
+        comes from the group's first ``step``.
         """
         if not self.pending:
             return
@@ -113,28 +158,19 @@ class Scheduler:
         free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
         if free <= 0:
             return
-        young = None
-        for group in self.groups:
-            alive = [s for s in group.seqs if not s.done]
-            if (
-                group.seqs[0].key == key
-                and group.seqs[0].guidance is None
-                and max((s.generated for s in alive), default=0) <= self.merge_tokens
-            ):
-                young = group
-                break
-        if young is None and len(self.groups) >= self.max_groups:
-            return
-        merged = [s for s in young.seqs if not s.done] if young else []
         fresh = [s for s in self.pending if s.key == key][:free]
+        target = self._merge_target(key, fresh)
+        if target is None and len(self.groups) >= self.max_groups:
+            return
+        merged = [s for s in target.seqs if not s.done] if target else []
         seqs = merged + fresh
         generator, failure = None, None
         try:
             generator = self._generator(seqs)
         except Exception as exc:  # nothing changed yet: fail these sequences, the worker goes on
             failure = exc
-        if young is not None:
-            self.groups.remove(young)
+        if target is not None:
+            self.groups.remove(target)
             self.stats["merges"] += 1
         for seq in fresh:
             self.pending.remove(seq)
@@ -146,6 +182,37 @@ class Scheduler:
         self.groups.append(Group(generator, seqs))
         self.stats["batches"] += 1
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
+
+    def _merge_target(self, key: str, fresh: list[Sequence]) -> Group | None:
+        """The running batch the newcomers should take along into their prefill, or None for a batch of their own.
+
+        A candidate runs with the same options, unguided, and no sequence of it is past ``merge_tokens``.
+        With a free batch slot, the cheapest candidate is taken if the merge saves at least twice its cost
+        (a step per round, for as many rounds as both would run) and the newcomers, counting what they have
+        waited already, still see their first token within ``ttft_target``; with every slot taken, the
+        cheapest candidate is taken anyway, since the alternative is waiting for a batch to finish.
+        """
+        best, best_cost = None, 0
+        for group in self.groups:
+            alive = [s for s in group.seqs if not s.done]
+            if group.seqs[0].key != key or group.seqs[0].guidance is not None or not alive:
+                continue
+            if max(s.generated for s in alive) > self.merge_tokens:
+                continue
+            cost = sum(len(s.ids) + len(s.tokens) for s in alive)
+            if best is None or cost < best_cost:
+                best, best_cost = group, cost
+        if best is None or len(self.groups) >= self.max_groups:
+            return best
+        per_token = self.costs.prefill_per_token
+        delay = best_cost * per_token
+        waited = time.monotonic() - min(s.arrived for s in fresh)
+        first_token = waited + delay + sum(len(s.ids) for s in fresh) * per_token
+        alive = [s for s in best.seqs if not s.done]
+        rounds = min(_HORIZON, max(s.max_new - s.generated for s in alive), max(s.max_new - s.generated for s in fresh))
+        if first_token <= self.ttft_target and rounds * self.costs.overhead() >= 2 * delay:
+            return best
+        return None
 
     def _generator(self, seqs: list[Sequence]) -> Any:
         """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded."""
@@ -167,7 +234,9 @@ class Scheduler:
         for row, seq in enumerate(seqs):
             prefix = seq.ids + seq.tokens
             batch[row, : len(prefix)] = prefix
+        started = time.perf_counter()
         generator.append_tokens(batch)
+        self.costs.prefilled(batch.size, time.perf_counter() - started)
         return generator
 
     def _cap(self, seq: Sequence) -> int:
@@ -178,7 +247,9 @@ class Scheduler:
 
     def step(self, group: Group) -> None:
         """Advance a group by one token and collect it."""
+        started = time.perf_counter()
         group.generator.generate_next_token()
+        self.costs.stepped(len(group.seqs), time.perf_counter() - started)
         self.collect(group)
 
     def collect(self, group: Group) -> None:

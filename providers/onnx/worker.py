@@ -36,12 +36,13 @@ class WorkerOptions:
 
     execution_provider: str = "cpu"
     max_batch_size: int = 8
-    max_groups: int = 2
+    max_groups: int = 4
     queue_size: int = 64
     max_context: int = 2048
     cpu_threads: int | None = None
     gpu_memory_bytes: int | None = None
-    merge_tokens: int = 16
+    merge_tokens: int = 64
+    ttft_target: float = 0.5
     grow_tokens: int = 256
     start_timeout: float = 120.0
 

@@ -237,3 +237,38 @@ async def test_deadline_gives_a_timeout_error(provider: Any) -> None:
     with pytest.raises(ProviderError) as info:
         await provider.complete(request)
     assert (info.value.status, info.value.code) == (504, "timeout")
+
+
+async def test_newcomers_get_a_batch_of_their_own_then_join_one_when_every_slot_is_taken(make_provider: Any) -> None:
+    import asyncio
+
+    # ttft_target 0: no merge ever pays, so each newcomer gets a batch of its own while a slot is free.
+    provider = await make_provider(worker_options={"max_groups": 2, "ttft_target": 0.0})
+    long_streams = []
+    for prompt in ("first long one", "second long one"):
+        stream = await provider.open_stream(chat(prompt, max_tokens=1800, stream=True))
+        iterator = stream.__aiter__()
+        for _ in range(3):  # a few chunks in: that batch is running
+            await asyncio.wait_for(iterator.__anext__(), 30)
+        long_streams.append((stream, iterator))
+    stats = await provider.loaded()[TINY].worker_stats()
+    assert (stats["groups"], stats["merges"]) == (2, 0)
+    # Both slots are taken: a third request joins the cheaper batch instead of waiting for one to finish.
+    body = await asyncio.wait_for(provider.complete(chat("third", max_tokens=8)), 30)
+    assert body["choices"][0]["finish_reason"] == "length"
+    stats = await provider.loaded()[TINY].worker_stats()
+    assert stats["merges"] == 1 and stats["active"] == 2
+    for stream, _ in long_streams:
+        await stream.aclose()
+
+
+def test_costs_take_the_fixed_part_of_a_step_as_the_saving_of_one_batch_less() -> None:
+    from providers.onnx.scheduler import Costs
+
+    costs = Costs(prefill_per_token=0.002)
+    assert costs.overhead() == pytest.approx(0.010)  # nothing measured yet: five tokens of prefill
+    for size in (1, 2, 4, 8):
+        costs.stepped(size, 0.011 + 0.0025 * size)
+    assert costs.overhead() == pytest.approx(0.011)
+    costs.prefilled(100, 0.3)  # 3 ms a token, weighed in at 20%
+    assert costs.prefill_per_token == pytest.approx(0.0022)
