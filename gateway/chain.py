@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import ChainFailed, GatewayError
 from gateway.health import HealthBook
+from gateway.monitor import cause_of
 from gateway.routing import Deployment, Route
 from providers.base import Provider, ProviderError, UpstreamUnavailable
 
@@ -43,19 +44,15 @@ class Hop:
         return f"{self.deployment.ref}: {status}{self.error.message}"
 
     def record(self) -> dict[str, Any]:
-        """The hop as stored in the usage row."""
-        if self.error is None:
-            return {
-                "provider": self.deployment.provider,
-                "model": self.deployment.model,
-                "error": "cooling down",
-                "status": None,
-            }
+        """The hop as stored in the usage row; ``class`` and ``code`` are the labels /metrics counts it under."""
+        kind, code = cause_of(self.error)
         return {
             "provider": self.deployment.provider,
             "model": self.deployment.model,
-            "error": self.error.message,
-            "status": self.error.status,
+            "error": "cooling down" if self.error is None else self.error.message,
+            "status": None if self.error is None else self.error.status,
+            "class": kind,
+            "code": code,
         }
 
 
@@ -74,9 +71,14 @@ async def run_chain(
     health: HealthBook,
     deadline: float,
     attempt: Callable[[Provider, Deployment], Awaitable[T]],
+    hops: list[Hop] | None = None,
 ) -> tuple[Deployment, T, list[Hop]]:
-    """Try each deployment of ``route`` in order until ``attempt`` succeeds; else raise :class:`ChainExhausted`."""
-    hops: list[Hop] = []
+    """Try each deployment of ``route`` in order until ``attempt`` succeeds; else raise :class:`ChainExhausted`.
+
+    Failures are appended to ``hops`` (a new list when None) as they happen, so a caller whose wait is cancelled
+    still knows which deployments failed before, and stores them.
+    """
+    hops = [] if hops is None else hops
     for deployment in route.chain:
         wait = health.cooling(deployment.ref)
         if wait > 0:

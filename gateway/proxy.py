@@ -26,10 +26,22 @@ from gateway.observe import Trace, new_request_id
 from gateway.plugins import Pipeline, plugin_hooks
 from gateway.routing import Deployment, Route, RouteTable
 from gateway.runtime import Gateway
-from gateway.storage import UsageRecord
+from gateway.storage import UsageRecord, UsageWriteError
 from providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
-__all__ = ["ROUTING_FIELDS", "Call", "Served", "serve_json", "start_call"]
+# The helpers after ``Served`` are shared with gateway.streaming, which serves the streaming half of a call.
+__all__ = [
+    "ROUTING_FIELDS",
+    "SHUTDOWN",
+    "Call",
+    "Served",
+    "cancelled",
+    "check_endpoint",
+    "failed",
+    "serve_json",
+    "start_call",
+    "uncancel",
+]
 
 log = logging.getLogger("minigate")
 
@@ -53,7 +65,7 @@ ROUTING_FIELDS = frozenset(
 _encode = msgspec.json.encode
 
 
-_SHUTDOWN = "the gateway shut down before the answer was complete"
+SHUTDOWN = "the gateway shut down before the answer was complete"
 
 
 @dataclass(slots=True, eq=False)
@@ -114,7 +126,10 @@ class Call:
         ttft_ms: float | None = None,
         usage: Any = None,
     ) -> None:
-        """Commit this call's usage row (and count it); storage trouble is logged, never a failed answer."""
+        """Commit this call's usage row (and count it); storage trouble is logged, never a failed answer.
+
+        Returns once the row is committed, or kept in memory by the writer while the database refuses rows.
+        """
         tokens = _tokens(usage)
         self.gateway.metrics.call(
             deployment, deployment is not None and self.routes.listed(deployment), hops, tokens, ttft_ms
@@ -135,7 +150,10 @@ class Call:
             **tokens,
         )
         try:
+            # False: the database refuses rows for now and this one waits in memory (the writer logs the outage).
             await self.gateway.usage.record(row)
+        except UsageWriteError as err:  # already logged with the row's contents when the database was to blame
+            log.error("usage row %s was not stored: %s", self.request_id, err, extra={"event": "usage_not_stored"})
         except Exception:
             log.exception("usage row %s was not stored", self.request_id)
 
@@ -181,7 +199,8 @@ def start_call(
     return call
 
 
-def _check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> None:
+def check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> None:
+    """Refuse (400, no fallback) a deployment whose provider does not serve the call's endpoint."""
     if call.endpoint not in provider.endpoints:
         raise ProviderError(
             f"{deployment.ref} does not serve /v1/{call.endpoint}",
@@ -191,35 +210,37 @@ def _check_endpoint(provider: Provider, call: Call, deployment: Deployment) -> N
         )
 
 
-async def _failed(call: Call, err: GatewayError, hops: list[Hop] | None = None) -> GatewayError:
+async def failed(call: Call, err: GatewayError, hops: list[Hop] | None = None) -> GatewayError:
+    """Store the row of a call that ends with ``err`` (even while being cancelled); returns ``err`` to raise."""
     with anyio.CancelScope(shield=True):
         await call.store(err.status, None, hops or [], error=err.message)
     return err
 
 
-def _uncancel() -> None:
+def uncancel() -> None:
+    """Take back the cancellation of the current task: a shutdown's cut is answered, not propagated."""
     # A shutdown's cut is answered with an error, not propagated as a cancellation of the request.
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
 
 
-async def _cancelled(call: Call, hops: list[Hop]) -> GatewayError | None:
+async def cancelled(call: Call, hops: list[Hop]) -> GatewayError | None:
     """A call cancelled before it had an answer: the 503 to raise when a shutdown cut it, None when the client
     left (the caller re-raises the cancellation). The usage row is stored either way."""
     if not call.cut:
         with anyio.CancelScope(shield=True):
             await call.store(499, None, hops, error="client disconnected")
         return None
-    _uncancel()
+    uncancel()
     error = GatewayError(
-        f"The request was not answered: {_SHUTDOWN}.",
+        f"The request was not answered: {SHUTDOWN}.",
         status=503,
         type="server_error",
         code="server_shutting_down",
         headers={"retry-after": "1", "connection": "close"},
     )
-    return await _failed(call, error, hops)
+    return await failed(call, error, hops)
 
 
 def _tokens(usage: Any) -> dict[str, int | None]:
@@ -243,17 +264,18 @@ async def serve_json(call: Call) -> Served:
     hops: list[Hop] = []
 
     async def attempt(provider: Provider, deployment: Deployment) -> dict[str, Any]:
-        _check_endpoint(provider, call, deployment)
+        check_endpoint(provider, call, deployment)
         return await provider.complete(call.provider_request(deployment))
 
     drain = call.gateway.drain
     drain.add(call)
     try:
-        deployment, body, hops = await run_chain(call.route, call.providers, call.health, call.deadline, attempt)
+        deployment, body, _ = await run_chain(call.route, call.providers, call.health, call.deadline, attempt, hops)
     except ChainExhausted as exhausted:
-        raise await _failed(call, exhausted.error, exhausted.hops) from None
+        raise await failed(call, exhausted.error, exhausted.hops) from None
     except asyncio.CancelledError:
-        cut = await _cancelled(call, hops)
+        # ``hops`` holds the deployments that failed before the client left (or the shutdown cut the call).
+        cut = await cancelled(call, hops)
         if cut is None:
             raise
         raise cut from None

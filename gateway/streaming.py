@@ -17,7 +17,7 @@ import msgspec
 
 from gateway.chain import ChainExhausted, Hop, run_chain
 from gateway.errors import error_body
-from gateway.proxy import _SHUTDOWN, Call, Served, _cancelled, _check_endpoint, _failed, _uncancel
+from gateway.proxy import SHUTDOWN, Call, Served, cancelled, check_endpoint, failed, uncancel
 from gateway.routing import Deployment
 from providers.base import ChunkStream, Provider, ProviderError
 
@@ -69,7 +69,7 @@ async def serve_stream(call: Call) -> Served:
     async def attempt(
         provider: Provider, deployment: Deployment
     ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
-        _check_endpoint(provider, call, deployment)
+        check_endpoint(provider, call, deployment)
         stream = await provider.open_stream(call.provider_request(deployment))
         iterator, buffered = await _prime(stream)
         return stream, iterator, buffered
@@ -77,15 +77,15 @@ async def serve_stream(call: Call) -> Served:
     drain = gateway.drain
     drain.add(call)
     try:
-        deployment, (stream, iterator, buffered), hops = await run_chain(
-            call.route, call.providers, call.health, call.deadline, attempt
+        deployment, (stream, iterator, buffered), _ = await run_chain(
+            call.route, call.providers, call.health, call.deadline, attempt, hops
         )
     except ChainExhausted as exhausted:
         drain.discard(call)
-        raise await _failed(call, exhausted.error, exhausted.hops) from None
+        raise await failed(call, exhausted.error, exhausted.hops) from None
     except asyncio.CancelledError:
         drain.discard(call)
-        cut = await _cancelled(call, hops)
+        cut = await cancelled(call, hops)  # with the deployments that failed before
         if cut is None:
             raise
         raise cut from None
@@ -152,13 +152,13 @@ async def _relay(
         status, error = 504, "the request's deadline passed mid-stream"
         yield _event(error_body(f"The request timed out: {error}.", "timeout_error", None, "upstream_timeout"))
     except asyncio.CancelledError:
-        status, error = (503, _SHUTDOWN) if call.cut else (499, "client disconnected")
+        status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
         if not call.cut:
             raise
-        _uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
-        yield _event(error_body(f"The answer was cut off: {_SHUTDOWN}.", "server_error", None, "server_shutting_down"))
+        uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
+        yield _event(error_body(f"The answer was cut off: {SHUTDOWN}.", "server_error", None, "server_shutting_down"))
     except GeneratorExit:
-        status, error = (503, _SHUTDOWN) if call.cut else (499, "client disconnected")
+        status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
         raise
     finally:
         call.gateway.drain.discard(call)

@@ -106,7 +106,7 @@ async def test_failing_row_fails_only_its_caller(
         *(writer.record(_row(f"h{i}")) for i in range(50)),
         return_exceptions=True,
     )
-    failures = [r for r in results if r is not None]
+    failures = [r for r in results if r is not True]
     assert len(failures) == 1
     assert isinstance(failures[0], UsageWriteError)
     assert failures[0].__cause__ is not None  # the database's own error
@@ -116,18 +116,101 @@ async def test_failing_row_fails_only_its_caller(
     assert backend.count("usage") == 101
 
 
-async def test_database_wide_failure_fails_the_batch_then_recovers(
+async def _until(predicate: Any, limit: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_database_wide_failure_holds_rows_until_it_recovers(
     writer: UsageWriter, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await writer.record(_row("before"))
+    assert await writer.record(_row("before")) is True
     backend.execute("ALTER TABLE usage RENAME TO usage_away")
-    results = await asyncio.gather(*(writer.record(_row(f"x{i}")) for i in range(10)), return_exceptions=True)
-    assert all(isinstance(r, UsageWriteError) for r in results)
-    assert "retrying once" in caplog.text  # not ten separate row-by-row attempts
+    started = asyncio.get_running_loop().time()
+    results = await asyncio.gather(*(writer.record(_row(f"x{i}")) for i in range(10)))
+    assert results == [False] * 10  # kept in memory, not refused; and the callers did not wait for the database
+    assert asyncio.get_running_loop().time() - started < 3
+    assert writer.degraded and writer.held == 10 and writer.lost == 0
+    assert await writer.record(_row("during")) is False  # no wait at all while rows are held
+    assert "the database refuses usage rows" in caplog.text
     backend.execute("ALTER TABLE usage_away RENAME TO usage")
-    await writer.record(_row("after"))
+    await _until(lambda: writer.held == 0)
+    assert not writer.degraded and "every held row is stored" in caplog.text
+    assert await writer.record(_row("after")) is True
     ids = [r[0] for r in backend.rows("SELECT request_id FROM usage ORDER BY id")]
-    assert ids == ["before", "after"]
+    assert ids == ["before", *(f"x{i}" for i in range(10)), "during", "after"]  # in order, none twice
+
+
+async def test_more_held_rows_than_max_held_are_refused_and_logged(
+    db: Database, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = UsageWriter(db, max_held=3, close_timeout=0.5)
+    await w.start()
+    backend.execute("ALTER TABLE usage RENAME TO usage_away")
+    assert [await w.record(_row(f"y{i}")) for i in range(3)] == [False] * 3
+    with pytest.raises(UsageWriteError):
+        await w.record(_row("one-too-many", total_tokens=42))
+    assert w.lost == 1
+    lost = [r for r in caplog.records if getattr(r, "event", None) == "usage_row_lost"]
+    assert [r.row["request_id"] for r in lost] == ["one-too-many"]  # type: ignore[attr-defined]
+    assert lost[0].row["total_tokens"] == 42  # type: ignore[attr-defined]  # enough to restore it by hand
+    # Closing while the database still refuses them: tried for close_timeout, then each held row is logged.
+    await w.close()
+    assert w.lost == 4
+    lost = [r for r in caplog.records if getattr(r, "event", None) == "usage_row_lost"]
+    assert [r.row["request_id"] for r in lost] == ["one-too-many", "y0", "y1", "y2"]  # type: ignore[attr-defined]
+    backend.execute("ALTER TABLE usage_away RENAME TO usage")
+    assert backend.count("usage") == 0
+
+
+async def test_a_commit_slower_than_ack_timeout_lets_callers_go_on(db: Database, backend: Backend) -> None:
+    # Another writer holds the lock for 1.5 s (less than SQLite's busy timeout): the caller is let go after
+    # ack_timeout with its row still queued, and the row is committed once the lock goes.
+    w = UsageWriter(db, ack_timeout=0.3)
+    await w.start()
+    try:
+        assert await w.record(_row("warm-up")) is True
+        release = _take_write_lock(backend)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.call_later(1.5, release)
+            started = loop.time()
+            assert await w.record(_row("slow")) is False
+            assert 0.25 <= loop.time() - started < 1.2
+            assert w.degraded
+            await _until(lambda: backend.count("usage") == 2)
+        finally:
+            release()
+        assert await w.record(_row("normal")) is True  # commits work again: callers wait for theirs
+        assert not w.degraded and w.lost == 0
+    finally:
+        await w.close()
+    assert backend.count("usage") == 3
+
+
+def _take_write_lock(backend: Backend) -> Any:
+    """Hold the usage table's write lock from another connection; returns the idempotent release."""
+    if backend.name == "sqlite":
+        other = sqlite3.connect(backend.sqlite_path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+    else:
+        conn = backend.engine.connect()
+        conn.execute(text("LOCK TABLE usage IN EXCLUSIVE MODE"))
+    done = []
+
+    def release() -> None:
+        if not done:
+            done.append(True)
+            if backend.name == "sqlite":
+                other.execute("COMMIT")
+                other.close()
+            else:
+                conn.commit()
+                conn.close()
+
+    return release
 
 
 async def test_waits_for_another_writers_lock(writer: UsageWriter, backend: Backend) -> None:
