@@ -24,17 +24,21 @@ def ask(gateway: GatewayServer, model: str = "default", **kwargs: Any) -> Any:
 
 
 def assert_backup_answered(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, error_part: str
+    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, error_part: str, code: str | None = None
 ) -> dict[str, Any]:
+    """The backup answered the client; the row names it, its tokens, and the primary's failure (of ``code``)."""
     raw = ask(gateway)
     assert raw.parse().choices[0].message.content == "Hello from backup"
     assert raw.headers["x-minigate-provider"] == "backup"
     assert raw.headers["x-minigate-fallbacks"] == "1"
     assert len(backup.requests) == 1
-    [row] = gateway.rows()
+    [row] = gateway.rows("request_id = ?", (raw.headers["x-request-id"],))
     assert (row["status"], row["provider"], row["model"], row["fallbacks"]) == (200, "backup", "llama3-8b", 1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (1, 3, 4)
     [hop] = json.loads(row["hops"])
     assert hop["provider"] == "primary" and error_part in hop["error"], hop
+    if code is not None:
+        assert hop["code"] == code, hop
     return row
 
 
@@ -43,7 +47,7 @@ def test_retryable_statuses_fall_back(
     gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, status: int
 ) -> None:
     primary.script(Status(status))
-    assert_backup_answered(gateway, primary, backup, f"fake error {status}")
+    assert_backup_answered(gateway, primary, backup, f"fake error {status}", f"http_{status}")
     assert len(primary.requests) == 1
 
 
@@ -71,12 +75,12 @@ def test_connection_refused_falls_back(
     config = two_provider_config(primary, backup)
     config["models"]["providers"]["primary"]["endpoint"] = f"http://127.0.0.1:{free_port()}/v1"
     gateway = gateway_factory(config)
-    assert_backup_answered(gateway, primary, backup, "cannot connect")
+    assert_backup_answered(gateway, primary, backup, "cannot connect", "upstream_unavailable")
 
 
 def test_connection_reset_falls_back(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream) -> None:
     primary.script(ResetAfter(0))
-    assert_backup_answered(gateway, primary, backup, "primary")
+    assert_backup_answered(gateway, primary, backup, "primary", "upstream_unavailable")
 
 
 @pytest.fixture
@@ -104,13 +108,13 @@ def test_connect_timeout_falls_back(
     config["models"]["providers"]["primary"].update(endpoint=f"http://127.0.0.1:{blackhole}/v1", connect_timeout=0.3)
     gateway = gateway_factory(config)
     started = time.monotonic()
-    assert_backup_answered(gateway, primary, backup, "timed out")
+    assert_backup_answered(gateway, primary, backup, "timed out", "upstream_timeout")
     assert time.monotonic() - started < 2
 
 
 def test_read_timeout_falls_back(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream) -> None:
     primary.script(Delay(3))  # the provider's timeout is 2 s
-    assert_backup_answered(gateway, primary, backup, "timed out")
+    assert_backup_answered(gateway, primary, backup, "timed out", "upstream_timeout")
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
@@ -136,7 +140,7 @@ def test_retry_after_puts_the_deployment_on_cooldown(
     gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(Status(429, headers={"Retry-After": "1"}))
-    assert_backup_answered(gateway, primary, backup, "fake error 429")
+    assert_backup_answered(gateway, primary, backup, "fake error 429", "http_429")
     # While the primary asked us to wait, it is skipped without being called.
     assert ask(gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 1
@@ -152,8 +156,13 @@ def test_all_rate_limited_passes_429_with_retry_after(
     with pytest.raises(openai.RateLimitError) as err:
         ask(gateway)
     assert err.value.response.headers["retry-after"] == "3"
+    assert err.value.code == "rate_limit_exceeded" and err.value.type == "rate_limit_error"
     [row] = gateway.rows()
-    assert row["status"] == 429 and row["fallbacks"] == 2
+    assert row["status"] == 429 and row["fallbacks"] == 2 and row["provider"] is None
+    assert [(h["provider"], h["status"], h["code"]) for h in json.loads(row["hops"])] == [
+        ("primary", 429, "http_429"),
+        ("backup", 429, "http_429"),
+    ]
 
 
 def test_failing_primary_cools_down_and_traffic_returns(

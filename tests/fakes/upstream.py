@@ -109,6 +109,14 @@ class NoDone:
 
 
 @dataclass(frozen=True)
+class EndAfter:
+    """Stream ``chunks`` content chunks, then end the response cleanly with neither a finish chunk nor [DONE]
+    (a truncated answer). Non-stream requests get the JSON answer cut off half-way, with status 200."""
+
+    chunks: int
+
+
+@dataclass(frozen=True)
 class StreamError:
     """After ``chunks`` chunks send ``data: {"error": {...}}`` and end (non-stream: a 500 with it)."""
 
@@ -354,6 +362,10 @@ class FakeUpstream:
         if not stream:
             if isinstance(b, MalformedSSE):
                 return web.Response(body=b"{not json", content_type=_JSON)
+            if isinstance(b, EndAfter):
+                whole = _completion(True, body.get("model"), "Hello", Reply(), {}).body
+                assert isinstance(whole, bytes)
+                return web.Response(body=whole[: len(whole) // 2], content_type=_JSON)
             if isinstance(b, StreamError):
                 return _status(Status(500, b.error))
             if isinstance(b, StallAfter):
@@ -396,6 +408,8 @@ class FakeUpstream:
             out.append(b"data: {not json\n\n" + _DONE)
         elif isinstance(b, StreamError):
             out.append(b"data: " + _dumps(_error(500, b.error)) + b"\n\n")
+        elif isinstance(b, EndAfter):
+            pass  # no finish chunk, no usage, no [DONE]: the body just ends
         else:
             out.append(s.finish(reply.finish_reason))
             include = (body.get("stream_options") or {}).get("include_usage")
