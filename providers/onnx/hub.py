@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from providers.onnx.convert import ConvertError, DownloadError, MissingToolsError, SourceError, name_from
+from providers.onnx.hub_errors import translate
 from providers.onnx.progress import Progress
 from providers.onnx.store import _allowed_file
+from providers.onnx.tools import ConvertError, MissingToolsError, SourceError, name_from
 
 __all__ = [
     "HubFile",
@@ -54,21 +55,6 @@ _HF_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".jinja", ".tiktoken"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-_NETWORK_ERRORS = {
-    "ConnectError",
-    "ConnectTimeout",
-    "ReadTimeout",
-    "WriteTimeout",
-    "PoolTimeout",
-    "TimeoutException",
-    "NetworkError",
-    "ReadError",
-    "WriteError",
-    "ProxyError",
-    "RemoteProtocolError",
-    "ConnectionError",
-    "SSLError",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,68 +367,7 @@ def translate_errors(source: HubSource, endpoint: str | None) -> Iterator[None]:
     except ConvertError:
         raise
     except Exception as exc:
-        translated = _translate(exc, source, endpoint)
+        translated = translate(exc, _hub().errors, source, _where(endpoint))
         if translated is None:
             raise
         raise translated from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _is_network(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        if names & _NETWORK_ERRORS or isinstance(exc, ConnectionError | TimeoutError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def _translate(exc: BaseException, source: HubSource, endpoint: str | None) -> Exception | None:
-    errors = _hub().errors
-    hub = _where(endpoint)
-    token_hint = (
-        "the token in HF_TOKEN may have no access to it"
-        if os.environ.get("HF_TOKEN")
-        else "a private or gated repository needs HF_TOKEN"
-    )
-    if isinstance(exc, errors.OfflineModeIsEnabled):
-        return DownloadError(
-            f"cannot pull {source}: offline mode is on (unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE)"
-        )
-    if isinstance(exc, errors.GatedRepoError):
-        return SourceError(
-            f"{source.repo} is gated: accept its conditions on its hub page, then set HF_TOKEN to a token of "
-            f"that account ({_first_line(exc)})"
-        )
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        return SourceError(f"repository {source.repo} not found on {hub} ({token_hint})")
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return SourceError(f"revision {source.revision!r} not found in {source.repo}")
-    if isinstance(exc, errors.RemoteEntryNotFoundError):
-        return SourceError(f"a file of {source} is not on {hub}: {_first_line(exc)}")
-    if isinstance(exc, errors.DisabledRepoError):
-        return SourceError(f"{source.repo} is disabled on {hub}")
-    if isinstance(exc, errors.HfHubHTTPError):
-        status = getattr(exc.response, "status_code", None)
-        if status in (401, 403):
-            return SourceError(f"{hub} refused access to {source} (HTTP {status}; {token_hint})")
-        if status == 404:
-            return SourceError(f"{source} not found on {hub}")
-        return DownloadError(f"{hub} answered HTTP {status} for {source}: {_first_line(exc)}")
-    if isinstance(exc, errors.LocalEntryNotFoundError):
-        # snapshot_download's "check your connection" wraps the real reason, if it kept it
-        cause = exc.__cause__
-        if cause is not None and (inner := _translate(cause, source, endpoint)) is not None:
-            return inner
-        return DownloadError(f"cannot download {source} from {hub}: check the network and HF_ENDPOINT")
-    if _is_network(exc):
-        return DownloadError(f"cannot reach {hub} to pull {source}: {type(exc).__name__}: {_first_line(exc)}")
-    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
-        return DownloadError(f"a download from {source} was cut short ({_first_line(exc)}); try again")
-    return None
