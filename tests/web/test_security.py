@@ -9,6 +9,7 @@ import pytest
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, sse_data
+from tests.web.test_auth import ADMIN_POSTS, CHAT_POSTS
 from web.markdown import MarkdownRenderer
 
 PAYLOADS = {
@@ -84,3 +85,29 @@ def test_unknown_pages_are_html_not_stack_traces(client: WebClient) -> None:
     assert response.status_code == 404 and "There is no such conversation" in response.text
     response = client.get("/static/../gateway/config.py")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(("path", "data"), [*ADMIN_POSTS, *CHAT_POSTS, ("/logout", {})])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "http://evil.example", "sec-fetch-site": "cross-site"},
+        {"origin": "http://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},  # a sibling subdomain is another site's page too
+        {"origin": "null"},  # sandboxed frames, data: pages
+    ],
+    ids=["browser", "origin", "fetch-site", "same-site", "null"],
+)
+def test_cross_site_form_posts_are_refused(
+    client: WebClient, path: str, data: dict[str, str], headers: dict[str, str]
+) -> None:
+    conversation = client.new_chat("default")
+    target = path.replace("/chat/1/", f"/chat/{conversation}/")
+    before = client.get(f"/chat/{conversation}").text, client.get("/keys").text
+    # The victim's browser sends the session cookie, and the attacker even knows the CSRF token.
+    refused = client.post(target, {**data}, headers=headers)
+    assert refused.status_code == 403, (target, refused.status_code)
+    assert "mg_session" not in refused.headers.get("set-cookie", "")
+    assert (client.get(f"/chat/{conversation}").text, client.get("/keys").text) == before
+    assert client.get("/keys").status_code == 200  # still logged in: the cross-site logout did nothing
