@@ -1,5 +1,6 @@
 """Secret canaries: set in the config and the environment, sent by clients in headers and bodies, quoted back by
-an upstream; then the log, /metrics, the database files and every answer are searched for them."""
+an upstream; then the log, /metrics, every web page, the database files (every row) and every answer and error body
+are searched for them."""
 
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ def test_no_secret_reaches_logs_metrics_database_or_answers(tmp_path: Path) -> N
             try:
                 answers.append(web.login(WRONG_PASSWORD))
                 answers.append(web.login(ADMIN_PASSWORD))
+                # Every page of the web UI, after a chat whose upstream quoted our key and fell back.
+                up.script(Status(401, quoted))
+                conversation = web.new_chat("default", system_prompt="hello")
+                web.send(conversation, "hi from the web")
+                answers.append(web.post("/keys", {"name": "canary-page-key"}))
+                for page in ("/chat", f"/chat/{conversation}", "/models", "/usage", "/usage?by=key",
+                             "/usage?by=provider", "/usage.csv", "/keys", "/login", "/no-such-page"):  # fmt: skip
+                    answers.append(web.get(page))
+                answers.append(web.get("/usage", headers={"hx-request": "true"}))
+                pages = [r.status_code for r in answers[-12:]]
+                assert pages == [200] * 9 + [303, 404, 200] and "Hello from backup" in answers[-10].text, pages
             finally:
                 web.close()
             answers.append(httpx.get(f"{gateway.base}/metrics"))
