@@ -1,0 +1,54 @@
+#!/bin/sh
+# The image's builder stage (Dockerfile): install minigate and exactly its locked dependencies into a new venv.
+#
+#   MINIGATE_ACCELERATOR=cpu MINIGATE_EXTRAS=convert sh deploy/install.sh VENV [deps|minigate]
+#
+# `deps` installs the lock only, `minigate` only minigate (into the venv `deps` made), neither both: the
+# Dockerfile runs the two steps apart so that a change to the code does not download the dependencies again.
+# Run it in the source folder (pyproject.toml, the packages, deploy/requirements-*.lock). MINIGATE_ACCELERATOR
+# (cpu, the default, or cuda) and MINIGATE_EXTRAS (convert when unset, none when empty) pick the lock
+# deploy/requirements-ACCELERATOR[-EXTRAS].lock. Every package comes from it, checked against its sha256
+# (--require-hashes; --no-deps, so pip adds nothing the lock does not name); then minigate itself is built with the
+# lock's setuptools (--no-build-isolation) and installed without looking at an index. The only Python code not
+# covered by a hash is the base image's own Python and pip. tests/test_lock.py runs this script too.
+set -eu
+venv=${1:?usage: deploy/install.sh VENV [deps|minigate]}
+step=${2:-all}
+accelerator=${MINIGATE_ACCELERATOR:-cpu}
+extras=${MINIGATE_EXTRAS-convert}
+python=${PYTHON:-python3}
+
+case "$step" in
+  deps | minigate | all) ;;
+  *) echo "usage: deploy/install.sh VENV [deps|minigate]" >&2; exit 2 ;;
+esac
+case "$accelerator" in
+  cpu | cuda) ;;
+  *) echo "MINIGATE_ACCELERATOR must be cpu or cuda, not $accelerator" >&2; exit 2 ;;
+esac
+lock=deploy/requirements-$accelerator${extras:+-$extras}.lock
+if [ ! -f "$lock" ]; then
+  echo "no $lock: MINIGATE_EXTRAS must be convert or empty, not '$extras' (scripts/lock.sh writes the locks)" >&2
+  exit 2
+fi
+
+if [ "$step" != minigate ]; then
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --require-hashes --no-deps -r "$lock"
+fi
+[ "$step" != deps ] || exit 0
+"$venv/bin/pip" install --no-deps --no-build-isolation --no-index .
+# The lock must hold every dependency of what it installs. The cuda image runs onnxruntime-genai-cuda in place
+# of the onnxruntime-genai that minigate's metadata names (the same module, onnxruntime_genai).
+if ! problems=$("$venv/bin/pip" check 2>&1); then
+  if [ "$accelerator" = cuda ]; then
+    problems=$(printf '%s\n' "$problems" | grep -v '^minigate [^ ]* requires onnxruntime-genai, which is not installed\.$' || true)
+  fi
+  if [ -n "$problems" ]; then
+    printf 'the lock %s is incomplete:\n%s\n' "$lock" "$problems" >&2
+    exit 1
+  fi
+fi
+# From / so that the installed package is imported, not the source folder.
+(cd / && "$venv/bin/python" -c 'import onnxruntime_genai, gateway.cli')
+echo "installed minigate from $lock into $venv"
