@@ -4,6 +4,11 @@
 # the runtime stage copies that environment onto a fresh base, so no compiler, pip cache or build file ends
 # up in the image. It runs as the unprivileged user `minigate` (uid 10001) with its data in /var/lib/minigate.
 #
+# Every Python package comes from a lock file, deploy/requirements-ACCELERATOR[-EXTRAS].lock, installed with
+# `pip install --require-hashes --no-deps`: exact versions, each file checked against its sha256, nothing added
+# that the lock does not name; minigate itself is then built with the lock's setuptools, without an index
+# (deploy/install.sh does both; scripts/lock.sh regenerates the locks from pyproject.toml).
+#
 # Build arguments:
 #   MINIGATE_EXTRAS       the extras installed with minigate. "convert" (the default) is what the README's
 #                         install command installs: torch and friends, needed once to convert the default
@@ -12,8 +17,9 @@
 #   MINIGATE_ACCELERATOR  "cpu" (the default) or "cuda": onnxruntime-genai-cuda and onnxruntime-gpu with
 #                         NVIDIA's CUDA and cuDNN libraries from their wheels (the compose gpu profile).
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS
-#                         handed to pip as they are (empty: pip's defaults), e.g. PyTorch's CPU-only wheel
-#                         index as PIP_EXTRA_INDEX_URL keeps torch from pulling gigabytes of CUDA packages.
+#                         handed to pip as they are (empty: pip's defaults), e.g. a mirror of PyPI. The hashes
+#                         still decide what is installed: a file that differs from PyPI's is refused, so another
+#                         build of a package (such as PyTorch's CPU-only torch) needs a lock made for it.
 #
 # The base image is pinned by tag, not by digest: pin a digest here (python:3.11-slim@sha256:...) once you
 # have resolved it against your registry.
@@ -26,26 +32,17 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/minigate
 WORKDIR /src
+# The locked dependencies first, in their own layer: a change to the code does not download them again.
+COPY deploy/install.sh deploy/requirements-*.lock ./deploy/
+RUN sh deploy/install.sh /opt/minigate deps
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY providers ./providers
 COPY web ./web
 COPY migrations ./migrations
-# Non-editable install of exactly the README's `pip install -e '.[convert]'`; the optional CUDA swap keeps the
-# onnxruntime-genai version that minigate pins.
-RUN set -eu; \
-    /opt/minigate/bin/pip install ".${MINIGATE_EXTRAS:+[$MINIGATE_EXTRAS]}"; \
-    case "$MINIGATE_ACCELERATOR" in \
-      cpu) ;; \
-      cuda) \
-        version=$(/opt/minigate/bin/python -c 'import importlib.metadata as m; print(m.version("onnxruntime-genai"))'); \
-        /opt/minigate/bin/pip uninstall -y onnxruntime-genai onnxruntime; \
-        /opt/minigate/bin/pip install "onnxruntime-genai-cuda==$version" "onnxruntime-gpu[cuda,cudnn]";; \
-      *) echo "MINIGATE_ACCELERATOR must be cpu or cuda, not $MINIGATE_ACCELERATOR" >&2; exit 2;; \
-    esac; \
-    /opt/minigate/bin/python -c 'import onnxruntime_genai, gateway.cli'
+# minigate itself (non-editable, no dependencies, no index), then `pip check` and an import of the engine.
+RUN sh deploy/install.sh /opt/minigate minigate
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/minigate/bin:$PATH \
