@@ -75,7 +75,8 @@ def test_lock_pins_every_requirement_with_hashes(variant: str) -> None:
     path = lock_inputs.lock_path(variant)
     text = path.read_text()
     # No index, mirror or URL of any kind: where files come from is the builder's business, not the lock's.
-    assert "://" not in text and "--index-url" not in text and "--find-links" not in text
+    for needle in ("://", "--index-url", "--extra-index-url", "--find-links", "--trusted-host"):
+        assert needle not in text, f"{path.name} names an index or URL ({needle}): scripts/lock.sh writes none"
     pins = parse_lock(path)
     inputs = [Requirement(r) for r in lock_inputs.requirements(variant)]
     for requirement in inputs:
