@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,26 @@ class ProviderRegistry:
 _BLOCKED_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 
 
+# Metadata services outside the link-local range: AWS's IPv6 one (Nitro) and Alibaba Cloud's.
+_METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+
+
+def _as_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address if it is one in any spelling the resolver accepts, or None for a name.
+
+    ``inet_aton`` reads what ``ip_address`` refuses but connect() honours: "2852039166", "0xA9FEA9FE",
+    "0251.0376.0251.0376", "169.254.43518".
+    """
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_endpoint(url: str) -> str | None:
     """Why ``url`` is not acceptable as an upstream endpoint, or None.
 
@@ -82,16 +103,18 @@ def check_endpoint(url: str) -> str | None:
         return "not a URL (bad port)"
     if not host or any(c.isspace() for c in url):
         return "not a URL"
-    if host.lower() in _BLOCKED_HOSTS:
+    host = host.lower().rstrip(".")  # "169.254.169.254." and "metadata.google.internal." name the same hosts
+    if host in _BLOCKED_HOSTS:
         return "cloud metadata hosts are not allowed as endpoints"
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+    addr = _as_address(host)
+    if addr is None:
         return None
-    if addr.is_link_local or (
-        isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and addr.ipv4_mapped.is_link_local
+    if (
+        addr.is_link_local
+        or addr in _METADATA_ADDRESSES
+        or (isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and addr.ipv4_mapped.is_link_local)
     ):
-        return "link-local addresses (cloud metadata services) are not allowed as endpoints"
+        return "link-local and cloud metadata addresses are not allowed as endpoints"
     return None
 
 

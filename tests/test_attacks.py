@@ -147,6 +147,15 @@ def test_upstream_redirects_are_not_followed(
         "gopher://127.0.0.1:6379/_",
         "unix:///run/docker.sock",
         "//169.254.169.254/v1",
+        # The same address in the spellings inet_aton (and so connect) accepts, and with a trailing dot
+        "http://2852039166/",
+        "http://0xA9FEA9FE/",
+        "http://0251.0376.0251.0376/",
+        "http://169.254.43518/",
+        "http://169.254.169.254./",
+        "http://metadata.google.internal./",
+        "http://[fd00:ec2::254]/",  # AWS's IPv6 metadata service
+        "http://100.100.100.200/",  # Alibaba Cloud's
     ],
 )
 def test_metadata_and_non_http_endpoints_are_refused(endpoint: str) -> None:

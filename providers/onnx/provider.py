@@ -124,6 +124,7 @@ class OnnxProvider(Provider):
     # ------------------------------------------------------------ admin operations
     async def load(self, model: str) -> WorkerClient:
         """Start the model's worker unless it runs; return its client."""
+        path = self._model_dir(model)  # before a slot exists: a name that is no model must leave nothing behind
         slot = self._slots.setdefault(model, _Slot())
         if slot.client is not None and slot.client.alive:
             return slot.client
@@ -135,7 +136,6 @@ class OnnxProvider(Provider):
                 slot.client = None
             if slot.failed is not None and time.monotonic() - slot.failed[0] < START_BACKOFF:
                 raise slot.failed[1]  # do not spawn a process per request for a model that cannot load
-            path = self._model_dir(model)
             await self._make_room(model, path)
             client = WorkerClient(model, path, self.worker_options)
             try:
@@ -168,8 +168,12 @@ class OnnxProvider(Provider):
 
     async def remove(self, model: str) -> None:
         """Unload the model and delete its folder."""
+        self._model_dir(model)  # 404 for a name that is no model here (bad names and symlinks included)
         await self.unload(model)
-        store.remove_model(self.models_dir, model)
+        try:
+            store.remove_model(self.models_dir, model)
+        except store.ModelStoreError as exc:
+            raise ProviderError(str(exc), status=400, type="invalid_request_error", fallback=False) from exc
 
     async def pull(
         self,

@@ -45,7 +45,7 @@ class ModelStoreError(ValueError):
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a safe model folder name (letters, digits, ``._-``; no separators, no ``..``)."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ModelStoreError(
             f"invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter "
             "or digit, without '..' or path separators"
@@ -202,8 +202,11 @@ def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
     root = Path(models_dir)
     if not root.is_dir():
         return []
+    # A symlink is never a model: it could point outside models_dir (model_path refuses those too).
     return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "genai_config.json").is_file()
+        p.name
+        for p in root.iterdir()
+        if not p.is_symlink() and p.is_dir() and _NAME.fullmatch(p.name) and (p / "genai_config.json").is_file()
     )
 
 

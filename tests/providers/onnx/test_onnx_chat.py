@@ -174,6 +174,10 @@ async def test_refusals_and_unknown_model(provider: Any) -> None:
     with pytest.raises(ProviderError) as info:
         await provider.complete(chat(model="../etc"))
     assert info.value.status == 404
+    for i in range(20):  # names that are no model leave nothing behind (no per-name state to grow without end)
+        with pytest.raises(ProviderError):
+            await provider.complete(chat(model=f"random-{i}"))
+    assert "random-0" not in provider._slots and "no-such-model" not in provider._slots
     image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
     with pytest.raises(ProviderError) as info:
         await provider.complete(chat(image))  # type: ignore[arg-type]

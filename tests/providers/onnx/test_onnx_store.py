@@ -18,7 +18,9 @@ from tests.providers.onnx.helpers import TINY
 QUIET = Progress(3, quiet=True)
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "", ".hidden", "a\\b", "x" * 81, "a..b", "/abs", "é"])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "..", ".", "", ".hidden", "a\\b", "x" * 81, "a..b", "/abs", "é", "name\n", "a\x00"]
+)
 def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(store.ModelStoreError):
         store.model_path(tmp_path, name)
@@ -31,6 +33,8 @@ def test_model_path_stays_inside_models_dir(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(store.ModelStoreError):
         store.model_path(tmp_path, "link")
+    (outside / "genai_config.json").write_text("{}")
+    assert store.list_models(tmp_path) == []  # a symlink is never listed as a model, wherever it points
 
 
 def _copy(models_dir: Path, tmp_path: Path) -> Path:
