@@ -15,6 +15,7 @@ from litestar.params import FromPath
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.runtime import Gateway
+from gateway.wire import decode_json
 from providers.base import ManagesModels, ProviderError
 
 __all__ = ["admin_handlers", "manage_model"]
@@ -61,12 +62,11 @@ def _managed(gateway: Gateway, provider: str) -> ManagesModels:
 
 
 def _decode(body: bytes, struct: type[T]) -> T:
+    raw = decode_json(body)
     try:
-        return msgspec.json.decode(body, type=struct)
+        return msgspec.convert(raw, struct)
     except msgspec.ValidationError as err:
         raise InvalidRequest(f"Invalid body: {err}.") from None
-    except msgspec.DecodeError as err:
-        raise InvalidRequest(f"The body is not valid JSON: {err}.") from None
 
 
 def _provider_view(gateway: Gateway, name: str) -> dict[str, Any]:

@@ -110,6 +110,7 @@ class ServerConfig(_Strict):
     data_dir: str = "./data"
     database_url: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds a request's whole body may take to arrive (slow uploads get 408)
     shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -311,6 +312,10 @@ def parse_config(
         issues.append(("server.port", "must be between 1 and 65535"))
     if cfg.server.shutdown_grace < 0:
         issues.append(("server.shutdown_grace", "must be zero or more seconds"))
+    if cfg.server.body_timeout <= 0:
+        issues.append(("server.body_timeout", "must be positive"))
+    if cfg.server.max_body_bytes <= 0:
+        issues.append(("server.max_body_bytes", "must be positive"))
     if issues:
         raise ConfigError(issues)
     return Config(

@@ -17,6 +17,9 @@ from gateway.config import split_validation_error
 from gateway.errors import InvalidRequest
 
 __all__ = [
+    "MAX_MESSAGES",
+    "MAX_N",
+    "MAX_TOKENS",
     "ChatCompletionRequest",
     "CompletionRequest",
     "EmbeddingRequest",
@@ -24,10 +27,18 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "StreamOptions",
+    "decode_json",
     "decode_request",
 ]
 
+MAX_MESSAGES = 2048  # OpenAI's own limit on messages (and on embedding inputs)
+MAX_TOKENS = 1 << 20  # no model answers with a million tokens; larger values are mistakes (2**31, -1 as unsigned)
+MAX_N = 128  # OpenAI's limit on choices per request
+
 PositiveInt = Annotated[int, Meta(ge=1)]
+TokenCount = Annotated[int, Meta(ge=1, le=MAX_TOKENS)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+Int64 = Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 T = TypeVar("T")
 
 
@@ -42,39 +53,58 @@ class Message(msgspec.Struct, kw_only=True):
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class _Common(msgspec.Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: PositiveInt | None = None
+    max_tokens: TokenCount | None = None
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
-    n: Annotated[int, Meta(ge=1, le=128)] | None = None
+    n: Annotated[int, Meta(ge=1, le=MAX_N)] | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, float] | None = None
+    seed: Int64 | None = None
     user: str | None = None
 
 
 class ChatCompletionRequest(_Common, kw_only=True):
     """``POST /v1/chat/completions``."""
 
-    messages: Annotated[list[Message], Meta(min_length=1)]
-    max_completion_tokens: PositiveInt | None = None
+    messages: Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    max_completion_tokens: TokenCount | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Common, kw_only=True):
     """``POST /v1/completions``."""
 
     prompt: str | list[str | int | list[int]]
+    echo: bool | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    best_of: Annotated[int, Meta(ge=1, le=20)] | None = None
+    suffix: str | None = None
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
     """``POST /v1/embeddings``."""
 
     model: Annotated[str, Meta(min_length=1, max_length=256)]
-    input: str | list[str | int | list[int]]
+    input: str | Annotated[list[str | int | list[int]], Meta(min_length=1, max_length=MAX_MESSAGES)]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: PositiveInt | None = None
+    dimensions: Annotated[int, Meta(ge=1, le=1 << 16)] | None = None
+    user: str | None = None
 
 
 class ModelCard(msgspec.Struct, kw_only=True):
@@ -94,16 +124,27 @@ class ModelList(msgspec.Struct, kw_only=True):
     object: str = "list"
 
 
+def decode_json(body: bytes) -> Any:
+    """Any JSON document, or a 400 saying what is wrong with it (never a server error)."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as err:
+        raise InvalidRequest(f"The body is not valid JSON: {err}.") from None
+    except UnicodeDecodeError as err:
+        # msgspec checks UTF-8 only where it builds a str, and raises Python's own error for it.
+        bad = err.object[err.start : err.start + 1].hex()
+        raise InvalidRequest(f"The body is not valid UTF-8: a string holds the byte 0x{bad}.") from None
+    except RecursionError:
+        raise InvalidRequest("The body is nested too deeply to be a request.") from None
+
+
 def _param(where: str) -> str | None:
     return where.lstrip(".") or None
 
 
 def decode_request(body: bytes, struct: type[T]) -> tuple[T, dict[str, Any]]:
     """Decode a JSON body into ``struct`` (checked) and the raw object (to forward); 400 on any problem."""
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        raise InvalidRequest(f"The body is not valid JSON: {err}.") from None
+    raw = decode_json(body)
     if not isinstance(raw, dict):
         raise InvalidRequest("The body must be a JSON object.")
     try:

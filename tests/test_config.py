@@ -53,7 +53,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
     *parents, last = path.split(".")
     node = raw
     for part in parents:
-        node = node[part]
+        node = node.setdefault(part, {})  # sections the seed leaves out (server)
     if value is KeyError:
         del node[last]
     else:
@@ -142,6 +142,8 @@ def test_fallback_accepts_a_list_and_env_defaults() -> None:
             "agents.defaults.resources.cpu_threads: must be a positive",
         ),
         ("agents.coder.model.fallbacks", ["openai/gpt-4o-mini"], "agents.coder.model: give either"),
+        ("server.body_timeout", 0, "server.body_timeout: must be positive"),
+        ("server.max_body_bytes", -1, "server.max_body_bytes: must be positive"),
     ],
 )
 def test_refusals_name_the_json_path(path: str, value: Any, expected: str) -> None:
