@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +20,11 @@ from gateway.api import v1_handlers
 from gateway.config import Config
 from gateway.errors import exception_handlers
 from gateway.lifecycle import Drain
+from gateway.limits import body_deadline
 from gateway.logs import AccessLine, Redactor
 from gateway.monitor import GatewayMetrics
 from gateway.observe import observe
+from gateway.openapi import openapi_config
 from gateway.plugins import extensions_of, shutdown_plugins
 from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
@@ -54,13 +57,13 @@ def _usable(gateway: Gateway, deployment: Deployment) -> bool:
     return not listed or deployment.model in listed
 
 
-@get("/health", include_in_schema=False)
+@get("/health")
 async def health() -> Response[bytes]:
     """Liveness: the process answers."""
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@get("/ready", include_in_schema=False)
+@get("/ready")
 async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Readiness: not shutting down, the database answers, and the default chain has a usable deployment
     (its provider exists and lists the model, and it is not cooling down)."""
@@ -76,11 +79,18 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
     )
 
 
-@get("/metrics", include_in_schema=False)
+@get("/metrics")
 async def metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Prometheus metrics (text format 0.0.4); see ``gateway.monitor``."""
     body = await gateway.metrics.scrape(gateway)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("minigate")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0"
 
 
 def create_app(
@@ -135,10 +145,12 @@ def create_app(
             await shutdown_plugins(registry)
 
     v1 = Router("/v1", route_handlers=[*v1_handlers(), ws_chat])
-    admin_api = Router("/admin/api", route_handlers=admin_handlers(), include_in_schema=False)
-    extra = [*workflow_routes(config), *extensions.routes]  # workflow triggers, then plugins' own routes
+    admin_api = Router("/admin/api", route_handlers=admin_handlers())
+    # Workflow triggers, then plugins' own routes: kept out of the OpenAPI document, which describes the code's
+    # own API; their bodies are the config's or a plugin's business, and a plugin's handler must not break it.
+    extra = Router("/", route_handlers=[*workflow_routes(config), *extensions.routes], include_in_schema=False)
     app = Litestar(
-        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web), *extra],
+        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web), extra],
         dependencies={
             "gateway": Provide(_gateway, sync_to_thread=False),
             "reloader": Provide(_reloader, sync_to_thread=False),
@@ -146,10 +158,12 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],
         request_max_body_size=config.server.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(_version()),
         logging_config=None,
     )
     app.state.drain = drain
-    # Outside Litestar's own exception handling, so every response (404s and 500s too) gets a request id.
-    app.asgi_handler = observe(app.asgi_handler, gateway_metrics, drain, access_line)
+    # Outside Litestar's own exception handling, so every response (404s and 500s too) gets a request id; the
+    # body deadline inside it, so a slow upload's 408 is logged and counted like any other answer.
+    handler = body_deadline(app.asgi_handler, config.server.body_timeout)
+    app.asgi_handler = observe(handler, gateway_metrics, drain, access_line)
     return app
