@@ -137,6 +137,12 @@ class GatewayMetrics:
             Gauge("minigate_shutting_down", "1 once SIGTERM was received.").set_all(
                 [((), float(gateway.drain.stopping))]
             ),
+            Gauge("minigate_usage_rows_held", "Usage rows kept in memory because the database refuses them.").set_all(
+                [((), float(gateway.usage.held))]
+            ),
+            Gauge(
+                "minigate_usage_rows_lost", "Usage rows given up on since start (each logged as usage_row_lost)."
+            ).set_all([((), float(gateway.usage.lost))]),
             *await _local_gauges(gateway),
         ]
         return render([self.requests, self.latency, self.ttft, self.tokens, self.fallbacks, self.reloads, *gauges])

@@ -164,6 +164,13 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+def metric(gateway: ServeProcess, name: str) -> float:
+    """One unlabelled value from the gateway's /metrics."""
+    text = httpx.get(gateway.base + "/metrics", timeout=10).text
+    [value] = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
 def test_disk_full_keeps_rows_then_reports(tmp_path: Path, upstream: FakeUpstream, small_disk: Path) -> None:
     gateway = ServeProcess(config(upstream, data_dir=str(small_disk)), tmp_path / "gw")
     db_path = small_disk / "minigate.db"
@@ -176,11 +183,14 @@ def test_disk_full_keeps_rows_then_reports(tmp_path: Path, upstream: FakeUpstrea
         [held] = events(gateway, "usage_held")
         assert "disk is full" in held["error"]
         assert set(stored(db_path)) == {warm}
+        assert metric(gateway, "minigate_usage_rows_held") == 4  # what an operator's alert would read
         # Space comes back: every held row is stored, in order, once.
         filler.unlink()
         ids = [warm, *(request_id for request_id, _ in answered)]
         rows = wait_stored(db_path, ids)
         assert_answered_rows(rows, ids)
+        assert metric(gateway, "minigate_usage_rows_held") == 0
+        assert metric(gateway, "minigate_usage_rows_lost") == 0
         assert [r["request_id"] for r in sorted(rows.values(), key=lambda r: r["id"])] == ids
         # Full again, and the gateway is stopped before space comes back: the row cannot be kept, so it is
         # reported, with everything needed to restore it, and the gateway still exits cleanly.
