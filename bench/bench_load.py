@@ -57,6 +57,8 @@ class Tally:
 
     def __init__(self) -> None:
         self.lat_us = array("q")
+        self.t0_ns = time.time_ns()
+        self.by_second: dict[int, array[int]] = {}  # per second since t0_ns: where in a phase chunks were late
         self.started = self.completed = self.in_flight = self.peak = 0
         self.errors: Counter[str] = Counter()
 
@@ -65,6 +67,8 @@ class Tally:
         ms = {f"p{q}_ms": lat[round(q / 100 * (len(lat) - 1))] / 1e3 if lat else None for q in (50, 99, 100)}
         ms["max_ms"] = ms.pop("p100_ms")
         out = {"streams": self.started, "completed": self.completed, "errors": dict(self.errors)}
+        by_s = {s: sorted(v) for s, v in sorted(self.by_second.items())}
+        out["p99_ms_by_second"] = {s: v[round(0.99 * (len(v) - 1))] / 1e3 for s, v in by_s.items()}
         return {**out, "peak_in_flight": self.peak, "chunks_timed": len(lat), **ms}
 
 
@@ -75,14 +79,14 @@ async def one_stream(session: Any, url: str, payload: bytes, chunks: int, tally:
     tally.started += 1
     tally.in_flight += 1
     tally.peak = max(tally.peak, tally.in_flight)
-    seen, done, kind = 0, False, ""
+    seen, done, kind, stage = 0, False, "", "@request"  # stage: did it fail before the answer began?
     try:
         async with asyncio.timeout(budget), session.post(url, data=payload) as resp:
             if resp.status != 200:
                 kind = f"http_{resp.status}"
                 await resp.read()
                 return
-            tail = b""
+            tail, stage = b"", "@stream"
             async for raw in resp.content.iter_any():
                 now = time.time_ns()
                 data = tail + raw
@@ -92,18 +96,19 @@ async def one_stream(session: Any, url: str, payload: bytes, chunks: int, tally:
                     if int(m[1]) != seen:
                         kind = kind or "chunk_out_of_order"
                     seen += 1
-                    tally.lat_us.append((now - int(m[2])) // 1000)
+                    tally.lat_us.append(lat := (now - int(m[2])) // 1000)
+                    tally.by_second.setdefault((now - tally.t0_ns) // 1_000_000_000, array("q")).append(lat)
                 if b'"error"' in whole:
                     kind = kind or "error_event"
                 done = done or DONE in whole
         kind = kind or ("missing_chunks" if seen != chunks else "" if done else "no_done")
     except TimeoutError:
-        kind = "timeout"
+        kind = "timeout" + stage
     except asyncio.CancelledError:
         kind = "cut_by_time_limit"
         raise
     except (aiohttp.ClientError, OSError) as exc:
-        kind = type(exc).__name__
+        kind = type(exc).__name__ + stage
     finally:
         tally.in_flight -= 1
         if kind:
@@ -195,7 +200,7 @@ async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
     n, rows0, load0, cpu0 = args.streams, rig.usage_rows(), loadavg(), rig.cpu()
     end = min(deadline, time.monotonic() + args.ramp + rig.stream_timeout + 5)
     sampler = asyncio.create_task(sample_rss(rig.gateway.pid, 0.1, rss, end))
-    t0 = time.monotonic()
+    t0, tally.t0_ns = time.monotonic(), time.time_ns()
     async with rig.session() as session:
         tasks = []
         for i in range(n):
@@ -349,6 +354,9 @@ def main() -> None:
         finally:
             for proc in reversed(procs):
                 bg.stop(proc)
+            log = (Path(tmpname) / "gateway.log").read_text(errors="replace").splitlines()
+            bad = [line for line in log if '"level": "INFO"' not in line and '"level":"INFO"' not in line]
+            res["gateway_log"] = {"lines": len(log), "not_info": len(bad), "last_not_info": bad[-5:]}
     res["loadavg_end"] = loadavg()
     for who in ("direct", "gateway"):
         for key in ("p50_ms", "p99_ms", "max_ms"):

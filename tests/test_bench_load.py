@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PHASE_FIELDS = {
     "round", "who", "streams", "completed", "errors", "peak_in_flight", "chunks_timed", "p50_ms", "p99_ms",
-    "max_ms", "wall_s", "cpu_s", "gateway_rss_mb", "gateway_kb_per_stream", "usage_rows", "loadavg",
+    "max_ms", "p99_ms_by_second", "wall_s", "cpu_s", "gateway_rss_mb", "gateway_kb_per_stream", "usage_rows", "loadavg",
 }  # fmt: skip
 SOAK_FIELDS = {
     "direct", "gateway", "added_p99_ms", "seconds", "rate", "cpu_s", "per_minute", "gateway_rss_mb", "usage_rows",
@@ -30,7 +30,17 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert {"args", "cpus", "loadavg_start", "loadavg_end", "phases", "added_p99_ms", "verdicts", "soak"} <= set(res)
+    assert {
+        "args",
+        "cpus",
+        "loadavg_start",
+        "loadavg_end",
+        "phases",
+        "added_p99_ms",
+        "verdicts",
+        "soak",
+        "gateway_log",
+    } <= set(res)
     assert {
         "gateway_rss_idle_mb",
         "gateway_rss_end_mb",
