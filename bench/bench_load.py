@@ -181,10 +181,13 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def sample_rss(pid: int, every: float, into: list[tuple[float, float]], until: float) -> None:
-    """Append (monotonic s, VmRSS MB) of ``pid`` every ``every`` s until cancelled or ``until``."""
+Samples = list[tuple[float, float, int]]
+
+
+async def sample_rss(pid: int, every: float, into: Samples, until: float, gauge: Any = lambda: 0) -> None:
+    """Append (monotonic s, VmRSS MB of ``pid``, ``gauge()``) every ``every`` s until cancelled or ``until``."""
     while time.monotonic() < until:
-        into.append((time.monotonic(), bg.rss_mb(pid)))
+        into.append((time.monotonic(), bg.rss_mb(pid), gauge()))
         await asyncio.sleep(every)
 
 
@@ -196,7 +199,7 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 
 async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
     """``--streams`` streams started over ``--ramp`` s to ``who``; waits for all of them (bounded by time)."""
-    args, tally, rss = rig.args, Tally(), [(time.monotonic(), bg.rss_mb(rig.gateway.pid))]
+    args, tally, rss = rig.args, Tally(), [(time.monotonic(), bg.rss_mb(rig.gateway.pid), 0)]
     n, rows0, load0, cpu0 = args.streams, rig.usage_rows(), loadavg(), rig.cpu()
     end = min(deadline, time.monotonic() + args.ramp + rig.stream_timeout + 5)
     sampler = asyncio.create_task(sample_rss(rig.gateway.pid, 0.1, rss, end))
@@ -219,7 +222,7 @@ async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
     await asyncio.sleep(args.settle)  # let the gateway finish closing connections before "after"
     rows1 = rig.usage_rows()
     out = {"who": who, **tally.summary(), "wall_s": round(wall, 2), "cpu_s": cpu_used(cpu0, cpu1)}
-    peak = max(r for _, r in rss)
+    peak = max(r for _, r, _ in rss)
     out["gateway_rss_mb"] = {"before": rss[0][1], "peak": peak, "after": bg.rss_mb(rig.gateway.pid)}
     out["gateway_kb_per_stream"] = (peak - rss[0][1]) * 1024 / max(1, tally.peak)
     out["usage_rows"] = {"stored": rows1[0] - rows0[0], "ok": rows1[1] - rows0[1]}
@@ -230,17 +233,25 @@ async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
 
 async def soak(rig: Rig, deadline: float) -> dict[str, Any]:
     """``--rate`` streams/s through the gateway and as many direct, interleaved, for ``--soak-seconds``."""
-    args, rss = rig.args, list[tuple[float, float]]()
+    args, rss, live = rig.args, Samples(), Counter[str]()  # live: streams open now, to read RSS against
     minutes: dict[tuple[str, int], Tally] = {}
     totals = {"direct": Tally(), "gateway": Tally()}
     rows0, load0, cpu0, t0 = rig.usage_rows(), loadavg(), rig.cpu(), time.monotonic()
     end = min(deadline, t0 + args.soak_seconds)
-    sampler = asyncio.create_task(sample_rss(rig.gateway.pid, args.sample, rss, end + rig.stream_timeout))
+
+    def gauge() -> int:
+        return live["gateway"]
+
+    sampler = asyncio.create_task(sample_rss(rig.gateway.pid, args.sample, rss, end + rig.stream_timeout, gauge))
     loads = [(0.0, loadavg())]
 
     async def counted(who: str, minute: int, session: Any) -> None:
         tally = minutes.setdefault((who, minute), Tally())
-        await one_stream(session, rig.urls[who], rig.bodies[who], args.chunks, tally, rig.stream_timeout)
+        live[who] += 1
+        try:
+            await one_stream(session, rig.urls[who], rig.bodies[who], args.chunks, tally, rig.stream_timeout)
+        finally:
+            live[who] -= 1
 
     async with rig.session() as session:
         pending: set[asyncio.Task[None]] = set()
@@ -273,9 +284,10 @@ async def soak(rig: Rig, deadline: float) -> dict[str, Any]:
         if "gateway" in row and "direct" in row and row["gateway"]["p99_ms"] is not None:
             row["added_p99_ms"] = row["gateway"]["p99_ms"] - (row["direct"]["p99_ms"] or 0.0)
         per_minute.append(row)
-    series = [(round(t - t0, 1), r) for t, r in rss]
-    first = [r for t, r in series if t < 60] or [float("nan")]
-    last = [r for t, r in series if t >= series[-1][0] - 60] or [float("nan")]
+    series = [(round(t - t0, 1), r, n) for t, r, n in rss]  # (s, RSS MB, gateway streams open)
+    first = [r for t, r, _ in series if t < 60] or [float("nan")]
+    last = [r for t, r, _ in series if t >= series[-1][0] - 60] or [float("nan")]
+    half = series[-1][0] / 2
     out: dict[str, Any] = {who: t.summary() for who, t in totals.items()}
     g, d = out["gateway"], out["direct"]
     out["added_p99_ms"] = g["p99_ms"] - d["p99_ms"] if g["p99_ms"] is not None and d["p99_ms"] is not None else None
@@ -283,8 +295,10 @@ async def soak(rig: Rig, deadline: float) -> dict[str, Any]:
     out["gateway_rss_mb"] = {
         "first_minute_mean": sum(first) / len(first),
         "last_minute_mean": sum(last) / len(last),
-        "max": max(r for _, r in series),
-        "slope_mb_per_min_after_1min": slope_mb_per_min([(t, r) for t, r in series if t >= 60]),
+        "max": max(r for _, r, _ in series),
+        "slope_mb_per_min_after_1min": slope_mb_per_min([(t, r) for t, r, _ in series if t >= 60]),
+        "slope_mb_per_min_second_half": slope_mb_per_min([(t, r) for t, r, _ in series if t >= half]),
+        "max_open_gateway_streams": max(n for _, _, n in series),
         "series": series,
     }
     rows1 = rig.usage_rows()

@@ -76,7 +76,9 @@ def report(res: dict[str, Any]) -> None:
         slope = mem["slope_mb_per_min_after_1min"]
         print(
             f"  gateway RSS MB: first min {mem['first_minute_mean']:.1f}, last min {mem['last_minute_mean']:.1f}, "
-            f"max {mem['max']:.1f}; slope after 1 min {slope if slope is None else round(slope, 3)} MB/min"
+            f"max {mem['max']:.1f}; slope after 1 min {slope if slope is None else round(slope, 3)} MB/min, "
+            f"in the second half {mem['slope_mb_per_min_second_half']}; most gateway streams open at a sample: "
+            f"{mem['max_open_gateway_streams']}"
         )
         print(f"  usage rows {soaked['usage_rows']}, CPU s {soaked['cpu_s']}, loadavg {soaked['loadavg']['after']}")
     for name, ok in res["verdicts"].items():
