@@ -59,6 +59,12 @@ ROUTING_FIELDS = frozenset(
         "azure_ad_token",
         "aws_access_key_id",
         "aws_secret_access_key",
+        # SDK client options, not body fields: an upstream that is itself a gateway might honour them
+        "extra_query",
+        "extra_body",
+        "default_headers",
+        "default_query",
+        "api_type",
     }
 )
 

@@ -87,6 +87,19 @@ def _as_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
+def forbidden_address(host: str) -> bool:
+    """True if ``host`` is an address (in any spelling) of the link-local range or a cloud metadata service.
+
+    Checked on the endpoint in the config, and again on what its name resolves to when connecting
+    (:class:`providers.openai_compat.GuardedResolver`): a name can be made to point there too.
+    """
+    addr = _as_address(host.partition("%")[0])  # an IPv6 zone ("fe80::1%eth0") does not change the address
+    if addr is None:
+        return False
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return addr.is_link_local or addr in _METADATA_ADDRESSES or (mapped is not None and mapped.is_link_local)
+
+
 def check_endpoint(url: str) -> str | None:
     """Why ``url`` is not acceptable as an upstream endpoint, or None.
 

@@ -52,14 +52,17 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from markupsafe import escape
 
 from gateway.config import ConfigError, parse_config
+from providers.openai_compat import GuardedResolver
 from providers.registry import builtin_registry
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
@@ -85,6 +88,11 @@ ROUTING_FIELDS = {
     "custom_llm_provider": "openai",
     "api_version": "x",
     "organization": "org-evil",
+    "extra_query": {"api-version": "evil"},
+    "extra_body": {"api_base": "{trap}"},
+    "default_headers": {"x-injected": "1"},
+    "default_query": {"x": "1"},
+    "api_type": "azure",
 }
 CLIENT_HEADERS = {"x-api-key": "sk-stolen", "api-key": "sk-stolen", "openai-organization": "org-evil",
                   "x-forwarded-host": "127.0.0.1", "x-injected": "1", "cookie": "a=b"}  # fmt: skip
@@ -217,3 +225,30 @@ def test_template_syntax_in_prompts_stays_text(
         assert str(escape(PROMPT)) in page  # the system prompt in its form field
     finally:
         web.close()
+
+
+class _FixedAnswers(aiohttp.abc.AbstractResolver):
+    """A resolver that answers every name with the given addresses (what a hostile DNS record would do)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[Any]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_names_resolving_to_metadata_addresses_are_refused_when_connecting() -> None:
+    guarded = GuardedResolver(_FixedAnswers("169.254.169.254", "fe80::1%2", "fd00:ec2::254"))
+    with pytest.raises(OSError, match="link-local or cloud metadata"):
+        await guarded.resolve("models.attacker.test", 443)
+    mixed = GuardedResolver(_FixedAnswers("169.254.169.254", "127.0.0.1"))
+    assert [a["host"] for a in await mixed.resolve("models.attacker.test", 443)] == ["127.0.0.1"]
+    real = GuardedResolver()  # aiohttp's own resolver, through the guard: ordinary names still work
+    assert "127.0.0.1" in [a["host"] for a in await real.resolve("localhost", 80)]
+    await real.close()
