@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -124,6 +125,10 @@ def _cards(gateway: Gateway) -> list[ModelCard]:
 async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """OpenAI ``GET /v1/models``: agents, aliases and provider models."""
     await gateway.authenticate(request.headers.get("authorization"))
+    # The router decodes before matching, so ``/v1/models/%2F`` (the id "/") arrives here: it names no model.
+    raw_path = bytes(request.scope.get("raw_path") or b"")
+    if raw_path.rstrip(b"/") not in (b"", b"/v1/models"):
+        raise ModelNotFound(unquote(raw_path.decode("latin-1").removeprefix("/v1/models/")))
     return Response(msgspec.json.encode(ModelList(data=_cards(gateway))), media_type="application/json")
 
 

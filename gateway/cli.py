@@ -78,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     from sse_starlette.sse import AppStatus
 
     from gateway.app import create_app
+    from gateway.limits import header_deadline
     from gateway.logs import JsonLines, Redactor, configure_logging
 
     config = _config(args.config)
@@ -107,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             loop="uvloop",
-            http="httptools",
+            http=header_deadline(config.server.body_timeout),  # httptools, with a deadline for the headers
             lifespan="on",
             access_log=False,
             log_config=None,

@@ -110,7 +110,7 @@ class ServerConfig(_Strict):
     data_dir: str = "./data"
     database_url: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
-    body_timeout: float = 30.0  # seconds a request's whole body may take to arrive (slow uploads get 408)
+    body_timeout: float = 30.0  # seconds for a request's headers, then for its whole body, to arrive (else 408)
     shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -1,7 +1,9 @@
-"""A deadline for reading a request's body, which uvicorn does not have.
+"""Deadlines for reading a request's headers and body, which uvicorn does not have.
 
-A client that sends its headers and then trickles the body (or stops sending it: a slow-loris upload) would
-otherwise hold a connection and a handler for as long as it likes. :func:`body_deadline` wraps the app's
+A client that trickles its headers or its body (or stops sending them: slow loris) would otherwise hold a
+connection, and once the headers are in a handler, for as long as it likes. :func:`header_deadline` gives
+``minigate serve``'s HTTP protocol a deadline for the headers (from the connection or the request's first
+byte); past it the connection gets a 408 and is closed. :func:`body_deadline` wraps the app's
 ``receive`` so the whole body must arrive within ``server.body_timeout`` seconds of the request starting;
 past that the handler's read fails with a 408 in OpenAI's error shape and the connection is closed. Once the
 body is complete, ``receive`` is the server's own again (handlers wait on it for the client's disconnect).
@@ -15,11 +17,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_body
 
-__all__ = ["BodyTimeout", "ClientLeft", "body_deadline"]
+__all__ = ["BodyTimeout", "ClientLeft", "body_deadline", "header_deadline"]
 
 
 class BodyTimeout(GatewayError):
@@ -72,3 +76,50 @@ def body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
         await app(scope, receive_in_time, send)
 
     return handler
+
+
+def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, with ``seconds`` for a request's headers to arrive (``http=`` of its Config)."""
+    body = msgspec.json.encode(
+        error_body(f"The request headers did not arrive within {seconds:g} seconds.", "invalid_request_error")
+    )
+    answer = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+    class HeaderDeadline(HttpToolsProtocol):
+        timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self.timer is None:
+                self.timer = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+        def _expired(self) -> None:
+            self.timer = None
+            if not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()  # a connection that sends nothing at all is held no longer than one sending slowly
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline

@@ -154,26 +154,30 @@ class _Operation:
     status: int = 200
     stream: bool = False  # also answers text/event-stream (``stream: true``)
     media_type: str = "application/json"
+    params: dict[str, dict[str, Any]] | None = None  # path parameter schemas narrower than the signature's str
 
 
 _V1 = (401, 500, 503)
 _BODY = (400, 408, 413)
 _ROUTED = (*_V1, *_BODY, 404, 429, 502, 504, "4XX")
-_ADMIN = (400, 401, 403, 404, 500)
+_ADMIN = (401, 403, 500)
+_MODEL = (*_ADMIN, 400, 404, "4XX")  # a provider's own refusal (memory budget, a broken folder) keeps its status
+_JOB = (*_ADMIN, *_BODY, 404)
 _OPERATIONS = {
     ("post", "/v1/chat/completions"): _Operation(ChatCompletion, _ROUTED, ChatCompletionRequest, stream=True),
     ("post", "/v1/completions"): _Operation(Completion, _ROUTED, CompletionRequest, stream=True),
     ("post", "/v1/embeddings"): _Operation(Embeddings, _ROUTED, EmbeddingRequest),
-    ("get", "/v1/models"): _Operation(ModelList, _V1),
+    ("get", "/v1/models"): _Operation(ModelList, (*_V1, 404)),
     ("get", "/v1/models/{model_id}"): _Operation(ModelCard, (*_V1, 404)),
     ("get", "/admin/api/models"): _Operation(ProviderList, _ADMIN),
-    # A provider's own refusal of a load (memory budget, a broken model folder) keeps its status.
-    ("post", "/admin/api/models/{provider}/{model}/{action}"): _Operation(ProviderView, (*_ADMIN, *_BODY, "4XX")),
-    ("delete", "/admin/api/models/{provider}/{model}"): _Operation(ProviderView, (*_ADMIN, "4XX")),
-    ("post", "/admin/api/models/{provider}/pull"): _Operation(JobStarted, (*_ADMIN, *_BODY), PullRequest, 202),
-    ("post", "/admin/api/models/{provider}/import"): _Operation(JobStarted, (*_ADMIN, *_BODY), ImportRequest, 202),
+    ("post", "/admin/api/models/{provider}/{model}/{action}"): _Operation(
+        ProviderView, _MODEL, params={"action": {"type": "string", "enum": ["load", "unload", "reload"]}}
+    ),
+    ("delete", "/admin/api/models/{provider}/{model}"): _Operation(ProviderView, _MODEL),
+    ("post", "/admin/api/models/{provider}/pull"): _Operation(JobStarted, _JOB, PullRequest, 202),
+    ("post", "/admin/api/models/{provider}/import"): _Operation(JobStarted, _JOB, ImportRequest, 202),
     ("get", "/admin/api/jobs"): _Operation(JobList, _ADMIN),
-    ("get", "/admin/api/jobs/{job_id}"): _Operation(Job, _ADMIN),
+    ("get", "/admin/api/jobs/{job_id}"): _Operation(Job, (*_ADMIN, 404)),
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),
     ("get", "/metrics"): _Operation(None, (500,), media_type="text/plain"),
@@ -227,6 +231,9 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             if op is None:
                 continue
             operation["responses"] = _responses(op)
+            for param in operation.get("parameters", ()):
+                if op.params and param.get("name") in op.params:
+                    param["schema"] = op.params[param["name"]]
             if op.body is not None:
                 body = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
                 if op.body is PullRequest:

@@ -197,6 +197,12 @@ def test_unknown_model(quiet: ServeProcess, path: str) -> None:
     assert error["code"] == "model_not_found"
 
 
+def test_a_model_id_that_is_a_slash(quiet: ServeProcess) -> None:
+    r = httpx.get(f"{quiet.url}/models/%2F", headers=HEADERS, timeout=BOUND)
+    assert _error(r, 404, "model")["code"] == "model_not_found"
+    assert httpx.get(f"{quiet.url}/models/", headers=HEADERS, timeout=BOUND).json()["object"] == "list"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "limit"),
     [
@@ -283,6 +289,17 @@ def test_slow_loris_upload_gets_408_and_others_are_served(quiet: ServeProcess) -
     started = time.monotonic()
     stopped = _raw(quiet.port, _head(len(body)), [body[:10]], pause=0)
     assert stopped.startswith(b"HTTP/1.1 408") and time.monotonic() - started < BODY_TIMEOUT + 2
+
+
+def test_slow_headers_get_408_and_the_connection_closed(quiet: ServeProcess) -> None:
+    head = _head(100)
+    for parts in ([head[i : i + 1] for i in range(len(head))], [], [head[:20]]):  # trickled, nothing, stopped
+        started = time.monotonic()
+        answer = _raw(quiet.port, b"", parts, pause=0.2 if len(parts) > 1 else 0)
+        assert BODY_TIMEOUT - 0.1 < time.monotonic() - started < BODY_TIMEOUT + 2
+        head_part, _, payload = answer.partition(b"\r\n\r\n")
+        assert head_part.startswith(b"HTTP/1.1 408") and b"connection: close" in head_part, answer
+        assert set(json.loads(payload)["error"]) == {"message", "type", "param", "code"}
 
 
 def test_a_slow_upload_does_not_hold_up_other_clients(served: ServeProcess) -> None:
