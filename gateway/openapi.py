@@ -121,6 +121,15 @@ class Liveness(msgspec.Struct, kw_only=True):
     status: str
 
 
+class Reloaded(msgspec.Struct, kw_only=True):
+    """``POST /admin/reload`` when the new config was taken (see ``gateway.reload.ReloadResult.view``)."""
+
+    status: str
+    source: str
+    providers: dict[str, list[str]]
+    restart_required: list[str]
+
+
 class Readiness(msgspec.Struct, kw_only=True):
     """``GET /ready``: 200 or 503 with the failing check."""
 
@@ -177,6 +186,7 @@ _OPERATIONS = {
     ("post", "/admin/api/models/{provider}/pull"): _Operation(JobStarted, _JOB, PullRequest, 202),
     ("post", "/admin/api/models/{provider}/import"): _Operation(JobStarted, _JOB, ImportRequest, 202),
     ("get", "/admin/api/jobs"): _Operation(JobList, _ADMIN),
+    ("post", "/admin/reload"): _Operation(Reloaded, (*_ADMIN, 400)),  # 400: the new config, refused
     ("get", "/admin/api/jobs/{job_id}"): _Operation(Job, (*_ADMIN, 404)),
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),

@@ -211,7 +211,7 @@ class Reloader:
                     log.exception("config reload from the watched file failed")
 
 
-@post("/admin/reload", status_code=200, include_in_schema=False)
+@post("/admin/reload", status_code=200)
 async def reload_handler(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], reloader: NamedDependency[Reloader]
 ) -> Response[bytes]:

@@ -44,7 +44,7 @@ from gateway.observe import Trace, trace_of
 from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
 from gateway.streaming import serve_stream
-from gateway.wire import ChatCompletionRequest
+from gateway.wire import ChatCompletionRequest, decode_json
 from gateway.workflow_steps import LLMInference, Workflow, sandbox
 from web.markdown import MarkdownRenderer
 
@@ -272,10 +272,7 @@ async def _variables(request: Request[Any, Any, Any]) -> dict[str, Any]:
     body = await request.body()
     if not body.strip():
         return {}
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        raise InvalidRequest(f"The body is not valid JSON: {err}.") from None
+    value = decode_json(body)  # a 400 for anything that is not JSON, never a server error
     if not isinstance(value, dict):
         raise InvalidRequest("The body must be a JSON object: its fields are the workflow's input.")
     return value

@@ -103,7 +103,8 @@ class ServeProcess:
 
     def log_records(self) -> list[dict[str, Any]]:
         """The JSON log lines, decoded (a line that is not JSON fails the test)."""
-        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
+        # "\n" only: splitlines() would also split at U+2028 or U+0085 inside a logged string.
+        return [json.loads(line) for line in self.log_text().split("\n") if line.strip()]
 
     def rows(self, where: str = "1=1") -> list[dict[str, Any]]:
         """Usage rows as stored, read through a connection of our own."""

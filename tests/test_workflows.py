@@ -148,6 +148,8 @@ def test_a_get_trigger_reads_the_query(http: httpx.Client) -> None:
     ("body", "status", "param", "message"),
     [
         (b"{not json", 400, None, "The body is not valid JSON"),
+        (b"[" * 100_000, 400, None, "The body is nested too deeply"),
+        (b'{"input": "\xff"}', 400, None, "The body is not valid UTF-8"),
         (b'["input"]', 400, None, "The body must be a JSON object"),
         (b'{"text": "no input field"}', 400, "input", "The workflow's input has no field 'input' (step 0 uses it)."),
         (b'{"input": "x", "stream": "yes"}', 400, "stream", "'stream' must be true or false."),
