@@ -174,6 +174,8 @@ class Rig:
     def cpu(self) -> dict[str, float]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         out = {"gateway": bg.cpu_s(self.gateway.pid), "upstream": bg.cpu_s(self.upstream.pid)}
+        stat = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out["gateway_kernel"] = int(stat[12]) / os.sysconf("SC_CLK_TCK")  # of "gateway": syscalls, TCP on loopback
         return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
 
 

@@ -54,7 +54,7 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
         assert phase["completed"] == 20, phase["errors"]  # correctness, not speed: no stream may be lost
         assert phase["chunks_timed"] == 20 * 8
         assert set(phase["gateway_rss_mb"]) == {"before", "peak", "after"}
-        assert set(phase["cpu_s"]) == {"gateway", "upstream", "client", "other"}
+        assert set(phase["cpu_s"]) == {"gateway", "gateway_kernel", "upstream", "client", "other"}
     assert res["phases"][1]["usage_rows"] == {"stored": 20, "ok": 20}
     soaked = res["soak"]
     assert set(soaked) >= SOAK_FIELDS
