@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, ServerConfig, load_config
 from gateway.models_cli import ensure_default_models, run_models_command
 from providers.registry import builtin_registry
 
@@ -37,6 +37,15 @@ def _config(path: str | None) -> Config:
 def _fail(message: str, code: int) -> int:
     print(f"minigate: {message}", file=sys.stderr)
     return code
+
+
+def proxy_options(server: ServerConfig) -> dict[str, Any]:
+    """uvicorn's settings for forwarded headers: believed only from ``server.trusted_proxies``.
+
+    uvicorn's own default believes them from 127.0.0.1, so any client on the machine could name its address.
+    """
+    trusted = server.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) if trusted else None}
 
 
 def _server_class() -> Any:
@@ -113,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             log_config=None,
             log_level=config.server.log_level,
+            **proxy_options(config.server),
             # A backstop only: the app ends its own calls after server.shutdown_grace (see gateway.lifecycle).
             timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 10,
         )

@@ -112,6 +112,9 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout: float = 30.0  # seconds for a request's headers, then for its whole body, to arrive (else 408)
     shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default,
+    # so a client cannot pick the address it is throttled under by sending the header itself.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -37,7 +37,7 @@ __all__ = ["ReloadResult", "Reloader", "config_path", "reload_handler"]
 log = logging.getLogger("minigate")
 
 # ServerConfig fields the running process cannot change: what uvicorn listens on, the open database.
-_RESTART_ONLY = ("host", "port", "data_dir", "database_url", "max_body_bytes")
+_RESTART_ONLY = ("host", "port", "data_dir", "database_url", "max_body_bytes", "body_timeout", "trusted_proxies")
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import openai
 import uvicorn
 
 from gateway.app import create_app
+from gateway.cli import proxy_options
 from gateway.config import Config, parse_config
 from providers.registry import builtin_registry
 
@@ -69,6 +70,7 @@ class GatewayServer:
             lifespan="on",
             access_log=False,
             log_level="warning",
+            **proxy_options(self.config.server),  # as `minigate serve` does
         )
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

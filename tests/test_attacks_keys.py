@@ -246,3 +246,27 @@ def test_rotating_x_forwarded_for_buys_no_extra_login_attempts(keyed: Any) -> No
         assert login_attempt(other, PASSWORD).status_code == 303
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
+    gateway_factory: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
+    config = {
+        "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+        "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
+        "server": {"trusted_proxies": ["127.0.0.1"] if trusted else []},
+    }
+    server = gateway_factory(config)
+    web = WebClient(server)
+    try:
+        for _ in range(10):  # 127.0.0.1 uses up its guesses
+            assert "Too many failed attempts" not in login_attempt(web, "guess").text
+        answer = login_attempt(web, PASSWORD, **{"x-forwarded-for": "10.9.9.9"})
+    finally:
+        web.close()
+    if trusted:  # the proxy at 127.0.0.1 says the attempt comes from 10.9.9.9, which has guesses left
+        assert answer.status_code == 303
+    else:  # no proxy is trusted: the header names nothing, the attempt is 127.0.0.1's and it is locked out
+        assert answer.status_code == 401 and "Too many failed attempts" in answer.text
