@@ -4,7 +4,7 @@
 # the runtime stage copies that environment onto a fresh base, so no compiler, pip cache or build file ends
 # up in the image. It runs as the unprivileged user `minigate` (uid 10001) with its data in /var/lib/minigate.
 #
-# Every Python package comes from a lock file, deploy/requirements-ACCELERATOR[-EXTRAS].lock, installed with
+# Every Python package comes from a lock file, deploy/requirements-ACCELERATOR[-EXTRAS][-torchcpu].lock, installed with
 # `pip install --require-hashes --no-deps`: exact versions, each file checked against its sha256, nothing added
 # that the lock does not name; minigate itself is then built with the lock's setuptools, without an index
 # (deploy/install.sh does both; scripts/lock.sh regenerates the locks from pyproject.toml).
@@ -16,10 +16,26 @@
 #                         already converted (or only remote providers).
 #   MINIGATE_ACCELERATOR  "cpu" (the default) or "cuda": onnxruntime-genai-cuda and onnxruntime-gpu with
 #                         NVIDIA's CUDA and cuDNN libraries from their wheels (the compose gpu profile).
+#   MINIGATE_TORCH        which torch the convert extra brings: "pypi" (the default) is PyPI's, which on Linux
+#                         depends on NVIDIA's CUDA wheels (nvidia-*, cuda-*, triton): about 5.6 GB of image,
+#                         though a CPU image never uses them. "cpu" is PyTorch's CPU-only build, torch==2.13.0+cpu
+#                         (requirements-cpu-convert-torchcpu.lock: the same pins as the cpu-convert lock, minus
+#                         those CUDA packages; about 1.6 GB of image), for MINIGATE_ACCELERATOR=cpu on x86_64 only.
+#                         That wheel is not on PyPI: set PIP_EXTRA_INDEX_URL to PyTorch's CPU-only wheel index, or
+#                         PIP_FIND_LINKS to a folder in the build that holds the file
+#                         torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl (e.g. `podman build -v DIR:/wheels
+#                         --build-arg PIP_FIND_LINKS=/wheels`). The lock pins that file's sha256, so a file that
+#                         differs from it (another build, a tampered mirror) is refused, as is PyPI's torch.
+#                         Ignored when MINIGATE_EXTRAS is empty (no torch). The default stays "pypi" because a
+#                         build with "cpu" fails where pip cannot reach that index, and a default build must work
+#                         with nothing but PyPI; guessing from the index settings, or falling back to PyPI's torch
+#                         when the CPU-only one is not found, would make the same arguments give different images.
+#                         compose.yaml passes MINIGATE_TORCH from .env to the cpu service.
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS
 #                         handed to pip as they are (empty: pip's defaults), e.g. a mirror of PyPI. The hashes
-#                         still decide what is installed: a file that differs from PyPI's is refused, so another
-#                         build of a package (such as PyTorch's CPU-only torch) needs a lock made for it.
+#                         still decide what is installed: a file that differs from the lock's (PyPI's, or for the
+#                         CPU-only torch the file scripts/lock.sh hashed) is refused, so any other build of a
+#                         package needs a lock made for it.
 #
 # The base image is pinned by tag, not by digest: pin a digest here (python:3.11-slim@sha256:...) once you
 # have resolved it against your registry.
@@ -28,6 +44,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ARG MINIGATE_EXTRAS=convert
 ARG MINIGATE_ACCELERATOR=cpu
+ARG MINIGATE_TORCH=pypi
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS

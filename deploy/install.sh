@@ -1,21 +1,26 @@
 #!/bin/sh
 # The image's builder stage (Dockerfile): install minigate and exactly its locked dependencies into a new venv.
 #
-#   MINIGATE_ACCELERATOR=cpu MINIGATE_EXTRAS=convert sh deploy/install.sh VENV [deps|minigate]
+#   MINIGATE_ACCELERATOR=cpu MINIGATE_EXTRAS=convert MINIGATE_TORCH=pypi sh deploy/install.sh VENV [deps|minigate]
 #
 # `deps` installs the lock only, `minigate` only minigate (into the venv `deps` made), neither both: the
 # Dockerfile runs the two steps apart so that a change to the code does not download the dependencies again.
 # Run it in the source folder (pyproject.toml, the packages, deploy/requirements-*.lock). MINIGATE_ACCELERATOR
-# (cpu, the default, or cuda) and MINIGATE_EXTRAS (convert when unset, none when empty) pick the lock
-# deploy/requirements-ACCELERATOR[-EXTRAS].lock. Every package comes from it, checked against its sha256
-# (--require-hashes; --no-deps, so pip adds nothing the lock does not name); then minigate itself is built with the
-# lock's setuptools (--no-build-isolation) and installed without looking at an index. The only Python code not
-# covered by a hash is the base image's own Python and pip. tests/test_lock.py runs this script too.
+# (cpu, the default, or cuda), MINIGATE_EXTRAS (convert when unset, none when empty) and MINIGATE_TORCH (pypi,
+# the default, or cpu) pick the lock deploy/requirements-ACCELERATOR[-EXTRAS][-torchcpu].lock. MINIGATE_TORCH=cpu
+# is PyTorch's CPU-only torch (requirements-cpu-convert-torchcpu.lock, x86_64 only): pip must find that wheel
+# through PIP_EXTRA_INDEX_URL (PyTorch's CPU-only wheel index) or PIP_FIND_LINKS (a folder holding it); without
+# the convert extra there is no torch to choose and it is ignored. Every package comes from the lock, checked
+# against its sha256 (--require-hashes; --no-deps, so pip adds nothing the lock does not name); then minigate
+# itself is built with the lock's setuptools (--no-build-isolation) and installed without looking at an index.
+# The only Python code not covered by a hash is the base image's own Python and pip. tests/test_lock.py runs
+# this script too.
 set -eu
 venv=${1:?usage: deploy/install.sh VENV [deps|minigate]}
 step=${2:-all}
 accelerator=${MINIGATE_ACCELERATOR:-cpu}
 extras=${MINIGATE_EXTRAS-convert}
+torch=${MINIGATE_TORCH:-pypi}
 python=${PYTHON:-python3}
 
 case "$step" in
@@ -26,7 +31,24 @@ case "$accelerator" in
   cpu | cuda) ;;
   *) echo "MINIGATE_ACCELERATOR must be cpu or cuda, not $accelerator" >&2; exit 2 ;;
 esac
-lock=deploy/requirements-$accelerator${extras:+-$extras}.lock
+case "$torch" in
+  pypi | cpu) ;;
+  *) echo "MINIGATE_TORCH must be pypi or cpu, not $torch" >&2; exit 2 ;;
+esac
+variant=$accelerator${extras:+-$extras}
+if [ "$torch" = cpu ]; then
+  if [ -z "$extras" ]; then
+    echo "MINIGATE_TORCH=cpu: ignored, MINIGATE_EXTRAS is empty, so no torch is installed" >&2
+    torch=pypi
+  elif [ "$accelerator" != cpu ] || [ "$(uname -m)" != x86_64 ]; then
+    echo "MINIGATE_TORCH=cpu: the CPU-only torch is locked for MINIGATE_ACCELERATOR=cpu on x86_64 only" \
+      "(not $accelerator on $(uname -m)); use MINIGATE_TORCH=pypi" >&2
+    exit 2
+  else
+    variant=$variant-torchcpu
+  fi
+fi
+lock=deploy/requirements-$variant.lock
 if [ ! -f "$lock" ]; then
   echo "no $lock: MINIGATE_EXTRAS must be convert or empty, not '$extras' (scripts/lock.sh writes the locks)" >&2
   exit 2
@@ -34,7 +56,14 @@ fi
 
 if [ "$step" != minigate ]; then
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --require-hashes --no-deps -r "$lock"
+  if ! "$venv/bin/pip" install --require-hashes --no-deps -r "$lock"; then
+    if [ "$torch" = cpu ]; then
+      echo "$lock pins PyTorch's CPU-only torch, which is not on PyPI: set PIP_EXTRA_INDEX_URL to PyTorch's" \
+        "CPU-only wheel index or PIP_FIND_LINKS to a folder holding $(grep -o '^torch==[^ ]*' "$lock"), for" \
+        "CPython 3.11 on manylinux_2_28_x86_64 (a file whose sha256 is not in the lock is refused)" >&2
+    fi
+    exit 1
+  fi
 fi
 [ "$step" != deps ] || exit 0
 "$venv/bin/pip" install --no-deps --no-build-isolation --no-index .

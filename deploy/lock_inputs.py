@@ -1,13 +1,18 @@
 """What each of the image's lock files is compiled from, read from pyproject.toml.
 
-    python3 deploy/lock_inputs.py VARIANT    prints that variant's requirements, one a line
+    python3 deploy/lock_inputs.py VARIANT             prints that variant's requirements, one a line
+    python3 deploy/lock_inputs.py --arches VARIANT    prints the machines its lock is made for (x86_64 aarch64)
 
 A variant is what the Dockerfile's build arguments pick: MINIGATE_ACCELERATOR, then MINIGATE_EXTRAS when it is
-not empty, so `cpu`, `cpu-convert`, `cuda` and `cuda-convert`; its lock is deploy/requirements-VARIANT.lock.
+not empty, then `torchcpu` when MINIGATE_TORCH is `cpu`, so `cpu`, `cpu-convert`, `cuda`, `cuda-convert` and
+`cpu-convert-torchcpu`; its lock is deploy/requirements-VARIANT.lock.
 The requirements are minigate's `dependencies`, the extra's, and the build backend (`build-system.requires`:
 the Dockerfile installs minigate itself with --no-build-isolation, so setuptools comes from the lock too). The
 cuda variants swap onnxruntime-genai for onnxruntime-genai-cuda of the same version and add onnxruntime-gpu with
-NVIDIA's CUDA and cuDNN wheels. scripts/lock.sh compiles these; tests/test_lock.py checks the locks against them.
+NVIDIA's CUDA and cuDNN wheels. The torchcpu variant asks for PyTorch's CPU-only build of the pinned torch
+(`torch==X` becomes `torch==X+cpu`, the local version label of PyTorch's CPU-only wheel index), which needs none
+of the CUDA packages that PyPI's Linux torch depends on; its lock is for x86_64 only (the CPU-only wheel that
+scripts/lock.sh hashes). scripts/lock.sh compiles these; tests/test_lock.py checks the locks against them.
 Standard library only, so the lock script runs with any Python 3.11.
 """
 
@@ -21,12 +26,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATORS = ("cpu", "cuda")
 EXTRAS = ("", "convert")
-VARIANTS = tuple(f"{accelerator}{'-' + extra if extra else ''}" for accelerator in ACCELERATORS for extra in EXTRAS)
+# MINIGATE_TORCH: "pypi" (the default: torch as PyPI has it) or "cpu" (PyTorch's CPU-only build, cpu-convert only).
+TORCH_BUILDS = ("pypi", "cpu")
+TORCH_CPU_VARIANT = "cpu-convert-torchcpu"
+VARIANTS = (
+    *(f"{accelerator}{'-' + extra if extra else ''}" for accelerator in ACCELERATORS for extra in EXTRAS),
+    TORCH_CPU_VARIANT,
+)
 CUDA_ADDITIONS = ("onnxruntime-gpu[cuda,cudnn]",)
 
 
 def lock_path(variant: str) -> Path:
     return ROOT / "deploy" / f"requirements-{variant}.lock"
+
+
+def arches(variant: str) -> tuple[str, ...]:
+    """The machines the variant's lock is made for: the cuda engine and the CPU-only torch wheel are x86_64 only."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
+    return ("x86_64",) if variant.startswith("cuda") or variant == TORCH_CPU_VARIANT else ("x86_64", "aarch64")
 
 
 def _name(requirement: str) -> str:
@@ -40,7 +58,8 @@ def _name(requirement: str) -> str:
 def requirements(variant: str, pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
-    accelerator, _, extra = variant.partition("-")
+    torch_cpu = variant == TORCH_CPU_VARIANT
+    accelerator, _, extra = variant.removesuffix("-torchcpu").partition("-")
     data = tomllib.loads(pyproject.read_text())
     found = [*data["build-system"]["requires"], *data["project"]["dependencies"]]
     if extra:
@@ -51,10 +70,20 @@ def requirements(variant: str, pyproject: Path = ROOT / "pyproject.toml") -> lis
             raise ValueError(f"the cuda swap needs one pinned onnxruntime-genai in pyproject.toml, found {genai}")
         found = [r for r in found if r not in genai]
         found += [genai[0].replace(genai[0][: genai[0].index("==")], "onnxruntime-genai-cuda", 1), *CUDA_ADDITIONS]
+    if torch_cpu:
+        torch = [r for r in found if _name(r) == "torch"]
+        pinned = re.fullmatch(r"\s*torch\s*==\s*([0-9][0-9.]*)\s*", torch[0]) if len(torch) == 1 else None
+        if pinned is None:
+            raise ValueError(f"the CPU-only torch needs one `torch==VERSION` in pyproject.toml, found {torch}")
+        found = [r if r not in torch else f"torch=={pinned[1]}+cpu" for r in found]
     return found
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} {{{','.join(VARIANTS)}}}")
-    print("\n".join(requirements(sys.argv[1])))
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--arches":
+        print(*arches(args[1]))
+    elif len(args) == 1:
+        print("\n".join(requirements(args[0])))
+    else:
+        sys.exit(f"usage: {sys.argv[0]} [--arches] {{{','.join(VARIANTS)}}}")

@@ -6,9 +6,12 @@
 # 1. compose.yaml, with .env made from .env.example, under every compose implementation found:
 #    `docker compose` (the v2 plugin), `docker-compose` (Debian's is v1.29) and $MINIGATE_COMPOSE_V2 (a v2
 #    binary). Each profile must render; v2 must also pick the right services for each profile, keep a missing
-#    MINIGATE_ADMIN_KEY fatal, and bind the port as configured. (v1's `config` ignores profiles.)
+#    MINIGATE_ADMIN_KEY fatal, bind the port as configured and hand MINIGATE_TORCH to the cpu build only.
+#    (v1's `config` ignores profiles.)
 # 2. Unless --no-build: when podman is installed, build the image (PODMAN, default `podman`, may carry global
-#    flags such as --runtime; PYTHON_IMAGE picks the base image; BUILD_ARGS adds podman build arguments).
+#    flags such as --runtime; PYTHON_IMAGE picks the base image; BUILD_ARGS adds podman build arguments, e.g.
+#    `--build-arg MINIGATE_TORCH=cpu --build-arg PIP_FIND_LINKS=/wheels -v DIR:/wheels:ro` for PyTorch's
+#    CPU-only torch from a folder DIR holding its wheel).
 # 3. With --run: start the built image on 127.0.0.1:$PORT (18080) with a fresh volume, wait for GET /health
 #    and GET /ready, ask the default model a question, then stop it with SIGTERM and require exit 0.
 #    RUN_ARGS adds podman run arguments.
@@ -79,7 +82,9 @@ for impl in "${implementations[@]}"; do
       compose "$impl" --profile gpu config --format json >"$work/gpu.json"
       compose "$impl" MINIGATE_BIND=127.0.0.1 MINIGATE_PORT=9090 config --format json >"$work/bind.json"
       compose "$impl" MINIGATE_EXTRAS= config --format json >"$work/slim.json"
-      python3 - "$work"/{gpu,bind,slim}.json <<'PY' || fail "$impl: the rendered services are not as expected"
+      compose "$impl" MINIGATE_TORCH=cpu config --format json >"$work/torchcpu.json"
+      compose "$impl" MINIGATE_TORCH=cpu --profile gpu config --format json >"$work/gpu-torchcpu.json"
+      python3 - "$work"/{gpu,bind,slim,torchcpu,gpu-torchcpu}.json <<'PY' || fail "$impl: the rendered services are not as expected"
 import json
 import sys
 
@@ -90,7 +95,7 @@ assert gpu["build"]["args"]["MINIGATE_ACCELERATOR"] == "cuda", gpu["build"]["arg
 assert gpu["environment"]["MINIGATE_EXECUTION_PROVIDER"] == "cuda", gpu["environment"]
 cpu = json.load(open(sys.argv[2]))["services"]["minigate"]
 assert cpu["build"]["args"] == {
-    "MINIGATE_ACCELERATOR": "cpu", "MINIGATE_EXTRAS": "convert",
+    "MINIGATE_ACCELERATOR": "cpu", "MINIGATE_EXTRAS": "convert", "MINIGATE_TORCH": "pypi",
     "PIP_INDEX_URL": "", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
 }, cpu["build"]["args"]
 (port,) = cpu["ports"]
@@ -100,9 +105,14 @@ assert cpu["healthcheck"]["test"][0] == "CMD" and cpu["restart"] == "unless-stop
 assert cpu["environment"]["MINIGATE_ADMIN_KEY"] == "validate-key"
 slim = json.load(open(sys.argv[3]))["services"]["minigate"]
 assert slim["build"]["args"]["MINIGATE_EXTRAS"] == "", slim["build"]["args"]
+# MINIGATE_TORCH=cpu (PyTorch's CPU-only torch) reaches the cpu build; the cuda build keeps the Dockerfile's default.
+torchcpu = json.load(open(sys.argv[4]))["services"]["minigate"]
+assert torchcpu["build"]["args"]["MINIGATE_TORCH"] == "cpu", torchcpu["build"]["args"]
+gpu = json.load(open(sys.argv[5]))["services"]["minigate-gpu"]
+assert "MINIGATE_TORCH" not in gpu["build"]["args"], gpu["build"]["args"]
 PY
       echo "ok: $impl $version: each profile starts the right services; gpu reserves NVIDIA devices; the port binds as set;" \
-        "an empty MINIGATE_EXTRAS builds without extras"
+        "an empty MINIGATE_EXTRAS builds without extras; MINIGATE_TORCH=cpu reaches the cpu build only"
       ;;
   esac
   # The shell's empty value wins over .env's, as a forgotten key in .env would.

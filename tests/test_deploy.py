@@ -1,8 +1,9 @@
 """The deployment files: compose.yaml renders under real compose implementations (deploy/validate.sh).
 
 No container engine runs here, so this checks what compose itself can: every profile renders, each picks the
-right services, the GPU variant reserves NVIDIA devices, the port binds as configured, a missing admin key is
-refused. Building and running the image is ``bash deploy/validate.sh --run`` where podman works.
+right services, the GPU variant reserves NVIDIA devices, the port binds as configured, MINIGATE_TORCH reaches
+the cpu build only, a missing admin key is refused. Building and running the image is
+``bash deploy/validate.sh --run`` where podman works.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def test_compose_renders_every_profile() -> None:
     assert any("an empty MINIGATE_ADMIN_KEY is refused" in line for line in checks), result.stdout
     if os.environ.get("MINIGATE_COMPOSE_V2"):
         assert any("each profile starts the right services" in line for line in checks), result.stdout
+        assert any("MINIGATE_TORCH=cpu reaches the cpu build only" in line for line in checks), result.stdout
 
 
 def test_example_config_is_valid_and_keeps_everything_in_the_volume(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,13 +3,19 @@
 No container engine runs here, so the image's builder stage is mirrored: the Dockerfile's builder COPY lines are
 copied into a temporary folder and its RUN lines run there into a temporary venv, with pip reaching only its
 default index (no local wheel folder or mirror), so the locked hashes are proven against the registry's files.
-That real install is the cpu lock (about 100 MB); the torch-sized locks are checked with `pip install --dry-run
---platform`: for x86_64 and aarch64, every pin must have a wheel for CPython 3.11 on Linux whose published sha256
-is in the lock, and the metadata of those wheels must need nothing the lock lacks.
+That real install is the cpu lock (about 100 MB) and the torchcpu lock (PyTorch's CPU-only torch: about 1.5 GB
+installed, under a minute here); the other torch-sized locks are checked with `pip install --dry-run --platform`:
+for x86_64 and aarch64, every pin must have a wheel for CPython 3.11 on Linux whose published sha256 is in the
+lock, and the metadata of those wheels must need nothing the lock lacks.
+
+PyTorch's CPU-only wheel is not on PyPI: the torchcpu tests take it from TORCH_CPU_WHEELS (default /opt/wheels,
+the folder scripts/lock.sh hashed it from, as a user's PIP_FIND_LINKS would name it) and fail, never skip, when
+it is not there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,7 +39,11 @@ lock_inputs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(lock_inputs)
 
 VARIANTS: tuple[str, ...] = lock_inputs.VARIANTS
+TORCH_CPU: str = lock_inputs.TORCH_CPU_VARIANT
 HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+TORCH_CPU_WHEELS = Path(os.environ.get("TORCH_CPU_WHEELS", "/opt/wheels"))
+# What PyPI's Linux torch needs and PyTorch's CPU-only build does not: NVIDIA's CUDA wheels and triton.
+CUDA_ONLY = re.compile(r"nvidia-.*|cuda-.*|triton")
 
 
 class Pin:
@@ -89,7 +100,73 @@ def test_lock_pins_every_requirement_with_hashes(variant: str) -> None:
     # pyproject.toml leaves no stale pin behind.
     direct = {name for name, pin in pins.items() if any(via.endswith(f"-r {variant}.in") for via in pin.via)}
     assert direct == {canonicalize_name(r.name) for r in inputs}, f"{path.name} is stale: run scripts/lock.sh"
-    assert "torch" in pins if variant.endswith("-convert") else "torch" not in pins
+    assert "torch" in pins if "-convert" in variant else "torch" not in pins
+
+
+def _torch_cpu_wheel() -> Path:
+    """PyTorch's CPU-only wheel of the pinned torch, from TORCH_CPU_WHEELS; a clear failure when it is missing."""
+    (requirement,) = [r for r in lock_inputs.requirements(TORCH_CPU) if r.startswith("torch==")]
+    name = f"{requirement.replace('==', '-')}-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel = TORCH_CPU_WHEELS / name
+    if not wheel.is_file():
+        pytest.fail(
+            f"no {wheel}: the {TORCH_CPU} tests need PyTorch's CPU-only wheel {name} (set TORCH_CPU_WHEELS to the "
+            "folder that holds it; it is on PyTorch's CPU-only wheel index, not on PyPI)"
+        )
+    return wheel
+
+
+def test_the_torchcpu_lock_is_cpu_convert_with_the_cpu_only_torch() -> None:
+    """The CPU-only torch, pinned to the wheel's sha256, in place of PyPI's; everything else pinned alike."""
+    pypi, cpu = parse_lock(lock_inputs.lock_path("cpu-convert")), parse_lock(lock_inputs.lock_path(TORCH_CPU))
+    torch = cpu["torch"]
+    assert Version(torch.version).local == "cpu", f"{TORCH_CPU}: torch=={torch.version} is not a CPU-only build"
+    assert Version(torch.version).public == pypi["torch"].version, (torch.version, pypi["torch"].version)
+    digest = hashlib.sha256(_torch_cpu_wheel().read_bytes()).hexdigest()
+    assert torch.hashes == [digest], f"{TORCH_CPU} pins torch to {torch.hashes}, the wheel's sha256 is {digest}"
+    cuda = sorted(name for name in cpu if CUDA_ONLY.fullmatch(name))
+    assert not cuda, f"{TORCH_CPU} pins CUDA packages: {cuda}"
+    # PyPI's torch does bring them (or this lock would be pointless), and they are all that is left out.
+    assert {name for name in pypi if CUDA_ONLY.fullmatch(name)} == set(pypi) - set(cpu), set(pypi) ^ set(cpu)
+    for name, pin in cpu.items():
+        if name != "torch":
+            assert (pin.version, pin.hashes) == (pypi[name].version, pypi[name].hashes), (
+                f"{name}: {TORCH_CPU} and cpu-convert pin it differently: run scripts/lock.sh"
+            )
+
+
+def test_the_cpu_only_torch_wheel_matches_its_pin(tmp_path: Path) -> None:
+    """pip accepts the CPU-only wheel under the lock's hash, and refuses another file of the same name."""
+    torch = parse_lock(lock_inputs.lock_path(TORCH_CPU))["torch"]
+    wheel = _torch_cpu_wheel()
+    requirement = tmp_path / "torch.txt"
+    requirement.write_text(f"torch=={torch.version} {' '.join(f'--hash=sha256:{h}' for h in torch.hashes)}\n")
+    impostor = tmp_path / "impostor"
+    impostor.mkdir()
+    with zipfile.ZipFile(impostor / wheel.name, "w") as fake:
+        fake.writestr(
+            f"torch-{torch.version}.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: torch\nVersion: {torch.version}\n",
+        )
+
+    def download(folder: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary=:all:"),
+                *("--no-index", "--find-links", str(folder), "-d", str(tmp_path / "got"), "-r", str(requirement)),
+            ],
+            env=_registry_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    refused = download(impostor)
+    assert refused.returncode != 0 and "DO NOT MATCH THE HASHES" in refused.stderr, refused.stderr
+    accepted = download(wheel.parent)
+    assert accepted.returncode == 0, accepted.stderr
+    assert (tmp_path / "got" / wheel.name).is_file()
 
 
 def test_the_cuda_locks_swap_the_engine_for_its_cuda_build() -> None:
@@ -105,14 +182,17 @@ def test_the_dockerfile_installs_only_the_locks() -> None:
     assert "COPY deploy/install.sh deploy/requirements-*.lock ./deploy/" in builder
     runs = [line for line in builder.splitlines() if line.startswith("RUN ")]
     assert runs == ["RUN sh deploy/install.sh /opt/minigate deps", "RUN sh deploy/install.sh /opt/minigate minigate"]
+    # The default build needs nothing but PyPI: PyPI's torch unless MINIGATE_TORCH=cpu is asked for.
+    assert "ARG MINIGATE_TORCH=pypi\n" in builder
     assert "pip install" not in dockerfile.replace("`pip install --require-hashes --no-deps`", "")
     script = (ROOT / "deploy" / "install.sh").read_text()
     installs = [line.strip() for line in script.splitlines() if 'pip" install' in line]
     assert installs == [
-        '"$venv/bin/pip" install --require-hashes --no-deps -r "$lock"',
+        'if ! "$venv/bin/pip" install --require-hashes --no-deps -r "$lock"; then',
         '"$venv/bin/pip" install --no-deps --no-build-isolation --no-index .',
     ]
-    assert "lock=deploy/requirements-$accelerator${extras:+-$extras}.lock" in script
+    assert "variant=$accelerator${extras:+-$extras}\n" in script and "variant=$variant-torchcpu\n" in script
+    assert "lock=deploy/requirements-$variant.lock" in script
     for variant in VARIANTS:
         assert lock_inputs.lock_path(variant).is_file(), f"no lock for {variant}: run scripts/lock.sh"
 
@@ -126,26 +206,65 @@ def _registry_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_install_script_refuses_an_extra_without_a_lock(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"MINIGATE_EXTRAS": "test"}, "requirements-cpu-test.lock"),
+        ({"MINIGATE_TORCH": "rocm"}, "MINIGATE_TORCH must be pypi or cpu"),
+        ({"MINIGATE_TORCH": "cpu", "MINIGATE_ACCELERATOR": "cuda"}, "locked for MINIGATE_ACCELERATOR=cpu on x86_64"),
+    ],
+)
+def test_install_script_refuses_a_choice_without_a_lock(tmp_path: Path, settings: dict[str, str], message: str) -> None:
     result = subprocess.run(
         ["sh", str(ROOT / "deploy" / "install.sh"), str(tmp_path / "venv")],
         cwd=ROOT,
-        env=_registry_env(MINIGATE_EXTRAS="test"),
+        env=_registry_env(**settings),
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 2 and "requirements-cpu-test.lock" in result.stderr, result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "venv").exists()
 
 
-def test_the_builder_stage_installs_the_serving_lock(tmp_path: Path) -> None:
-    """The Dockerfile's builder stage with MINIGATE_EXTRAS="": its COPY lines, then its RUN lines, for real."""
+def test_install_script_says_where_the_cpu_only_torch_comes_from(tmp_path: Path) -> None:
+    """MINIGATE_TORCH=cpu where pip finds no file: pip's failure, then what the build needs."""
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    result = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "install.sh"), str(tmp_path / "venv"), "deps"],
+        cwd=ROOT,
+        env=_registry_env(MINIGATE_TORCH="cpu", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    hint = (
+        "PIP_EXTRA_INDEX_URL to PyTorch's CPU-only wheel index or PIP_FIND_LINKS to a folder holding torch==2.13.0+cpu"
+    )
+    assert f"requirements-{TORCH_CPU}.lock pins PyTorch's CPU-only torch" in result.stderr, result.stderr
+    assert hint in result.stderr.replace("\n", " "), result.stderr
+
+
+@pytest.mark.parametrize("variant", ["cpu", TORCH_CPU])
+def test_the_builder_stage_installs_the_lock(variant: str, tmp_path: Path) -> None:
+    """The Dockerfile's builder stage: its COPY lines, then its RUN lines, for real.
+
+    `cpu` is MINIGATE_EXTRAS="" (the serving image). The torchcpu variant is the default extras with
+    MINIGATE_TORCH=cpu and PIP_FIND_LINKS naming the folder with PyTorch's CPU-only wheel, as a user would build
+    it; every other file comes from the registry.
+    """
     dockerfile = (ROOT / "Dockerfile").read_text()
     builder = dockerfile.split("FROM ${PYTHON_IMAGE} AS builder", 1)[1].split("\nFROM ", 1)[0]
     src, venv = tmp_path / "src", tmp_path / "opt-minigate"
     src.mkdir()
-    env = _registry_env(MINIGATE_EXTRAS="", MINIGATE_ACCELERATOR="cpu", PYTHON=shutil.which("python3") or "python3")
+    settings = {"MINIGATE_EXTRAS": "", "MINIGATE_ACCELERATOR": "cpu"}
+    if variant == TORCH_CPU:
+        wheels = _torch_cpu_wheel().parent
+        settings = {"MINIGATE_ACCELERATOR": "cpu", "MINIGATE_TORCH": "cpu", "PIP_FIND_LINKS": str(wheels)}
+    env = _registry_env(**settings, PYTHON=shutil.which("python3") or "python3")
     for line in builder.splitlines():
         if line.startswith("COPY "):
             *sources, target = line.split()[1:]
@@ -165,6 +284,8 @@ def test_the_builder_stage_installs_the_serving_lock(tmp_path: Path) -> None:
             command = line[4:].replace("/opt/minigate", str(venv))
             result = subprocess.run(command, shell=True, cwd=src, env=env, capture_output=True, text=True, check=False)
             assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            if line.endswith(" minigate"):
+                assert f"installed minigate from deploy/requirements-{variant}.lock" in result.stdout, result.stdout
     installed = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
         env=env,
@@ -173,10 +294,25 @@ def test_the_builder_stage_installs_the_serving_lock(tmp_path: Path) -> None:
         check=True,
     )
     versions = {canonicalize_name(d["name"]): d["version"] for d in json.loads(installed.stdout)}
-    pins = parse_lock(lock_inputs.lock_path("cpu"))
+    pins = parse_lock(lock_inputs.lock_path(variant))
     for name, pin in pins.items():
         assert versions.get(name) == pin.version, f"{name}: installed {versions.get(name)}, locked {pin.version}"
     assert set(versions) - set(pins) <= {"minigate", "pip"}, set(versions) - set(pins)
+    if variant == TORCH_CPU:
+        assert versions["torch"].endswith("+cpu") and not any(CUDA_ONLY.fullmatch(name) for name in versions)
+        probe = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import torch; print(torch.__version__, torch.version.cuda, int(torch.ones(3).sum()))",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.stdout.split() == [versions["torch"], "None", "3"], probe.stdout + probe.stderr
     check = subprocess.run(
         [str(venv / "bin" / "minigate"), "config", "check", str(ROOT / "deploy" / "minigate.json")],
         cwd=tmp_path,
@@ -187,6 +323,8 @@ def test_the_builder_stage_installs_the_serving_lock(tmp_path: Path) -> None:
     )
     assert check.returncode == 0 and ": ok" in check.stdout, check.stdout + check.stderr
 
+    if variant != "cpu":
+        return
     # The hashes are what pip goes by: the same lock with one package's hash changed is refused.
     tampered = tmp_path / "tampered.lock"
     idna = pins["idna"]
@@ -236,13 +374,12 @@ def _marker_env(arch: str, extra: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize(
-    ("variant", "arch"),
-    [(v, a) for v in VARIANTS for a in ("x86_64", "aarch64") if v.startswith("cpu") or a == "x86_64"],
-)
+@pytest.mark.parametrize(("variant", "arch"), [(v, a) for v in VARIANTS for a in lock_inputs.arches(v)])
 def test_lock_installs_on_its_platform(variant: str, arch: str, tmp_path: Path) -> None:
     path = lock_inputs.lock_path(variant)
     report = tmp_path / "report.json"
+    # PyTorch's CPU-only torch is not on PyPI: a wheel folder, as the Dockerfile's PIP_FIND_LINKS would name it.
+    wheels = {"PIP_FIND_LINKS": str(_torch_cpu_wheel().parent)} if variant == TORCH_CPU else {}
     result = subprocess.run(
         [
             sys.executable,
@@ -258,7 +395,7 @@ def test_lock_installs_on_its_platform(variant: str, arch: str, tmp_path: Path) 
             "-r",
             str(path),
         ],
-        env=_registry_env(),
+        env=_registry_env(**wheels),
         capture_output=True,
         text=True,
         timeout=600,
