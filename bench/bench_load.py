@@ -6,6 +6,7 @@ Run from the repository root with the project's venv (about 30 s; a soak as long
     python bench/bench_load.py [--streams 1000] [--chunks 64] [--interval 0.05] [--rounds 2] [--json FILE]
     nohup python bench/bench_load.py --rounds 0 --soak-seconds 600 --rate 30 --json soak.json > soak.log 2>&1 &
     python bench/bench_load.py --gateway-root /path/to/copy   # the gateway from another copy of the code
+    python bench/bench_load.py --gateways 2   # two gateway processes (one data folder), streams alternate
 
 Everything is on 127.0.0.1, each part in its own process: the fake upstream (``python -m tests.fakes.upstream
 --stamp``: each streamed word carries the time.time_ns() at which it was sent) and the gateway (``minigate
@@ -127,28 +128,29 @@ class Rig:
         self.upstream = bg.spawn([sys.executable, *cmd.split()], tmp / "upstream.log")
         procs.append(self.upstream)
         bg.wait_until(lambda: bg.answers(up, "GET", "/v1/models"), 20, 0.05)
-        gw = bg.free_port()
         provider = {"type": "openai", "endpoint": f"http://{bg.HOST}:{up}/v1", "models": ["m"]}
         config = {
             "agents": {"defaults": {"model": {"primary": "paced/m"}}},
             "models": {"providers": {"paced": provider}},
-            "server": {"host": bg.HOST, "port": gw, "data_dir": str(tmp / "data")},
+            "server": {"host": bg.HOST, "data_dir": str(tmp / "data")},
         }
         (tmp / "config.json").write_text(json.dumps(config))
         root = args.gateway_root
         exe = [sys.executable, "-m", "gateway.cli"]  # the venv's own code, or another copy's via PYTHONPATH
         env = {"MINIGATE_ADMIN_KEY": bg.KEY, **({"PYTHONPATH": root} if root else {})}
-        argv = [*exe, "serve", "--no-pull", "--config", str(tmp / "config.json"), "--port", str(gw)]
-        self.gateway = bg.spawn(argv, tmp / "gateway.log", env, root or bg.ROOT)
-        procs.append(self.gateway)
-        try:
-            bg.wait_until(lambda: self.gateway.poll() is None and bg.answers(gw, "GET", "/health"), 30)
-        except RuntimeError:
-            sys.exit("gateway did not start:\n" + (tmp / "gateway.log").read_text()[-3000:])
+        self.gateways, ports = list[bg.Proc](), [bg.free_port() for _ in range(args.gateways)]
+        for i, gw in enumerate(ports):  # one after the other: the first one creates the database
+            argv = [*exe, "serve", "--no-pull", "--config", str(tmp / "config.json"), "--port", str(gw)]
+            self.gateways.append(proc := bg.spawn(argv, tmp / f"gateway-{i}.log", env, root or bg.ROOT))
+            procs.append(proc)
+            try:
+                bg.wait_until(lambda: proc.poll() is None and bg.answers(gw, "GET", "/health"), 30)  # noqa: B023
+            except RuntimeError:
+                sys.exit("gateway did not start:\n" + (tmp / f"gateway-{i}.log").read_text()[-3000:])
+        self.gateway = self.gateways[0]
         messages = [{"role": "user", "content": "Count"}]
-        self.urls = {
-            who: f"http://{bg.HOST}:{port}/v1/chat/completions" for who, port in (("direct", up), ("gateway", gw))
-        }
+        url = "http://" + bg.HOST + ":{}/v1/chat/completions"
+        self.urls = {"direct": [url.format(up)], "gateway": [url.format(port) for port in ports]}
         self.bodies = {
             who: json.dumps({"model": model, "messages": messages, "stream": True}).encode()
             for who, model in (("direct", "m"), ("gateway", "default"))
@@ -163,6 +165,14 @@ class Rig:
         skip = ("User-Agent", "Accept-Encoding")
         return aiohttp.ClientSession(connector=connector, headers=bg.HEADERS, skip_auto_headers=skip)
 
+    def rss(self, field: str = "VmRSS") -> float:
+        """The gateways' memory in MB (VmRSS, or another field of /proc/PID/status), summed over them."""
+        return sum(bg.rss_mb(g.pid, field) for g in self.gateways)
+
+    def url(self, who: str, i: int) -> str:
+        """The URL of stream ``i`` to ``who``: gateways take turns (``--gateways``)."""
+        return self.urls[who][i % len(self.urls[who])]
+
     def usage_rows(self) -> tuple[int, int]:
         """(usage rows stored, rows with status 200 and every chunk counted as a completion token)."""
         db = self.tmp / "data" / "minigate.db"
@@ -173,9 +183,9 @@ class Rig:
 
     def cpu(self) -> dict[str, float]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        out = {"gateway": bg.cpu_s(self.gateway.pid), "upstream": bg.cpu_s(self.upstream.pid)}
-        stat = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out["gateway_kernel"] = int(stat[12]) / os.sysconf("SC_CLK_TCK")  # of "gateway": syscalls, TCP on loopback
+        out = {"gateway": sum(bg.cpu_s(g.pid) for g in self.gateways), "upstream": bg.cpu_s(self.upstream.pid)}
+        stats = [Path(f"/proc/{g.pid}/stat").read_text().rsplit(")", 1)[1].split() for g in self.gateways]
+        out["gateway_kernel"] = sum(int(st[12]) for st in stats) / os.sysconf("SC_CLK_TCK")  # syscalls, loopback TCP
         return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
 
 
@@ -186,10 +196,10 @@ def loadavg() -> str:
 Samples = list[tuple[float, float, int]]
 
 
-async def sample_rss(pid: int, every: float, into: Samples, until: float, gauge: Any = lambda: 0) -> None:
-    """Append (monotonic s, VmRSS MB of ``pid``, ``gauge()``) every ``every`` s until cancelled or ``until``."""
+async def sample_rss(rig: Rig, every: float, into: Samples, until: float, gauge: Any = lambda: 0) -> None:
+    """Append (monotonic s, gateway RSS MB, ``gauge()``) every ``every`` s until cancelled or ``until``."""
     while time.monotonic() < until:
-        into.append((time.monotonic(), bg.rss_mb(pid), gauge()))
+        into.append((time.monotonic(), rig.rss(), gauge()))
         await asyncio.sleep(every)
 
 
@@ -201,10 +211,10 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 
 async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
     """``--streams`` streams started over ``--ramp`` s to ``who``; waits for all of them (bounded by time)."""
-    args, tally, rss = rig.args, Tally(), [(time.monotonic(), bg.rss_mb(rig.gateway.pid), 0)]
+    args, tally, rss = rig.args, Tally(), [(time.monotonic(), rig.rss(), 0)]
     n, rows0, load0, cpu0 = args.streams, rig.usage_rows(), loadavg(), rig.cpu()
     end = min(deadline, time.monotonic() + args.ramp + rig.stream_timeout + 5)
-    sampler = asyncio.create_task(sample_rss(rig.gateway.pid, 0.1, rss, end))
+    sampler = asyncio.create_task(sample_rss(rig, 0.1, rss, end))
     t0, tally.t0_ns = time.monotonic(), time.time_ns()
     async with rig.session() as session:
         tasks = []
@@ -213,7 +223,7 @@ async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
                 await asyncio.sleep(delay)
             if time.monotonic() > end:
                 break
-            job = one_stream(session, rig.urls[who], rig.bodies[who], args.chunks, tally, rig.stream_timeout)
+            job = one_stream(session, rig.url(who, i), rig.bodies[who], args.chunks, tally, rig.stream_timeout)
             tasks.append(asyncio.create_task(job))
         await asyncio.wait(tasks, timeout=max(0.1, end - time.monotonic()))
         for task in tasks:
@@ -225,7 +235,7 @@ async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
     rows1 = rig.usage_rows()
     out = {"who": who, **tally.summary(), "wall_s": round(wall, 2), "cpu_s": cpu_used(cpu0, cpu1)}
     peak = max(r for _, r, _ in rss)
-    out["gateway_rss_mb"] = {"before": rss[0][1], "peak": peak, "after": bg.rss_mb(rig.gateway.pid)}
+    out["gateway_rss_mb"] = {"before": rss[0][1], "peak": peak, "after": rig.rss()}
     out["gateway_kb_per_stream"] = (peak - rss[0][1]) * 1024 / max(1, tally.peak)
     out["usage_rows"] = {"stored": rows1[0] - rows0[0], "ok": rows1[1] - rows0[1]}
     out["loadavg"] = {"before": load0, "after": loadavg()}
@@ -244,14 +254,14 @@ async def soak(rig: Rig, deadline: float) -> dict[str, Any]:
     def gauge() -> int:
         return live["gateway"]
 
-    sampler = asyncio.create_task(sample_rss(rig.gateway.pid, args.sample, rss, end + rig.stream_timeout, gauge))
+    sampler = asyncio.create_task(sample_rss(rig, args.sample, rss, end + rig.stream_timeout, gauge))
     loads = [(0.0, loadavg())]
 
-    async def counted(who: str, minute: int, session: Any) -> None:
+    async def counted(who: str, k: int, minute: int, session: Any) -> None:
         tally = minutes.setdefault((who, minute), Tally())
         live[who] += 1
         try:
-            await one_stream(session, rig.urls[who], rig.bodies[who], args.chunks, tally, rig.stream_timeout)
+            await one_stream(session, rig.url(who, k // 2), rig.bodies[who], args.chunks, tally, rig.stream_timeout)
         finally:
             live[who] -= 1
 
@@ -265,7 +275,7 @@ async def soak(rig: Rig, deadline: float) -> dict[str, Any]:
             minute = int((now - t0) // 60)
             if minute != int(loads[-1][0] // 60):
                 loads.append((now - t0, loadavg()))
-            task = asyncio.create_task(counted(("gateway", "direct")[k % 2], minute, session))
+            task = asyncio.create_task(counted(("gateway", "direct")[k % 2], k, minute, session))
             pending.add(task)
             task.add_done_callback(pending.discard)
         if pending:
@@ -314,13 +324,13 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
     deadline = time.monotonic() + args.time_limit
     async with rig.session() as session:  # warm-up: imports, pools, the first usage rows
         warm = Tally()
-        urls = [(who, url) for who, url in rig.urls.items() for _ in range(10)]
+        urls = [(who, rig.url(who, i)) for who in rig.urls for i in range(10)]
         jobs = (one_stream(session, url, rig.bodies[w], args.chunks, warm, rig.stream_timeout) for w, url in urls)
         await asyncio.wait_for(asyncio.gather(*jobs), timeout=rig.stream_timeout + 5)
     if warm.completed != len(urls):
         raise RuntimeError(f"warm-up streams failed: {dict(warm.errors)}; see {rig.tmp}/*.log")
     res: dict[str, Any] = {"phases": []}
-    res["gateway_rss_idle_mb"] = bg.rss_mb(rig.gateway.pid)
+    res["gateway_rss_idle_mb"] = rig.rss()
     for r in range(args.rounds):
         for who in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
             if time.monotonic() > deadline:
@@ -330,8 +340,8 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         print(f"  soak: {args.rate} streams/s each way for {args.soak_seconds} s", file=sys.stderr)
         res["soak"] = await soak(rig, deadline)
     res["gateway_rss_end_mb"], res["gateway_rss_hwm_mb"] = (
-        bg.rss_mb(rig.gateway.pid),
-        bg.rss_mb(rig.gateway.pid, "VmHWM"),
+        rig.rss(),
+        rig.rss("VmHWM"),
     )
     return res
 
@@ -350,6 +360,9 @@ def main() -> None:
     p.add_argument("--time-limit", type=float, default=1800.0, help="stop every phase after this many s (1800)")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     p.add_argument("--gateway-root", metavar="DIR", help="run the gateway from the code in DIR")
+    p.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes sharing the data folder; streams alternate"
+    )
     args = p.parse_args()
     if importlib.util.find_spec("uvloop"):
         importlib.import_module("uvloop").install()
@@ -365,12 +378,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="minigate-load-") as tmpname:
         try:
             rig = Rig(args, Path(tmpname), procs)
-            print(f"gateway pid {rig.gateway.pid}, upstream pid {rig.upstream.pid}; measuring...", file=sys.stderr)
+            pids = [g.pid for g in rig.gateways]
+            print(f"gateway pids {pids}, upstream pid {rig.upstream.pid}; measuring...", file=sys.stderr)
             res.update(asyncio.run(run(args, rig)))
         finally:
             for proc in reversed(procs):
                 bg.stop(proc)
-            log = (Path(tmpname) / "gateway.log").read_text(errors="replace").splitlines()
+            logs = sorted(Path(tmpname).glob("gateway-*.log"))
+            log = [line for f in logs for line in f.read_text(errors="replace").splitlines()]
             bad = [line for line in log if '"level": "INFO"' not in line and '"level":"INFO"' not in line]
             res["gateway_log"] = {"lines": len(log), "not_info": len(bad), "last_not_info": bad[-5:]}
     res["loadavg_end"] = loadavg()
