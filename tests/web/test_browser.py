@@ -274,7 +274,10 @@ def test_keyboard_only_login_and_chat(browser: Browser, web_server: GatewayServe
     context = browser.new_context(base_url=_base(web_server))
     tab = context.new_page()
     tab.goto("/login")
-    tab.keyboard.type(PASSWORD)  # the field has focus
+    # The field takes the focus by itself (autofocus); wait for that before typing, or a loaded machine can
+    # drop the first keys into the page.
+    expect(tab.get_by_label("Password or admin key")).to_be_focused()
+    tab.keyboard.type(PASSWORD)
     tab.keyboard.press("Enter")
     expect(tab).to_have_url(re.compile(r"/chat$"))
     tab.keyboard.press("Tab")
