@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -157,6 +158,9 @@ class _Socket:
 
     async def _chat(self, ident: str, request: msgspec.Raw) -> None:
         stream: Any = None
+        started = time.perf_counter()
+        # What /metrics counts for this request (endpoint "ws"), as for an HTTP request: 499 if it is cut.
+        status, provider = 499, None
         try:
             if not len(request):
                 raise InvalidRequest("A chat frame needs a request: a body as for /v1/chat/completions.", "request")
@@ -169,15 +173,22 @@ class _Socket:
             done: dict[str, Any] = {"type": "done", "id": ident, "request_id": call.request_id}
             done.update(model=f"{served.headers['x-minigate-provider']}/{served.headers['x-minigate-model']}")
             done.update(fallbacks=int(served.headers["x-minigate-fallbacks"]))
+            provider = served.headers["x-minigate-provider"]
             if await self._relay(ident, served.stream, done):
+                status = 200
                 await self.send(done)
+            else:
+                status = 502
         except GatewayError as err:
+            status = err.status
             await self.error(ident, err)
         except Exception:
+            status = 500
             log.exception("websocket request %s failed", ident)
             message = "The gateway hit an internal error; it has been logged."
             await self.error(ident, GatewayError(message, status=500, type="server_error"))
         finally:
+            self.gateway.metrics.request("ws", status, provider, time.perf_counter() - started)
             if isinstance(stream, AsyncGenerator):
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()  # ends the upstream call; the relay stores the usage row (499 if cut)

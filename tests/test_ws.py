@@ -147,3 +147,12 @@ async def test_the_same_router_falls_back(
     assert done["message"]["content"] == "Hello from backup"
     [row] = await asyncio.to_thread(gateway.wait_rows, 1)
     assert (row["status"], row["provider"], row["fallbacks"]) == (200, "backup", 1)
+    async with session.ws_connect(url(gateway), headers=AUTH) as ws:  # and one refused before routing
+        await ws.send_json(chat("b", model="no-such-model"))
+        await frames_until(ws, lambda fs: True)
+    async with session.get(f"http://127.0.0.1:{gateway.port}/metrics") as answer:
+        metrics = await answer.text()
+    # WebSocket requests are counted like HTTP ones, under endpoint "ws"; the fallback cause too.
+    assert 'minigate_requests_total{endpoint="ws",status="200",provider="backup"} 1' in metrics
+    assert 'minigate_requests_total{endpoint="ws",status="404",provider="none"} 1' in metrics
+    assert 'minigate_fallbacks_total{provider="primary"' in metrics
