@@ -124,10 +124,11 @@ class OnnxProvider(Provider):
     # ------------------------------------------------------------ admin operations
     async def load(self, model: str) -> WorkerClient:
         """Start the model's worker unless it runs; return its client."""
+        slot = self._slots.get(model)
+        if slot is not None and slot.client is not None and slot.client.alive:
+            return slot.client  # every request comes here: no file system work while the worker runs
         path = self._model_dir(model)  # before a slot exists: a name that is no model must leave nothing behind
         slot = self._slots.setdefault(model, _Slot())
-        if slot.client is not None and slot.client.alive:
-            return slot.client
         async with slot.lock:
             if slot.client is not None and slot.client.alive:
                 return slot.client
