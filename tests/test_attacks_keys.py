@@ -108,15 +108,18 @@ def assert_clean_refusal(status: int, body: bytes, label: str, *, allow_parser_4
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_api_key", (label, error)
 
 
+# A gateway whose default agent is the fake echo model: nothing upstream to stand in the way of the auth tests.
+ECHO: dict[str, Any] = {
+    "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+    "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
+}
+
+
 @pytest.fixture
 def keyed(gateway_factory: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A gateway over the echo model with the admin password set, and a user key and an admin key in its table."""
     monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
-    config = {
-        "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-        "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
-    }
-    server = gateway_factory(config)
+    server = gateway_factory(ECHO)
     web = WebClient(server)
     assert web.login(ADMIN_KEY).status_code == 303
     keys = {}
@@ -253,11 +256,7 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
     gateway_factory: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch, trusted: bool
 ) -> None:
     monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
-    config = {
-        "agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-        "models": {"providers": {"echo": {"type": "fake", "models": ["echo"]}}},
-        "server": {"trusted_proxies": ["127.0.0.1"] if trusted else []},
-    }
+    config = {**ECHO, "server": {"trusted_proxies": ["127.0.0.1"] if trusted else []}}
     server = gateway_factory(config)
     web = WebClient(server)
     try:

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fakes import behaviours
 from tests.fakes.behaviours import (
     Delay,
     EndAfter,
@@ -38,19 +39,7 @@ from tests.fakes.behaviours import (
     StreamError,
 )
 
-__all__ = [
-    "Delay",
-    "EndAfter",
-    "FakeUpstream",
-    "MalformedSSE",
-    "NoDone",
-    "Recorded",
-    "Reply",
-    "ResetAfter",
-    "StallAfter",
-    "Status",
-    "StreamError",
-]
+__all__ = ["FakeUpstream", *behaviours.__all__]  # the behaviours are scripted through this module
 
 HOST = "127.0.0.1"
 _DONE = b"data: [DONE]\n\n"
