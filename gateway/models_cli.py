@@ -87,7 +87,7 @@ def run_models_command(config: Config, provider: str | None, url: str | None, ke
 
 def ensure_default_models(config: Config) -> None:
     """Convert, on first use, the catalog models that agents' chains name but the models folder lacks."""
-    from providers.onnx.convert import CATALOG
+    from providers.onnx.wheel import CATALOG
 
     local = local_providers(config)
     wanted: list[tuple[str, str]] = []

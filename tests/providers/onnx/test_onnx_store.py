@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from providers.onnx import store
-from providers.onnx.convert import ConvertError, check_combination, import_model
+from providers.onnx.convert import import_model
 from providers.onnx.progress import Progress
+from providers.onnx.tools import ConvertError, check_combination
 from tests.providers.onnx.helpers import TINY
 
 QUIET = Progress(3, quiet=True)
@@ -130,11 +131,11 @@ def test_precision_and_provider_combinations() -> None:
 
 
 def test_missing_conversion_tools_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from providers.onnx import convert
+    from providers.onnx import tools
 
     monkeypatch.setitem(sys.modules, "gguf", None)  # makes ``import gguf`` fail
-    with pytest.raises(convert.MissingToolsError, match=r"minigate\[convert\]") as info:
-        convert.require_tools()
+    with pytest.raises(tools.MissingToolsError, match=r"minigate\[convert\]") as info:
+        tools.require_tools()
     assert "gguf" in str(info.value)
 
 
