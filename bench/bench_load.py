@@ -1,24 +1,30 @@
 #!/usr/bin/env python
-"""Load benchmark: 1,000 concurrent paced streams straight to a fake upstream and through minigate; a soak.
+"""Load benchmark: 1,000 concurrent paced streams straight to a fake upstream, through a raw TCP pipe and
+through minigate; a soak.
 
-Run from the repository root with the project's venv (about 30 s; a soak as long as it is asked to run)::
+Run from the repository root with the project's venv (about a minute; a soak as long as it is asked to run)::
 
     python bench/bench_load.py [--streams 1000] [--chunks 64] [--interval 0.05] [--rounds 2] [--json FILE]
     nohup python bench/bench_load.py --rounds 0 --soak-seconds 600 --rate 30 --json soak.json > soak.log 2>&1 &
     python bench/bench_load.py --gateway-root /path/to/copy   # the gateway from another copy of the code
     python bench/bench_load.py --gateways 2   # two gateway processes (one data folder), streams alternate
+    python bench/bench_load.py --no-floor     # without the floor phase (direct and gateway only)
 
 Everything is on 127.0.0.1, each part in its own process: the fake upstream (``python -m tests.fakes.upstream
 --stamp``: each streamed word carries the time.time_ns() at which it was sent) and the gateway (``minigate
-serve``, temporary config and data folder, agent ``default`` -> the fake; it stores a usage row per request).
-The load client is this process: aiohttp on uvloop, one connector allowing every stream at once.
+serve``, temporary config and data folder, agent ``default`` -> the fake; it stores a usage row per request),
+and the floor (``bench/relay_floor.py``: a raw TCP pipe on uvloop to the upstream that does no HTTP work, the
+least any Python relay adds here). The load client is this process: aiohttp on uvloop, one connector allowing
+every stream at once.
 
-Burst rounds (``--rounds``; the order direct/gateway alternates per round, so drift hits both): ``--streams``
-streams started evenly over ``--ramp`` s (so all are open at once: a stream lasts chunks x interval), first
-straight to the upstream (the baseline), then through the gateway. For every chunk the client records
-arrival - send time; per phase: p50/p99/max of that, streams completed with every chunk in order and
-``[DONE]``, errors by kind, the gateway's RSS (before, sampled peak, after) and CPU seconds of each process, the
-machine's load average, and the usage rows the gateway stored. *added p99* = p99(gateway) - p99(direct).
+Burst rounds (``--rounds``; the order of the phases rotates per round, so drift hits all): ``--streams``
+streams started evenly over ``--ramp`` s (so all are open at once: a stream lasts chunks x interval) straight
+to the upstream ("direct", the baseline), through the floor ("floor", same body; ``--no-floor`` skips it) and
+through the gateway. For every chunk the client records arrival - send time; per phase: p50/p99/max of that,
+streams completed with every chunk in order and ``[DONE]``, errors by kind, the gateway's RSS (before,
+sampled peak, after) and CPU seconds of each process, the machine's load average, and the usage rows the
+gateway stored. *added p99* = p99(gateway) - p99(direct) of the same round; the floor's added p99 and CPU
+seconds are printed next to the gateway's as information (the target is the gateway's alone).
 
 Soak (``--soak-seconds S --rate N``): N streams/s through the gateway and, interleaved, N/s direct (the
 baseline under the same conditions) for S s; the gateway's RSS every ``--sample`` s, summarised as the mean
@@ -37,7 +43,6 @@ import os
 import re
 import resource
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -47,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import bench_gateway as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
-from load_report import pooled, report, slope_mb_per_min, verdicts
+from load_report import report, slope_mb_per_min, summarize, verdicts
+from load_rig import Rig, cpu_used, loadavg
 
 STAMP = re.compile(rb"tok(\d+)@(\d+)")
 DONE = b"data: [DONE]"
@@ -64,6 +70,7 @@ class Tally:
         self.errors: Counter[str] = Counter()
 
     def summary(self) -> dict[str, Any]:
+        """Counts, errors, peak concurrency and the chunk latency percentiles (ms), overall and per second."""
         lat = sorted(self.lat_us)
         ms = {f"p{q}_ms": lat[round(q / 100 * (len(lat) - 1))] / 1e3 if lat else None for q in (50, 99, 100)}
         ms["max_ms"] = ms.pop("p100_ms")
@@ -118,81 +125,6 @@ async def one_stream(session: Any, url: str, payload: bytes, chunks: int, tally:
             tally.completed += 1
 
 
-class Rig:
-    """The fake upstream and the gateway processes, their URLs, and the client's session settings."""
-
-    def __init__(self, args: argparse.Namespace, tmp: Path, procs: list[bg.Proc]) -> None:
-        self.args, self.tmp, self.procs = args, tmp, procs
-        up = bg.free_port()
-        cmd = f"-m tests.fakes.upstream --port {up} --chunks {args.chunks} --interval {args.interval} --stamp"
-        self.upstream = bg.spawn([sys.executable, *cmd.split()], tmp / "upstream.log")
-        procs.append(self.upstream)
-        bg.wait_until(lambda: bg.answers(up, "GET", "/v1/models"), 20, 0.05)
-        provider = {"type": "openai", "endpoint": f"http://{bg.HOST}:{up}/v1", "models": ["m"]}
-        config = {
-            "agents": {"defaults": {"model": {"primary": "paced/m"}}},
-            "models": {"providers": {"paced": provider}},
-            "server": {"host": bg.HOST, "data_dir": str(tmp / "data")},
-        }
-        (tmp / "config.json").write_text(json.dumps(config))
-        root = args.gateway_root
-        exe = [sys.executable, "-m", "gateway.cli"]  # the venv's own code, or another copy's via PYTHONPATH
-        env = {"MINIGATE_ADMIN_KEY": bg.KEY, **({"PYTHONPATH": root} if root else {})}
-        self.gateways, ports = list[bg.Proc](), [bg.free_port() for _ in range(args.gateways)]
-        for i, gw in enumerate(ports):  # one after the other: the first one creates the database
-            argv = [*exe, "serve", "--no-pull", "--config", str(tmp / "config.json"), "--port", str(gw)]
-            self.gateways.append(proc := bg.spawn(argv, tmp / f"gateway-{i}.log", env, root or bg.ROOT))
-            procs.append(proc)
-            try:
-                bg.wait_until(lambda: proc.poll() is None and bg.answers(gw, "GET", "/health"), 30)  # noqa: B023
-            except RuntimeError:
-                sys.exit("gateway did not start:\n" + (tmp / f"gateway-{i}.log").read_text()[-3000:])
-        self.gateway = self.gateways[0]
-        messages = [{"role": "user", "content": "Count"}]
-        url = "http://" + bg.HOST + ":{}/v1/chat/completions"
-        self.urls = {"direct": [url.format(up)], "gateway": [url.format(port) for port in ports]}
-        self.bodies = {
-            who: json.dumps({"model": model, "messages": messages, "stream": True}).encode()
-            for who, model in (("direct", "m"), ("gateway", "default"))
-        }
-        self.stream_timeout = args.chunks * args.interval + 30.0
-
-    def session(self) -> Any:
-        import aiohttp
-
-        # Connector limit above the stream count: the client must never be what queues streams.
-        connector = aiohttp.TCPConnector(limit=max(1000, self.args.streams) + 100)
-        skip = ("User-Agent", "Accept-Encoding")
-        return aiohttp.ClientSession(connector=connector, headers=bg.HEADERS, skip_auto_headers=skip)
-
-    def rss(self, field: str = "VmRSS") -> float:
-        """The gateways' memory in MB (VmRSS, or another field of /proc/PID/status), summed over them."""
-        return sum(bg.rss_mb(g.pid, field) for g in self.gateways)
-
-    def url(self, who: str, i: int) -> str:
-        """The URL of stream ``i`` to ``who``: gateways take turns (``--gateways``)."""
-        return self.urls[who][i % len(self.urls[who])]
-
-    def usage_rows(self) -> tuple[int, int]:
-        """(usage rows stored, rows with status 200 and every chunk counted as a completion token)."""
-        db = self.tmp / "data" / "minigate.db"
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            sql = "SELECT count(*), coalesce(sum(status = 200 AND completion_tokens = ?), 0) FROM usage"
-            rows, ok = conn.execute(sql, (self.args.chunks,)).fetchone()
-        return int(rows), int(ok)
-
-    def cpu(self) -> dict[str, float]:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        out = {"gateway": sum(bg.cpu_s(g.pid) for g in self.gateways), "upstream": bg.cpu_s(self.upstream.pid)}
-        stats = [Path(f"/proc/{g.pid}/stat").read_text().rsplit(")", 1)[1].split() for g in self.gateways]
-        out["gateway_kernel"] = sum(int(st[12]) for st in stats) / os.sysconf("SC_CLK_TCK")  # syscalls, loopback TCP
-        return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 Samples = list[tuple[float, float, int]]
 
 
@@ -201,12 +133,6 @@ async def sample_rss(rig: Rig, every: float, into: Samples, until: float, gauge:
     while time.monotonic() < until:
         into.append((time.monotonic(), rig.rss(), gauge()))
         await asyncio.sleep(every)
-
-
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    used = {k: round(after[k] - before[k], 3) for k in before}
-    used["other"] = round(used.pop("machine") - used["gateway"] - used["upstream"] - used["client"], 3)
-    return used
 
 
 async def burst(rig: Rig, who: str, deadline: float) -> dict[str, Any]:
@@ -331,8 +257,9 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         raise RuntimeError(f"warm-up streams failed: {dict(warm.errors)}; see {rig.tmp}/*.log")
     res: dict[str, Any] = {"phases": []}
     res["gateway_rss_idle_mb"] = rig.rss()
+    whos = [who for who in ("direct", "floor", "gateway") if who in rig.urls]
     for r in range(args.rounds):
-        for who in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
+        for who in whos[r % len(whos) :] + whos[: r % len(whos)]:  # rotated: each phase takes each place in turn
             if time.monotonic() > deadline:
                 break
             res["phases"].append({"round": r, **await burst(rig, who, deadline)})
@@ -347,12 +274,16 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Parse the options, start the processes, run the phases, print the table and save the JSON."""
     p = argparse.ArgumentParser(description="minigate load benchmark (see the module docstring)")
     p.add_argument("--streams", type=int, default=1000, help="streams per burst phase (1000)")
     p.add_argument("--chunks", type=int, default=64, help="content chunks per stream (64)")
     p.add_argument("--interval", type=float, default=0.05, help="seconds between chunks (0.05)")
     p.add_argument("--ramp", type=float, default=1.0, help="seconds over which a burst's streams start (1.0)")
-    p.add_argument("--rounds", type=int, default=2, help="burst rounds, each direct + gateway (2; 0: soak only)")
+    p.add_argument("--rounds", type=int, default=2, help="burst rounds, each direct, floor, gateway (2; 0: soak only)")
+    p.add_argument(
+        "--floor", action=argparse.BooleanOptionalAction, default=True, help="a floor phase in each round (on)"
+    )
     p.add_argument("--settle", type=float, default=2.0, help="seconds after a burst before RSS 'after' (2)")
     p.add_argument("--soak-seconds", type=float, default=0.0, help="soak duration (0: no soak)")
     p.add_argument("--rate", type=float, default=30.0, help="soak: streams/s through the gateway, and direct (30)")
@@ -379,7 +310,8 @@ def main() -> None:
         try:
             rig = Rig(args, Path(tmpname), procs)
             pids = [g.pid for g in rig.gateways]
-            print(f"gateway pids {pids}, upstream pid {rig.upstream.pid}; measuring...", file=sys.stderr)
+            floor = f", floor pid {rig.floor.pid}" if rig.floor else ""
+            print(f"gateway pids {pids}, upstream pid {rig.upstream.pid}{floor}; measuring...", file=sys.stderr)
             res.update(asyncio.run(run(args, rig)))
         finally:
             for proc in reversed(procs):
@@ -389,15 +321,7 @@ def main() -> None:
             bad = [line for line in log if '"level": "INFO"' not in line and '"level":"INFO"' not in line]
             res["gateway_log"] = {"lines": len(log), "not_info": len(bad), "last_not_info": bad[-5:]}
     res["loadavg_end"] = loadavg()
-    for who in ("direct", "gateway"):
-        for key in ("p50_ms", "p99_ms", "max_ms"):
-            res[f"{who}_{key}"] = pooled(res["phases"], who, key)
-    by_round: dict[int, dict[str, float]] = {}
-    for ph in res["phases"]:
-        by_round.setdefault(ph["round"], {})[ph["who"]] = ph["p99_ms"]
-    res["added_p99_ms"] = {
-        r: v["gateway"] - v["direct"] for r, v in by_round.items() if len(v) == 2 and None not in v.values()
-    }
+    summarize(res)
     res["verdicts"] = verdicts(res, args)
     report(res)
     if args.json:

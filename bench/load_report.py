@@ -25,6 +25,59 @@ def pooled(phases: list[dict[str, Any]], who: str, key: str) -> float | None:
     return max(values) if values else None
 
 
+def summarize(res: dict[str, Any]) -> None:
+    """Add the pooled percentiles per kind of phase, the added p99 per round and the floor's figures to ``res``.
+
+    ``added_p99_ms``: per round, p99(gateway) - p99(direct) of that round (what the verdict reads). ``floor``
+    (when the floor ran): per round, the floor's added p99 (p99(floor) - p99(direct)), the gateway's, the gap
+    between them, and the CPU seconds the gateway used in its phase against those the floor used in its own;
+    then the worst round's added p99 of each and the gap between those two, the CPU seconds summed over the
+    rounds and their ratio (None when the floor used too little CPU to measure).
+    """
+    phases = res["phases"]
+    for who in ("direct", "floor", "gateway"):
+        if any(p["who"] == who for p in phases):
+            for key in ("p50_ms", "p99_ms", "max_ms"):
+                res[f"{who}_{key}"] = pooled(phases, who, key)
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for ph in phases:
+        by_round.setdefault(ph["round"], {})[ph["who"]] = ph
+
+    def added(phs: dict[str, dict[str, Any]], who: str) -> float | None:
+        if who not in phs or "direct" not in phs or None in (phs[who]["p99_ms"], phs["direct"]["p99_ms"]):
+            return None
+        return float(phs[who]["p99_ms"] - phs["direct"]["p99_ms"])
+
+    res["added_p99_ms"] = {r: a for r, phs in by_round.items() if (a := added(phs, "gateway")) is not None}
+    rounds: dict[int, dict[str, Any]] = {}
+    for r, phs in by_round.items():
+        floor, gateway = added(phs, "floor"), added(phs, "gateway")
+        if floor is None or gateway is None:
+            continue
+        cpu_gw, cpu_floor = phs["gateway"]["cpu_s"]["gateway"], phs["floor"]["cpu_s"]["floor"]
+        rounds[r] = {"floor_added_p99_ms": round(floor, 3), "gateway_added_p99_ms": round(gateway, 3)}
+        rounds[r]["gateway_above_floor_ms"] = round(gateway - floor, 3)
+        rounds[r].update(cpu_s_gateway=cpu_gw, cpu_s_floor=cpu_floor, cpu_gateway_over_floor=ratio(cpu_gw, cpu_floor))
+    if rounds:
+        rows = list(rounds.values())
+        worst = {k: max(v[k] for v in rows) for k in ("floor_added_p99_ms", "gateway_added_p99_ms")}
+        cpu = {k: round(sum(v[k] for v in rows), 3) for k in ("cpu_s_gateway", "cpu_s_floor")}
+        above = round(worst["gateway_added_p99_ms"] - worst["floor_added_p99_ms"], 3)
+        res["floor"] = {"by_round": rounds, **worst, "gateway_above_floor_ms": above, **cpu}
+        res["floor"]["cpu_gateway_over_floor"] = ratio(cpu["cpu_s_gateway"], cpu["cpu_s_floor"])
+
+
+def ratio(a: float, b: float) -> float | None:
+    """``a / b`` rounded, or None when ``b`` is zero (too little CPU to measure)."""
+    return round(a / b, 2) if b > 0 else None
+
+
+def span(values: list[float], fmt: str) -> str:
+    """``a..b`` (or ``a`` alone when all are equal) with each end formatted by ``fmt``."""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}..{hi}"
+
+
 def verdicts(res: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
     """Targets of issue 7 (the memory bound per stream is ours: 100 KB of gateway RSS per open stream)."""
     out: dict[str, bool] = {}
@@ -49,20 +102,37 @@ def verdicts(res: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
 def report(res: dict[str, Any]) -> None:
     """Print one line per phase, the soak's summary and the verdicts."""
     head = "phase    rnd  done/streams  errors  chunk p50/p99/max ms   gw RSS MB before/peak/after  KB/str"
-    print(head + "  CPU s gw/up/client/other  rows  loadavg")
+    print(head + "  CPU s gw/floor/up/client/other  rows  loadavg")
     for ph in res["phases"]:
         lat = "/".join(f"{ph[k]:.2f}" if ph[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms"))
         rss, cpu = ph["gateway_rss_mb"], ph["cpu_s"]
         mem = f"{rss['before']:.0f}/{rss['peak']:.0f}/{rss['after']:.0f}"
-        cpus = "/".join(f"{cpu[k]:.1f}" for k in ("gateway", "upstream", "client", "other"))
+        keys = ("gateway", "floor", "upstream", "client", "other")
+        cpus = "/".join(f"{cpu[k]:.1f}" if k in cpu else "-" for k in keys)
         rows = ph["usage_rows"]["ok"] if ph["who"] == "gateway" else "-"
         errors = sum(ph["errors"].values())
         print(
             f"{ph['who']:8s} {ph['round']:3d}  {ph['completed']:5d}/{ph['streams']:<6d} {errors:6d}  {lat:21s}  "
-            f"{mem:28s} {ph['gateway_kb_per_stream']:6.1f}  {cpus:24s} {rows!s:5s} {ph['loadavg']['after']}"
+            f"{mem:28s} {ph['gateway_kb_per_stream']:6.1f}  {cpus:30s} {rows!s:5s} {ph['loadavg']['after']}"
         )
+    floor = res.get("floor", {}).get("by_round", {})
     for r, added in res["added_p99_ms"].items():
-        print(f"round {r}: added per-chunk p99 = {added:+.2f} ms (target <= {TARGETS['added_p99_ms']:g})")
+        line = f"round {r}: added per-chunk p99 = {added:+.2f} ms (target <= {TARGETS['added_p99_ms']:g})"
+        if f := floor.get(r):
+            line += (
+                f"; floor {f['floor_added_p99_ms']:+.2f} ms, the gateway {f['gateway_above_floor_ms']:.2f} ms above it"
+            )
+            line += f"; CPU s gateway/floor {f['cpu_s_gateway']:.2f}/{f['cpu_s_floor']:.2f}"
+        print(line)
+    if floor:
+        per_round = list(floor.values())
+        cpu = res["floor"]["cpu_gateway_over_floor"]
+        print(
+            f"info  floor (raw TCP pipe, no HTTP work) added p99 = "
+            f"{span([v['floor_added_p99_ms'] for v in per_round], '+.2f')} ms; the gateway is "
+            f"{span([v['gateway_above_floor_ms'] for v in per_round], '.2f')} ms above the floor; "
+            f"CPU gateway/floor = {'-' if cpu is None else format(cpu, '.1f')}"
+        )
     if soaked := res.get("soak"):
         g, d, mem = soaked["gateway"], soaked["direct"], soaked["gateway_rss_mb"]
         print(f"soak {soaked['seconds']:.0f} s at {soaked['rate']:g} streams/s each way:")

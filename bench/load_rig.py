@@ -1,0 +1,117 @@
+"""The processes of bench/bench_load.py (fake upstream, gateways, the floor's raw TCP pipe) and their figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import bench_gateway as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
+
+FLOOR = Path(__file__).resolve().with_name("relay_floor.py")
+
+
+class Rig:
+    """The fake upstream, the gateway processes and the floor (``--floor``), their URLs, the client's settings."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, procs: list[bg.Proc]) -> None:
+        """Start every process (each added to ``procs`` for the caller to stop) and wait until each answers."""
+        self.args, self.tmp, self.procs = args, tmp, procs
+        up = bg.free_port()
+        cmd = f"-m tests.fakes.upstream --port {up} --chunks {args.chunks} --interval {args.interval} --stamp"
+        self.upstream = bg.spawn([sys.executable, *cmd.split()], tmp / "upstream.log")
+        procs.append(self.upstream)
+        bg.wait_until(lambda: bg.answers(up, "GET", "/v1/models"), 20, 0.05)
+        url = "http://" + bg.HOST + ":{}/v1/chat/completions"
+        self.urls = {"direct": [url.format(up)]}
+        self.floor: bg.Proc | None = None
+        if args.floor and args.rounds > 0:  # the soak never uses it
+            port = bg.free_port()
+            argv = [sys.executable, str(FLOOR), "--port", str(port), "--upstream-port", str(up)]
+            self.floor = bg.spawn(argv, tmp / "floor.log")
+            procs.append(self.floor)
+            try:  # through the pipe to the fake upstream, which answers it
+                bg.wait_until(lambda: bg.answers(port, "GET", "/v1/models"), 20, 0.05)
+            except RuntimeError:
+                sys.exit("relay_floor.py did not start:\n" + (tmp / "floor.log").read_text()[-3000:])
+            self.urls["floor"] = [url.format(port)]
+        provider = {"type": "openai", "endpoint": f"http://{bg.HOST}:{up}/v1", "models": ["m"]}
+        config = {
+            "agents": {"defaults": {"model": {"primary": "paced/m"}}},
+            "models": {"providers": {"paced": provider}},
+            "server": {"host": bg.HOST, "data_dir": str(tmp / "data")},
+        }
+        (tmp / "config.json").write_text(json.dumps(config))
+        root = args.gateway_root
+        exe = [sys.executable, "-m", "gateway.cli"]  # the venv's own code, or another copy's via PYTHONPATH
+        env = {"MINIGATE_ADMIN_KEY": bg.KEY, **({"PYTHONPATH": root} if root else {})}
+        self.gateways, ports = list[bg.Proc](), [bg.free_port() for _ in range(args.gateways)]
+        for i, gw in enumerate(ports):  # one after the other: the first one creates the database
+            argv = [*exe, "serve", "--no-pull", "--config", str(tmp / "config.json"), "--port", str(gw)]
+            self.gateways.append(proc := bg.spawn(argv, tmp / f"gateway-{i}.log", env, root or bg.ROOT))
+            procs.append(proc)
+            try:
+                bg.wait_until(lambda: proc.poll() is None and bg.answers(gw, "GET", "/health"), 30)  # noqa: B023
+            except RuntimeError:
+                sys.exit("gateway did not start:\n" + (tmp / f"gateway-{i}.log").read_text()[-3000:])
+        self.gateway = self.gateways[0]
+        self.urls["gateway"] = [url.format(port) for port in ports]
+        messages = [{"role": "user", "content": "Count"}]
+        self.bodies = {
+            who: json.dumps({"model": model, "messages": messages, "stream": True}).encode()
+            for who, model in (("direct", "m"), ("floor", "m"), ("gateway", "default"))
+        }
+        self.stream_timeout = args.chunks * args.interval + 30.0
+
+    def session(self) -> Any:
+        """A client session whose connector lets every stream of a burst be open at once."""
+        import aiohttp
+
+        # Connector limit above the stream count: the client must never be what queues streams.
+        connector = aiohttp.TCPConnector(limit=max(1000, self.args.streams) + 100)
+        skip = ("User-Agent", "Accept-Encoding")
+        return aiohttp.ClientSession(connector=connector, headers=bg.HEADERS, skip_auto_headers=skip)
+
+    def rss(self, field: str = "VmRSS") -> float:
+        """The gateways' memory in MB (VmRSS, or another field of /proc/PID/status), summed over them."""
+        return sum(bg.rss_mb(g.pid, field) for g in self.gateways)
+
+    def url(self, who: str, i: int) -> str:
+        """The URL of stream ``i`` to ``who``: gateways take turns (``--gateways``)."""
+        return self.urls[who][i % len(self.urls[who])]
+
+    def usage_rows(self) -> tuple[int, int]:
+        """(usage rows stored, rows with status 200 and every chunk counted as a completion token)."""
+        db = self.tmp / "data" / "minigate.db"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            sql = "SELECT count(*), coalesce(sum(status = 200 AND completion_tokens = ?), 0) FROM usage"
+            rows, ok = conn.execute(sql, (self.args.chunks,)).fetchone()
+        return int(rows), int(ok)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process (``floor`` only when it runs), this client and the machine."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        out = {"gateway": sum(bg.cpu_s(g.pid) for g in self.gateways), "upstream": bg.cpu_s(self.upstream.pid)}
+        stats = [Path(f"/proc/{g.pid}/stat").read_text().rsplit(")", 1)[1].split() for g in self.gateways]
+        out["gateway_kernel"] = sum(int(st[12]) for st in stats) / os.sysconf("SC_CLK_TCK")  # syscalls, loopback TCP
+        if self.floor is not None:
+            out["floor"] = bg.cpu_s(self.floor.pid)
+        return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
+
+
+def loadavg() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per process between two ``Rig.cpu()`` readings; ``other``: the rest of the machine."""
+    used = {k: round(after[k] - before[k], 3) for k in before}
+    ours = used["gateway"] + used["upstream"] + used["client"] + used.get("floor", 0.0)
+    used["other"] = round(used.pop("machine") - ours, 3)
+    return used
