@@ -258,6 +258,12 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
     res: dict[str, Any] = {"phases": []}
     res["gateway_rss_idle_mb"] = rig.rss()
     whos = [who for who in ("direct", "floor", "gateway") if who in rig.urls]
+    if args.warm_burst and args.rounds:
+        # The first full-size burst of a run is slow whichever path it takes (the client's and the upstream's
+        # first thousand connections): one burst of each, not counted, so that round 0 compares like with like.
+        print("  warm-up bursts (not counted)", file=sys.stderr)
+        for who in whos:
+            await burst(rig, who, deadline)
     for r in range(args.rounds):
         for who in whos[r % len(whos) :] + whos[: r % len(whos)]:  # rotated: each phase takes each place in turn
             if time.monotonic() > deadline:
@@ -283,6 +289,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="burst rounds, each direct, floor, gateway (2; 0: soak only)")
     p.add_argument(
         "--floor", action=argparse.BooleanOptionalAction, default=True, help="a floor phase in each round (on)"
+    )
+    p.add_argument(
+        "--warm-burst", action=argparse.BooleanOptionalAction, default=True, help="an uncounted burst of each (on)"
     )
     p.add_argument("--settle", type=float, default=2.0, help="seconds after a burst before RSS 'after' (2)")
     p.add_argument("--soak-seconds", type=float, default=0.0, help="soak duration (0: no soak)")
