@@ -79,7 +79,10 @@ def body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
 
 
 def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, with ``seconds`` for a request's headers to arrive (``http=`` of its Config)."""
+    """uvicorn's httptools protocol, with ``seconds`` for a request's headers to arrive (``http=`` of its Config).
+
+    What its parser refuses (a malformed request line, NUL in a header) is answered in OpenAI's error shape too.
+    """
     body = msgspec.json.encode(
         error_body(f"The request headers did not arrive within {seconds:g} seconds.", "invalid_request_error")
     )
@@ -88,8 +91,27 @@ def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
         b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
 
+    malformed = msgspec.json.encode(
+        error_body(
+            "The request is not valid HTTP/1.1: its request line or headers are malformed (control characters "
+            "such as NUL are not allowed in headers).",
+            "invalid_request_error",
+            None,
+            "invalid_http_request",
+        )
+    )
+
     class HeaderDeadline(HttpToolsProtocol):
         timer: asyncio.TimerHandle | None = None
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's own answer to what its parser refuses is plain text; ours keeps OpenAI's error shape.
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head.append(b"content-type: application/json\r\nconnection: close\r\n")
+            head.append(b"content-length: " + str(len(malformed)).encode() + b"\r\n\r\n")
+            self.transport.write(b"".join(head) + malformed)
+            self.transport.close()
 
         def _arm(self) -> None:
             if self.timer is None:

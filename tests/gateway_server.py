@@ -20,6 +20,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.cli import proxy_options
 from gateway.config import Config, parse_config
+from gateway.limits import header_deadline
 from providers.registry import builtin_registry
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -66,7 +67,7 @@ class GatewayServer:
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
-            http="httptools",
+            http=header_deadline(self.config.server.body_timeout),  # as `minigate serve` does
             lifespan="on",
             access_log=False,
             log_level="warning",

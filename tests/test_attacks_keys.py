@@ -97,11 +97,12 @@ def header_encodings(key: str) -> list[bytes]:
 
 def assert_clean_refusal(status: int, body: bytes, label: str, *, allow_parser_400: bool = False) -> None:
     """401 in OpenAI's error shape with no database text; or, for bytes HTTP forbids in a header (NUL and other
-    control characters), the HTTP parser's own 400 before the request reaches the gateway at all."""
+    control characters), a 400 (also in OpenAI's shape) from the HTTP parser, before the request reaches the app."""
     text = body.decode("utf-8", "replace")
     assert not [word for word in DATABASE_WORDS if word in text.lower()], (label, text)
     if allow_parser_400 and status == 400:
-        assert text == "Invalid HTTP request received.", (label, text)
+        error = json.loads(body)["error"]
+        assert error["code"] == "invalid_http_request" and error["type"] == "invalid_request_error", (label, error)
         return
     assert status == 401, (label, status, text)
     error = json.loads(body)["error"]
