@@ -302,6 +302,26 @@ def test_slow_headers_get_408_and_the_connection_closed(quiet: ServeProcess) -> 
         assert set(json.loads(payload)["error"]) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Note: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\x00\r\n\r\n",
+        b"GET /v1/models HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello sent to the plain-HTTP port
+    ],
+    ids=["NUL in a header", "NUL in the key", "malformed request line", "TLS to plain HTTP"],
+)
+def test_what_is_not_http_gets_400_in_openai_shape(quiet: ServeProcess, head: bytes) -> None:
+    started = time.monotonic()
+    answer = _raw(quiet.port, head, [], pause=0)
+    assert time.monotonic() - started < BOUND
+    head_part, _, payload = answer.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head_part, answer
+    error = json.loads(payload)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_http_request", error
+
+
 def test_a_slow_upload_does_not_hold_up_other_clients(served: ServeProcess) -> None:
     import threading
 
