@@ -4,6 +4,8 @@ It only ever listens on 127.0.0.1. Run it from a background thread (``start()``/
 in the running event loop (``astart()``/``aclose()``/``serve()``), or standalone for load tests::
 
     python -m tests.fakes.upstream --port 9100 --chunks 64 --interval 0.05
+
+What it can be scripted to do is :mod:`tests.fakes.behaviours`; the bytes of its answers are :mod:`tests.fakes.wire`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ import socket
 import struct
 import threading
 import time
-import uuid
-import zlib
 from collections import deque
-from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
-from tests.fakes import behaviours
+from tests.fakes import behaviours, wire
 from tests.fakes.behaviours import (
     Delay,
     EndAfter,
@@ -42,83 +40,6 @@ from tests.fakes.behaviours import (
 __all__ = ["FakeUpstream", *behaviours.__all__]  # the behaviours are scripted through this module
 
 HOST = "127.0.0.1"
-_DONE = b"data: [DONE]\n\n"
-_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
-_JSON = "application/json"
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _id(chat: bool) -> str:
-    return f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-
-
-def _error(code: int, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    kind = _TYPES.get(code, "server_error" if code >= 500 else "invalid_request_error")
-    err = {"message": f"fake error {code}", "type": kind, "param": None, "code": None}
-    err.update(error.get("error", error) if error else {})
-    return {"error": err}
-
-
-@lru_cache(maxsize=256)
-def _words(content: str) -> tuple[bytes, ...]:
-    """Split content on spaces into JSON-encoded word chunks: "Hello", " from", " fake"."""
-    parts = content.split(" ") if content else []
-    return tuple(_dumps(w if i == 0 else " " + w) for i, w in enumerate(parts))
-
-
-def _toks(n: int) -> str:
-    return " ".join(f"tok{i}" for i in range(n))
-
-
-def _padded(words: tuple[bytes, ...], n: int) -> tuple[bytes, ...]:
-    return words + tuple(_dumps(f" tok{i}") for i in range(len(words), n))
-
-
-def _count_words(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(_count_words(v) for v in value)
-    if isinstance(value, dict):
-        return _count_words(value.get("content") if "content" in value else value.get("text"))
-    return 0
-
-
-def _vector(text: Any) -> list[float]:
-    data = str(text).encode()
-    return [round(zlib.crc32(data, i * 7919) / 2147483648.0 - 1.0, 6) for i in range(8)]
-
-
-class _Stream:
-    """Pre-encoded SSE framing for one streamed answer: per chunk only the word is JSON-encoded."""
-
-    def __init__(self, chat: bool, model: Any, extra: dict[str, Any] | None, created: int) -> None:
-        kind = "chat.completion.chunk" if chat else "text_completion"
-        top = {"id": _id(chat), "object": kind, "created": created, "model": model, "choices": None}
-        top.update(extra or {}, choices="\0")  # a placeholder keeps the key order: split around it
-        head, tail = _dumps(top).split(b'"\\u0000"')
-        self.head, self.tail, self.chat = b"data: " + head, tail + b"\n\n", chat
-        if chat:
-            self.pre, self.post = b'[{"index":0,"delta":{"content":', b'},"finish_reason":null}]'
-        else:
-            self.pre, self.post = b'[{"index":0,"text":', b',"logprobs":null,"finish_reason":null}]'
-
-    def word(self, encoded: bytes) -> bytes:
-        return self.head + self.pre + encoded + self.post + self.tail
-
-    def role(self) -> bytes:
-        choice = b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]'
-        return self.head + choice + self.tail
-
-    def finish(self, reason: str) -> bytes:
-        body = b'"delta":{}' if self.chat else b'"text":"","logprobs":null'
-        return self.head + b'[{"index":0,' + body + b',"finish_reason":' + _dumps(reason) + b"}]" + self.tail
-
-    def usage(self, usage: dict[str, Any]) -> bytes:
-        return self.head + b"[]" + self.tail[:-3] + b',"usage":' + _dumps(usage) + b"}\n\n"
 
 
 class FakeUpstream:
@@ -260,12 +181,12 @@ class FakeUpstream:
             with self._lock:
                 self._requests.append(rec)
         if self._auth and request.headers.get("Authorization") != self._auth:
-            return _status(Status(401, {"message": "Invalid API key", "code": "invalid_api_key"}))
+            return wire.status(Status(401, {"message": "Invalid API key", "code": "invalid_api_key"}))
         if request.path == "/v1/models":
             model = {"id": self.name, "object": "model", "created": 0, "owned_by": "fake"}
-            return web.Response(body=_dumps({"object": "list", "data": [model]}), content_type=_JSON)
+            return web.Response(body=wire.dumps({"object": "list", "data": [model]}), content_type=wire.JSON)
         if not isinstance(body, dict):
-            return _status(Status(400, {"message": "the body must be a JSON object"}))
+            return wire.status(Status(400, {"message": "the body must be a JSON object"}))
         try:
             return await self._respond(request, body, self._pop(body.get("model")))
         except (asyncio.CancelledError, ConnectionResetError):
@@ -278,37 +199,37 @@ class FakeUpstream:
             await asyncio.sleep(b.seconds)
             b = Reply() if b.then is None else b.then
         if isinstance(b, Status):
-            return _status(b)
+            return wire.status(b)
         stream = bool(body.get("stream")) and request.path != "/v1/embeddings"
         if isinstance(b, ResetAfter) and (not stream or b.chunks <= 0):
             return _abort(request)
         if not stream:
             if isinstance(b, MalformedSSE):
-                return web.Response(body=b"{not json", content_type=_JSON)
+                return web.Response(body=b"{not json", content_type=wire.JSON)
             if isinstance(b, EndAfter):
-                whole = _completion(True, body.get("model"), "Hello", Reply(), {}).body
+                whole = wire.completion(True, body.get("model"), "Hello", Reply(), {}).body
                 assert isinstance(whole, bytes)
-                return web.Response(body=whole[: len(whole) // 2], content_type=_JSON)
+                return web.Response(body=whole[: len(whole) // 2], content_type=wire.JSON)
             if isinstance(b, StreamError):
-                return _status(Status(500, b.error))
+                return wire.status(Status(500, b.error))
             if isinstance(b, StallAfter):
                 await asyncio.sleep(b.seconds)
             if request.path == "/v1/embeddings":
-                return _embeddings(body)
+                return wire.embeddings(body)
         reply = b if isinstance(b, Reply) else self._default if isinstance(self._default, Reply) else Reply()
         content = reply.content
         if content is None:
-            content = f"Hello from {self.name}" if reply.chunks is None else _toks(reply.chunks)
-        words = _words(content)
+            content = f"Hello from {self.name}" if reply.chunks is None else wire.toks(reply.chunks)
+        words = wire.words(content)
         if not isinstance(b, Reply):  # fault streams: pad with " tokN" words so there is enough to send
-            words = _padded(words, b.chunks + isinstance(b, StallAfter))
+            words = wire.padded(words, b.chunks + isinstance(b, StallAfter))
         chat = request.path == "/v1/chat/completions"
-        prompt = _count_words(body.get("messages") if chat else body.get("prompt"))
+        prompt = wire.count_words(body.get("messages") if chat else body.get("prompt"))
         usage = {"prompt_tokens": prompt, "completion_tokens": len(words)}
         usage["total_tokens"] = prompt + len(words)
         if not stream:
-            return _completion(chat, body.get("model"), content, reply, usage)
-        s = _Stream(chat, body.get("model"), reply.extra, int(time.time()))
+            return wire.completion(chat, body.get("model"), content, reply, usage)
+        s = wire.Stream(chat, body.get("model"), reply.extra, int(time.time()))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         out = [s.role()] if chat else []  # frames are sent together until the next pause
@@ -328,9 +249,9 @@ class FakeUpstream:
             await resp.write(b"".join(out))
             return _abort(request)
         if isinstance(b, MalformedSSE):
-            out.append(b"data: {not json\n\n" + _DONE)
+            out.append(b"data: {not json\n\n" + wire.DONE)
         elif isinstance(b, StreamError):
-            out.append(b"data: " + _dumps(_error(500, b.error)) + b"\n\n")
+            out.append(b"data: " + wire.dumps(wire.error_body(500, b.error)) + b"\n\n")
         elif isinstance(b, EndAfter):
             pass  # no finish chunk, no usage, no [DONE]: the body just ends
         else:
@@ -339,17 +260,10 @@ class FakeUpstream:
             if reply.usage or (reply.usage is None and include):
                 out.append(s.usage(usage))
             if not isinstance(b, NoDone):
-                out.append(_DONE)
+                out.append(wire.DONE)
         await resp.write(b"".join(out))
         await resp.write_eof()
         return resp
-
-
-def _status(b: Status) -> web.Response:
-    body = b.body if b.body is not None else _dumps(_error(b.code, b.error))
-    headers = CIMultiDict({"Content-Type": _JSON})
-    headers.update(b.headers or {})  # case-insensitive: a given Content-Type wins
-    return web.Response(status=b.code, body=body, headers=headers)
 
 
 def _abort(request: web.Request) -> web.Response:
@@ -360,31 +274,6 @@ def _abort(request: web.Request) -> web.Response:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     return web.Response()  # never sent: aiohttp drops it quietly on the closed transport
-
-
-def _completion(chat: bool, model: Any, content: str, reply: Reply, usage: dict[str, Any]) -> web.Response:
-    if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}}
-    else:
-        choice = {"index": 0, "text": content}
-    choice.update(logprobs=None, finish_reason=reply.finish_reason)
-    kind = "chat.completion" if chat else "text_completion"
-    out = {"id": _id(chat), "object": kind, "created": int(time.time()), "model": model, "choices": [choice]}
-    if reply.usage is not False:
-        out["usage"] = usage
-    out.update(reply.extra or {})
-    return web.Response(body=_dumps(out), content_type=_JSON)
-
-
-def _embeddings(body: dict[str, Any]) -> web.Response:
-    inputs = body.get("input")
-    if not isinstance(inputs, list) or all(isinstance(x, int) for x in inputs):
-        inputs = [inputs]  # a string or one token array
-    data = [{"object": "embedding", "index": i, "embedding": _vector(x)} for i, x in enumerate(inputs)]
-    tokens = _count_words(inputs) or len(inputs)
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    out = {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
-    return web.Response(body=_dumps(out), content_type=_JSON)
 
 
 def main(argv: list[str] | None = None) -> None:
