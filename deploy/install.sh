@@ -13,7 +13,7 @@
 # the convert extra there is no torch to choose and it is ignored. Every package comes from the lock, checked
 # against its sha256 (--require-hashes; --no-deps, so pip adds nothing the lock does not name); then minigate
 # itself is built with the lock's setuptools (--no-build-isolation) and installed without looking at an index.
-# The only Python code not covered by a hash is the base image's own Python and pip. tests/test_lock.py runs
+# The only Python code not covered by a hash is the base image's own Python and pip. tests/test_lock_install.py runs
 # this script too.
 set -eu
 venv=${1:?usage: deploy/install.sh VENV [deps|minigate]}

@@ -23,7 +23,7 @@
 # the torchcpu lock only lacks the CUDA packages that PyPI's torch depends on (tests/test_lock.py checks this).
 #
 # uv is a tool of this script only (UV=/path/to/uv to use your own): the pinned version is installed into a
-# cache folder with pip. Then run `pytest tests/test_lock.py` (it installs the cpu and torchcpu locks and checks
+# cache folder with pip. Then run `pytest tests/test_lock*.py` (it installs the cpu and torchcpu locks and checks
 # the others).
 set -euo pipefail
 cd "$(dirname "$0")/.."

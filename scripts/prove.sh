@@ -12,4 +12,4 @@ $PY -m pytest -q "$@" \
   tests/test_bad_input.py tests/test_fuzz.py \
   tests/test_attacks.py tests/test_attacks_keys.py tests/test_attacks_access.py tests/test_secrets.py \
   tests/web/test_security.py \
-  tests/test_lock.py tests/test_bench_load.py
+  tests/test_lock.py tests/test_lock_install.py tests/test_bench_load.py
