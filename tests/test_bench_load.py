@@ -48,6 +48,8 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert set(res) >= TOP_FIELDS, TOP_FIELDS - set(res)
     assert [p["who"] for p in res["phases"]] == ["direct", "floor", "gateway"]
+    assert [p["who"] for p in res["warm"]] == ["direct", "floor", "gateway"]  # uncounted, kept for the RSS bound
+    assert all(p["completed"] == 20 for p in res["warm"])
     for phase in res["phases"]:
         assert set(phase) >= PHASE_FIELDS
         assert phase["completed"] == 20, phase["errors"]  # correctness, not speed: no stream may be lost
