@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import importlib.util
 import json
 import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,13 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
-KEY = "bench-admin-key-0123456789"
-HEADERS = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+from procs import HEADERS, HOST, KEY, ROOT, Proc, answers, cpu_s, free_port, rss_mb, spawn, stop, wait_until
+
 PACED_CHUNKS, PACED_INTERVAL = 20, 0.02
 TARGETS = {"added_p50_ms": 1.0, "added_p99_ms": 3.0, "rps": 1500.0, "rss_mb": 150.0, "ready_s": 2.0}
-Proc = subprocess.Popen[bytes]
 
 
 def body(model: str, stream: bool = False) -> bytes:
@@ -61,50 +56,6 @@ def body(model: str, stream: bool = False) -> bytes:
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) used by process ``pid``, or by the whole machine (all cores) for None."""
-    if pid is None:  # /proc/stat "cpu" line: everything but idle and iowait
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def answers(port: int, method: str, path: str, payload: bytes | None = None) -> bool:
-    """True when ``method path`` answers 200 (a fresh connection each time)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        conn.request(method, path, body=payload, headers=HEADERS)
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
-def wait_until(check: Any, timeout: float, step: float = 0.005) -> float:
-    """Poll ``check()`` until it is true and return that monotonic time; RuntimeError after ``timeout``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return time.monotonic()
-        time.sleep(step)
-    raise RuntimeError("timed out waiting for a subprocess to answer")
 
 
 async def _one(session: Any, url: str, payload: bytes, stream: bool) -> tuple[float, list[float]]:
@@ -237,21 +188,6 @@ def wrk_rps(url: str, payload: bytes, secs: int, tmp: Path) -> float | None:
         print(f"  wrk reported errors:\n{out}", file=sys.stderr)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return float(m.group(1)) if m else None
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | Path = ROOT) -> Proc:
-    with log.open("ab") as f:
-        return subprocess.Popen(args, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-
-
-def stop(proc: Proc) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def start_upstream(tmp: Path, name: str, chunks: int, interval: float, procs: list[Proc]) -> int:

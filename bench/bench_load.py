@@ -51,7 +51,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import bench_gateway as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
+import procs as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
 from load_report import report, slope_mb_per_min, summarize, verdicts
 from load_rig import Rig, cpu_used, loadavg
 

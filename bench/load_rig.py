@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import bench_gateway as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
+import procs as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
 
 FLOOR = Path(__file__).resolve().with_name("relay_floor.py")
 
