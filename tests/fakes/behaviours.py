@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "Custom",
     "Delay",
     "EndAfter",
     "MalformedSSE",
@@ -110,3 +111,11 @@ class StreamError:
 
     chunks: int
     error: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Custom:
+    """Answer with ``respond(request, body)``, an ``async`` function that writes whatever it likes (a hostile
+    upstream: :mod:`tests.fakes.hostile` holds those)."""
+
+    respond: Any

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from tests.fakes import behaviours, wire
 from tests.fakes.behaviours import (
+    Custom,
     Delay,
     EndAfter,
     MalformedSSE,
@@ -200,6 +201,9 @@ class FakeUpstream:
             b = Reply() if b.then is None else b.then
         if isinstance(b, Status):
             return wire.status(b)
+        if isinstance(b, Custom):
+            response: web.StreamResponse = await b.respond(request, body)
+            return response
         stream = bool(body.get("stream")) and request.path != "/v1/embeddings"
         if isinstance(b, ResetAfter) and (not stream or b.chunks <= 0):
             return _abort(request)
