@@ -17,7 +17,10 @@ characters), echoed on every frame about it::
       {"type": "pong"}
 
 Auth is /v1's (``Authorization: Bearer`` on the upgrade request, or the ``auth`` frame for browsers, which cannot
-set headers); a bad key gets an error frame and close code 1008. Each chat request goes through the router like
+set headers); a bad key gets an error frame and close code 1008. The key is checked again for every chat frame,
+through the same short cache as HTTP (``KeyStore.identify``): once it is revoked, that chat gets the 401 error
+frame (its own id, code ``invalid_api_key``) and the socket is closed with 1008, cancelling what is in flight.
+Each chat request goes through the router like
 POST /v1/chat/completions (``gateway.proxy``): same chains, fallbacks, plugins' hooks and usage rows. Closing the
 socket cancels every request still in flight.
 """
@@ -25,6 +28,7 @@ socket cancels every request still in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -37,7 +41,7 @@ from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from gateway.proxy import start_call
 from gateway.runtime import Gateway
 from gateway.streaming import serve_stream
@@ -69,6 +73,7 @@ class _Socket:
     def __init__(self, socket: WebSocket[Any, Any, Any], gateway: Gateway) -> None:
         self.socket, self.gateway = socket, gateway
         self.key_id: int | None = None
+        self.authorization: str | None = None  # re-checked for every chat: a key may be revoked while open
         self.tasks: dict[str, asyncio.Task[None]] = {}  # chat requests in flight, by the client's id
         self.helpers: set[asyncio.Task[None]] = set()  # frames being sent outside a request (errors, pong)
         self.cancelled: set[str] = set()
@@ -97,14 +102,22 @@ class _Socket:
                     raise InvalidRequest("Send an Authorization header, or first an auth frame with api_key.")
                 header = f"Bearer {frame.api_key}"
             self.key_id = await self.gateway.authenticate(header)
+            self.authorization = header
             return True
         except GatewayError as err:
             await self.error(None, err)
         except (TimeoutError, msgspec.DecodeError):
             await self.error(None, InvalidRequest("Send an auth frame first: {'type': 'auth', 'api_key': ...}."))
-        await self.socket.close(code=1008)
-        self.open = False
+        await self.refuse()
         return False
+
+    async def refuse(self) -> None:
+        """Close with 1008 (policy violation): the key is bad; the receive loop then ends and cancels the rest."""
+        async with self.lock:
+            if self.open:
+                self.open = False
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await self.socket.close(code=1008, reason="invalid API key")
 
     def receive(self, text: str | bytes) -> None:
         try:
@@ -164,6 +177,13 @@ class _Socket:
         try:
             if not len(request):
                 raise InvalidRequest("A chat frame needs a request: a body as for /v1/chat/completions.", "request")
+            try:
+                self.key_id = await self.gateway.authenticate(self.authorization)  # revoked since the last one?
+            except AuthenticationFailed as err:
+                status = err.status
+                await self.error(ident, err)
+                await self.refuse()
+                return
             parsed, raw = decode_request(bytes(request), ChatCompletionRequest)
             raw.update(stream=True, stream_options={"include_usage": True})  # deltas, and usage for "done"
             parsed.stream = True
@@ -243,6 +263,8 @@ async def ws_chat(socket: WebSocket[Any, Any, Any], gateway: NamedDependency[Gat
             except TimeoutError:
                 await socket.close(code=1000, reason="idle")
                 break
+            if not session.open:
+                break  # refused (its key was revoked) or gone: nothing more is taken from this socket
             session.receive(text)
         else:
             await session.error(None, GatewayError("Too many frames on one socket; reconnect.", code="too_many_frames"))

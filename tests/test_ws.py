@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 
@@ -156,3 +162,44 @@ async def test_the_same_router_falls_back(
     assert 'minigate_requests_total{endpoint="ws",status="200",provider="backup"} 1' in metrics
     assert 'minigate_requests_total{endpoint="ws",status="404",provider="none"} 1' in metrics
     assert 'minigate_fallbacks_total{provider="primary"' in metrics
+
+
+def keys_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``minigate keys ...`` as an operator runs it: another process, so the gateway learns only through its DB."""
+    command = [sys.executable, "-m", "gateway.cli", "keys", *args, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+
+
+async def test_a_key_revoked_while_the_socket_is_open_is_refused_and_the_socket_closed(
+    gateway_factory: Callable[..., GatewayServer],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    config = two_provider_config(primary, backup)
+    server = gateway_factory(config)
+    file = tmp_path / "minigate.json"
+    file.write_text(json.dumps({**config, "server": {"data_dir": str(server.data_dir)}}))
+    created = await asyncio.to_thread(keys_cli, file, "create", "laptop")
+    key, key_id = created.stdout.strip(), re.findall(r"created key (\d+)", created.stderr)[0]
+    async with session.ws_connect(url(server), headers={"authorization": f"Bearer {key}"}) as ws:
+        await ws.send_json(chat("before"))
+        assert (await frames_until(ws, lambda fs: fs[-1]["type"] in ("done", "error")))[-1]["type"] == "done"
+        await asyncio.to_thread(keys_cli, file, "revoke", key_id)
+        deadline = time.monotonic() + 10  # the gateway's key cache lives 2 s, as for HTTP
+        refused: dict[str, Any] = {}
+        for n in range(100):
+            await ws.send_json(chat(f"after{n}"))
+            last = (await frames_until(ws, lambda fs: fs[-1]["type"] in ("done", "error")))[-1]
+            if last["type"] == "error":
+                refused = last
+                break
+            assert time.monotonic() < deadline, "chats on the open socket were still answered 10 s after the revoke"
+            await asyncio.sleep(0.2)
+        assert refused["id"] == f"after{n}" and refused["status"] == 401
+        assert refused["error"]["code"] == "invalid_api_key"
+        assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1008
+    rows = await asyncio.to_thread(server.wait_rows, n + 1)
+    assert all(row["key_id"] == int(key_id) and row["status"] == 200 for row in rows)  # the refused one made none
