@@ -1,8 +1,9 @@
 """Server-side sessions of the web UI.
 
 The cookie holds 256 random bits; the ``web_sessions`` table holds only their SHA-256, so a copy of the
-database opens no session. Logging out deletes the row, so a copied cookie stops working at once. Each
-session has its own CSRF token, sent back with every state-changing request.
+database opens no session. Logging out deletes the row, so a copied cookie stops working at once, and so does
+revoking the API key a session was opened with (checked on every request). Each session has its own CSRF token,
+sent back with every state-changing request.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, and_, delete, insert, or_, select
 
 from gateway.storage import Database
 from gateway.storage.conversations import WebSessionRow
-from gateway.storage.tables import utcnow
+from gateway.storage.tables import ApiKeyRow, utcnow
 
 __all__ = ["COOKIE", "Session", "SessionStore"]
 
 COOKIE = "mg_session"
 _SESSIONS = cast(Table, WebSessionRow.__table__)
+_KEYS = cast(Table, ApiKeyRow.__table__)
 _MAX_TOKEN = 128
 
 
@@ -73,7 +75,13 @@ class SessionStore:
         """The live session of a cookie value, or None."""
         if not token or len(token) > _MAX_TOKEN:
             return None
-        stmt = select(_SESSIONS).where(_SESSIONS.c.id_hash == _hash(token), _SESSIONS.c.expires_at > utcnow())
+        # A session opened with an API key lives only as long as the key: revoked (or gone), the session ends.
+        key_live = or_(_SESSIONS.c.key_id.is_(None), and_(_KEYS.c.id.is_not(None), _KEYS.c.revoked_at.is_(None)))
+        stmt = (
+            select(_SESSIONS)
+            .select_from(_SESSIONS.outerjoin(_KEYS, _KEYS.c.id == _SESSIONS.c.key_id))
+            .where(_SESSIONS.c.id_hash == _hash(token), _SESSIONS.c.expires_at > utcnow(), key_live)
+        )
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(stmt)).mappings().first()
         if row is None:
