@@ -2,7 +2,8 @@
 
 Updated on the request path (cheap dict updates, see ``gateway.metrics``): requests by endpoint, status and
 provider with their latency (by the request wrapper in ``gateway.observe``); tokens, time to first token and
-fallbacks with their causes (when the proxy stores a usage row). Read at scrape time: deployments cooling
+fallbacks with their causes, token counts an upstream reported that were not valid (when the proxy stores a
+usage row). Read at scrape time: deployments cooling
 down, calls in flight, shutdown state, and for each local provider its loaded models and queue depth.
 """
 
@@ -18,6 +19,7 @@ from providers.base import ManagesModels, ProviderError, UpstreamUnavailable
 if TYPE_CHECKING:
     from gateway.routing import Deployment
     from gateway.runtime import Gateway
+    from gateway.tokens import TokenCounts
 
 __all__ = ["GatewayMetrics", "cause_of"]
 
@@ -91,6 +93,12 @@ class GatewayMetrics:
             ("provider", "error_class", "code"),
         )
         self.reloads = Counter("minigate_config_reloads_total", "Configuration reloads by result.", ("result",))
+        self.rejected = Counter(
+            "minigate_usage_counts_rejected_total",
+            "Token counts an upstream reported that were not valid (stored and counted as missing), by field.",
+            ("provider", "field"),
+        )
+        self._warned: set[tuple[str, str]] = set()  # deployments whose invalid counts were logged already
 
     def request(self, endpoint: str, status: int, provider: str | None, seconds: float) -> None:
         """Count one finished /v1 request."""
@@ -103,22 +111,42 @@ class GatewayMetrics:
         deployment: Deployment | None,
         listed: bool,
         hops: list[Any],
-        usage: dict[str, int | None],
+        usage: TokenCounts,
         ttft_ms: float | None,
     ) -> None:
-        """Count what one stored usage row says: tokens, time to first token, fallback causes."""
+        """Count what one stored usage row says: tokens (checked by ``gateway.tokens``, so the counter only
+        grows), time to first token, fallback causes."""
         for hop in hops:
             self.fallbacks.inc((hop.deployment.provider, *cause_of(hop.error)))
         if deployment is None:
             return
         labels = (deployment.provider, deployment.model if listed else "other")
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
         if prompt:
             self.tokens.inc((*labels, "prompt"), prompt)
         if completion:
             self.tokens.inc((*labels, "completion"), completion)
         if ttft_ms is not None:
             self.ttft.observe(labels, ttft_ms / 1000)
+
+    def rejected_counts(self, deployment: Deployment, listed: bool, problems: dict[str, str]) -> None:
+        """Count the invalid token counts of one answer (``problems`` from ``gateway.tokens.token_counts``); the
+        first answer with any, per deployment, is logged (event ``usage_counts_invalid``): a broken upstream
+        sends them with every answer, and one line says as much as a thousand."""
+        for name in problems:
+            self.rejected.inc((deployment.provider, name))
+        key = (deployment.provider, deployment.model if listed else "other")  # bounded: clients choose models
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        shown = ", ".join(f"{name}={value}" for name, value in problems.items())
+        log.warning(
+            "%s/%s reported token counts that are not valid; they are stored and counted as missing (%s); "
+            "logged once per deployment, counted in minigate_usage_counts_rejected_total",
+            *key,
+            shown,
+            extra={"event": "usage_counts_invalid", "provider": key[0], "model": key[1], "problems": problems},
+        )
 
     async def scrape(self, gateway: Gateway) -> bytes:
         """The exposition text, with the gauges read now."""
@@ -145,7 +173,9 @@ class GatewayMetrics:
             ).set_all([((), float(gateway.usage.lost))]),
             *await _local_gauges(gateway),
         ]
-        return render([self.requests, self.latency, self.ttft, self.tokens, self.fallbacks, self.reloads, *gauges])
+        return render(
+            [self.requests, self.latency, self.ttft, self.tokens, self.fallbacks, self.reloads, self.rejected, *gauges]
+        )
 
 
 async def _worker_counts(client: Any) -> tuple[float, float]:

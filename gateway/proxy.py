@@ -27,6 +27,7 @@ from gateway.plugins import Pipeline, plugin_hooks
 from gateway.routing import Deployment, Route, RouteTable
 from gateway.runtime import Gateway
 from gateway.storage import UsageRecord, UsageWriteError
+from gateway.tokens import TokenCounts, checked_usage, token_counts
 from providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
 # The helpers after ``Served`` are shared with gateway.streaming, which serves the streaming half of a call.
@@ -136,7 +137,7 @@ class Call:
 
         Returns once the row is committed, or kept in memory by the writer while the database refuses rows.
         """
-        tokens = _tokens(usage)
+        tokens = self._tokens(deployment, usage)
         self.gateway.metrics.call(
             deployment, deployment is not None and self.routes.listed(deployment), hops, tokens, ttft_ms
         )
@@ -162,6 +163,14 @@ class Call:
             log.error("usage row %s was not stored: %s", self.request_id, err, extra={"event": "usage_not_stored"})
         except Exception:
             log.exception("usage row %s was not stored", self.request_id)
+
+    def _tokens(self, deployment: Deployment | None, usage: Any) -> TokenCounts:
+        """The checked token counts of the answer's ``usage`` as the upstream sent it (see ``gateway.tokens``);
+        invalid ones are counted and logged once per deployment."""
+        counts, problems = token_counts(usage)
+        if problems and deployment is not None:
+            self.gateway.metrics.rejected_counts(deployment, self.routes.listed(deployment), problems)
+        return counts
 
     def headers(self, deployment: Deployment, hops: list[Hop]) -> dict[str, str]:
         """Headers telling the client who answered."""
@@ -249,13 +258,6 @@ async def cancelled(call: Call, hops: list[Hop]) -> GatewayError | None:
     return await failed(call, error, hops)
 
 
-def _tokens(usage: Any) -> dict[str, int | None]:
-    if not isinstance(usage, dict):
-        return {}
-    out = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    return {k: v if isinstance(v, int) else None for k, v in out.items()}
-
-
 @dataclass(slots=True)
 class Served:
     """An answer ready to send: a JSON body or an SSE byte stream, and its headers."""
@@ -290,5 +292,7 @@ async def serve_json(call: Call) -> Served:
     body["model"] = deployment.ref
     if call.hooks is not None:
         body = await call.hooks.response(call, deployment, hops, body)
-    await call.store(200, deployment, hops, usage=body.get("usage"))
+    if (usage := body.get("usage")) is not None:  # the client is sent the counts that are stored
+        body["usage"] = checked_usage(usage)[0]
+    await call.store(200, deployment, hops, usage=usage)
     return Served(call.headers(deployment, hops), body=_encode(body))

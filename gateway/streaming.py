@@ -19,6 +19,7 @@ from gateway.chain import ChainExhausted, Hop, run_chain
 from gateway.errors import error_body
 from gateway.proxy import SHUTDOWN, Call, Served, cancelled, check_endpoint, failed, uncancel
 from gateway.routing import Deployment
+from gateway.tokens import checked_usage
 from providers.base import ChunkStream, Provider, ProviderError
 
 __all__ = ["serve_stream"]
@@ -116,7 +117,8 @@ async def _relay(
     def event(chunk: dict[str, Any]) -> bytes | None:
         nonlocal usage
         if "usage" in chunk:
-            usage = chunk["usage"] or usage
+            usage = chunk["usage"] or usage  # stored as sent: Call.store checks and reports its counts
+            chunk["usage"] = checked_usage(chunk["usage"])[0]  # the client is sent the counts that are stored
             if not call.client_usage:
                 del chunk["usage"]
                 if not chunk.get("choices"):
