@@ -69,6 +69,7 @@ class ProviderError(Exception):
         fallback: bool = True,
         retry_after: float | None = None,
         cooldown: bool = True,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -80,13 +81,17 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         # False for failures that say nothing about the deployment's health (a context-length refusal).
         self.cooldown = cooldown
+        # Names one fault that failed several requests at once (a local worker's crash): it counts once.
+        self.cause = cause
 
 
 class UpstreamUnavailable(ProviderError):
     """The deployment could not be reached or stopped answering: always a fallback cause."""
 
-    def __init__(self, message: str, *, code: str = "upstream_unavailable", status: int = 502) -> None:
-        super().__init__(message, status=status, type="upstream_error", code=code, fallback=True)
+    def __init__(
+        self, message: str, *, code: str = "upstream_unavailable", status: int = 502, cause: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, type="upstream_error", code=code, fallback=True, cause=cause)
 
 
 _CONTEXT_MARKERS = (
