@@ -3,11 +3,18 @@
 A deployment cools down when it fails ``failures`` times in a row, or at once when it says how long to wait
 (``Retry-After``). Each cooldown that ends in another failure doubles the next one, up to ``max``; one success
 resets everything, so traffic returns to the primary on its own.
+
+One fault counts once. Failures that name the same ``cause`` (a local worker's crash fails every stream it
+carried with one cause) count as one failure of the deployment. And failures that land while the deployment
+already cools down come from requests that were in flight when it broke: they are noted, but neither lengthen
+nor escalate the cooldown (only a ``Retry-After`` may lengthen it). Remote failures carry no cause: N streams cut
+by one upstream reset are N observations, which may start one ``initial`` cooldown but never escalate it.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from gateway.config import CooldownConfig
@@ -15,6 +22,8 @@ from gateway.storage import SharedCooldowns
 from providers.base import ProviderError
 
 __all__ = ["HealthBook"]
+
+_CAUSES_KEPT = 1024  # causes remembered (oldest forgotten first): far more than faults in flight at once
 
 
 @dataclass(slots=True)
@@ -33,6 +42,7 @@ class HealthBook:
         self._config = config
         self._states: dict[str, _State] = {}
         self._shared = shared
+        self._causes: OrderedDict[tuple[str, str], None] = OrderedDict()  # (ref, cause) already counted
 
     def cooling(self, ref: str, now: float | None = None) -> float:
         """Seconds the deployment still cools down (0.0 when it may be tried), here or on another replica."""
@@ -48,20 +58,28 @@ class HealthBook:
             self._shared.recovered(ref)
 
     def failure(self, ref: str, error: ProviderError, now: float | None = None) -> None:
-        """Count a failure; start (or lengthen) a cooldown when it is due."""
+        """Count a failure (once per cause); start a cooldown when it is due."""
         if not error.cooldown:
             return
+        if error.cause is not None:
+            if (ref, error.cause) in self._causes:
+                return  # the same fault, seen through another of the requests it failed
+            self._causes[ref, error.cause] = None
+            if len(self._causes) > _CAUSES_KEPT:
+                self._causes.popitem(last=False)
         now = time.monotonic() if now is None else now
         state = self._states.setdefault(ref, _State())
+        state.last_error = error.message
         if self._shared is not None:  # backing off continues from the other replicas' cooldowns
             state.level = max(state.level, self._shared.level(ref))
         before = state.until
         state.consecutive += 1
-        state.last_error = error.message
         cfg = self._config
-        # A failure right after a cooldown ended means the deployment is still down: back off further.
-        after_cooldown = state.level > 0 and state.until <= now
-        if state.consecutive >= cfg.failures or after_cooldown:
+        # A failure right after a cooldown ended means the deployment is still down: back off further. One
+        # during the cooldown was already in flight when the deployment broke: it tells nothing new.
+        cooling = state.until > now
+        after_cooldown = state.level > 0 and not cooling
+        if not cooling and (state.consecutive >= cfg.failures or after_cooldown):
             state.until = now + min(cfg.initial * (2**state.level), cfg.max)
             state.level += 1
         if error.retry_after is not None:
