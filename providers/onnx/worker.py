@@ -3,8 +3,9 @@
 :class:`WorkerClient` starts ``python -m providers.onnx.engine`` (the model runs there, never in the
 gateway's event-loop process: onnxruntime-genai holds the GIL), sends it requests over a pipe and hands each
 request's tokens, as they are generated, to a :class:`Generation` the provider reads from. A worker that dies
-fails its requests in flight with :class:`UpstreamUnavailable`; the provider then starts a new one on the
-next request. Closing a :class:`Generation` early tells the worker to stop that sequence.
+fails its requests in flight with :class:`UpstreamUnavailable`, all naming the one crash as their ``cause`` (so
+the crash counts as one failure of the deployment, and as none once the worker had been replaced); the provider
+then starts a new one on the next request. Closing a :class:`Generation` early tells the worker to stop that sequence.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from providers.onnx.protocol import encode_frame, read_frame
 __all__ = ["Generation", "Piece", "WorkerClient", "WorkerOptions"]
 
 _ids = itertools.count(1)
+_workers = itertools.count(1)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -114,6 +116,7 @@ class WorkerClient:
         self.started_at: dict[int, float] = {}
         self.draining = False
         self.dead: str | None = None
+        self.serial = next(_workers)  # names this worker's crash, even after its pid is reused
         self.stats = _Stats()
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,6 +174,15 @@ class WorkerClient:
         """Longest prompt + completion the worker accepts."""
         return int(self.ready.get("context_length") or self.options.max_context)
 
+    def died(self, message: str, code: str = "worker_dead") -> UpstreamUnavailable:
+        """The error of a request this worker failed by dying: every one names the same crash as its cause."""
+        error = UpstreamUnavailable(
+            message, code=code, cause=f"{self.model} worker #{self.serial} (pid {self.pid}) died"
+        )
+        # Replaced already (a hot swap, an unload): its crash says nothing about the worker now serving the model.
+        error.cooldown = not self.draining
+        return error
+
     def stderr_tail(self) -> str:
         """The last lines the worker wrote to stderr."""
         return " | ".join(self._stderr)
@@ -215,7 +227,7 @@ class WorkerClient:
     async def submit(self, message: dict[str, Any]) -> Generation:
         """Send a ``gen`` request; return its Generation once the worker accepted it (or raise its error)."""
         if not self.alive:
-            raise UpstreamUnavailable(f"worker for {self.model} is not running", code="worker_dead")
+            raise self.died(f"worker for {self.model} is not running")
         limit = self.options.max_batch_size + self.options.queue_size
         if len(self.inflight) >= limit:
             raise ProviderError(
@@ -277,7 +289,7 @@ class WorkerClient:
         requests sent together reach the worker together and start in one batch."""
         stdin = self.proc.stdin if self.proc is not None else None
         if stdin is None or stdin.is_closing() or self.dead is not None:
-            raise UpstreamUnavailable(f"worker for {self.model} is not running", code="worker_dead")
+            raise self.died(f"worker for {self.model} is not running")
         self._outbox.append(encode_frame(message))
         if len(self._outbox) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
@@ -312,13 +324,13 @@ class WorkerClient:
         self.dead = why
         self.idle.set()
         for generation in list(self.inflight.values()):
-            error = UpstreamUnavailable(why, code="worker_died")
+            error = self.died(why, "worker_died")
             if not generation.accepted.done():
                 generation.accepted.set_exception(error)
             generation.queue.put_nowait(error)
         for future in self._replies.values():
             if not future.done():
-                future.set_exception(UpstreamUnavailable(why, code="worker_died"))
+                future.set_exception(self.died(why, "worker_died"))
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         ev = message.get("ev")

@@ -8,6 +8,7 @@ test_worker_killed_while_loading_falls_back_to_remote. The table of every fault 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -97,3 +98,57 @@ def test_worker_killed_mid_stream_ends_it_with_an_error_event(
         assert new_pid is not None and new_pid != pid
         rows = gateway.wait_rows(2)
         assert (rows[-1]["status"], rows[-1]["provider"], rows[-1]["completion_tokens"]) == (200, "local", 5)
+
+
+def health(gateway: GatewayServer) -> dict[str, Any]:
+    """The failure state of the tiny model's deployment, as the admin API reports it ({} when healthy)."""
+    base = gateway.url.removesuffix("/v1")
+    providers = httpx.get(f"{base}/admin/api/models", headers=AUTH, timeout=30).json()["providers"]
+    [local] = [p for p in providers if p["name"] == "local"]
+    state: dict[str, Any] = local["health"].get(f"local/{TINY}", {})
+    return state
+
+
+async def test_a_worker_killed_under_eight_streams_is_one_failure_and_the_next_request_is_answered(
+    gateway_factory: Callable[..., GatewayServer], tiny_dir: Path
+) -> None:
+    local = {"type": "onnxruntime-genai", "models_dir": str(tiny_dir), "idle_ttl": None}
+    config = {  # no fallback, the default cooldown (3 failures): a cooldown would answer 503
+        "agents": {"defaults": {"model": {"primary": f"local/{TINY}"}}},
+        "models": {"providers": {"local": local}},
+    }
+    gateway = gateway_factory(config)
+    pid = await asyncio.to_thread(worker_pid, gateway)
+    assert pid is not None
+    payload = {"model": "default", "stream": True, "max_tokens": 1900, "messages": [{"role": "user", "content": "hi"}]}
+    started = [asyncio.Event() for _ in range(8)]
+
+    async def stream(http: httpx.AsyncClient, ready: asyncio.Event) -> dict[str, Any]:
+        async with http.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    ready.set()
+                    last: dict[str, Any] = json.loads(line.removeprefix("data: "))
+        return last
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        streams = [asyncio.ensure_future(stream(http, ready)) for ready in started]
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(ready.wait() for ready in started))  # all eight are generating
+        os.kill(pid, signal.SIGKILL)
+        ends = await asyncio.gather(*streams)
+    assert [end.get("error", {}).get("code") for end in ends] == ["worker_died"] * 8
+    state = await asyncio.to_thread(health, gateway)
+    assert state["failures"] == 1 and state["cooldown_s"] == 0  # one crash, one failure: no cooldown
+    answer = await asyncio.to_thread(
+        httpx.post,
+        f"{gateway.url}/chat/completions",
+        headers=AUTH,
+        json={"model": "default", "max_tokens": 5, "messages": [{"role": "user", "content": "again"}]},
+        timeout=60,
+    )
+    assert answer.status_code == 200 and answer.headers["x-minigate-provider"] == "local"
+    new_pid = await asyncio.to_thread(worker_pid, gateway)
+    assert new_pid is not None and new_pid != pid
+    assert await asyncio.to_thread(health, gateway) == {}  # the answer reset the count

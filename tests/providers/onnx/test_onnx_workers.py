@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from gateway.config import CooldownConfig
+from gateway.health import HealthBook
 from providers.base import ProviderError, UpstreamUnavailable
 from tests.providers.onnx.helpers import TINY, chat, collect
 
@@ -49,6 +51,45 @@ async def test_killed_worker_fails_inflight_and_restarts_on_next_request(provide
     body = await provider.complete(chat(max_tokens=5))
     assert body["usage"]["completion_tokens"] == 5
     assert provider.loaded()[TINY].pid != pid
+
+
+async def _crash_errors(provider: Any, streams: list[Any], pid: int) -> list[UpstreamUnavailable]:
+    """Kill worker ``pid`` under ``streams``; the error each of them ends with."""
+    os.kill(pid, signal.SIGKILL)
+    errors: list[UpstreamUnavailable] = []
+    for stream in streams:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await collect(stream)
+        errors.append(info.value)
+    return errors
+
+
+async def test_a_crash_under_eight_streams_is_one_failure_and_the_new_worker_answers_next(provider: Any) -> None:
+    streams = await asyncio.gather(*(provider.open_stream(chat(max_tokens=1900, stream=True)) for _ in range(8)))
+    pid = provider.loaded()[TINY].pid
+    errors = await _crash_errors(provider, streams, pid)
+    assert {e.code for e in errors} == {"worker_died"} and all(e.cooldown for e in errors)
+    [cause] = {e.cause for e in errors}  # one crash: one cause, named on every stream it broke
+    assert cause is not None and str(pid) in cause
+    book, ref = HealthBook(CooldownConfig()), f"local/{TINY}"
+    for error in errors:
+        book.failure(ref, error)
+    assert book.snapshot()[ref]["failures"] == 1 and book.cooling(ref) == 0
+    assert (await provider.complete(chat(max_tokens=5)))["usage"]["completion_tokens"] == 5
+    assert provider.loaded()[TINY].pid != pid
+
+
+async def test_the_crash_of_a_worker_already_replaced_cools_nothing(provider: Any) -> None:
+    stream = await provider.open_stream(chat(max_tokens=1900, stream=True))
+    old_pid = provider.loaded()[TINY].pid
+    new_pid = (await provider.reload(TINY)).pid  # the old worker finishes its stream, then exits
+    [error] = await _crash_errors(provider, [stream], old_pid)
+    assert error.code == "worker_died" and error.cooldown is False
+    book, ref = HealthBook(CooldownConfig(failures=1)), f"local/{TINY}"
+    book.failure(ref, error)
+    assert book.cooling(ref) == 0
+    assert (await provider.complete(chat(max_tokens=5)))["usage"]["completion_tokens"] == 5
+    assert provider.loaded()[TINY].pid == new_pid
 
 
 async def test_full_queue_answers_429(make_provider: Any) -> None:
