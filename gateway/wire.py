@@ -17,6 +17,7 @@ from gateway.config import split_validation_error
 from gateway.errors import InvalidRequest
 
 __all__ = [
+    "JSON_DECODE_ERRORS",
     "MAX_MESSAGES",
     "MAX_N",
     "MAX_TOKENS",
@@ -40,6 +41,9 @@ TokenCount = Annotated[int, Meta(ge=1, le=MAX_TOKENS)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 Int64 = Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 T = TypeVar("T")
+# What msgspec.json.decode raises for bytes that are not JSON: bad UTF-8 is a DecodeError from msgspec 0.23 on,
+# Python's UnicodeDecodeError before.
+JSON_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):
@@ -125,17 +129,28 @@ class ModelList(msgspec.Struct, kw_only=True):
 
 
 def decode_json(body: bytes) -> Any:
-    """Any JSON document, or a 400 saying what is wrong with it (never a server error)."""
+    """Any JSON document, or a 400 saying what is wrong with it (never a server error).
+
+    The verdict is the gateway's own, not msgspec's: which error bad UTF-8 raises differs between its versions
+    (0.22 raises Python's UnicodeDecodeError where it builds a str, 0.23 a DecodeError with its own text), so
+    once decoding failed the body's UTF-8 is checked here.
+    """
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        raise InvalidRequest(f"The body is not valid JSON: {err}.") from None
-    except UnicodeDecodeError as err:
-        # msgspec checks UTF-8 only where it builds a str, and raises Python's own error for it.
-        bad = err.object[err.start : err.start + 1].hex()
-        raise InvalidRequest(f"The body is not valid UTF-8: a string holds the byte 0x{bad}.") from None
+    except JSON_DECODE_ERRORS as err:
+        _refuse_bad_utf8(body)
+        raise InvalidRequest(f"The body is not valid JSON: {str(err).rstrip('.')}.") from None
     except RecursionError:
         raise InvalidRequest("The body is nested too deeply to be a request.") from None
+
+
+def _refuse_bad_utf8(body: bytes) -> None:
+    """A 400 naming the first byte that is not UTF-8, if there is one (JSON is UTF-8: RFC 8259)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = body[err.start : err.start + 1].hex()
+        raise InvalidRequest(f"The body is not valid UTF-8: the byte 0x{bad} at offset {err.start}.") from None
 
 
 def _param(where: str) -> str | None:

@@ -219,20 +219,23 @@ def problems(*workflows: dict[str, Any]) -> list[str]:
 
 def test_config_errors_name_their_path() -> None:
     template = {"type": "prompt_template", "template": "{{ x }}"}
-    assert problems(
+    # Where a library's own sentence follows the gateway's words (Jinja's parse error, msgspec's enum error), only
+    # the gateway's part is compared: the libraries may word theirs differently from one version to the next.
+    bad_template = "workflows[2].steps[0].template: not a valid template (line 1): "
+    found = problems(
         flow("a b", "/api/a", template),
         flow("ok", "/v1/chat", {"type": "translate"}),
         flow("ok2", "/api/c", {"type": "prompt_template", "template": "{% if %}"}),
         flow("ok3", "/api/d", {"type": "llm_inference", "model": "nowhere/x", "temprature": 1}),
         flow("ok4", "/api/e", {"type": "llm_inference", "model": "gpt-9", "max_tokens": 0}),
         {"name": "ok5", "steps": [], "triggers": [{"path": "/api/a"}, {"path": "api/x"}]},
-    ) == [
+    )
+    assert [bad_template if line.startswith(bad_template) else line for line in found] == [
         "workflows[0].name: 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
         "workflows[1].triggers[0].path: '/v1/chat' belongs to the gateway itself",
         "workflows[1].steps[0].type: unknown step type 'translate' (known: llm_inference, markdown_render, "
         "prompt_template)",
-        "workflows[2].steps[0].template: not a valid template (line 1): Expected an expression, got 'end of statement "
-        "block'",
+        bad_template,
         "workflows[3].steps[0].temprature: unknown key",
         "workflows[4].steps[0].model: not an agent, alias or 'provider/model' reference: 'gpt-9'",
         "workflows[4].steps[0].max_tokens: must be a positive integer",
@@ -244,6 +247,5 @@ def test_config_errors_name_their_path() -> None:
     assert problems(flow("x", "/api/x", {"type": "llm_inference", "model": "local/nope"})) == [
         "workflows[0].steps[0].model: provider 'local' does not list model 'nope'"
     ]
-    assert problems({"name": "x", "steps": [template], "triggers": [{"path": "/x", "method": "PATCH"}]}) == [
-        "workflows[0].triggers[0].method: invalid enum value 'PATCH'"
-    ]
+    [method] = problems({"name": "x", "steps": [template], "triggers": [{"path": "/x", "method": "PATCH"}]})
+    assert method.startswith("workflows[0].triggers[0].method: ") and "'PATCH'" in method, method
