@@ -13,11 +13,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from providers.base import Provider
 
-__all__ = ["ProviderContext", "ProviderRegistry", "ProviderType", "builtin_registry", "check_endpoint"]
+__all__ = [
+    "ProviderContext",
+    "ProviderRegistry",
+    "ProviderType",
+    "builtin_registry",
+    "check_endpoint",
+    "forbidden_address",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +72,17 @@ class ProviderRegistry:
         return sorted(self.types)
 
 
-_BLOCKED_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
+_BLOCKED_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.tencentyun.com"}
 
 
 # Metadata services outside the link-local range: AWS's IPv6 one (Nitro) and Alibaba Cloud's.
 _METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
 
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: its IPv4 sits where RFC 6052 puts it for /48-/96
 
-def _as_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+
+def _as_address(host: str) -> _Address | None:
     """``host`` as an address if it is one in any spelling the resolver accepts, or None for a name.
 
     ``inet_aton`` reads what ``ip_address`` refuses but connect() honours: "2852039166", "0xA9FEA9FE",
@@ -87,47 +98,79 @@ def _as_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-def forbidden_address(host: str) -> bool:
-    """True if ``host`` is an address (in any spelling) of the link-local range or a cloud metadata service.
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address a packet to ``addr`` may end up at: the IPv4-mapped (::ffff:0:0/96), -translated
+    (::ffff:0:0:0/96) and -compatible (::/96) forms, NAT64 (64:ff9b::/96 and, at each RFC 6052 prefix length,
+    64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32: its server and client) and ISATAP (::5efe:0:0/96)."""
+    value, packed = int(addr), addr.packed
+    low = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    found = []
+    if value >> 32 in (0, 0xFFFF, 0xFFFF0000) or value >> 32 == 0x0064FF9B << 64:
+        found.append(low)  # compatible, mapped, translated, NAT64 well-known prefix
+    if addr in _NAT64_LOCAL:
+        no_u_octet = packed[:8] + packed[9:]  # RFC 6052 skips bits 64-71
+        found += [ipaddress.IPv4Address(no_u_octet[n : n + 4]) for n in (6, 7, 8)] + [low]
+    if addr.sixtofour is not None:
+        found.append(addr.sixtofour)
+    if addr.teredo is not None:
+        found += list(addr.teredo)
+    if (value >> 32) & 0xFDFFFFFF == 0x5EFE:  # ISATAP interface identifier, "u" bit either way
+        found.append(low)
+    return found
 
-    Checked on the endpoint in the config, and again on what its name resolves to when connecting
-    (:class:`providers.openai_compat.GuardedResolver`): a name can be made to point there too.
+
+def _forbidden(addr: _Address) -> bool:
+    if addr.is_link_local or addr in _METADATA_ADDRESSES:
+        return True
+    return isinstance(addr, ipaddress.IPv6Address) and any(_forbidden(v4) for v4 in _embedded_ipv4(addr))
+
+
+def forbidden_address(host: str) -> bool:
+    """True if ``host`` is an address (in any spelling) no upstream connection may reach: the link-local ranges
+    (169.254.0.0/16, fe80::/10), a cloud metadata service, or an IPv6 address that embeds one of these.
+
+    Checked on the endpoint in the config, and again on every address a connection is about to be made to
+    (:mod:`providers.netguard`): a name can be made to point there too.
     """
     addr = _as_address(host.partition("%")[0])  # an IPv6 zone ("fe80::1%eth0") does not change the address
-    if addr is None:
-        return False
-    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
-    return addr.is_link_local or addr in _METADATA_ADDRESSES or (mapped is not None and mapped.is_link_local)
+    return addr is not None and _forbidden(addr)
+
+
+def _hosts(url: str) -> list[str] | None:
+    """The hosts aiohttp would connect to for ``url`` (yarl's normalised host and the raw one it actually
+    uses), or None if yarl refuses the URL; Unicode dots and digits are already folded to ASCII here."""
+    try:
+        parsed = URL(url)
+        hosts = [parsed.host, parsed.raw_host]
+        parsed.port  # noqa: B018 - raises ValueError for a bad port
+    except (ValueError, UnicodeError):
+        return None
+    return [h for h in hosts if h] or None
 
 
 def check_endpoint(url: str) -> str | None:
     """Why ``url`` is not acceptable as an upstream endpoint, or None.
 
     Only http(s) is allowed, and never the link-local range where cloud metadata services live: an upstream
-    there would hand instance credentials to whoever can make the gateway send requests.
+    there would hand instance credentials to whoever can make the gateway send requests. The host checked is
+    the one the URL library makes of ``url``, since that is where the request goes: full-width dots or circled
+    digits are checked as the ASCII ones they become.
     """
     if not re.match(r"^https?://", url, re.I):
         return "not a URL (expected http:// or https://)"
-    parts = urlsplit(url)
-    try:
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return "not a URL (bad port)"
-    if not host or any(c.isspace() for c in url):
+    if any(c.isspace() for c in url):
         return "not a URL"
-    host = host.lower().rstrip(".")  # "169.254.169.254." and "metadata.google.internal." name the same hosts
-    if host in _BLOCKED_HOSTS:
-        return "cloud metadata hosts are not allowed as endpoints"
-    addr = _as_address(host)
-    if addr is None:
-        return None
-    if (
-        addr.is_link_local
-        or addr in _METADATA_ADDRESSES
-        or (isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and addr.ipv4_mapped.is_link_local)
-    ):
-        return "link-local and cloud metadata addresses are not allowed as endpoints"
+    hosts = _hosts(url)
+    if hosts is None:
+        return "not a URL"
+    for host in hosts:
+        host = host.lower().rstrip(".")  # "169.254.169.254." and "metadata.google.internal." name the same hosts
+        if host in _BLOCKED_HOSTS:
+            return "cloud metadata hosts are not allowed as endpoints"
+        if "%" in host and ":" not in host:
+            return "not a URL (percent sign in the host)"
+        if forbidden_address(host):
+            return "link-local and cloud metadata addresses are not allowed as endpoints"
     return None
 
 

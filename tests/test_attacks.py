@@ -62,7 +62,7 @@ import pytest
 from markupsafe import escape
 
 from gateway.config import ConfigError, parse_config
-from providers.openai_compat import GuardedResolver
+from providers.netguard import GuardedResolver
 from providers.registry import builtin_registry
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
@@ -164,6 +164,22 @@ def test_upstream_redirects_are_not_followed(
         "http://metadata.google.internal./",
         "http://[fd00:ec2::254]/",  # AWS's IPv6 metadata service
         "http://100.100.100.200/",  # Alibaba Cloud's
+        # Issue 12: Unicode spellings the URL library folds to 169.254.169.254 before connecting
+        "http://169\uff0e254\uff0e169\uff0e254/v1",  # full-width dots
+        "http://169\u3002254\u3002169\u3002254/v1",  # ideographic dots
+        "http://\u2460\u2465\u2468.\u2461\u2464\u2463.\u2460\u2465\u2468.\u2461\u2464\u2463/v1",  # circled digits
+        "http://\uff11\uff16\uff19.254.169.254/v1",  # full-width digits
+        "http://\uff2d\uff25\uff34\uff21\uff24\uff21\uff34\uff21/v1",  # full-width METADATA
+        # ... and the IPv6 forms that embed it
+        "http://[::169.254.169.254]/v1",  # IPv4-compatible
+        "http://[::ffff:0:a9fe:a9fe]/v1",  # IPv4-translated
+        "http://[64:ff9b::a9fe:a9fe]/v1",  # NAT64
+        "http://[64:ff9b:1:a9fe:a9:fe00::]/v1",  # NAT64, local-use prefix (/48)
+        "http://[2002:a9fe:a9fe::1]/v1",  # 6to4
+        "http://[2001:0:4136:e378:8000:63bf:5601:5601]/v1",  # Teredo, client 169.254.169.254
+        "http://[2001:db8::5efe:a9fe:a9fe]/v1",  # ISATAP
+        "http://[::ffff:100.100.100.200]/v1",
+        "http://169.254.169.254%2e/v1",  # percent-escapes are no part of a host name
     ],
 )
 def test_metadata_and_non_http_endpoints_are_refused(endpoint: str) -> None:
@@ -245,7 +261,7 @@ class _FixedAnswers(aiohttp.abc.AbstractResolver):
 
 async def test_names_resolving_to_metadata_addresses_are_refused_when_connecting() -> None:
     guarded = GuardedResolver(_FixedAnswers("169.254.169.254", "fe80::1%2", "fd00:ec2::254"))
-    with pytest.raises(OSError, match="link-local or cloud metadata"):
+    with pytest.raises(OSError, match="link-local and cloud metadata addresses are refused"):
         await guarded.resolve("models.attacker.test", 443)
     mixed = GuardedResolver(_FixedAnswers("169.254.169.254", "127.0.0.1"))
     assert [a["host"] for a in await mixed.resolve("models.attacker.test", 443)] == ["127.0.0.1"]
