@@ -9,6 +9,7 @@ nothing was served; one the gateway routed has a row whatever its outcome, so an
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -129,7 +130,7 @@ def test_deeply_nested_json(quiet: ServeProcess) -> None:
 
 def test_100000_messages(quiet: ServeProcess) -> None:
     body = _chat(messages=[{"role": "user", "content": "x"}] * 100_000)
-    _error(_post(quiet, "/chat/completions", body), 400, "messages", f"<= {MAX_MESSAGES}")
+    _error(_post(quiet, "/chat/completions", body), 400, "messages", str(MAX_MESSAGES))
     inputs = json.dumps({"model": "backup/embedder", "input": ["x"] * 100_000}).encode()
     _error(_post(quiet, "/embeddings", inputs), 400, "input")
 
@@ -206,21 +207,25 @@ def test_a_model_id_that_is_a_slash(quiet: ServeProcess) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "limit"),
     [
-        ("max_tokens", 2**31, f"<= {MAX_TOKENS}"),
-        ("max_tokens", 2**64, f"<= {MAX_TOKENS}"),
-        ("max_tokens", 10**40, f"<= {MAX_TOKENS}"),
-        ("max_tokens", 0, ">= 1"),
-        ("max_tokens", -1, ">= 1"),
-        ("max_completion_tokens", 2**31, f"<= {MAX_TOKENS}"),
-        ("n", MAX_N + 1, f"<= {MAX_N}"),
-        ("n", 10**9, f"<= {MAX_N}"),
-        ("n", 0, ">= 1"),
-        ("seed", 2**64, "<= "),
-        ("temperature", 1e308, "<= 2"),
+        ("max_tokens", 2**31, MAX_TOKENS),
+        ("max_tokens", 2**64, MAX_TOKENS),
+        ("max_tokens", 10**40, MAX_TOKENS),
+        ("max_tokens", 0, 1),
+        ("max_tokens", -1, 1),
+        ("max_completion_tokens", 2**31, MAX_TOKENS),
+        ("n", MAX_N + 1, MAX_N),
+        ("n", 10**9, MAX_N),
+        ("n", 0, 1),
+        ("seed", 2**64, (1 << 63) - 1),
+        ("temperature", 1e308, 2),
     ],
 )
-def test_limits_far_beyond(quiet: ServeProcess, field: str, value: int, limit: str) -> None:
-    _error(_post(quiet, "/chat/completions", _chat(**{field: value})), 400, field, f"'{field}'", limit)
+def test_limits_far_beyond(quiet: ServeProcess, field: str, value: int, limit: int) -> None:
+    """The message names the field and the limit it broke (in msgspec's words around them, which may change)."""
+    error = _error(_post(quiet, "/chat/completions", _chat(**{field: value})), 400, field, f"'{field}'")
+    assert re.search(rf"(?<![0-9]){limit}(?![0-9])", error["message"].removeprefix(f"Invalid value for '{field}'")), (
+        error
+    )
 
 
 @pytest.mark.parametrize(

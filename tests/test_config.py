@@ -108,7 +108,8 @@ def test_fallback_accepts_a_list_and_env_defaults() -> None:
             "models.providers.backup.auth.name: ",
         ),
         ("models.providers.backup.auth", {"type": "magic"}, "models.providers.backup.auth.type: "),
-        ("models.providers.openai.timeout", "soon", "models.providers.openai.timeout: expected float"),
+        # The path is the gateway's; what follows it is msgspec's own sentence, which may change with its version.
+        ("models.providers.openai.timeout", "soon", "models.providers.openai.timeout: "),
         (
             "agents.defaults.model.primary",
             "gpt-4o-mini",

@@ -55,7 +55,8 @@ def test_the_body_is_copied_never_changed_in_place() -> None:
 
 def test_unknown_options_are_refused_naming_the_key() -> None:
     raw = {"plugins": {"modules": ["minigate_plugins.redact:Redact"], "settings": {"redact": {"options": {"mail": 1}}}}}
-    with pytest.raises(ConfigError, match=r"plugins.settings.redact.options: Object contains unknown field `mail`"):
+    # The path is the gateway's, the sentence around the key msgspec's own.
+    with pytest.raises(ConfigError, match=r"plugins\.settings\.redact\.options: .*\bmail\b"):
         parse_config(raw, builtin_registry(), env={})
 
 

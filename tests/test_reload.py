@@ -147,7 +147,7 @@ def test_invalid_reload_is_refused_and_the_old_config_keeps_serving(
         gateway.write_config({"agents": {"defaults": "not an object"}})  # the watcher finds it and refuses it
         wait_for(lambda: len(rejected()) > before)
         assert rejected()[-1]["source"] == "file" and rejected()[-1]["level"] == "ERROR"
-        assert rejected()[-1]["issues"][0].endswith(": expected object, got str")
+        assert rejected()[-1]["issues"][0].startswith("agents[...]: ")  # then msgspec's words for the type
         before = len(rejected())
         (gateway.config_path).write_text("{not json")
         wait_for(lambda: len(rejected()) > before)
