@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
@@ -29,7 +28,8 @@ from providers.base import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint, forbidden_address
+from providers.netguard import guarded_connector
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
 
 __all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
 
@@ -85,32 +85,6 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         when = email.utils.parsedate_to_datetime(value) if value else None
         return None if when is None else max(0.0, when.timestamp() - time.time())
-
-
-class GuardedResolver(aiohttp.abc.AbstractResolver):
-    """DNS answers that point at link-local or cloud metadata addresses are dropped before connecting.
-
-    The config refuses such addresses written as endpoints; this refuses a name that resolves there (a DNS
-    record an attacker controls, or one changed after the config was checked). ``inner`` is the resolver
-    asked (aiohttp's default).
-    """
-
-    def __init__(self, inner: aiohttp.abc.AbstractResolver | None = None) -> None:
-        self._inner = inner or aiohttp.DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[aiohttp.abc.ResolveResult]:
-        """The inner resolver's answers without the forbidden ones; OSError if none is left."""
-        answers = await self._inner.resolve(host, port, family)
-        allowed = [a for a in answers if not forbidden_address(str(a["host"]))]
-        if not allowed:
-            raise OSError(f"{host} resolves only to link-local or cloud metadata addresses, which are refused")
-        return allowed
-
-    async def close(self) -> None:
-        """Close the inner resolver."""
-        await self._inner.close()
 
 
 def _unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUnavailable:
@@ -212,9 +186,7 @@ class OpenAIProvider(Provider):
         self._urls = {endpoint: URL(f"{self._base}/{endpoint}") for endpoint in self.endpoints}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections, ttl_dns_cache=300, resolver=GuardedResolver()
-        )
+        connector = guarded_connector(limit=self.config.max_connections, ttl_dns_cache=300)
         self._client = aiohttp.ClientSession(
             connector=connector, trust_env=False, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar()
         )
