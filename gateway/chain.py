@@ -20,10 +20,15 @@ from gateway.health import HealthBook
 from gateway.monitor import cause_of
 from gateway.routing import Deployment, Route
 from providers.base import Provider, ProviderError, UpstreamUnavailable
+from providers.limits import cut
 
 __all__ = ["ChainExhausted", "Hop", "chain_error", "run_chain"]
 
 T = TypeVar("T")
+
+# A hop's message as shown and stored is cut here whatever its provider: a remote provider cuts upstream errors to
+# its own ``limits.max_error_message_chars`` first, but a plugin's provider may pass on anything.
+HOP_MESSAGE_CHARS = 4000
 
 
 @dataclass(slots=True)
@@ -41,7 +46,7 @@ class Hop:
         status = (
             f"HTTP {self.error.status}: " if self.error.status and self.error.code != "upstream_unavailable" else ""
         )
-        return f"{self.deployment.ref}: {status}{self.error.message}"
+        return f"{self.deployment.ref}: {status}{cut(self.error.message, HOP_MESSAGE_CHARS)}"
 
     def record(self) -> dict[str, Any]:
         """The hop as stored in the usage row; ``class`` and ``code`` are the labels /metrics counts it under."""
@@ -49,7 +54,7 @@ class Hop:
         return {
             "provider": self.deployment.provider,
             "model": self.deployment.model,
-            "error": "cooling down" if self.error is None else self.error.message,
+            "error": "cooling down" if self.error is None else cut(self.error.message, HOP_MESSAGE_CHARS),
             "status": None if self.error is None else self.error.status,
             "class": kind,
             "code": code,
@@ -116,7 +121,8 @@ def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
     last = tried[-1] if tried else None
     if last is not None and not last.fallback:
         # The client's own error: pass the upstream's verdict through as it was.
-        return GatewayError(last.message, status=last.status, type=last.type, param=last.param, code=last.code)
+        message = cut(last.message, HOP_MESSAGE_CHARS)
+        return GatewayError(message, status=last.status, type=last.type, param=last.param, code=last.code)
     summary = "; ".join(h.describe() for h in hops) or "the chain is empty"
     waits = [h.cooling for h in hops if h.error is None] + [e.retry_after for e in tried if e.retry_after]
     headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}
@@ -145,6 +151,14 @@ def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
             type=last.type,
             param=last.param,
             code=last.code,
+        )
+    if last.code == "upstream_too_large":
+        return ChainFailed(
+            f"No deployment for {route.requested!r} could answer: {summary}",
+            status=502,
+            type="upstream_error",
+            code="upstream_too_large",
+            headers=headers,
         )
     if last.code == "upstream_timeout":
         return ChainFailed(

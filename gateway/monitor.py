@@ -33,6 +33,7 @@ _OWN_CODES = frozenset(
         "upstream_timeout",
         "upstream_truncated",
         "upstream_malformed",
+        "upstream_too_large",
         "worker_died",
         "worker_dead",
         "queue_full",

@@ -8,6 +8,7 @@ Error tree::
 
     ProviderError                  any failure of one deployment; carries status, type, code, retry_after
     ├── UpstreamUnavailable        could not talk to it: refused, reset, timeout, worker died (fallback)
+    │   └── UpstreamTooLarge       it sent more than a cap allows: a body, an SSE line, a stream (fallback)
     └── UpstreamStatusError        it answered with an error status; ``classify_status`` sets ``fallback``
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "ProviderInfo",
     "ProviderRequest",
     "UpstreamStatusError",
+    "UpstreamTooLarge",
     "UpstreamUnavailable",
     "classify_status",
 ]
@@ -92,6 +94,13 @@ class UpstreamUnavailable(ProviderError):
         self, message: str, *, code: str = "upstream_unavailable", status: int = 502, cause: str | None = None
     ) -> None:
         super().__init__(message, status=status, type="upstream_error", code=code, fallback=True, cause=cause)
+
+
+class UpstreamTooLarge(UpstreamUnavailable):
+    """The deployment sent more than one of its caps allows; the message names the cap and its value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="upstream_too_large")
 
 
 _CONTEXT_MARKERS = (

@@ -28,8 +28,10 @@ from providers.base import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
+from providers.limits import UpstreamLimits, cut, read_capped
 from providers.netguard import guarded_connector
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
+from providers.sse import YIELD_EVERY, DataLines
 
 __all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
 
@@ -53,6 +55,7 @@ class OpenAIProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     timeout: float = 600.0  # longest silence between two bytes of an answer
     connect_timeout: float = 10.0
     max_connections: int = 1000
+    limits: UpstreamLimits = msgspec.field(default_factory=UpstreamLimits)
 
 
 def _check(cfg: OpenAIProviderConfig) -> list[tuple[str, str]]:
@@ -67,6 +70,7 @@ def _check(cfg: OpenAIProviderConfig) -> list[tuple[str, str]]:
     for key, value in (("timeout", cfg.timeout), ("connect_timeout", cfg.connect_timeout)):
         if value <= 0:
             issues.append((key, "must be positive"))
+    issues.extend((f"limits.{key}", message) for key, message in cfg.limits.check())
     return issues
 
 
@@ -112,54 +116,76 @@ def _error_of(status: int, content: bytes) -> dict[str, Any]:
     return {"message": f"upstream answered HTTP {status}" + (f": {text}" if text else "")}
 
 
+def _short_error(error: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The OpenAI fields of an upstream's error, each a string of at most ``limit`` characters (and a note)."""
+    return {key: cut(str(value), limit) for key in ("message", "type", "code", "param") if (value := error.get(key))}
+
+
+def _stream_status(error: dict[str, Any]) -> int:
+    status = error.get("status")
+    return status if isinstance(status, int) and 400 <= status < 600 else 502
+
+
 class _SSEStream(ChunkStream):
-    """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``."""
+    """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``.
+
+    It yields to the event loop every :data:`~providers.sse.YIELD_EVERY` s: relaying bytes that are already
+    buffered never suspends otherwise, and a flood of tiny chunks would keep every other request waiting.
+    """
 
     def __init__(
         self,
         response: aiohttp.ClientResponse,
         provider: str,
-        scrub: Callable[[dict[str, Any]], dict[str, Any]],
+        limits: UpstreamLimits,
+        error: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> None:
         self._response = response
         self._provider = provider
-        self._scrub = scrub
+        self._limits = limits
+        self._error = error
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         decode = msgspec.json.decode
-        buffer = b""
+        lines = DataLines(self._limits, self._provider)
+        clock = time.perf_counter
+        suspended = clock()
         finished = False
         try:
             async for raw in self._response.content.iter_any():
-                buffer += raw
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    line = line.rstrip(b"\r")
-                    if not line.startswith(b"data:"):
-                        continue  # comments, event names, ids, blank separators
-                    data = line[5:].strip()
+                for data in lines.feed(raw):
                     if data == b"[DONE]":
                         return
                     try:
                         chunk = decode(data)
                     except msgspec.DecodeError:
-                        raise UpstreamUnavailable(
-                            f"{self._provider}: malformed event in the upstream stream",
-                            code="upstream_malformed",
-                        ) from None
+                        raise self._malformed("malformed event in the upstream stream") from None
                     if not isinstance(chunk, dict):
                         continue
                     if "error" in chunk and "choices" not in chunk:
                         err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
-                        raise UpstreamStatusError(int(err.get("status") or 502), self._scrub(err))
-                    finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                        raise UpstreamStatusError(_stream_status(err), self._error(err))
+                    choices = chunk.get("choices")
+                    if choices is not None:
+                        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+                            raise self._malformed("an event's choices are not a list of objects")
+                        finished = finished or any(c.get("finish_reason") for c in choices)
                     yield chunk
+                    if clock() - suspended > YIELD_EVERY:
+                        await asyncio.sleep(0)
+                        suspended = clock()
+                if clock() - suspended > YIELD_EVERY:  # a flood of lines that are not events
+                    await asyncio.sleep(0)
+                    suspended = clock()
         except _NETWORK_ERRORS as err:
             raise _unavailable(self._provider, err, " mid-stream") from None
         if not finished:
             raise UpstreamUnavailable(
                 f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
             )
+
+    def _malformed(self, what: str) -> UpstreamUnavailable:
+        return UpstreamUnavailable(f"{self._provider}: {what}", code="upstream_malformed")
 
     async def aclose(self) -> None:
         # close(), not release(): a stream abandoned early must drop the connection so the upstream stops too.
@@ -216,6 +242,10 @@ class OpenAIProvider(Provider):
             out[key] = value
         return out
 
+    def _error(self, error: dict[str, Any]) -> dict[str, Any]:
+        """An upstream's error as passed on: credentials blanked out first, then every field cut to its cap."""
+        return _short_error(self._scrub(error), self.config.limits.max_error_message_chars)
+
     async def _send(self, request: ProviderRequest) -> aiohttp.ClientResponse:
         if self._client is None:
             raise UpstreamUnavailable(f"{self.name}: provider is not started")
@@ -236,29 +266,42 @@ class OpenAIProvider(Provider):
         except _NETWORK_ERRORS as err:
             raise _unavailable(self.name, err) from None
         if response.status >= 300:
-            try:
-                content = await response.read()
-            except _NETWORK_ERRORS:
-                content = b""
-            finally:
-                response.release()
-            status = response.status
+            status, content = response.status, await self._read(response, "max_error_body_bytes", reading=False)
+            if content is None:
+                raise self.config.limits.exceeded(
+                    self.name, "max_error_body_bytes", f"the upstream's error answer (HTTP {status})"
+                )
             if status < 400:
                 # Following a redirect would send our credentials wherever the upstream points.
                 raise UpstreamUnavailable(f"{self.name}: upstream redirected (HTTP {status}); not followed")
             raise UpstreamStatusError(
-                status, self._scrub(_error_of(status, content)), retry_after=parse_retry_after(response.headers)
+                status, self._error(_error_of(status, content)), retry_after=parse_retry_after(response.headers)
             )
         return response
 
-    async def complete(self, request: ProviderRequest) -> dict[str, Any]:
-        response = await self._send(request)
+    async def _read(self, response: aiohttp.ClientResponse, cap: str, *, reading: bool = True) -> bytes | None:
+        """The body under ``limits.<cap>`` (None past it); the connection is dropped unless it was read whole.
+
+        A network failure is raised when ``reading`` an answer; for an error's body it just leaves it empty.
+        """
+        content = None
         try:
-            content = await response.read()
+            content = await read_capped(response.content, getattr(self.config.limits, cap))
         except _NETWORK_ERRORS as err:
-            raise _unavailable(self.name, err, " reading the answer") from None
+            if reading:
+                raise _unavailable(self.name, err, " reading the answer") from None
+            content = b""
         finally:
-            response.release()
+            if content is None:
+                response.close()
+            else:
+                response.release()
+        return content
+
+    async def complete(self, request: ProviderRequest) -> dict[str, Any]:
+        content = await self._read(await self._send(request), "max_body_bytes")
+        if content is None:
+            raise self.config.limits.exceeded(self.name, "max_body_bytes", "the upstream's answer")
         try:
             body = msgspec.json.decode(content)
         except msgspec.DecodeError:
@@ -272,7 +315,7 @@ class OpenAIProvider(Provider):
         if "text/event-stream" not in response.headers.get("content-type", ""):
             response.close()
             raise ProviderError(f"{self.name}: expected an event stream, got {response.headers.get('content-type')}")
-        return _SSEStream(response, self.name, self._scrub)
+        return _SSEStream(response, self.name, self.config.limits, self._error)
 
 
 def _factory(name: str, config: OpenAIProviderConfig, context: ProviderContext) -> Provider:
