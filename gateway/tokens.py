@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-__all__ = ["COUNT_FIELDS", "MAX_TOKENS", "TokenCounts", "checked_usage", "token_counts", "valid_count"]
+__all__ = ["COUNT_FIELDS", "MAX_TOKENS", "MAX_TOTAL", "TokenCounts", "checked_usage", "token_counts", "valid_count"]
 
 # A billion tokens in one request is far beyond any model's context (the largest are about ten million), and
 # twice it (a total) still fits the 32-bit INTEGER columns of PostgreSQL, so a sum of two parts stores safely.
 MAX_TOKENS = 10**9
+MAX_TOTAL = 2 * MAX_TOKENS  # a total made of two valid parts (what a stored ``total_tokens`` may hold)
 COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -26,9 +27,9 @@ class TokenCounts(TypedDict):
     total_tokens: int | None
 
 
-def valid_count(value: object) -> int | None:
-    """``value`` when it is a valid token count, else None."""
-    if type(value) is int and 0 <= value <= MAX_TOKENS:  # type() rather than isinstance: bool is an int
+def valid_count(value: object, top: int = MAX_TOKENS) -> int | None:
+    """``value`` when it is a valid token count (at most ``top``), else None."""
+    if type(value) is int and 0 <= value <= top:  # type() rather than isinstance: bool is an int
         return value
     return None
 

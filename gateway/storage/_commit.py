@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
 
 from gateway.storage.tables import UsageRow
 
@@ -44,13 +44,20 @@ _Outcome = Exception | _Held | None  # per row: None when stored, _HELD when kep
 
 
 def _row_specific(exc: Exception) -> bool:
-    """Whether ``exc`` is about the rows' contents (a constraint, a bad value) rather than the database."""
+    """Whether ``exc`` is about the rows' contents (a constraint, a value the driver or the database cannot take)
+    rather than the database. Only the latter holds rows: a row's own fault must never wedge the writer."""
     if isinstance(exc, IntegrityError | DataError):
         return True
-    # A StatementError that is not a DBAPIError failed while binding values, before reaching the database.
-    return (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)) or isinstance(
-        exc, TypeError | ValueError
-    )
+    if isinstance(exc, DBAPIError):
+        # A ProgrammingError the driver raised itself, before the database saw the statement, is a value it cannot
+        # send (sqlite3: "Error binding parameter"; psycopg: "cannot adapt type"). One from the database (a
+        # missing table or privilege) has a code, and waits for the database to be put right.
+        orig = exc.orig
+        from_driver = getattr(orig, "sqlstate", None) is None and getattr(orig, "sqlite_errorcode", None) is None
+        return isinstance(exc, ProgrammingError) and from_driver
+    # A StatementError that is not a DBAPIError failed while binding values, before reaching the database; the
+    # drivers raise plain TypeError, ValueError or OverflowError (sqlite3: an int beyond 64 bits) for a value.
+    return isinstance(exc, StatementError | TypeError | ValueError | ArithmeticError)
 
 
 def _settle(batch: list[_Pending], outcomes: list[_Outcome]) -> None:
@@ -101,7 +108,8 @@ class CommitThread:
         self._held: deque[_Pending] = deque()
         self._retry_delay = _RETRY_FIRST
         self._retry_at = 0.0
-        self._outage_since: float | None = None
+        self._outage_since: float | None = None  # when the first write that failed began
+        self._writing_since: float | None = None  # when the write in progress began
         self._reminded = 0.0
         self._lost_lock = threading.Lock()
         self.degraded = False  # True while the database refuses rows (or commits slower than callers wait)
@@ -114,6 +122,13 @@ class CommitThread:
         """Rows kept in memory because the database refused them for now."""
         return len(self._held)
 
+    @property
+    def stalled_for(self) -> float:
+        """Seconds since the first write that failed began, while rows are held, or since the write in progress
+        began; 0 when rows are neither held nor being written. Read by other threads: one snapshot of each."""
+        since = [t for t in (self._outage_since, self._writing_since) if t is not None]
+        return time.monotonic() - min(since) if since else 0.0
+
     def run(self) -> None:
         """The thread's body: write batches until the sentinel, then flush what is held."""
         loop, stopped = self._loop, self._stopped
@@ -122,6 +137,7 @@ class CommitThread:
             while not stop:
                 batch, stop = self._take()
                 if batch and not self._held:
+                    self._writing_since = time.monotonic()
                     try:
                         outcomes, cause = self._write([params for params, _ in batch])
                     except Exception as exc:  # a bug here must not leave callers waiting forever
@@ -130,6 +146,7 @@ class CommitThread:
                     held = [item for item, outcome in zip(batch, outcomes, strict=True) if outcome is _HELD]
                     if held:
                         self._hold(held, cause)
+                    self._writing_since = None
                     loop.call_soon_threadsafe(_settle, batch, outcomes)
                 elif batch:  # rows already wait: new ones go behind them, so they are stored in order
                     self._held.extend(batch)
@@ -193,7 +210,7 @@ class CommitThread:
                 if not _row_specific(exc):
                     # Not this row's fault: the rest wait for the database with it.
                     return outcomes + [_HELD] * (len(rows) - i), exc
-                logger.error("usage row %s not stored: %r", row.get("request_id"), exc)
+                self.lose([row], f"the database cannot take its contents: {exc!r}")
                 outcomes.append(exc)
             else:
                 outcomes.extend(self._committed(1))
@@ -213,7 +230,8 @@ class CommitThread:
         self._retry_delay = _RETRY_FIRST
         self._retry_at = now + self._retry_delay
         if self._outage_since is None:
-            self._outage_since = self._reminded = now
+            self._outage_since = self._writing_since or now
+            self._reminded = now
             logger.warning(
                 "the database refuses usage rows (%r); they are kept in memory and retried",
                 cause,

@@ -5,17 +5,22 @@ the row is committed. One writer thread takes everything queued since its last c
 rows), inserts it with a single executemany in one transaction and then wakes every caller: under load,
 hundreds of requests share one commit; when idle, a row is written as soon as it arrives.
 
-A batch that fails because of its contents (a constraint violation) is retried row by row, so one bad row
-fails only its own caller (:class:`UsageWriteError`). A batch that fails because of the database (locked by
-another process past the busy timeout, disk full, the server gone) is *held*: kept in memory, in order, and
-retried with a backoff (0.25 s doubling to 5 s) until the database takes it; rows that arrive meanwhile queue
-behind it. A request never waits long for its row: ``record`` returns ``False`` (held, not yet committed)
-after ``ack_timeout`` seconds, and at once while rows are held, so a broken database slows no answer down.
-The outage is logged when it starts and when it ends (events ``usage_held`` and ``usage_recovered``).
+A batch that fails because of its contents (a constraint violation, a value the driver or the database cannot
+take) is retried row by row, so one bad row fails only its own caller (:class:`UsageWriteError`) and is set
+aside, logged with its reason and contents (event ``usage_row_lost``), while the others go on; token counts and
+durations are checked again before a row is written (see :mod:`gateway.tokens`). A batch that fails because of
+the database (locked by another process past the busy timeout, disk full, the server gone) is *held*: kept in
+memory, in order, and retried with a backoff (0.25 s doubling to 5 s) until the database takes it; rows that
+arrive meanwhile queue behind it. A request never waits long for its row: ``record`` returns ``False`` (held,
+not yet committed) after ``ack_timeout`` seconds, and at once while rows are held, so a broken database slows
+no answer down. The outage is logged when it starts and when it ends (events ``usage_held`` and
+``usage_recovered``); ``held_for`` says how long the oldest waiting row has waited (``/ready`` turns red past a
+few seconds).
 
-Rows are lost only when more than ``max_held`` are waiting (the newest is refused) or when the writer is closed
-while the database still refuses them (after trying for ``close_timeout`` seconds). Each lost row is logged at
-ERROR with its contents (event ``usage_row_lost``) so an operator can restore it, and counted in ``lost``.
+Apart from those set aside, rows are lost only when more than ``max_held`` are waiting (the newest is refused)
+or when the writer is closed while the database still refuses them (after trying for ``close_timeout``
+seconds). Each lost row is logged at ERROR with its contents (event ``usage_row_lost``) so an operator can
+restore it, and counted in ``lost``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from sqlalchemy.pool import NullPool
 
 from gateway.storage._commit import CommitThread, UsageWriteError, retrieve
 from gateway.storage.db import Database, create_sync_engine
+from gateway.storage.sql import count_sum
 from gateway.storage.tables import UsageRow, utcnow
+from gateway.tokens import COUNT_FIELDS, MAX_TOKENS, MAX_TOTAL, token_counts
 
 __all__ = ["UsageRecord", "UsageWriteError", "UsageWriter"]
 
@@ -41,6 +48,7 @@ logger = logging.getLogger(__name__)
 # fail on a backend that enforces lengths (PostgreSQL) or bloat the table.
 _MAX_REQUEST_ID = 64
 _MAX_ERROR = 4000
+_MAX_MS = 1e9  # eleven days: longer than any request runs (and than NaN, which fails every comparison)
 
 _USAGE = cast(Table, UsageRow.__table__)
 
@@ -75,11 +83,23 @@ class UsageRecord(msgspec.Struct, kw_only=True):
 def _to_params(row: UsageRecord) -> dict[str, Any]:
     params = msgspec.structs.asdict(row)
     params["request_id"] = row.request_id[:_MAX_REQUEST_ID]
+    # Checked again here, whoever built the row: a count the database cannot take would lose the row, one it
+    # can (negative, huge) would break the sums of every report.
+    params.update(token_counts({name: params[name] for name in COUNT_FIELDS})[0])
+    params["latency_ms"] = _duration(row.latency_ms) or 0.0
+    params["ttft_ms"] = _duration(row.ttft_ms)
     if row.error is not None:
         params["error"] = row.error[:_MAX_ERROR]
     if row.hops is not None:
         params["hops"] = msgspec.json.encode(row.hops).decode()
     return params
+
+
+def _duration(value: object) -> float | None:
+    """A duration in ms as stored: a finite, non-negative number, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _MAX_MS:
+        return float(value)
+    return None
 
 
 class UsageWriter:
@@ -126,6 +146,12 @@ class UsageWriter:
     def lost(self) -> int:
         """Rows given up on since the writer started (each was logged with its contents)."""
         return 0 if self._commit is None else self._commit.lost
+
+    @property
+    def held_for(self) -> float:
+        """Seconds the oldest row waiting for the database has waited (held, or in a write not finished yet); 0
+        when every row is committed. ``/ready`` turns red when this passes a few seconds."""
+        return 0.0 if self._commit is None else self._commit.stalled_for
 
     @property
     def degraded(self) -> bool:
@@ -193,14 +219,15 @@ class UsageWriter:
         return rows
 
     async def totals(self) -> dict[str, int]:
-        """Aggregates over all rows: ``requests``, ``errors`` (status >= 400) and token sums."""
+        """Aggregates over all rows: ``requests``, ``errors`` (status >= 400) and token sums (of valid counts:
+        see :func:`~gateway.storage.sql.count_sum`)."""
         c = _USAGE.c
         stmt = select(
             func.count().label("requests"),
             func.coalesce(func.sum(case((c.status >= 400, 1), else_=0)), 0).label("errors"),
-            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
-            func.coalesce(func.sum(c.total_tokens), 0).label("total_tokens"),
+            count_sum(c.prompt_tokens, MAX_TOKENS).label("prompt_tokens"),
+            count_sum(c.completion_tokens, MAX_TOKENS).label("completion_tokens"),
+            count_sum(c.total_tokens, MAX_TOTAL).label("total_tokens"),
         )
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(stmt)).mappings().one()
