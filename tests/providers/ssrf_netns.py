@@ -103,7 +103,8 @@ async def _serve() -> None:
 # --- the probe (in the client namespace) --------------------------------------------------------------------------
 
 
-async def _get(connector: aiohttp.BaseConnector, url: str) -> str:
+async def get_outcome(connector: aiohttp.BaseConnector, url: str) -> str:
+    """``connected <status>`` or ``refused <why>``, for one GET through ``connector``."""
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(connector=connector, trust_env=False, timeout=timeout) as session:
         try:
@@ -148,17 +149,23 @@ async def _probe() -> dict[str, str]:
         "[fd00:ec2::254]",
     ]
     out = {
-        "control-unguarded": await _get(aiohttp.TCPConnector(), f"http://169.254.169.254{base}/control-unguarded"),
-        "allowed": await _get(guarded_connector(), f"http://{ALLOWED}{base}/allowed"),
+        "control-unguarded": await get_outcome(
+            aiohttp.TCPConnector(), f"http://169.254.169.254{base}/control-unguarded"
+        ),
+        "allowed": await get_outcome(guarded_connector(), f"http://{ALLOWED}{base}/allowed"),
         "allowed-provider": await _provider(f"http://{ALLOWED}{base}/allowed-provider/v1"),
     }
     for n, host in enumerate(literal):
-        out[f"guarded-literal {host}"] = await _get(guarded_connector(), f"http://{host}{base}/guarded-{n}")
+        out[f"guarded-literal {host}"] = await get_outcome(guarded_connector(), f"http://{host}{base}/guarded-{n}")
     for answers in (("169.254.169.254",), ("fd00:ec2::254", "::ffff:100.100.100.200")):
         resolver = guarded_connector(resolver=FixedAnswers(*answers))
-        out[f"guarded-name {answers}"] = await _get(resolver, f"http://metadata.attacker.test{base}/guarded-name")
+        out[f"guarded-name {answers}"] = await get_outcome(
+            resolver, f"http://metadata.attacker.test{base}/guarded-name"
+        )
         bare = aiohttp.TCPConnector(resolver=FixedAnswers(*answers), socket_factory=guarded_socket_factory())
-        out[f"guarded-socket-only {answers}"] = await _get(bare, f"http://metadata.attacker.test{base}/guarded-sf")
+        out[f"guarded-socket-only {answers}"] = await get_outcome(
+            bare, f"http://metadata.attacker.test{base}/guarded-sf"
+        )
     for host in ("169.254.169.254", "169\u3002254\u3002169\u3002254", "[::ffff:169.254.169.254]", "[fd00:ec2::254]"):
         out[f"guarded-provider {host}"] = await _provider(f"http://{host}{base}/guarded-provider/v1")
     return out

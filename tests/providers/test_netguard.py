@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -31,7 +30,8 @@ from providers.netguard import (
     guarded_socket_factory,
 )
 from providers.registry import check_endpoint, forbidden_address
-from tests.providers.ssrf_netns import FixedAnswers, run_in_namespaces
+from tests.fakes.upstream import FakeUpstream
+from tests.providers.ssrf_netns import FixedAnswers, get_outcome, run_in_namespaces
 
 # --- spellings ---------------------------------------------------------------------------------------------------
 
@@ -236,43 +236,11 @@ class NumericResolver(aiohttp.abc.AbstractResolver):
         return None
 
 
-async def _get(connector: aiohttp.BaseConnector, url: str) -> str:
-    """``connected <status>`` or ``refused <why>``, for one GET through ``connector``."""
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(connector=connector, trust_env=False, timeout=timeout) as session:
-        try:
-            async with session.get(url, allow_redirects=False) as answer:
-                return f"connected {answer.status}"
-        except aiohttp.ClientError as err:
-            return f"refused {type(err).__name__}: {err}"
-
-
 @pytest.fixture(scope="module")
 def local_server() -> Iterator[int]:
-    """A plain HTTP server on 127.0.0.1, to show the guarded connector still connects where it may."""
-    loop = asyncio.new_event_loop()
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", ok)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = runner.addresses[0][1]
-    import threading
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield port
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    """An upstream on 127.0.0.1, to show the guarded connector still connects where it may."""
+    with FakeUpstream("local") as fake:
+        yield fake.port
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -283,7 +251,7 @@ def test_no_spelling_of_a_forbidden_address_gets_a_socket(host: str, port: int) 
 
     async def attempt() -> str:
         connector = guarded_connector(resolver=NumericResolver(), socket_factory=net)
-        return await _get(connector, _url(host, port))
+        return await get_outcome(connector, _url(host, port))
 
     outcome = asyncio.run(attempt())
     assert outcome.startswith("refused"), outcome
@@ -311,10 +279,11 @@ def test_the_connect_check_refuses_what_is_not_a_numeric_address() -> None:
 
 async def test_the_guarded_connector_still_connects_where_it_may(local_server: int) -> None:
     net = LoopbackOnly()
-    assert await _get(guarded_connector(socket_factory=net), f"http://127.0.0.1:{local_server}/") == "connected 200"
+    direct = guarded_connector(socket_factory=net)
+    assert await get_outcome(direct, f"http://127.0.0.1:{local_server}/v1/models") == "connected 200"
     # a name with a forbidden and an allowed answer connects to the allowed one only
     mixed = guarded_connector(resolver=FixedAnswers("169.254.169.254", "127.0.0.1"), socket_factory=net)
-    assert await _get(mixed, f"http://upstream.test:{local_server}/v1") == "connected 200"
+    assert await get_outcome(mixed, f"http://upstream.test:{local_server}/v1/models") == "connected 200"
     assert net.asked == ["127.0.0.1", "127.0.0.1"]
 
 
@@ -322,12 +291,14 @@ async def test_a_name_resolving_to_a_forbidden_address_is_refused_before_any_soc
     """End to end through aiohttp: the DNS answer (the resolver seam) points at metadata; nothing is connected."""
     for answers in (("169.254.169.254",), ("fd00:ec2::254",), ("::ffff:169.254.169.254", "fe80::1%1")):
         net = LoopbackOnly()
-        outcome = await _get(guarded_connector(resolver=FixedAnswers(*answers), socket_factory=net), "http://x.test/")
+        outcome = await get_outcome(
+            guarded_connector(resolver=FixedAnswers(*answers), socket_factory=net), "http://x.test/"
+        )
         assert outcome.startswith("refused ClientConnectorDNSError") and "are refused" in outcome, outcome
         assert net.asked == []
         # and the socket factory alone refuses what an unguarded resolver lets through
         bare = aiohttp.TCPConnector(resolver=FixedAnswers(*answers), socket_factory=guarded_socket_factory(net))
-        outcome = await _get(bare, "http://x.test/")
+        outcome = await get_outcome(bare, "http://x.test/")
         assert outcome.startswith("refused ClientConnectorError") and "are refused" in outcome, outcome
         assert net.asked == []
 
