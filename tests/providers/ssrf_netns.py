@@ -70,7 +70,11 @@ class Report:
 
     @property
     def allowed_reached(self) -> bool:
-        wanted = {"allowed": "connected 200", "allowed-provider": "answered"}
+        wanted = {
+            "allowed": "connected 200",
+            "allowed-provider": "answered",
+            "allowed-provider-despite-proxy-env": "answered",
+        }
         return all(self.outcomes.get(k) == v for k, v in wanted.items())
 
 
@@ -155,6 +159,10 @@ async def _probe() -> dict[str, str]:
         "allowed": await get_outcome(guarded_connector(), f"http://{ALLOWED}{base}/allowed"),
         "allowed-provider": await _provider(f"http://{ALLOWED}{base}/allowed-provider/v1"),
     }
+    # a proxy named by the environment is never used (it would see the key): the request goes direct
+    proxy = f"http://169.254.169.254{base}"
+    os.environ.update(HTTP_PROXY=proxy, http_proxy=proxy, ALL_PROXY=proxy, all_proxy=proxy)
+    out["allowed-provider-despite-proxy-env"] = await _provider(f"http://{ALLOWED}{base}/allowed-proxy-env/v1")
     for n, host in enumerate(literal):
         out[f"guarded-literal {host}"] = await get_outcome(guarded_connector(), f"http://{host}{base}/guarded-{n}")
     for answers in (("169.254.169.254",), ("fd00:ec2::254", "::ffff:100.100.100.200")):
