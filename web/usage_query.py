@@ -4,6 +4,9 @@ One grouped query per page: ``(time bucket, group, latency bin)`` with counts an
 from the latency histogram (bins of ``ln(ms + 1) * 12``, about 9 % wide), which the database builds in one
 pass, where exact percentiles would need every latency sent to Python. What differs between the backends
 (time buckets, flooring) is in :mod:`gateway.storage.sql`.
+
+No stored value can break the page: token sums take only valid counts (:func:`~gateway.storage.sql.count_sum`),
+a latency outside 0 to a billion ms gets no histogram bin, and the recent rows show such values as missing.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, litera
 from sqlalchemy import cast as sql_cast
 
 from gateway.storage import Database
-from gateway.storage.sql import epoch_bucket, floor_int
+from gateway.storage.sql import count_sum, epoch_bucket, floor_int
 from gateway.storage.tables import UsageRow, utcnow
+from gateway.tokens import MAX_TOTAL, valid_count
 
 __all__ = ["DIMENSIONS", "RANGES", "Filters", "Stats", "Totals", "recent_rows", "usage_stats"]
 
@@ -35,6 +39,9 @@ RANGES: dict[str, tuple[int, int, str]] = {
 DIMENSIONS = ("agent", "model", "provider", "key")
 _BIN_SCALE = 12.0
 _TOP_GROUPS = 6
+_MAX_MS = 1e9  # a stored latency beyond this (or negative, or NaN) is not one: it gets no bin
+_INT32 = 2**31 - 1  # PostgreSQL's INTEGER: a larger key id in a filter matches nothing, and must not be sent
+_INT64 = 2**63 - 1  # the id column's BIGINT
 
 
 def _group_expr(dimension: str) -> ColumnElement[Any]:
@@ -77,7 +84,8 @@ class Filters:
         if self.key == "none":
             stmt = stmt.where(c.key_id.is_(None))
         elif self.key.isdigit():
-            stmt = stmt.where(c.key_id == int(self.key))
+            key_id = int(self.key[:12])  # digits only; beyond any key id, the filter matches no row
+            stmt = stmt.where(c.key_id == key_id) if key_id <= _INT32 else stmt.where(c.id.is_(None))
         if self.status == "ok":
             stmt = stmt.where(c.status < 400)
         elif self.status == "error":
@@ -97,19 +105,21 @@ class Totals:
     fallbacks: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
 
-    def add(self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int) -> None:
-        """Count one row of the grouped query."""
+    def add(self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int | None) -> None:
+        """Count one row of the grouped query (``latency_bin`` None: no valid latency)."""
         self.requests += requests
         self.tokens += tokens
         self.errors += errors
         self.fallbacks += fallbacks
-        self.histogram[latency_bin] = self.histogram.get(latency_bin, 0) + requests
+        if latency_bin is not None:
+            self.histogram[latency_bin] = self.histogram.get(latency_bin, 0) + requests
 
     def percentile(self, q: float) -> float | None:
-        """The latency (ms) under which a fraction ``q`` of the requests finished."""
-        if not self.requests:
+        """The latency (ms) under which a fraction ``q`` of the requests (with a valid latency) finished."""
+        timed = sum(self.histogram.values())
+        if not timed:
             return None
-        wanted, seen = q * self.requests, 0
+        wanted, seen = q * timed, 0
         for latency_bin in sorted(self.histogram):
             seen += self.histogram[latency_bin]
             if seen >= wanted:
@@ -141,13 +151,14 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     first = int(filters.since(now).timestamp()) // bucket
     time_bucket = epoch_bucket(c.created_at, bucket).label("b")
     group = _group_expr(filters.by).label("g")
-    latency_bin = floor_int(func.ln(c.latency_ms + 1) * _BIN_SCALE).label("l")
+    valid_latency = c.latency_ms.between(0, literal_column(repr(_MAX_MS)))
+    latency_bin = case((valid_latency, floor_int(func.ln(c.latency_ms + 1) * _BIN_SCALE))).label("l")
     stmt = select(
         time_bucket,
         group,
         latency_bin,
         func.count().label("n"),
-        func.coalesce(func.sum(c.total_tokens), 0).label("t"),
+        count_sum(c.total_tokens, MAX_TOTAL).label("t"),
         func.sum(case((c.status >= 400, 1), else_=0)).label("e"),
         func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
     )
@@ -165,8 +176,8 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     names = {g: name(g) for g in {row[1] for row in rows}}
     overall, per_group = Totals(), {label: Totals() for label in names.values()}
     for _, g, lat, n, t, e, f in rows:
-        overall.add(n, t, e, f, lat or 0)
-        per_group[names[g]].add(n, t, e, f, lat or 0)
+        overall.add(n, int(t), e, f, lat)
+        per_group[names[g]].add(n, int(t), e, f, lat)
     ranked = sorted(per_group, key=lambda k: -per_group[k].requests)
     groups = ranked[:_TOP_GROUPS] + (["other"] if len(ranked) > _TOP_GROUPS else [])
     target = {g: (label if label in groups else "other") for g, label in names.items()}
@@ -174,8 +185,8 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     per_bucket_group = {g: [Totals() for _ in range(count)] for g in groups}
     for b, g, lat, n, t, e, f in rows:
         index = min(max(b - first - 1, 0), count - 1)
-        per_bucket[index].add(n, t, e, f, lat or 0)
-        per_bucket_group[target[g]][index].add(n, t, e, f, lat or 0)
+        per_bucket[index].add(n, int(t), e, f, lat)
+        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat)
     starts = [datetime.fromtimestamp((first + 1 + i) * bucket, now.tzinfo) for i in range(count)]
     return Stats([_label(s, bucket) for s in starts], groups, overall, per_group, per_bucket, per_bucket_group)
 
@@ -192,8 +203,22 @@ async def recent_rows(
     """The newest rows matching the filters (``before``: only rows with a smaller id, for paging)."""
     stmt = select(*(getattr(c, name) for name in RECENT_COLUMNS))
     stmt = filters.where(stmt, utcnow())
-    if before is not None:
-        stmt = stmt.where(c.id < before)
+    if before is not None:  # an id column holds 64 bits: a page link with more digits than that means "all"
+        stmt = stmt.where(c.id < min(max(before, -_INT64), _INT64))
     stmt = stmt.order_by(c.id.desc()).limit(limit)
     async with database.engine.connect() as conn:
-        return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+        return [_shown(dict(row)) for row in (await conn.execute(stmt)).mappings()]
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the page and the CSV show it: numbers no check would let in (written before there were
+    checks, or by hand; SQLite even keeps text in an INTEGER column) are shown as missing."""
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        row[name] = valid_count(row[name], MAX_TOTAL)
+    for name in ("latency_ms", "ttft_ms"):
+        value = row[name]
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _MAX_MS
+        row[name] = value if ok else None
+    for name in ("status", "fallbacks"):
+        row[name] = row[name] if type(row[name]) is int else 0
+    return row

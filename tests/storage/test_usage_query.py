@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gateway.storage import Database, UsageRecord, UsageWriter
 from gateway.storage.sql import epoch_bucket, floor_int
 from gateway.storage.tables import utcnow
+from tests.storage.conftest import Backend
 from web.usage_query import RANGES, Filters, recent_rows, usage_stats
 
 
@@ -118,3 +119,25 @@ def test_portable_expressions_compile_per_dialect() -> None:
     assert "EXTRACT(EPOCH FROM t)" in pg and "/ 1800" in pg and "CAST(floor(x * " in pg
     with pytest.raises(ValueError):
         epoch_bucket(literal_column("t"), 0)
+
+
+async def test_no_stored_value_breaks_the_page_queries(db: Database, backend: Backend) -> None:
+    # Rows written before there were checks, or by hand: the largest counts each column holds (two of 2**63-1
+    # overflowed SQLite's sum()), negatives, and latencies that are not any (ln of them fails on PostgreSQL).
+    top = 2**63 - 1 if backend.name == "sqlite" else 2**31 - 1
+    insert = (
+        "INSERT INTO usage (request_id, created_at, endpoint, requested_model, agent, fallbacks, status,"
+        " prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed) VALUES (:id, :at,"
+        " 'chat/completions', 'm', 'a', 0, 200, :t, :t, :t, :ms, false)"
+    )
+    at = utcnow() - timedelta(minutes=5)
+    for i, (tokens, ms) in enumerate([(top, 5.0), (top, -1.0), (-1998671, 1e300), (5, 20.0), (None, 0.0)]):
+        backend.execute(insert, {"id": f"s{i}", "at": at, "t": tokens, "ms": ms})
+    for filters in (Filters(range="1h"), Filters(range="24h", by="model"), Filters(range="7d", key="9" * 40)):
+        stats = await usage_stats(db, filters, {})
+        want = 0 if filters.key else 5
+        assert stats.overall.requests == want and stats.overall.tokens == (5 if want else 0)
+        assert stats.overall.percentile(0.99) is None or stats.overall.percentile(0.99) < 30
+    recent = await recent_rows(db, Filters(range="1h"), before=2**70)
+    assert [r["total_tokens"] for r in recent] == [None, 5, None, None, None]
+    assert [r["latency_ms"] for r in recent] == [0.0, 20.0, None, None, 5.0]

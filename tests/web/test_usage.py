@@ -83,6 +83,35 @@ def test_csv_cells_cannot_become_formulas(client: WebClient, web_server: Gateway
     assert "'=HYPERLINK" in text
 
 
+def test_no_stored_value_breaks_the_page_or_the_csv(client: WebClient, web_server: GatewayServer) -> None:
+    # Two rows of 2**63-1 made GET /usage answer 500 for every range (SQLite's sum() overflowed); negatives,
+    # text in an INTEGER column and impossible latencies were stored too, by a gateway without checks or by hand.
+    fill_usage(web_server.db_path, 20)
+    top = 2**63 - 1
+    hostile = [
+        (top, top, top, 5.0, 200),
+        (top, top, top, -1.0, 200),
+        (-1998674, 3, -1998671, 1e300, 200),
+        ("lots", "x", "many", "slow", "teapot"),
+    ]
+    with sqlite3.connect(web_server.db_path) as db:
+        db.executemany(
+            "INSERT INTO usage (request_id, created_at, endpoint, requested_model, agent, fallbacks, status,"
+            " prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed) VALUES (?, datetime('now'),"
+            " 'chat/completions', 'm', 'hostile', 0, ?, ?, ?, ?, ?, 0)",
+            [(f"h{i}", status, p, c, t, ms) for i, (p, c, t, ms, status) in enumerate(hostile)],
+        )
+    for params in ({}, {"range": "1h", "by": "model"}, {"agent": "hostile"}, {"key": "9" * 40}, {"before": "9" * 30}):
+        page = client.get("/usage", params=params)
+        assert page.status_code == 200, (params, page.text[:300])
+        assert "-1,998" not in page.text and "9,223,372" not in page.text
+    assert '<dd id="total-requests">4</dd>' in client.get("/usage", params={"agent": "hostile"}).text
+    export = client.get("/usage.csv", params={"agent": "hostile"})
+    assert export.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert len(rows) == 4 and {r["total_tokens"] for r in rows} == {""}
+
+
 def test_percentiles_from_the_histogram() -> None:
     totals = Totals()
     for latency in [10.0] * 50 + [100.0] * 45 + [1000.0] * 5:
