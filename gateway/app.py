@@ -63,20 +63,33 @@ async def health() -> Response[bytes]:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+# Usage rows waiting for the database longer than this turn /ready red: a commit takes milliseconds, and SQLite
+# waits 5 s for a lock before it gives up, so a few seconds more is an outage, or a writer that no longer writes.
+USAGE_HELD_LIMIT_S = 10.0
+
+
 @get("/ready")
 async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """Readiness: not shutting down, the database answers, and the default chain has a usable deployment
-    (its provider exists and lists the model, and it is not cooling down)."""
+    """Readiness: not shutting down, the database answers, the default chain has a usable deployment (its
+    provider exists and lists the model, and it is not cooling down), and usage rows are being stored (none has
+    waited longer than ``USAGE_HELD_LIMIT_S``). When not ready, ``reason`` says why in words."""
     checks: dict[str, Any] = {"accepting": not gateway.drain.stopping, "database": await gateway.database.ping()}
     default = gateway.routes.resolve("default")
     if default is not None:
         checks["default_chain"] = any(_usable(gateway, d) for d in default.chain)
+    held_for = gateway.usage.held_for
+    checks["usage_stored"] = held_for <= USAGE_HELD_LIMIT_S
     ok = all(checks.values())
-    return Response(
-        msgspec.json.encode({"status": "ready" if ok else "not ready", "checks": checks}),
-        status_code=200 if ok else 503,
-        media_type="application/json",
-    )
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+    if not ok:
+        reasons = {
+            "accepting": "the gateway is shutting down",
+            "database": "the database does not answer",
+            "default_chain": "no deployment of the default chain is usable",
+            "usage_stored": f"{gateway.usage.held} usage rows have waited {held_for:.0f} s for the database",
+        }
+        body["reason"] = "; ".join(reasons[name] for name, passed in checks.items() if not passed)
+    return Response(msgspec.json.encode(body), status_code=200 if ok else 503, media_type="application/json")
 
 
 @get("/metrics")

@@ -131,10 +131,11 @@ class Reloaded(msgspec.Struct, kw_only=True):
 
 
 class Readiness(msgspec.Struct, kw_only=True):
-    """``GET /ready``: 200 or 503 with the failing check."""
+    """``GET /ready``: 200 or 503 with the failing check, and then the ``reason`` in words."""
 
     status: str
     checks: dict[str, bool]
+    reason: str | None = None
 
 
 _DESCRIPTIONS = {

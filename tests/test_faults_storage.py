@@ -133,6 +133,47 @@ def test_database_locked_by_another_process(tmp_path: Path, upstream: FakeUpstre
     assert not [r for r in gateway.log_records() if r["level"] == "ERROR"]
 
 
+def readiness(gateway: ServeProcess) -> httpx.Response:
+    return httpx.get(gateway.base + "/ready", timeout=10)
+
+
+def wait_ready(gateway: ServeProcess, status: int, limit: float = 60.0) -> httpx.Response:
+    """Poll /ready until it answers ``status`` (at most ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    while (answer := readiness(gateway)).status_code != status and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return answer
+
+
+def test_ready_turns_red_while_rows_wait_for_the_database(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # The database answers reads (so its own check passes) but refuses writes: rows are held, and after a few
+    # seconds /ready says so, for a load balancer or an operator; once the rows are stored it is green again.
+    with ServeProcess(config(upstream), tmp_path / "gw") as gateway:
+        warm, _ = ask(gateway, streamed=False)
+        assert readiness(gateway).status_code == 200
+        locker = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, str(gateway.db_path), "120"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+            held, _ = ask(gateway, streamed=True)
+            red = wait_ready(gateway, 503)
+            assert red.status_code == 503, red.text
+            assert red.json()["checks"] == {
+                "accepting": True,
+                "database": True,
+                "default_chain": True,
+                "usage_stored": False,
+            }
+            assert "usage rows have waited" in red.json()["reason"]
+        finally:
+            locker.kill()  # the lock goes with the process
+            locker.wait()
+        assert wait_ready(gateway, 200).status_code == 200
+        rows = wait_stored(gateway.db_path, [warm, held])
+        assert_answered_rows(rows, [warm, held])
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB filesystem (tmpfs; the tests run as root) for the gateway's database."""

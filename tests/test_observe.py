@@ -119,12 +119,14 @@ def test_ready_follows_the_default_chain(
     base = gateway.url.removesuffix("/v1")
     ready = httpx.get(f"{base}/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"accepting": True, "database": True, "default_chain": True}}
+    checks = {"accepting": True, "database": True, "default_chain": True, "usage_stored": True}
+    assert ready.json() == {"status": "ready", "checks": checks}
     primary.set_default(Status(503))
     backup.set_default(Status(503))
     assert chat(gateway).status_code == 502  # both fail once: both cool down for 1 s
     not_ready = httpx.get(f"{base}/ready")
     assert not_ready.status_code == 503 and not_ready.json()["checks"]["default_chain"] is False
+    assert not_ready.json()["reason"] == "no deployment of the default chain is usable"
     m = metrics(gateway)
     assert m['minigate_deployments_cooling{provider="primary"}'] == 1
     assert m['minigate_deployments_cooling{provider="backup"}'] == 1
