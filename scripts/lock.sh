@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate the image's lock files: deploy/requirements-{cpu,cpu-convert,cuda,cuda-convert}.lock, and
-# deploy/requirements-cpu-convert-torchcpu.lock (the cpu-convert set with PyTorch's CPU-only torch).
+# Regenerate every lock file: the image's, deploy/requirements-{cpu,cpu-convert,cuda,cuda-convert}.lock and
+# deploy/requirements-cpu-convert-torchcpu.lock (the cpu-convert set with PyTorch's CPU-only torch), and the test
+# environment's (.ci/run), deploy/requirements-cpu-test.lock and deploy/requirements-cpu-test-torchcpu.lock.
 #
 #   bash scripts/lock.sh              after a change to pyproject.toml's dependencies: pins already in a lock stay
 #   bash scripts/lock.sh --upgrade    every package to its newest version that pyproject.toml allows
@@ -11,16 +12,21 @@
 # of each pin and resolves for a platform other than its own, so one run locks x86_64 and aarch64 from this
 # machine. The cpu locks are resolved for both and must come out the same (one file serves both); the cuda locks
 # are for x86_64 only (the CUDA build of onnxruntime-genai has no aarch64 wheel). No index URL is written into a
-# lock: the Dockerfile's PIP_INDEX_URL and friends decide where the files come from, the hashes decide what is
-# accepted.
+# lock: pip's settings (the Dockerfile's PIP_INDEX_URL and friends) decide where the files come from, the hashes
+# decide what is accepted.
 #
-# The torchcpu lock needs PyTorch's CPU-only wheel on disk: TORCH_CPU_WHEELS (default /opt/wheels) is a folder
+# The test lock (cpu-test: the test extra, which names the convert extra) is resolved with every pin of the
+# cpu-convert lock just written as a constraint, so the tests run with exactly the versions the image serves
+# with; only the test tools (pytest, ruff, mypy, playwright, ...) and what they alone need are its own.
+#
+# The torchcpu locks need PyTorch's CPU-only wheel on disk: TORCH_CPU_WHEELS (default /opt/wheels) is a folder
 # holding torch-VERSION+cpu-cp311-cp311-manylinux_2_28_x86_64.whl as PyTorch's CPU-only wheel index serves it
 # (`pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11
 # --index-url THAT-INDEX torch==VERSION+cpu`). uv resolves torch==VERSION+cpu from that folder (--find-links, not
 # written into the lock) and pins it to that file's sha256, x86_64 only; every other package is resolved from the
-# cpu-convert lock just written, never upgraded on its own, so both locks pin the same versions and hashes and
-# the torchcpu lock only lacks the CUDA packages that PyPI's torch depends on (tests/test_lock.py checks this).
+# base lock just written (cpu-convert, cpu-test), never upgraded on its own, so both locks pin the same versions
+# and hashes and the torchcpu lock only lacks the CUDA packages that PyPI's torch depends on (tests/test_lock.py
+# checks this).
 #
 # uv is a tool of this script only (UV=/path/to/uv to use your own): the pinned version is installed into a
 # cache folder with pip. Then run `pytest tests/test_lock*.py` (it installs the cpu and torchcpu locks and checks
@@ -55,8 +61,11 @@ compile() { # VARIANT PLATFORM OUTPUT [UV OPTION]...: resolve the variant for on
     --generate-hashes --no-emit-index-url --no-emit-find-links --python-version 3.11 --python-platform "$platform")
 }
 
-torch_cpu=$(python3 -c 'import sys; sys.path.insert(0, "deploy"); import lock_inputs; print(lock_inputs.TORCH_CPU_VARIANT)')
-# Before any lock is written: the CPU-only wheel that the torchcpu lock pins.
+lock_inputs() { # NAME: a constant of deploy/lock_inputs.py, a tuple's items separated by spaces
+  python3 -c "import sys; sys.path.insert(0, 'deploy'); import lock_inputs as l; v = l.$1; print(*v if isinstance(v, tuple) else [v])"
+}
+# Before any lock is written: the CPU-only wheel that the torchcpu locks pin (the same torch for each).
+torch_cpu=$(lock_inputs TORCH_CPU_VARIANT)
 pin=$(python3 deploy/lock_inputs.py "$torch_cpu" | grep -x 'torch==.*')
 wheels=("$torch_cpu_wheels/${pin/==/-}"-cp311-cp311-manylinux*_x86_64.whl)
 if [ ! -f "${wheels[0]}" ]; then
@@ -64,24 +73,34 @@ if [ ! -f "${wheels[0]}" ]; then
     "${pin/==/-}-cp311-cp311-manylinux*_x86_64.whl in $torch_cpu_wheels (set TORCH_CPU_WHEELS to the folder that holds it)" >&2
   exit 1
 fi
-for variant in $(python3 -c 'import sys; sys.path.insert(0, "deploy"); import lock_inputs; print(*lock_inputs.VARIANTS)'); do
+for variant in $(lock_inputs VARIANTS); do
   lock=deploy/requirements-$variant.lock
   python3 deploy/lock_inputs.py "$variant" >"$work/$variant.in"
+  base=$(python3 deploy/lock_inputs.py --base "$variant")
   accelerator=${variant%%-*}
   extra=${variant#"$accelerator"}
   extra=${extra#-}
   extra=${extra%-torchcpu}
   options=("${upgrade[@]}")
   args="MINIGATE_ACCELERATOR=$accelerator MINIGATE_EXTRAS=\"$extra\""
-  if [ "$variant" = "$torch_cpu" ]; then
-    # The cpu-convert set as just locked, with PyTorch's CPU-only torch from the wheel folder.
-    grep -v '^#' "deploy/requirements-cpu-convert.lock" >"$work/$variant.x86_64.txt"
+  torchcpu=
+  case "$variant" in *-torchcpu) torchcpu=1 ;; esac
+  if [ -n "$torchcpu" ]; then
+    # The base set as just locked, with PyTorch's CPU-only torch from the wheel folder.
+    grep -v '^#' "deploy/requirements-$base.lock" >"$work/$variant.x86_64.txt"
     options=(--find-links "$torch_cpu_wheels")
     args="$args MINIGATE_TORCH=cpu"
-  elif [ -f "$lock" ]; then
-    grep -v '^#' "$lock" >"$work/$variant.x86_64.txt"
+  else
+    [ -z "$extra" ] || args="$args MINIGATE_TORCH=pypi"
+    if [ -f "$lock" ]; then
+      grep -v '^#' "$lock" >"$work/$variant.x86_64.txt"
+    fi
+    if [ -n "$base" ]; then
+      # Every pin of the base lock just written, as a constraint: where the two overlap they pin alike.
+      grep -o '^[A-Za-z0-9][^ ;]*==[^ ;]*' "deploy/requirements-$base.lock" >"$work/$variant.constraints.txt"
+      options+=(--constraint "$variant.constraints.txt")
+    fi
   fi
-  [ -z "$extra" ] || [ "$variant" = "$torch_cpu" ] || args="$args MINIGATE_TORCH=pypi"
   compile "$variant" x86_64-manylinux_2_28 "$variant.x86_64.txt" "${options[@]}"
   arches=$(python3 deploy/lock_inputs.py --arches "$variant")
   if [ "$arches" = "x86_64 aarch64" ]; then
@@ -92,7 +111,7 @@ for variant in $(python3 -c 'import sys; sys.path.insert(0, "deploy"); import lo
       echo "$variant: aarch64 resolves differently from x86_64; one lock cannot serve both" >&2
       exit 1
     fi
-  elif [ "$variant" = "$torch_cpu" ]; then
+  elif [ -n "$torchcpu" ]; then
     platforms="Linux x86_64 only (torch: the sha256 of ${wheels[0]##*/}, as PyTorch's CPU-only wheel index serves it)"
   else
     platforms="Linux x86_64 only (onnxruntime-genai-cuda has no aarch64 wheel)"
@@ -102,18 +121,29 @@ for variant in $(python3 -c 'import sys; sys.path.insert(0, "deploy"); import lo
     exit 1
   fi
   {
-    echo "# $lock: every Python package of the minigate image built with"
+    if [ "$extra" = test ]; then
+      echo "# $lock: every Python package of the test environment (.ci/run) installed with"
+    else
+      echo "# $lock: every Python package of the minigate image built with"
+    fi
     echo "# $args, pinned, with the sha256 of each of its files."
     echo "# Do not edit: \`bash scripts/lock.sh\` writes it (uv pip compile --generate-hashes) from"
     echo "# \`python3 deploy/lock_inputs.py $variant\`, named \"-r $variant.in\" below."
     echo "# CPython 3.11 on $platforms."
-    if [ "$variant" = "$torch_cpu" ]; then
-      echo "# It is requirements-cpu-convert.lock with PyTorch's CPU-only build of torch, which is not on PyPI, in place"
-      echo "# of PyPI's, and without the CUDA packages (nvidia-*, cuda-*, triton) that only PyPI's torch needs: the build"
+    if [ -n "$torchcpu" ]; then
+      echo "# It is requirements-$base.lock with PyTorch's CPU-only build of torch, which is not on PyPI, in place"
+      echo "# of PyPI's, and without the CUDA packages (nvidia-*, cuda-*, triton) that only PyPI's torch needs: the install"
       echo "# needs PIP_EXTRA_INDEX_URL set to PyTorch's CPU-only wheel index or PIP_FIND_LINKS to a folder with that file."
+    elif [ -n "$base" ]; then
+      echo "# Every package that requirements-$base.lock pins is pinned here alike: the tests run what the image serves."
     fi
-    echo "# The Dockerfile (deploy/install.sh) installs it with \`pip install --require-hashes --no-deps\`, then"
-    echo "# minigate itself with --no-deps --no-build-isolation --no-index, so nothing outside this file is installed."
+    if [ "$extra" = test ]; then
+      echo "# .ci/run (deploy/install.sh) installs it with \`pip install --require-hashes --no-deps\`, then minigate"
+      echo "# itself, editable, with --no-deps --no-build-isolation --no-index, so nothing outside this file is installed."
+    else
+      echo "# The Dockerfile (deploy/install.sh) installs it with \`pip install --require-hashes --no-deps\`, then"
+      echo "# minigate itself with --no-deps --no-build-isolation --no-index, so nothing outside this file is installed."
+    fi
     cat "$work/$variant.x86_64.txt"
   } >"$lock"
   echo "$lock: $(grep -c '^[a-z]' "$lock") packages"

@@ -1,4 +1,4 @@
-"""Reading the image's lock files (deploy/requirements-*.lock), shared by tests/test_lock.py and test_lock_install.py.
+"""Reading the lock files (deploy/requirements-*.lock), shared by tests/test_lock.py and test_lock_install.py.
 
 The lock inputs come from deploy/lock_inputs.py (loaded by path: deploy/ is not a package), the locks are parsed
 strictly (exact pins with sha256 hashes, nothing else), and pip is run against its default index only.
@@ -18,6 +18,7 @@ __all__ = [
     "CUDA_ONLY",
     "ROOT",
     "TORCH_CPU",
+    "TORCH_CPU_VARIANTS",
     "TORCH_CPU_WHEELS",
     "VARIANTS",
     "Pin",
@@ -35,6 +36,7 @@ _spec.loader.exec_module(lock_inputs)
 
 VARIANTS: tuple[str, ...] = lock_inputs.VARIANTS
 TORCH_CPU: str = lock_inputs.TORCH_CPU_VARIANT
+TORCH_CPU_VARIANTS: tuple[str, ...] = lock_inputs.TORCH_CPU_VARIANTS  # TORCH_CPU and the test environment's
 HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 TORCH_CPU_WHEELS = Path(os.environ.get("TORCH_CPU_WHEELS", "/opt/wheels"))
 # What PyPI's Linux torch needs and PyTorch's CPU-only build does not: NVIDIA's CUDA wheels and triton.

@@ -1,10 +1,11 @@
-"""The image's lock files (deploy/requirements-*.lock) install, with pip checking every file's sha256.
+"""The lock files (deploy/requirements-*.lock) install, with pip checking every file's sha256.
 
 No container engine runs here, so the image's builder stage is mirrored: the Dockerfile's builder COPY lines are
 copied into a temporary folder and its RUN lines run there into a temporary venv, with pip reaching only its
 default index (no local wheel folder or mirror), so the locked hashes are proven against the registry's files.
 That real install is the cpu lock (about 100 MB) and the torchcpu lock (PyTorch's CPU-only torch: about 1.5 GB
-installed, under a minute here); the other torch-sized locks are checked with `pip install --dry-run --platform`:
+installed, under a minute here); .ci/run's install of the test lock is run for real too (in a copy of the
+source, minigate editable); the other torch-sized locks are checked with `pip install --dry-run --platform`:
 for x86_64 and aarch64, every pin must have a wheel for CPython 3.11 on Linux whose published sha256 is in the
 lock, and the metadata of those wheels must need nothing the lock lacks. What the lock files say is checked in
 tests/test_lock.py.
@@ -33,6 +34,7 @@ from tests.lock_helpers import (
     CUDA_ONLY,
     ROOT,
     TORCH_CPU,
+    TORCH_CPU_VARIANTS,
     VARIANTS,
     lock_inputs,
     parse_lock,
@@ -78,7 +80,9 @@ def test_the_cpu_only_torch_wheel_matches_its_pin(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"MINIGATE_EXTRAS": "test"}, "requirements-cpu-test.lock"),
+        ({"MINIGATE_EXTRAS": "docs"}, "requirements-cpu-docs.lock"),
+        ({"MINIGATE_EXTRAS": "test", "MINIGATE_ACCELERATOR": "cuda"}, "requirements-cuda-test.lock"),
+        ({"MINIGATE_EDITABLE": "yes"}, "MINIGATE_EDITABLE must be 1, 0 or empty"),
         ({"MINIGATE_TORCH": "rocm"}, "MINIGATE_TORCH must be pypi or cpu"),
         ({"MINIGATE_TORCH": "cpu", "MINIGATE_ACCELERATOR": "cuda"}, "locked for MINIGATE_ACCELERATOR=cpu on x86_64"),
     ],
@@ -216,6 +220,51 @@ def test_the_builder_stage_installs_the_lock(variant: str, tmp_path: Path) -> No
     assert refused.returncode != 0 and "DO NOT MATCH THE HASHES" in refused.stderr, refused.stderr
 
 
+def test_ci_installs_the_test_lock(tmp_path: Path) -> None:
+    """.ci/run's install line, for real on x86_64: the CPU-only torch, the test tools, minigate editable.
+
+    It runs in a copy of the source (an editable install writes its metadata there) with PIP_FIND_LINKS naming the
+    folder with PyTorch's CPU-only wheel, every other file from the registry; deploy/install.sh has run `pip
+    check` when it succeeds.
+    """
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    (line,) = [line for line in ci if "deploy/install.sh" in line and not line.startswith("#")]
+    src, venv = tmp_path / "src", tmp_path / "venv"
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.pyc", "*.egg-info", "node_modules", ".*cache", ".hypothesis"
+    )
+    shutil.copytree(ROOT, src, ignore=ignore)
+    env = registry_env(PIP_FIND_LINKS=str(torch_cpu_wheel().parent), PYTHON=shutil.which("python3") or "python3")
+    command = line.replace("$torch", "cpu").replace(".venv", str(venv))
+    result = subprocess.run(command, shell=True, cwd=src, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    lock = f"deploy/requirements-{lock_inputs.TEST_TORCH_CPU_VARIANT}.lock"
+    assert f"installed minigate from {lock}" in result.stdout, result.stdout
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    versions = {canonicalize_name(d["name"]): d["version"] for d in json.loads(installed.stdout)}
+    pins = parse_lock(ROOT / lock)
+    assert {name: versions.get(name) for name in pins} == {name: pin.version for name, pin in pins.items()}
+    assert set(versions) - set(pins) == {"minigate", "pip"}, set(versions) - set(pins)
+    assert versions["torch"].endswith("+cpu") and not any(CUDA_ONLY.fullmatch(name) for name in versions)
+    # Editable: the copy's source is what runs, and the test tools are there.
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import gateway, pytest, hypothesis; print(gateway.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.stdout.strip() == str(src / "gateway" / "__init__.py"), probe.stdout + probe.stderr
+    assert subprocess.run([str(venv / "bin" / "minigate"), "--help"], env=env, capture_output=True).returncode == 0
+
+
 def _platforms(arch: str) -> list[str]:
     """pip's tags for --platform on Debian bookworm (glibc 2.36): pip does not widen a --platform by itself."""
     oldest = 5 if arch == "x86_64" else 17
@@ -248,7 +297,7 @@ def test_lock_installs_on_its_platform(variant: str, arch: str, tmp_path: Path) 
     path = lock_inputs.lock_path(variant)
     report = tmp_path / "report.json"
     # PyTorch's CPU-only torch is not on PyPI: a wheel folder, as the Dockerfile's PIP_FIND_LINKS would name it.
-    wheels = {"PIP_FIND_LINKS": str(torch_cpu_wheel().parent)} if variant == TORCH_CPU else {}
+    wheels = {"PIP_FIND_LINKS": str(torch_cpu_wheel().parent)} if variant in TORCH_CPU_VARIANTS else {}
     result = subprocess.run(
         [
             sys.executable,
