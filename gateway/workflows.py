@@ -44,6 +44,7 @@ from gateway.observe import Trace, trace_of
 from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
 from gateway.streaming import serve_stream
+from gateway.tokens import token_counts
 from gateway.wire import ChatCompletionRequest, decode_json
 from gateway.workflow_steps import LLMInference, Workflow, sandbox
 from web.markdown import MarkdownRenderer
@@ -140,8 +141,10 @@ class Run:
             served = await serve_stream(call)
             assert served.stream is not None
             text, usage = await self._relay(served.stream)
-        for key in self.usage:
-            self.usage[key] += int((usage or {}).get(key) or 0)
+        counts, _ = token_counts(usage)  # checked already on the way out of the proxy; a plugin may change it
+        for key, value in counts.items():
+            if isinstance(value, int):
+                self.usage[key] += value
         answered = f"{served.headers.get('x-minigate-provider')}/{served.headers.get('x-minigate-model')}"
         self.steps[-1].update(model=answered, fallbacks=int(served.headers.get("x-minigate-fallbacks", 0)))
         return text

@@ -145,3 +145,33 @@ def test_token_counter_never_goes_backwards(gateway: GatewayServer, upstream: Fa
     ask(gateway, streamed=True)
     seen.append(metric(gateway, "minigate_tokens_total", labels))
     assert seen == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
+
+
+def test_a_workflow_sums_only_valid_counts(upstream: FakeUpstream, tmp_path: Path) -> None:
+    twice = {
+        "name": "twice",
+        "steps": [
+            {"type": "prompt_template", "template": "{{ input }}"},
+            {"type": "llm_inference", "model": "default"},
+            {"type": "llm_inference", "model": "default"},
+        ],
+        "triggers": [{"path": "/api/twice", "method": "POST"}],
+    }
+    config = {
+        "agents": {"defaults": {"model": {"primary": "up/m"}}},
+        "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
+        "workflows": [twice],
+    }
+    with GatewayServer(config, tmp_path / "gw") as gateway:
+        upstream.script(hostile.usage_answer({"prompt_tokens": "12", "completion_tokens": -3, "total_tokens": HUGE}))
+        answer = httpx.post(
+            f"http://127.0.0.1:{gateway.port}/api/twice", headers=AUTH, json={"input": "hi"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        # The first step's counts are all invalid; the second's ("Hello" in, "Hello from up" out) are real.
+        assert answer.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+        rows = gateway.wait_rows(2)
+        assert [(r["prompt_tokens"], r["completion_tokens"], r["total_tokens"]) for r in rows] == [
+            (None, None, None),
+            (1, 3, 4),
+        ]

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.storage.db import Database
 from gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
+from gateway.tokens import valid_count
 
 __all__ = [
     "ChainOverrideRow",
@@ -234,6 +235,9 @@ class ConversationStore:
             raise ValueError(f"cannot set {sorted(values.keys() - _MESSAGE_FIELDS)}")
         if values.get("hops") is not None:
             values["hops"] = msgspec.json.encode(values["hops"]).decode()
+        for name in ("prompt_tokens", "completion_tokens"):  # counts a database or a total cannot choke on
+            if name in values:
+                values[name] = valid_count(values[name])
         async with self._db.engine.begin() as conn:
             await conn.execute(update(_MSG).where(_MSG.c.id == message_id).values(**values))
 
