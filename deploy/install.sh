@@ -20,6 +20,10 @@
 # this script too.
 set -eu
 venv=${1:?usage: deploy/install.sh VENV [deps|minigate]}
+case "$venv" in
+  /*) ;;
+  *) venv=$PWD/$venv ;; # the last check runs from /
+esac
 step=${2:-all}
 accelerator=${MINIGATE_ACCELERATOR:-cpu}
 extras=${MINIGATE_EXTRAS-convert}

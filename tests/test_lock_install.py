@@ -229,13 +229,14 @@ def test_ci_installs_the_test_lock(tmp_path: Path) -> None:
     """
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     (line,) = [line for line in ci if "deploy/install.sh" in line and not line.startswith("#")]
-    src, venv = tmp_path / "src", tmp_path / "venv"
+    src = tmp_path / "src"
+    venv = src / ".venv"  # as .ci/run names it: relative to the source folder
     ignore = shutil.ignore_patterns(
         ".git", ".venv", "__pycache__", "*.pyc", "*.egg-info", "node_modules", ".*cache", ".hypothesis"
     )
     shutil.copytree(ROOT, src, ignore=ignore)
     env = registry_env(PIP_FIND_LINKS=str(torch_cpu_wheel().parent), PYTHON=shutil.which("python3") or "python3")
-    command = line.replace("$torch", "cpu").replace(".venv", str(venv))
+    command = line.replace("$torch", "cpu")
     result = subprocess.run(command, shell=True, cwd=src, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     lock = f"deploy/requirements-{lock_inputs.TEST_TORCH_CPU_VARIANT}.lock"
