@@ -31,7 +31,7 @@ from providers.base import (
 from providers.limits import UpstreamLimits, cut, read_capped
 from providers.netguard import guarded_connector
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
-from providers.sse import YIELD_EVERY, DataLines
+from providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
 
@@ -129,8 +129,8 @@ def _stream_status(error: dict[str, Any]) -> int:
 class _SSEStream(ChunkStream):
     """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``.
 
-    It yields to the event loop every :data:`~providers.sse.YIELD_EVERY` s: relaying bytes that are already
-    buffered never suspends otherwise, and a flood of tiny chunks would keep every other request waiting.
+    It pauses every :data:`~providers.sse.YIELD_EVERY` s of work (:func:`~providers.sse.pause`): relaying bytes
+    that are already buffered never suspends otherwise, and a flood of tiny chunks would keep everyone waiting.
     """
 
     def __init__(
@@ -172,10 +172,10 @@ class _SSEStream(ChunkStream):
                         finished = finished or any(c.get("finish_reason") for c in choices)
                     yield chunk
                     if clock() - suspended > YIELD_EVERY:
-                        await asyncio.sleep(0)
+                        await pause()
                         suspended = clock()
                 if clock() - suspended > YIELD_EVERY:  # a flood of lines that are not events
-                    await asyncio.sleep(0)
+                    await pause()
                     suspended = clock()
         except _NETWORK_ERRORS as err:
             raise _unavailable(self._provider, err, " mid-stream") from None
