@@ -348,6 +348,6 @@ def load_config(
         raise ConfigError([("", f"cannot read config file {str(file)!r}: {err.strerror}")]) from None
     try:
         raw = msgspec.json.decode(text)
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:  # bad UTF-8 is the latter before msgspec 0.23
         raise ConfigError([("", f"{file}: not valid JSON: {err}")]) from None
     return parse_config(raw, registry, base_dir=file.resolve().parent, source=str(file))

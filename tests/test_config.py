@@ -180,8 +180,9 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert "models.providers.backup.endpoint: not a URL" in refused.stderr
     assert "Traceback" not in refused.stderr
     broken = tmp_path / "broken.json"
-    broken.write_text("{not json")
-    result = run_cli("config", "check", str(broken))
-    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    for text in (b"{not json", b'{"agents": "caf\xe9"}'):  # not JSON; not UTF-8 (whichever error msgspec raises)
+        broken.write_bytes(text)
+        result = run_cli("config", "check", str(broken))
+        assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr
     missing = run_cli("config", "check", str(tmp_path / "absent.json"))
     assert missing.returncode == 2 and "cannot read config file" in missing.stderr
