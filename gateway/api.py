@@ -26,6 +26,7 @@ from gateway.wire import (
     ModelList,
     decode_request,
 )
+from gateway.writes import close_at_end, limit_writes
 from providers.base import Endpoint
 
 __all__ = ["v1_handlers"]
@@ -77,8 +78,9 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable
             watcher.cancel()
 
 
-def _respond(served: Served) -> Response[Any]:
+def _respond(request: Request[Any, Any, Any], served: Served) -> Response[Any]:
     if served.stream is not None:
+        close_at_end(request.scope, served.stream)  # however the response ends: the relay stores the row
         return Stream(served.stream, media_type="text/event-stream", headers={**served.headers, **_SSE_HEADERS})
     return Response(served.body, media_type="application/json", headers=served.headers)
 
@@ -89,11 +91,12 @@ async def _serve(
     key_id = await gateway.authenticate(request.headers.get("authorization"))
     parsed, raw = decode_request(await request.body(), struct)
     call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
+    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
     try:
         served = await _cancel_on_disconnect(request, (serve_stream if call.stream else serve_json)(call))
     except _ClientGone:
         return Response(b"", status_code=499)
-    return _respond(served)
+    return _respond(request, served)
 
 
 @post("/chat/completions", status_code=200)

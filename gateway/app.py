@@ -30,6 +30,7 @@ from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
 from gateway.runtime import Gateway
 from gateway.workflows import workflow_routes
+from gateway.writes import write_deadline
 from gateway.ws import ws_chat
 from providers.registry import ProviderRegistry, builtin_registry
 from web import WebState, apply_stored_overrides, web_routes
@@ -176,7 +177,9 @@ def create_app(
     )
     app.state.drain = drain
     # Outside Litestar's own exception handling, so every response (404s and 500s too) gets a request id; the
-    # body deadline inside it, so a slow upload's 408 is logged and counted like any other answer.
-    handler = body_deadline(app.asgi_handler, config.server.body_timeout)
+    # body deadline inside it, so a slow upload's 408 is logged and counted like any other answer. Writes get
+    # as long to make progress as the body got to arrive.
+    timeout = config.server.body_timeout
+    handler = write_deadline(body_deadline(app.asgi_handler, timeout), timeout)
     app.asgi_handler = observe(handler, gateway_metrics, drain, access_line)
     return app

@@ -1,4 +1,4 @@
-"""Deadlines for reading a request's headers and body, which uvicorn does not have.
+"""Deadlines for reading a request's headers and body, and for writing its answer, which uvicorn does not have.
 
 A client that trickles its headers or its body (or stops sending them: slow loris) would otherwise hold a
 connection, and once the headers are in a handler, for as long as it likes. :func:`header_deadline` gives
@@ -7,6 +7,10 @@ byte); past it the connection gets a 408 and is closed. :func:`body_deadline` wr
 ``receive`` so the whole body must arrive within ``server.body_timeout`` seconds of the request starting;
 past that the handler's read fails with a 408 in OpenAI's error shape and the connection is closed. Once the
 body is complete, ``receive`` is the server's own again (handlers wait on it for the client's disconnect).
+
+The same protocol shares its connection with the app (a :class:`gateway.writes.Link`) and aborts a connection
+whose writes make no progress for ``server.body_timeout`` seconds: a client that stops reading holds neither a
+connection nor the answer buffered for it for longer (:mod:`gateway.writes` bounds the writes themselves).
 
 A client that disconnects halfway through its body gets status 499 in the log and metrics (nobody is there to
 read an answer) instead of the framework's "500 client disconnected prematurely".
@@ -22,6 +26,7 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.errors import GatewayError, error_body
+from gateway.writes import LINK, Link, reset
 
 __all__ = ["BodyTimeout", "ClientLeft", "body_deadline", "header_deadline"]
 
@@ -79,7 +84,8 @@ def body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
 
 
 def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, with ``seconds`` for a request's headers to arrive (``http=`` of its Config).
+    """uvicorn's httptools protocol, with ``seconds`` for a request's headers to arrive (``http=`` of its Config),
+    and as long for a paused write to make progress (else the connection is aborted).
 
     What its parser refuses (a malformed request line, NUL in a header) is answered in OpenAI's error shape too.
     """
@@ -103,6 +109,8 @@ def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
 
     class HeaderDeadline(HttpToolsProtocol):
         timer: asyncio.TimerHandle | None = None
+        stall: asyncio.TimerHandle | None = None  # armed while writing is paused
+        link: Link | None = None
 
         def send_400_response(self, msg: str) -> None:
             # uvicorn's own answer to what its parser refuses is plain text; ours keeps OpenAI's error shape.
@@ -128,12 +136,41 @@ def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
                 self.transport.write(answer)
                 self.transport.close()
 
+        def _watch_writes(self, buffered: int) -> None:
+            self.stall = self.loop.call_later(seconds, self._check_writes, buffered)
+
+        def _check_writes(self, before: int) -> None:
+            self.stall = None
+            if not self.flow.write_paused:
+                return
+            buffered = self.transport.get_write_buffer_size()
+            if buffered < before:  # the client reads, if slowly: watch on
+                self._watch_writes(buffered)
+            else:
+                reset(self.transport)  # connection_lost tells the request it is gone
+
+        def _unwatch_writes(self) -> None:
+            if self.stall is not None:
+                self.stall.cancel()
+                self.stall = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self.stall is None:
+                self._watch_writes(self.transport.get_write_buffer_size())
+
+        def resume_writing(self) -> None:
+            self._unwatch_writes()
+            super().resume_writing()
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.link = Link(transport, self.flow)
             self._arm()  # a connection that sends nothing at all is held no longer than one sending slowly
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.scope["extensions"] = {LINK: {"link": self.link}}
             self._arm()
 
         def on_headers_complete(self) -> None:
@@ -142,6 +179,7 @@ def header_deadline(seconds: float) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._unwatch_writes()
             super().connection_lost(exc)
 
     return HeaderDeadline

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -94,10 +94,47 @@ async def serve_stream(call: Call) -> Served:
     # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
     call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
-    return Served(
-        call.headers(deployment, hops),
-        stream=_relay(call, deployment, hops, stream, iterator, buffered, ttft_ms),
-    )
+    relay = _relay(call, deployment, hops, stream, iterator, buffered, ttft_ms)
+    # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
+    # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
+    await anext(relay)
+    return Served(call.headers(deployment, hops), stream=relay)
+
+
+class _Deadline:
+    """The call's deadline for the relay: it cancels the relay's task only while the relay waits on the upstream.
+
+    While the relay is held at a ``yield`` (its consumer writes to the client) the deadline only marks itself
+    expired, and the relay ends with a 504 once resumed; a write that does not end is bounded where it is made
+    (``gateway.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the chunk.
+    """
+
+    __slots__ = ("_base", "_handle", "_task", "cancelled", "expired", "waiting")
+
+    def __init__(self, deadline: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task, self._base = task, task.cancelling()
+        self.waiting = self.expired = self.cancelled = False
+        delay = max(0.0, deadline - time.monotonic())
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self.waiting:
+            self.cancelled = True
+            self._task.cancel()
+
+    def took(self) -> bool:
+        """Whether the cancellation being handled is the deadline's own (then taken back)."""
+        if not self.cancelled:
+            return False
+        self.cancelled = False
+        return self._task.uncancel() <= self._base
+
+    def close(self) -> None:
+        """Disarm."""
+        self._handle.cancel()
 
 
 async def _relay(
@@ -108,11 +145,10 @@ async def _relay(
     iterator: AsyncIterator[dict[str, Any]],
     buffered: list[dict[str, Any]],
     ttft_ms: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     model = deployment.ref
     usage: Any = None
     status, error = 200, None
-    call.task = asyncio.current_task()
 
     def event(chunk: dict[str, Any]) -> bytes | None:
         nonlocal usage
@@ -128,17 +164,31 @@ async def _relay(
             chunk = call.hooks.chunk(call, deployment, chunk)
         return _event(chunk)
 
+    deadline: _Deadline | None = None
     try:
+        yield b""  # taken by serve_stream: from here on the finally below runs however the relay ends
+        call.task = asyncio.current_task()
         if call.cut:
             raise asyncio.CancelledError()  # cut before the first step: end like any other cut stream
-        async with asyncio.timeout(max(0.0, call.deadline - time.monotonic())):
+        deadline = _Deadline(call.deadline)
+        try:
             for chunk in buffered:
                 if (data := event(chunk)) is not None:
                     yield data
             buffered.clear()
+            deadline.waiting = True
             async for chunk in iterator:
+                deadline.waiting = False
                 if (data := event(chunk)) is not None:
                     yield data
+                    if deadline.expired:  # it passed while the client was being written to
+                        raise TimeoutError
+                deadline.waiting = True
+            deadline.waiting = False
+        except asyncio.CancelledError:
+            if not deadline.took():
+                raise
+            raise TimeoutError from None
     except ProviderError as err:
         status, error = (err.status if err.status >= 400 else 502), err.message
         call.health.failure(deployment.ref, err)
@@ -159,10 +209,14 @@ async def _relay(
             raise
         uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
         yield _event(error_body(f"The answer was cut off: {SHUTDOWN}.", "server_error", None, "server_shutting_down"))
-    except GeneratorExit:
+    except GeneratorExit:  # closed by its consumer, which will not read on: the client left or stopped reading
         status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
+        if not call.cut and time.monotonic() >= call.deadline:
+            status, error = 504, "the request's deadline passed while the client was not reading"
         raise
     finally:
+        if deadline is not None:
+            deadline.close()
         call.gateway.drain.discard(call)
         with anyio.CancelScope(shield=True):
             await stream.aclose()

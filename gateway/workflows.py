@@ -47,6 +47,7 @@ from gateway.streaming import serve_stream
 from gateway.tokens import token_counts
 from gateway.wire import ChatCompletionRequest, decode_json
 from gateway.workflow_steps import LLMInference, Workflow, sandbox
+from gateway.writes import close_at_end
 from web.markdown import MarkdownRenderer
 
 __all__ = ["Run", "workflow_routes"]
@@ -216,7 +217,7 @@ def _sse_json(data: bytes) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-async def _sse(run: Run) -> AsyncIterator[bytes]:
+async def _sse(run: Run) -> AsyncGenerator[bytes, None]:
     """The streamed answer: the steps run in a task that feeds a small queue (a slow reader slows the steps)."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(64)
     run.emit = queue.put
@@ -300,7 +301,9 @@ def _handler(name: str, path: str, method: Literal["GET", "POST", "PUT"], index:
         variables = await _variables(request)
         run = Run(gateway, tools, workflow, variables, key_id, trace_of(request.scope))
         if _wants_stream(request, variables):
-            return Stream(_sse(run), media_type="text/event-stream", headers=_SSE_HEADERS)
+            stream = _sse(run)
+            close_at_end(request.scope, stream)  # a failed write leaves it suspended: its steps end with it
+            return Stream(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
         result = await _unless_client_leaves(request, run.execute())
         if result is None:
             return Response(b"", status_code=499)

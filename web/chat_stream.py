@@ -159,7 +159,7 @@ async def stream_answer(
                             yield ServerSentEvent(data=f"{opening}{escape(piece)}</hx-partial>")
             finally:
                 with anyio.CancelScope(shield=True):
-                    await served.stream.aclose()  # type: ignore[attr-defined]
+                    await served.stream.aclose()
     except (asyncio.CancelledError, GeneratorExit):
         answer.status = "stopped"
         raise

@@ -16,7 +16,7 @@ from aiohttp import web
 from tests.fakes import wire
 from tests.fakes.behaviours import Custom, Reply
 
-__all__ = ["Tally", "flood", "giant_error", "gzip_bomb", "huge_line", "sse_response", "usage_answer"]
+__all__ = ["Tally", "big_answer", "flood", "giant_error", "gzip_bomb", "huge_line", "sse_response", "usage_answer"]
 
 
 async def sse_response(request: web.Request, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -161,5 +161,16 @@ def usage_answer(usage: Any) -> Custom:
             frames.role() + frames.word(wire.dumps("Hello")) + frames.finish("stop") + frames.usage(usage) + wire.DONE
         )
         return response
+
+    return Custom(respond)
+
+
+def big_answer(size: int, tally: Tally | None = None) -> Custom:
+    """A JSON chat answer whose content is ``size`` bytes of "a", written as fast as the reader takes it (to fill
+    the gateway's buffers towards a client that does not read)."""
+
+    async def respond(request: web.Request, body: Any) -> web.StreamResponse:
+        head, tail = _BOMBS["json"][2:]
+        return await _send(request, 200, "application/json", _filled(head, size, tail), tally)
 
     return Custom(respond)
