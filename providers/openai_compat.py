@@ -1,7 +1,8 @@
 """Remote OpenAI-compatible providers (OpenAI itself, vLLM, Ollama, llama.cpp, another minigate).
 
 Bodies pass through unchanged apart from ``model``; the provider's own credentials are added here and nothing
-of the client's request headers is forwarded. Redirects are never followed.
+of the client's request headers is forwarded. Redirects are never followed. What the upstream sends is read under
+the section's ``limits`` (:mod:`providers.limits`); streams are parsed by :mod:`providers.sse`.
 
 The client is aiohttp's own: measured on a 2-core box (bench/bench_gateway.py), httpx on its aiohttp transport
 cost 670 us of gateway CPU per proxied request against 391 us for the bare aiohttp session, mostly in httpx's
