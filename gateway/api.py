@@ -14,8 +14,10 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import ModelNotFound
+from gateway.headers import header_values
 from gateway.observe import trace_of
 from gateway.proxy import Served, serve_json, start_call
+from gateway.routing import check_model_name
 from gateway.runtime import Gateway
 from gateway.streaming import serve_stream
 from gateway.wire import (
@@ -81,8 +83,9 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable
 def _respond(request: Request[Any, Any, Any], served: Served) -> Response[Any]:
     if served.stream is not None:
         close_at_end(request.scope, served.stream)  # however the response ends: the relay stores the row
-        return Stream(served.stream, media_type="text/event-stream", headers={**served.headers, **_SSE_HEADERS})
-    return Response(served.body, media_type="application/json", headers=served.headers)
+        headers = {**header_values(served.headers), **_SSE_HEADERS}
+        return Stream(served.stream, media_type="text/event-stream", headers=headers)
+    return Response(served.body, media_type="application/json", headers=header_values(served.headers))
 
 
 async def _serve(
@@ -131,7 +134,7 @@ async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[
     # The router decodes before matching, so ``/v1/models/%2F`` (the id "/") arrives here: it names no model.
     raw_path = bytes(request.scope.get("raw_path") or b"")
     if raw_path.rstrip(b"/") not in (b"", b"/v1/models"):
-        raise ModelNotFound(unquote(raw_path.decode("latin-1").removeprefix("/v1/models/")))
+        raise ModelNotFound(check_model_name(unquote(raw_path.decode("latin-1").removeprefix("/v1/models/"))))
     return Response(msgspec.json.encode(ModelList(data=_cards(gateway))), media_type="application/json")
 
 
@@ -141,7 +144,7 @@ async def get_model(
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/models/{id}`` (ids may contain slashes: ``provider/model``)."""
     await gateway.authenticate(request.headers.get("authorization"))
-    wanted = model_id.lstrip("/")
+    wanted = check_model_name(model_id.lstrip("/"))
     for card in _cards(gateway):
         if card.id == wanted:
             return Response(msgspec.json.encode(card), media_type="application/json")

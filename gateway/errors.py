@@ -22,6 +22,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
+from gateway.headers import header_values
+
 __all__ = [
     "AuthenticationFailed",
     "ChainFailed",
@@ -109,7 +111,8 @@ _STATUS_TYPES = {
 
 
 def _from_gateway(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    return Response(exc.encode(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+    headers = header_values(exc.headers)
+    return Response(exc.encode(), status_code=exc.status, media_type="application/json", headers=headers)
 
 
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -121,7 +124,8 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         message = "Request body too large."
     kind = _STATUS_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     body = msgspec.json.encode(error_body(message, kind, None, None))
-    return Response(body, status_code=status, media_type="application/json", headers=dict(exc.headers or {}))
+    headers = header_values(dict(exc.headers or {}))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -177,8 +177,8 @@ _OPERATIONS = {
     ("post", "/v1/chat/completions"): _Operation(ChatCompletion, _ROUTED, ChatCompletionRequest, stream=True),
     ("post", "/v1/completions"): _Operation(Completion, _ROUTED, CompletionRequest, stream=True),
     ("post", "/v1/embeddings"): _Operation(Embeddings, _ROUTED, EmbeddingRequest),
-    ("get", "/v1/models"): _Operation(ModelList, (*_V1, 404)),
-    ("get", "/v1/models/{model_id}"): _Operation(ModelCard, (*_V1, 404)),
+    ("get", "/v1/models"): _Operation(ModelList, (*_V1, 400, 404)),  # 400: an id that is no model name
+    ("get", "/v1/models/{model_id}"): _Operation(ModelCard, (*_V1, 400, 404)),
     ("get", "/admin/api/models"): _Operation(ProviderList, _ADMIN),
     ("post", "/admin/api/models/{provider}/{model}/{action}"): _Operation(
         ProviderView, _MODEL, params={"action": {"type": "string", "enum": ["load", "unload", "reload"]}}

@@ -24,7 +24,7 @@ from gateway.errors import GatewayError, ModelNotFound
 from gateway.health import HealthBook
 from gateway.observe import Trace, new_request_id
 from gateway.plugins import Pipeline, plugin_hooks
-from gateway.routing import Deployment, Route, RouteTable
+from gateway.routing import Deployment, Route, RouteTable, check_model_name
 from gateway.runtime import Gateway
 from gateway.storage import UsageRecord, UsageWriteError
 from gateway.tokens import TokenCounts, checked_usage, token_counts
@@ -194,6 +194,7 @@ def start_call(
     ``trace`` (the request wrapper's, see ``gateway.observe``) gives the call its request id and learns who
     answered. The x-request-id response header is added by that wrapper.
     """
+    check_model_name(parsed.model)  # before plugins, routing or any upstream see it
     routes = gateway.routes
     if (hooks := plugin_hooks(gateway.registry)) is not None:  # plugins see the request before it is routed
         parsed = hooks.request(endpoint, parsed, raw, key_id, trace.request_id if trace else None)

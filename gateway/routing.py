@@ -10,8 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import Config
+from gateway.errors import InvalidRequest
 
-__all__ = ["Deployment", "Route", "RouteTable"]
+__all__ = ["MAX_MODEL_NAME", "Deployment", "Route", "RouteTable", "check_model_name"]
+
+MAX_MODEL_NAME = 256  # characters; OpenAI's own names are a few dozen
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if a client may ask for it: 1-256 printable characters (letters of any script, but no control,
+    format or separator characters other than the space); else a 400 naming the ``model`` parameter.
+
+    Names end up in headers, logs and the usage page: this keeps line breaks, NUL and invisible text out of
+    them, and is checked before anything is routed or called.
+    """
+    if 0 < len(name) <= MAX_MODEL_NAME and name.isprintable():
+        return name
+    raise InvalidRequest(
+        f"Invalid model name: it must be 1-{MAX_MODEL_NAME} printable characters, without control characters "
+        f"or line breaks (got {len(name)} characters).",
+        param="model",
+        code="invalid_model",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,31 @@
+"""Header values built from text that is not the gateway's own (model names, provider names from a config).
+
+A header value must be Latin-1 (else Litestar fails with a 500) and must not hold CR, LF or NUL (else uvicorn
+drops the response and the client gets an empty reply). :func:`header_value` percent-encodes, as UTF-8, every
+character outside printable ASCII and the ``%`` sign itself, so a plain ASCII name is sent unchanged and any
+other decodes back exactly (``urllib.parse.unquote``).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+__all__ = ["header_value", "header_values"]
+
+# Printable ASCII but "%": kept as they are (quote's own safe set, widened).
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(text: str) -> str:
+    """``text`` safe to send as a header value: percent-encoded where it is not printable ASCII."""
+    if text.isascii() and text.isprintable() and "%" not in text and text.strip(" ") == text:
+        return text
+    value = quote(text, safe=_SAFE, errors="surrogatepass")
+    core = value.strip(" ")  # a parser would drop spaces at the ends of a value
+    start = value.index(core) if core else len(value)
+    return "%20" * start + core + "%20" * (len(value) - start - len(core))
+
+
+def header_values(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with every value made safe by :func:`header_value`."""
+    return {name: header_value(value) for name, value in headers.items()}
