@@ -141,8 +141,9 @@ def test_sigterm_stops_local_model_workers(tmp_path: Path, default_models_dir: P
         worker = int(model["pid"])
         os.kill(worker, 0)  # the worker runs
         outcome = Outcome()
-        # A long answer: it runs past the 1 s grace period, so it is cut.
-        long_answer = {"max_tokens": 1500, "prompt": "Count from 1 to 1000, one number per line."}
+        # A long answer: it runs past the 1 s grace period, so it is cut. A story, not a count: the model ends a
+        # count after about 20 lines (under a second), but tells a story up to max_tokens (about 15 s here).
+        long_answer = {"max_tokens": 1500, "prompt": "Write a very long story about a dragon."}
         reader = threading.Thread(target=stream, args=(gateway.url, "default", outcome), kwargs=long_answer)
         reader.start()
         assert outcome.first.wait(60) and outcome.failure is None
