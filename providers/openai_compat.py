@@ -32,6 +32,7 @@ from providers.base import (
 from providers.limits import UpstreamLimits, cut, read_capped
 from providers.netguard import guarded_connector
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
+from providers.shape import answer_problem, chunk_problem
 from providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
@@ -102,12 +103,14 @@ def _unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUna
 
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+# Bad UTF-8 in JSON: a UnicodeDecodeError before msgspec 0.23, a DecodeError from 0.23 on.
+_JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 def _error_of(status: int, content: bytes) -> dict[str, Any]:
     try:
         data = msgspec.json.decode(content)
-    except msgspec.DecodeError:
+    except _JSON_ERRORS:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return dict(data["error"])
@@ -159,18 +162,16 @@ class _SSEStream(ChunkStream):
                         return
                     try:
                         chunk = decode(data)
-                    except msgspec.DecodeError:
+                    except _JSON_ERRORS:
                         raise self._malformed("malformed event in the upstream stream") from None
                     if not isinstance(chunk, dict):
                         continue
                     if "error" in chunk and "choices" not in chunk:
                         err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
                         raise UpstreamStatusError(_stream_status(err), self._error(err))
-                    choices = chunk.get("choices")
-                    if choices is not None:
-                        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
-                            raise self._malformed("an event's choices are not a list of objects")
-                        finished = finished or any(c.get("finish_reason") for c in choices)
+                    if problem := chunk_problem(chunk):
+                        raise self._malformed(f"malformed event in the upstream stream: {problem}")
+                    finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
                     yield chunk
                     if clock() - suspended > YIELD_EVERY:
                         await pause()
@@ -305,10 +306,12 @@ class OpenAIProvider(Provider):
             raise self.config.limits.exceeded(self.name, "max_body_bytes", "the upstream's answer")
         try:
             body = msgspec.json.decode(content)
-        except msgspec.DecodeError:
+        except _JSON_ERRORS:
             raise UpstreamUnavailable(f"{self.name}: answer is not JSON", code="upstream_malformed") from None
         if not isinstance(body, dict):
             raise UpstreamUnavailable(f"{self.name}: answer is not a JSON object", code="upstream_malformed")
+        if problem := answer_problem(request.endpoint, body):
+            raise UpstreamUnavailable(f"{self.name}: malformed answer: {problem}", code="upstream_malformed")
         return body
 
     async def open_stream(self, request: ProviderRequest) -> ChunkStream:

@@ -16,7 +16,17 @@ from aiohttp import web
 from tests.fakes import wire
 from tests.fakes.behaviours import Custom, Reply
 
-__all__ = ["Tally", "big_answer", "flood", "giant_error", "gzip_bomb", "huge_line", "sse_response", "usage_answer"]
+__all__ = [
+    "Tally",
+    "big_answer",
+    "flood",
+    "giant_error",
+    "gzip_bomb",
+    "huge_line",
+    "shaped",
+    "sse_response",
+    "usage_answer",
+]
 
 
 async def sse_response(request: web.Request, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -172,5 +182,20 @@ def big_answer(size: int, tally: Tally | None = None) -> Custom:
     async def respond(request: web.Request, body: Any) -> web.StreamResponse:
         head, tail = _BOMBS["json"][2:]
         return await _send(request, 200, "application/json", _filled(head, size, tail), tally)
+
+    return Custom(respond)
+
+
+def shaped(answer: Any, chunks: list[Any]) -> Custom:
+    """An answer of any shape: ``answer`` as the JSON body of a plain request, ``chunks`` as the ``data:`` events
+    of a streamed one (each JSON-encoded, then ``[DONE]``): choices that are strings, deltas that are lists,
+    content that is a number."""
+
+    async def respond(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if not body.get("stream"):
+            return web.Response(body=wire.dumps(answer), content_type=wire.JSON)
+        response: web.StreamResponse = await sse_response(request)
+        await response.write(b"".join(b"data: " + wire.dumps(chunk) + b"\n\n" for chunk in chunks) + wire.DONE)
+        return response
 
     return Custom(respond)
