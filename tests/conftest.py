@@ -26,6 +26,32 @@ def backup() -> Iterator[FakeUpstream]:
         yield fake
 
 
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """One upstream named "up", without a key."""
+    with FakeUpstream("up") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
+    """The two upstreams of :func:`two_provider_config`, shared by a module's gateways."""
+    with (
+        FakeUpstream("primary", api_key="primary-key") as primary,
+        FakeUpstream("backup", api_key="backup-key") as backup,
+    ):
+        yield primary, backup
+
+
+def one_provider_config(upstream: FakeUpstream, **server: Any) -> dict[str, Any]:
+    """Agent ``defaults`` = ``up/m`` on the one upstream (10 s timeout); ``server`` settings as given."""
+    return {
+        "agents": {"defaults": {"model": {"primary": "up/m"}}},
+        "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
+        "server": server,
+    }
+
+
 def two_provider_config(primary: FakeUpstream, backup: FakeUpstream, **router: Any) -> dict[str, Any]:
     """The seed format: agent ``defaults`` = primary/gpt-4o-mini then backup/llama3-8b; ``coder`` reversed."""
     return {

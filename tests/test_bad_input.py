@@ -32,16 +32,6 @@ HEADERS = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
-    """The two fake upstreams, shared by the module's gateway."""
-    with (
-        FakeUpstream("primary", api_key="primary-key") as primary,
-        FakeUpstream("backup", api_key="backup-key") as backup,
-    ):
-        yield primary, backup
-
-
 def _config(upstreams: tuple[FakeUpstream, FakeUpstream]) -> dict[str, Any]:
     config = two_provider_config(*upstreams)
     config["server"] = {"body_timeout": BODY_TIMEOUT, "shutdown_grace": 20}

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import one_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.gateway_server import ADMIN_KEY
 from tests.serve_process import ServeProcess
@@ -40,20 +41,6 @@ print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 db.execute("COMMIT")
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream("up") as fake:
-        yield fake
-
-
-def config(upstream: FakeUpstream, **server: Any) -> dict[str, Any]:
-    return {
-        "agents": {"defaults": {"model": {"primary": "up/m"}}},
-        "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
-        "server": server,
-    }
 
 
 def ask(gateway: ServeProcess, streamed: bool) -> tuple[str, float]:
@@ -103,7 +90,7 @@ def test_database_locked_by_another_process(tmp_path: Path, upstream: FakeUpstre
     # Another process holds the write lock for 8 s, longer than SQLite's 5 s busy timeout. Requests are still
     # answered (the first one waits at most the writer's 2 s for its commit, the next ones not at all), their
     # rows are kept in memory and stored once the lock goes, and the outage is logged when it starts and ends.
-    with ServeProcess(config(upstream), tmp_path / "gw") as gateway:
+    with ServeProcess(one_provider_config(upstream), tmp_path / "gw") as gateway:
         warm, _ = ask(gateway, streamed=False)
         locker = subprocess.Popen(
             [sys.executable, "-c", _LOCKER, str(gateway.db_path), "8"], stdout=subprocess.PIPE, text=True
@@ -148,7 +135,7 @@ def wait_ready(gateway: ServeProcess, status: int, limit: float = 60.0) -> httpx
 def test_ready_turns_red_while_rows_wait_for_the_database(tmp_path: Path, upstream: FakeUpstream) -> None:
     # The database answers reads (so its own check passes) but refuses writes: rows are held, and after a few
     # seconds /ready says so, for a load balancer or an operator; once the rows are stored it is green again.
-    with ServeProcess(config(upstream), tmp_path / "gw") as gateway:
+    with ServeProcess(one_provider_config(upstream), tmp_path / "gw") as gateway:
         warm, _ = ask(gateway, streamed=False)
         assert readiness(gateway).status_code == 200
         locker = subprocess.Popen(
@@ -213,7 +200,7 @@ def metric(gateway: ServeProcess, name: str) -> float:
 
 
 def test_disk_full_keeps_rows_then_reports(tmp_path: Path, upstream: FakeUpstream, small_disk: Path) -> None:
-    gateway = ServeProcess(config(upstream, data_dir=str(small_disk)), tmp_path / "gw")
+    gateway = ServeProcess(one_provider_config(upstream, data_dir=str(small_disk)), tmp_path / "gw")
     db_path = small_disk / "minigate.db"
     with gateway:
         warm, _ = ask(gateway, streamed=False)
@@ -251,7 +238,7 @@ def test_disk_full_keeps_rows_then_reports(tmp_path: Path, upstream: FakeUpstrea
 
 def test_kill_9_under_load_keeps_answered_rows(tmp_path: Path, upstream: FakeUpstream) -> None:
     upstream.set_default(Reply(chunks=6, interval=0.01))
-    gateway = ServeProcess(config(upstream), tmp_path / "gw").start()
+    gateway = ServeProcess(one_provider_config(upstream), tmp_path / "gw").start()
     answered: list[str] = []
     failed: list[BaseException] = []
     stop = threading.Event()

@@ -35,16 +35,6 @@ BOUND = 20.0  # seconds: far above any deadline here, far below a hang
 FLOOD = 300_000  # chunks of about 90 bytes: outlasts every test, however large the socket buffers
 
 
-@pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
-    """The two fake upstreams, shared by the module's gateways."""
-    with (
-        FakeUpstream("primary", api_key="primary-key") as primary,
-        FakeUpstream("backup", api_key="backup-key") as backup,
-    ):
-        yield primary, backup
-
-
 @pytest.fixture
 def serve(upstreams: tuple[FakeUpstream, FakeUpstream], tmp_path: Path) -> Iterator[Any]:
     """Start a gateway with ``router.timeout`` and ``server.body_timeout``; stopped at the end of the test."""

@@ -7,14 +7,14 @@ the log."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
+from tests.conftest import one_provider_config
 from tests.fakes import hostile
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY, GatewayServer
@@ -50,19 +50,8 @@ CHUNKS: dict[str, Any] = {
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream("up") as fake:
-        yield fake
-
-
-@pytest.fixture
-def gateway(upstream: FakeUpstream, tmp_path: Path) -> Iterator[GatewayServer]:
-    config = {
-        "agents": {"defaults": {"model": {"primary": "up/m"}}},
-        "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
-    }
-    with GatewayServer(config, tmp_path / "gw") as server:
-        yield server
+def gateway(gateway_factory: Callable[..., GatewayServer], upstream: FakeUpstream) -> GatewayServer:
+    return gateway_factory(one_provider_config(upstream))
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import one_provider_config
 from tests.fakes import hostile
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY, GatewayServer
@@ -40,19 +41,8 @@ FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream("up") as fake:
-        yield fake
-
-
-@pytest.fixture
-def gateway(upstream: FakeUpstream, tmp_path: Path) -> Iterator[GatewayServer]:
-    config = {
-        "agents": {"defaults": {"model": {"primary": "up/m"}}},
-        "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
-    }
-    with GatewayServer(config, tmp_path / "gw") as server:
-        yield server
+def gateway(gateway_factory: Callable[..., GatewayServer], upstream: FakeUpstream) -> GatewayServer:
+    return gateway_factory(one_provider_config(upstream))
 
 
 def ask(gateway: GatewayServer, streamed: bool) -> tuple[str, dict[str, Any] | None]:
