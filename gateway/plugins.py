@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.hookspecs import HOOKS, Event, PluginAPI, Rejected, UILink, hook_problem
 from gateway.workflow_steps import StepRegistry
 from providers.base import ProviderError
 from providers.registry import ProviderRegistry
@@ -71,7 +72,6 @@ ENTRY_POINT_GROUP = "minigate.plugins"
 BUILTIN_PLUGINS = {"builtin-providers": "providers.builtins", "builtin-steps": "gateway.workflow_steps"}
 
 Policy = Literal["reject", "skip"]
-Stage = Literal["request", "upstream", "response", "chunk"]
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -89,62 +89,6 @@ class PluginsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entry_points: bool = True  # load every installed package's minigate.plugins entry points
     on_error: Policy = "reject"
     settings: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
-
-
-class Rejected(Exception):
-    """Raised by a ``process`` hook to refuse a request or an answer; the client gets ``status`` and ``message``."""
-
-    def __init__(self, message: str, *, status: int = 400, code: str = "rejected_by_plugin") -> None:
-        super().__init__(message)
-        self.message, self.status, self.code = message, status, code
-
-
-@dataclass(slots=True)
-class Event:
-    """What a ``process`` hook sees. Change ``body`` in place or assign a new dict; never mutate nested values of
-    a ``request`` or ``upstream`` body in place (they are shared with the other deployments): replace them."""
-
-    stage: Stage  # "request" (before routing), "upstream" (leaving for one deployment), "response", "chunk"
-    endpoint: str  # "chat/completions", "completions" or "embeddings"
-    body: dict[str, Any]
-    request_id: str | None
-    key_id: int | None  # the API key's id (None for the bootstrap admin key)
-    deployment: str | None = None  # "provider/model", except before routing
-    provider_type: str | None = None  # that provider's type: "openai", "onnxruntime-genai", "fake", ...
-
-
-@dataclass(frozen=True, slots=True)
-class UILink:
-    """A link a plugin adds to the web UI's navigation (shown to admins)."""
-
-    label: str
-    href: str
-
-
-class PluginAPI:
-    """What ``init`` gets: the plugin's options and the registries it may add to.
-
-    Registrations take effect only when ``init`` returns, so a plugin that raises leaves nothing behind.
-    """
-
-    def __init__(self, name: str, config: dict[str, Any]) -> None:
-        self.name = name
-        self.config = config  # plugins.settings.NAME.options
-        self.log = logging.getLogger(f"minigate.plugins.{name}")
-        self.providers = ProviderRegistry()  # .register(ProviderType(...)); see providers.registry
-        self.steps = StepRegistry()  # .register(MyStep); see gateway.workflow_steps
-        self.routes: list[Any] = []
-        self.links: list[UILink] = []
-
-    def add_route(self, *handlers: Any) -> None:
-        """Mount Litestar route handlers (or routers) on the app."""
-        self.routes.extend(handlers)
-
-    def add_link(self, label: str, href: str) -> None:
-        """Add a link to the web UI's navigation; ``href`` is a path on this gateway."""
-        if not href.startswith("/") or href.startswith("//"):
-            raise ValueError(f"a UI link must be a path on the gateway, not {href!r}")
-        self.links.append(UILink(label, href))
 
 
 @dataclass(slots=True)
@@ -335,18 +279,18 @@ class Extensions(ProviderRegistry):
         init = getattr(target, "init", None)
         api = PluginAPI(name, options)
         if init is not None:
+            if (problem := hook_problem("init", init)) is not None:
+                return f"{source}: {problem}"
             try:
                 init(api)
             except Exception as err:
                 return f"plugin {name!r} ({source}) failed in init: {type(err).__name__}: {err}"
         # Read after init: a class plugin may set its process hook to None when its options leave nothing to do,
-        # and the request path then stays free of it.
-        hooks = {hook: getattr(target, hook, None) for hook in ("process", "shutdown")}
+        # and the request path then stays free of it. Each hook is checked against its spec in gateway.hookspecs.
+        hooks = {hook: getattr(target, hook, None) for hook in HOOKS if hook != "init"}
         for hook, fn in hooks.items():
-            if fn is not None and not callable(fn):
-                return f"{source}: {hook} is not a function"
-        if hooks["process"] is not None and inspect.iscoroutinefunction(hooks["process"]):
-            return f"{source}: process must be a plain function (it runs for every stream chunk)"
+            if fn is not None and (problem := hook_problem(hook, fn)) is not None:
+                return f"{source}: {problem}"
         clashes = [f"provider type {t!r}" for t in api.providers.types if t in self.types]
         clashes += [f"step type {s!r}" for s in api.steps.types if s in self.steps.types]
         if clashes:
