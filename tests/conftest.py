@@ -1,4 +1,16 @@
-"""Shared fixtures: fake upstreams on loopback and a factory for real gateway servers."""
+"""Shared fixtures: fake upstreams on loopback, and gateways in process (fast) or as real servers.
+
+Two layers:
+
+- **fast** (``pytest -m fast``, under a minute): unit tests, and tests of the HTTP edge against the real app in
+  process (:mod:`tests.inprocess`, fixtures ``inprocess_factory`` and ``inprocess_gateway``). A test using those
+  fixtures is marked ``fast`` here; a module with no server says ``pytestmark = pytest.mark.fast``.
+- **end to end** (the rest): a real gateway on a socket (``gateway_factory``, ``gateway``; ``minigate serve`` in
+  tests/serve_process.py), where the socket matters: streaming deadlines, disconnects, slow clients, signals,
+  kill -9, browsers, the process.
+
+``pytest`` runs both; ``pytest -m "not fast"`` only the end-to-end layer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,20 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
+
+_IN_PROCESS = {"inprocess_factory", "inprocess_gateway"}
+_REAL_SERVER = {"gateway_factory"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of in-process gateways ``fast``; a ``fast`` test may not start a real gateway."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _IN_PROCESS:
+            item.add_marker(pytest.mark.fast)
+        if item.get_closest_marker("fast") and names & _REAL_SERVER:
+            raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a real gateway")
 
 
 @pytest.fixture
@@ -101,6 +127,29 @@ def gateway(
 ) -> GatewayServer:
     """A gateway over the two fake upstreams, with a short cooldown for tests."""
     return gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 0.5}))
+
+
+@pytest.fixture
+def inprocess_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessGateway]]:
+    """Start in-process gateways for configs (lifespan run); all are stopped at the end of the test."""
+    apps: list[InProcessGateway] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> InProcessGateway:
+        app = InProcessGateway(config, tmp_path / f"data{len(apps)}", env=env).start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop()
+
+
+@pytest.fixture
+def inprocess_gateway(
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
+) -> InProcessGateway:
+    """:func:`gateway` in process: the two fake upstreams, a short cooldown for tests."""
+    return inprocess_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 0.5}))
 
 
 def test_cache_dir() -> Path:

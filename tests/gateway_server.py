@@ -34,14 +34,51 @@ def free_port() -> int:
         return port
 
 
-class GatewayServer:
-    """Runs the gateway for ``config`` (a dict in the seed format) with its data in ``data_dir``."""
+class StoredGateway:
+    """A gateway for ``config`` (a dict in the seed format) with its data in ``data_dir``, and what it stored."""
 
     def __init__(self, config: dict[str, Any], data_dir: Path, env: dict[str, str] | None = None) -> None:
         raw = json.loads(json.dumps(config))
         raw.setdefault("server", {})["data_dir"] = str(data_dir)
         self.config: Config = parse_config(raw, builtin_registry(), env=env or {})
         self.data_dir = data_dir
+        self._sdk_clients: list[openai.OpenAI] = []
+
+    def _kept(self, client: openai.OpenAI) -> openai.OpenAI:
+        """``client``, closed (with its connections) when the gateway stops."""
+        self._sdk_clients.append(client)
+        return client
+
+    def _close_clients(self) -> None:
+        while self._sdk_clients:
+            self._sdk_clients.pop().close()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file the gateway writes."""
+        return self.data_dir / "minigate.db"
+
+    def rows(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Usage rows as stored, read through a connection of our own."""
+        with sqlite3.connect(self.db_path) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(f"SELECT * FROM usage WHERE {where} ORDER BY id", params)]
+
+    def wait_rows(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Usage rows once at least ``count`` exist (rows of cancelled requests land just after)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows()
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
+
+
+class GatewayServer(StoredGateway):
+    """Runs the gateway for ``config`` (a dict in the seed format) with its data in ``data_dir``."""
+
+    def __init__(self, config: dict[str, Any], data_dir: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(config, data_dir, env)
         self.port = free_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -50,11 +87,6 @@ class GatewayServer:
     def url(self) -> str:
         """Base URL of /v1."""
         return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite file the gateway writes."""
-        return self.data_dir / "minigate.db"
 
     def start(self) -> GatewayServer:
         """Start serving; returns once the server accepts connections."""
@@ -85,6 +117,7 @@ class GatewayServer:
 
     def stop(self) -> None:
         """Stop serving and wait for the lifespan to close everything."""
+        self._close_clients()
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(15)
@@ -98,19 +131,4 @@ class GatewayServer:
     def client(self, key: str = ADMIN_KEY, **kwargs: Any) -> openai.OpenAI:
         """The official SDK pointed at this gateway (no SDK retries: the gateway does the retrying)."""
         kwargs.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.url, api_key=key, **kwargs)
-
-    def rows(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        """Usage rows as stored, read through a connection of our own."""
-        with sqlite3.connect(self.db_path) as db:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute(f"SELECT * FROM usage WHERE {where} ORDER BY id", params)]
-
-    def wait_rows(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Usage rows once at least ``count`` exist (rows of cancelled requests land just after)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.rows()
-            if len(rows) >= count or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.02)
+        return self._kept(openai.OpenAI(base_url=self.url, api_key=key, **kwargs))

@@ -1,17 +1,17 @@
-"""End to end through a real gateway with the official openai SDK: the /v1 surface and pass-through."""
+"""The /v1 surface and pass-through, with the official openai SDK against the gateway in process."""
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 
 
-def test_chat_json_through_the_default_agent(gateway: GatewayServer, primary: FakeUpstream) -> None:
-    client = gateway.client()
+def test_chat_json_through_the_default_agent(inprocess_gateway: InProcessGateway, primary: FakeUpstream) -> None:
+    client = inprocess_gateway.client()
     raw = client.chat.completions.with_raw_response.create(
         model="default", messages=[{"role": "user", "content": "hello there"}]
     )
@@ -24,7 +24,7 @@ def test_chat_json_through_the_default_agent(gateway: GatewayServer, primary: Fa
     seen = primary.requests[-1]
     assert seen.headers["authorization"] == "Bearer primary-key"
     assert seen.body is not None and seen.body["model"] == "gpt-4o-mini"
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert (row["status"], row["provider"], row["model"], row["agent"]) == (
         200,
         "primary",
@@ -35,8 +35,8 @@ def test_chat_json_through_the_default_agent(gateway: GatewayServer, primary: Fa
     assert row["streamed"] == 0 and row["fallbacks"] == 0 and row["latency_ms"] > 0
 
 
-def test_stream_with_include_usage_ends_with_a_usage_chunk(gateway: GatewayServer) -> None:
-    stream = gateway.client().chat.completions.create(
+def test_stream_with_include_usage_ends_with_a_usage_chunk(inprocess_gateway: InProcessGateway) -> None:
+    stream = inprocess_gateway.client().chat.completions.create(
         model="coder",
         messages=[{"role": "user", "content": "hi"}],
         stream=True,
@@ -48,14 +48,16 @@ def test_stream_with_include_usage_ends_with_a_usage_chunk(gateway: GatewayServe
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 3
     assert {c.model for c in chunks} == {"backup/qwen-coder"}
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert row["streamed"] == 1 and row["completion_tokens"] == 3 and row["ttft_ms"] is not None
 
 
-def test_stream_without_include_usage_hides_usage_but_stores_it(gateway: GatewayServer, backup: FakeUpstream) -> None:
-    with httpx.stream(
+def test_stream_without_include_usage_hides_usage_but_stores_it(
+    inprocess_gateway: InProcessGateway, backup: FakeUpstream
+) -> None:
+    with inprocess_gateway.http.stream(
         "POST",
-        f"{gateway.url}/chat/completions",
+        f"{inprocess_gateway.url}/chat/completions",
         headers={"authorization": f"Bearer {ADMIN_KEY}"},
         json={"model": "code", "stream": True, "messages": [{"role": "user", "content": "x y"}]},
     ) as r:
@@ -64,11 +66,11 @@ def test_stream_without_include_usage_hides_usage_but_stores_it(gateway: Gateway
     assert not any('"usage"' in line for line in lines)
     body = backup.requests[-1].body
     assert body is not None and body["stream_options"] == {"include_usage": True}
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert (row["prompt_tokens"], row["completion_tokens"]) == (2, 3)
 
 
-def test_unknown_fields_pass_through_both_ways(gateway: GatewayServer, primary: FakeUpstream) -> None:
+def test_unknown_fields_pass_through_both_ways(inprocess_gateway: InProcessGateway, primary: FakeUpstream) -> None:
     primary.script(Reply(extra={"system_fingerprint": "fp_123", "service_tier": "default"}))
     extra = {
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
@@ -80,7 +82,7 @@ def test_unknown_fields_pass_through_both_ways(gateway: GatewayServer, primary: 
         "metadata": {"a": "b"},
         "vendor_thing": [1, {"x": None}],
     }
-    answer = gateway.client().chat.completions.create(
+    answer = inprocess_gateway.client().chat.completions.create(
         model="fast",
         messages=[{"role": "user", "content": "hi"}],
         extra_body=extra,
@@ -94,8 +96,10 @@ def test_unknown_fields_pass_through_both_ways(gateway: GatewayServer, primary: 
     assert answer.system_fingerprint == "fp_123" and answer.service_tier == "default"
 
 
-def test_routing_fields_and_client_headers_never_reach_upstream(gateway: GatewayServer, primary: FakeUpstream) -> None:
-    client = gateway.client(default_headers={"x-evil": "1", "openai-organization": "org"})
+def test_routing_fields_and_client_headers_never_reach_upstream(
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream
+) -> None:
+    client = inprocess_gateway.client(default_headers={"x-evil": "1", "openai-organization": "org"})
     client.chat.completions.create(
         model="default",
         messages=[{"role": "user", "content": "hi"}],
@@ -115,17 +119,17 @@ def test_routing_fields_and_client_headers_never_reach_upstream(gateway: Gateway
     assert "openai-organization" not in seen.headers
 
 
-def test_completions_and_embeddings(gateway: GatewayServer) -> None:
-    client = gateway.client()
+def test_completions_and_embeddings(inprocess_gateway: InProcessGateway) -> None:
+    client = inprocess_gateway.client()
     text = client.completions.create(model="primary/gpt-4o-mini", prompt="say hi")
     assert text.choices[0].text and text.model == "primary/gpt-4o-mini"
     emb = client.embeddings.create(model="backup/embedder", input=["a", "b c"])
     assert len(emb.data) == 2 and len(emb.data[0].embedding) == 8
-    assert [r["endpoint"] for r in gateway.rows()] == ["completions", "embeddings"]
+    assert [r["endpoint"] for r in inprocess_gateway.rows()] == ["completions", "embeddings"]
 
 
-def test_models_list_and_get(gateway: GatewayServer) -> None:
-    client = gateway.client()
+def test_models_list_and_get(inprocess_gateway: InProcessGateway) -> None:
+    client = inprocess_gateway.client()
     ids = [m.id for m in client.models.list()]
     for expected in ("default", "coder", "fast", "code", "primary/gpt-4o-mini", "backup/llama3-8b"):
         assert expected in ids
@@ -135,14 +139,14 @@ def test_models_list_and_get(gateway: GatewayServer) -> None:
         client.models.retrieve("nope")
 
 
-def test_errors_have_openai_shape(gateway: GatewayServer) -> None:
+def test_errors_have_openai_shape(inprocess_gateway: InProcessGateway) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
-        gateway.client(key="wrong").chat.completions.create(
+        inprocess_gateway.client(key="wrong").chat.completions.create(
             model="default", messages=[{"role": "user", "content": "x"}]
         )
     assert auth.value.code == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as missing:
-        gateway.client().chat.completions.create(model="no-such", messages=[{"role": "user", "content": "x"}])
+        inprocess_gateway.client().chat.completions.create(model="no-such", messages=[{"role": "user", "content": "x"}])
     assert missing.value.code == "model_not_found"
     headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"}
     cases = [
@@ -155,15 +159,15 @@ def test_errors_have_openai_shape(gateway: GatewayServer) -> None:
         (b'{"model": 1, "messages": [{"role": "user"}]}', 400, "model"),
     ]
     for body, status, param in cases:
-        r = httpx.post(f"{gateway.url}/chat/completions", content=body, headers=headers)
+        r = inprocess_gateway.http.post(f"{inprocess_gateway.url}/chat/completions", content=body, headers=headers)
         assert r.status_code == status, body
         error = r.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, body
         assert "Traceback" not in r.text
-    r = httpx.get(f"{gateway.url}/nowhere", headers=headers)
+    r = inprocess_gateway.http.get(f"{inprocess_gateway.url}/nowhere", headers=headers)
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
     too_big = b'{"model": "default", "messages": [{"role": "user", "content": "' + b"x" * (9 << 20) + b'"}]}'
-    r = httpx.post(f"{gateway.url}/chat/completions", content=too_big, headers=headers)
+    r = inprocess_gateway.http.post(f"{inprocess_gateway.url}/chat/completions", content=too_big, headers=headers)
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
     # No request reached an upstream and the refusals before routing stored nothing.
-    assert gateway.rows() == []
+    assert inprocess_gateway.rows() == []
