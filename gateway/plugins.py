@@ -1,27 +1,7 @@
-"""Plugins: a few lifecycle hooks, loaded from entry points (group ``minigate.plugins``) or modules in config.
+"""Plugins: loaded from entry points (group ``minigate.plugins``) or modules in config; their ``process`` pipeline.
 
-Hook specs. A plugin is a module, or a class (instantiated once, so its hooks are methods that can keep the
-options ``init`` read), that defines some of these; each one is optional::
-
-    def init(api: PluginAPI) -> None    once, when the config is checked: read api.config (the plugin's options),
-                                        register provider types, workflow step types, routes and UI links
-    def process(event: Event) -> None   each request before routing, each request leaving for a deployment, each
-                                        JSON answer and stream chunk after; change event.body or raise Rejected
-                                        (a class plugin may set it to None in init: then it costs nothing)
-    def shutdown() -> None              once, when the gateway stops (a coroutine function is awaited)
-
-The built-in provider types and workflow steps are plugins too (:data:`BUILTIN_PLUGINS`): the same loader calls
-the same ``init`` hook on them, before any other plugin.
-
-``process`` runs on the event loop for every chunk of every stream, so it is a plain function and must be quick;
-with no plugin defining it, the request path does not even look for one (:func:`plugin_hooks` is None).
-
-Isolation: a plugin that fails to import or raises in ``init`` stops the gateway from starting with an error
-naming it, or is left out, as ``on_error`` says (``"reject"``, the default, or ``"skip"``). A ``process`` hook
-that raises makes that one request fail with a 500 naming the plugin (``"reject"``: a redaction plugin fails
-closed), or is passed over and logged (``"skip"``). Either way the gateway keeps serving. ``Rejected`` is not a
-failure: it is the plugin's answer (refused before routing: that status; refused for one deployment: the next
-one in the chain is tried; refused answer or chunk: an error to the client).
+The hooks and what they are given are specified in :mod:`gateway.hookspecs`; isolation and ``on_error`` are in
+docs/architecture.md, "Plugins".
 """
 
 from __future__ import annotations

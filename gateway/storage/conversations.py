@@ -1,12 +1,7 @@
-"""Tables of the web UI: chat conversations and their messages, admin sessions, and chain overrides.
+"""The web UI's tables (conversations, messages, sessions, chain overrides) and the conversation queries.
 
-Like :mod:`gateway.storage.tables`, these classes are the schema's source of truth for queries; the tables
-are created by the migration ``0003_web_ui``. :class:`ConversationStore` holds the conversation queries.
-
-- ``conversations`` / ``messages``: a chat history per owner (``"admin"`` or ``"guest:<session>"``).
-- ``web_sessions``: one row per logged-in browser; only the SHA-256 of the cookie value is stored.
-- ``chain_overrides``: an agent's primary/fallback chain as edited in the web UI; it replaces the
-  configured chain at startup and whenever it is saved.
+Like :mod:`gateway.storage.tables`, the schema's source of truth for queries; migration ``0003_web_ui`` creates
+the tables.
 """
 
 from __future__ import annotations

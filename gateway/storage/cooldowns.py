@@ -1,24 +1,7 @@
 """Cooldowns shared by every replica of one database, with no database round trip per request.
 
-A replica that puts a deployment on cooldown (it failed ``failures`` times in a row, or said ``Retry-After``)
-tells the others through the ``cooldowns`` table, so a rate-limited or broken upstream is skipped by every
-replica, not only by the one that saw it fail; a success seen by any replica ends the backoff for all.
-
-The request path never waits for the database: :meth:`SharedCooldowns.cooling` and :meth:`~SharedCooldowns.level`
-read a view held in memory, and :meth:`~SharedCooldowns.cooled` / :meth:`~SharedCooldowns.recovered` only note
-what happened. A background task (:meth:`~SharedCooldowns.start`) writes the notes and re-reads the table once per
-``interval`` (1 s): one short transaction per replica per second, whatever the traffic. So another replica learns
-of a cooldown within about a second; until then it may send a request or two of its own to the failing upstream.
-
-Writes are single atomic statements, so replicas never lose each other's updates:
-
-- a cooldown is an upsert that keeps the later end and the higher backoff level of what is stored and what is
-  sent (``ON CONFLICT ... DO UPDATE`` with ``GREATEST``/``max``);
-- a success deletes the deployment's row only if it was last written before the success was seen, so a cooldown
-  that another replica started afterwards stands.
-
-Times in the table are wall-clock seconds since 1970 from each replica's own clock: replicas' clocks must agree
-to well under a second (NTP does).
+The request path reads a view held in memory; a background task writes what happened and re-reads the
+``cooldowns`` table once a second, with single atomic statements (docs/architecture.md, "Cooldowns").
 """
 
 from __future__ import annotations

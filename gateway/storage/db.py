@@ -1,13 +1,7 @@
-"""Opening the database: URL handling, SQLite pragmas and Alembic migrations.
+"""Opening the database (SQLite, or PostgreSQL for replicas): URLs, SQLite pragmas and Alembic migrations.
 
-:func:`open_database` is what the app calls at startup; :func:`migrate` is the synchronous half, also used
-by the CLI. URLs are SQLAlchemy URLs; the app's default is ``sqlite+aiosqlite:///<data_dir>/minigate.db``.
-
-Two backends are supported and tested: SQLite (one machine) and PostgreSQL (several replicas sharing one
-database). Plain URLs are accepted and given the drivers minigate ships with (:func:`async_url`):
-``postgresql://`` (or ``postgres://``) becomes ``postgresql+asyncpg://`` for the app and
-``postgresql+psycopg://`` for migrations and the usage writer's thread (:func:`sync_url`); ``sqlite://``
-becomes ``sqlite+aiosqlite://``. libpq's ``sslmode`` and ``connect_timeout`` query parameters work with both.
+:func:`open_database` is what the app calls at startup; :func:`migrate` is the synchronous half, also used by
+the CLI. Plain ``postgresql://`` and ``sqlite://`` URLs get minigate's drivers (:func:`async_url`, :func:`sync_url`).
 """
 
 from __future__ import annotations

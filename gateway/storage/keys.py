@@ -1,11 +1,7 @@
 """Client API keys: create, list, revoke and verify.
 
-A key is ``"mg-" + secrets.token_urlsafe(32)`` (256 random bits). Only its SHA-256 hex digest and a short
-display prefix are stored, so the plaintext is shown once at creation and never again. Because the key is
-high-entropy, a plain (unsalted, fast) hash lookup is safe: there is nothing to brute-force.
-
-:meth:`KeyStore.verify` runs on every request, so answers are cached per store for ``cache_ttl`` seconds;
-a key revoked by another process (the CLI) stops working within that time.
+Only a key's SHA-256 is stored (256 random bits need no salt nor a slow hash). :meth:`KeyStore.verify` caches
+answers for ``cache_ttl`` seconds, so a key revoked by another process stops working within that time.
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """SQL expressions that differ between SQLite and PostgreSQL, each written once per dialect here.
 
-Queries elsewhere use these constructs and stay the same on both backends; SQLAlchemy picks the dialect's text
-when the statement is compiled, so nobody passes a dialect around:
-
-- :class:`epoch_bucket` ``(column, seconds)``: which ``seconds``-long slot since 1970 a timestamp falls in.
-  SQLite has no epoch function that is cheap (``julianday`` is its fastest date function; ``strftime('%s')``
-  returns text); PostgreSQL has ``extract(epoch ...)``.
-- :class:`floor_int` ``(expression)``: the largest integer not above a number. PostgreSQL's ``CAST(x AS
-  INTEGER)`` rounds where SQLite's truncates, so the cast alone would put values in different bins.
-- :class:`greatest` ``(a, b)``: ``GREATEST`` on PostgreSQL, the scalar ``max(a, b)`` on SQLite.
-
-And :func:`count_sum`, the same on both: a sum of stored token counts that no stored value can break.
-
-Both render their integer arguments as literals, so the same expression in ``SELECT`` and ``GROUP BY`` compiles
-to the same text (with bound parameters PostgreSQL sees two different expressions and refuses the grouping).
+Integer arguments render as literals, so the same expression in ``SELECT`` and ``GROUP BY`` compiles to the same
+text (with bound parameters PostgreSQL sees two expressions and refuses the grouping).
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""SQLAlchemy table definitions: ``usage`` (one row per gateway request) and ``api_keys``.
+"""SQLAlchemy tables ``usage`` (one row per gateway request) and ``api_keys``: the schema's source of truth.
 
-These classes are the schema's source of truth for queries and for ``alembic revision --autogenerate``;
-the schema in a database is created only by the migrations in ``migrations/versions`` (the storage tests
-check that the two agree).
-
-Datetimes are stored as UTC and always come back timezone-aware (:class:`UTCDateTime`). Text columns use
-:class:`SafeText`/:class:`SafeString`, which store NUL characters as U+FFFD so that SQLite and PostgreSQL (which
-cannot store NUL) keep the same rows.
+Databases get their schema only from ``migrations/versions`` (a test checks the two agree). Datetimes are UTC;
+text columns store NUL as U+FFFD, so SQLite and PostgreSQL keep the same rows.
 """
 
 from __future__ import annotations

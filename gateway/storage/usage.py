@@ -1,26 +1,7 @@
-"""Usage logging with group commit, and rows kept in memory while the database cannot take them.
+"""Usage rows: group commit, and rows held in memory while the database refuses them.
 
-Every gateway request ends with ``await writer.record(UsageRecord(...))``, which normally returns ``True`` once
-the row is committed. One writer thread takes everything queued since its last commit (up to ``max_batch``
-rows), inserts it with a single executemany in one transaction and then wakes every caller: under load,
-hundreds of requests share one commit; when idle, a row is written as soon as it arrives.
-
-A batch that fails because of its contents (a constraint violation, a value the driver or the database cannot
-take) is retried row by row, so one bad row fails only its own caller (:class:`UsageWriteError`) and is set
-aside, logged with its reason and contents (event ``usage_row_lost``), while the others go on; token counts and
-durations are checked again before a row is written (see :mod:`gateway.tokens`). A batch that fails because of
-the database (locked by another process past the busy timeout, disk full, the server gone) is *held*: kept in
-memory, in order, and retried with a backoff (0.25 s doubling to 5 s) until the database takes it; rows that
-arrive meanwhile queue behind it. A request never waits long for its row: ``record`` returns ``False`` (held,
-not yet committed) after ``ack_timeout`` seconds, and at once while rows are held, so a broken database slows
-no answer down. The outage is logged when it starts and when it ends (events ``usage_held`` and
-``usage_recovered``); ``held_for`` says how long the oldest waiting row has waited (``/ready`` turns red past a
-few seconds).
-
-Apart from those set aside, rows are lost only when more than ``max_held`` are waiting (the newest is refused)
-or when the writer is closed while the database still refuses them (after trying for ``close_timeout``
-seconds). Each lost row is logged at ERROR with its contents (event ``usage_row_lost``) so an operator can
-restore it, and counted in ``lost``.
+Every request ends with ``await writer.record(UsageRecord(...))``: True once committed, False while held. How
+batches, held and lost rows behave is in docs/architecture.md, "Usage rows".
 """
 
 from __future__ import annotations
