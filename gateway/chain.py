@@ -1,9 +1,7 @@
 """The fallback chain: one loop over an ordered list of deployments, collecting each failure.
 
-Each deployment is skipped while it cools down, tried otherwise; a failure whose ``fallback`` flag is set moves
-on to the next one, any other failure (a client error every provider would refuse) comes back at once. One
-deadline covers the whole loop. When nothing answered, :func:`chain_error` turns the collected hops into the
-single error the client sees.
+Cooling deployments are skipped; a failure with ``fallback`` set moves on, any other comes back at once. One
+deadline covers the loop; :func:`chain_error` turns the hops into the one error the client sees.
 """
 
 from __future__ import annotations

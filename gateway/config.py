@@ -1,13 +1,7 @@
 """Typed configuration: the seed JSON format, ``${VAR}`` expansion, and errors that name their JSON path.
 
-Loading is three steps, each reporting every problem it finds as ``path: message``:
-
-1. expand ``${VAR}`` / ``${VAR:-default}`` in string values (a missing variable is an error);
-2. convert the JSON tree into the structs below with msgspec (types, unknown keys);
-3. check what types cannot say: URLs, model references, percentages, the provider each chain names.
-
-Provider sections are typed by the provider type's own config struct (see ``providers.registry``), so a
-plugin's provider gets the same strict checking as the built-in ones.
+Three steps, each reporting every problem as ``path: message``: expand variables, convert with msgspec (types,
+unknown keys), check what types cannot say (URLs, model references, ranges).
 """
 
 from __future__ import annotations

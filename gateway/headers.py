@@ -1,9 +1,7 @@
-"""Header values built from text that is not the gateway's own (model names, provider names from a config).
+"""Header values from text that is not the gateway's own (model and provider names from a config).
 
-A header value must be Latin-1 (else Litestar fails with a 500) and must not hold CR, LF or NUL (else uvicorn
-drops the response and the client gets an empty reply). :func:`header_value` percent-encodes, as UTF-8, every
-character outside printable ASCII and the ``%`` sign itself, so a plain ASCII name is sent unchanged and any
-other decodes back exactly (``urllib.parse.unquote``).
+:func:`header_value` percent-encodes, as UTF-8, everything outside printable ASCII and ``%``: Litestar fails on
+a non-Latin-1 value, and uvicorn drops a response with CR, LF or NUL in a header.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""Deployment health: cooldowns with growing backoff, so a failing deployment is skipped, then retried.
+"""Deployment cooldowns with growing backoff, so a failing deployment is skipped, then retried.
 
-A deployment cools down when it fails ``failures`` times in a row, or at once when it says how long to wait
-(``Retry-After``). Each cooldown that ends in another failure doubles the next one, up to ``max``; one success
-resets everything, so traffic returns to the primary on its own.
-
-One fault counts once. Failures that name the same ``cause`` (a local worker's crash fails every stream it
-carried with one cause) count as one failure of the deployment. And failures that land while the deployment
-already cools down come from requests that were in flight when it broke: they are noted, but neither lengthen
-nor escalate the cooldown (only a ``Retry-After`` may lengthen it). Remote failures carry no cause: N streams cut
-by one upstream reset are N observations, which may start one ``initial`` cooldown but never escalate it.
+One success resets the backoff, and one fault counts once (docs/architecture.md, "Cooldowns").
 """
 
 from __future__ import annotations

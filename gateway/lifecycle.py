@@ -1,15 +1,7 @@
-"""Calls in flight, and how they end when the server stops or a reload retires their providers.
+"""Calls in flight, and how they end when the server stops (the drain) or a reload retires their providers.
 
-The proxy registers a call while it waits on an upstream or relays its stream (a set add and discard). That
-registry answers two questions:
-
-* Shutdown: ``minigate serve`` calls :meth:`Drain.request_stop` from its SIGTERM handler. New /v1 requests are
-  then refused (503) and /ready answers 503; the open calls get ``server.shutdown_grace`` seconds to finish.
-  Calls still open after that are *cut*: the flag is set and the task running the call is cancelled; the proxy
-  turns that cancellation into an OpenAI-shaped error event (streams) or a 503 (JSON) and stores the usage
-  row as for any other ending. uvicorn meanwhile has closed its listening socket and waits for the answers
-  to complete before the app's lifespan closes the providers and the usage writer.
-* Reload: old providers are closed only once no registered call still uses the provider set they belong to.
+:meth:`Drain.request_stop` refuses new /v1 calls and cuts those still open after ``server.shutdown_grace``
+seconds; old providers close once no call uses them (docs/architecture.md, "Shutdown and reload").
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""Deadlines for reading a request's headers and body, and for writing its answer, which uvicorn does not have.
+"""Deadlines uvicorn lacks: for a request's headers (408, then close) and its body (``server.body_timeout``).
 
-A client that trickles its headers or its body (or stops sending them: slow loris) would otherwise hold a
-connection, and once the headers are in a handler, for as long as it likes. :func:`header_deadline` gives
-``minigate serve``'s HTTP protocol a deadline for the headers (from the connection or the request's first
-byte); past it the connection gets a 408 and is closed. :func:`body_deadline` wraps the app's
-``receive`` so the whole body must arrive within ``server.body_timeout`` seconds of the request starting;
-past that the handler's read fails with a 408 in OpenAI's error shape and the connection is closed. Once the
-body is complete, ``receive`` is the server's own again (handlers wait on it for the client's disconnect).
-
-The same protocol shares its connection with the app (a :class:`gateway.writes.Link`) and aborts a connection
-whose writes make no progress for ``server.body_timeout`` seconds: a client that stops reading holds neither a
-connection nor the answer buffered for it for longer (:mod:`gateway.writes` bounds the writes themselves).
-
-A client that disconnects halfway through its body gets status 499 in the log and metrics (nobody is there to
-read an answer) instead of the framework's "500 client disconnected prematurely".
+A client that leaves halfway through its body is logged as 499 (docs/architecture.md, "Slow and vanishing
+clients").
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Structured logs: one JSON object per line on stderr, with every known secret blanked out.
 
-Fields: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, then whatever the call site passed as
-``extra`` (request lines carry ``method``, ``path``, ``status``, ``latency_ms``, ``request_id``, ``provider``,
-``model``, ``fallbacks``), and ``exc`` with the traceback of a logged exception.
-
-Nothing the gateway logs is meant to hold a secret; the :class:`Redactor` is the second line of defence: it
-knows the configured provider credentials and header values, the bootstrap admin key and the admin password,
-and replaces any of them found in a finished line with ``[redacted]``.
+Fields: ``ts``, ``level``, ``logger``, ``msg``, the call site's ``extra`` and ``exc``. The :class:`Redactor` is a
+second line of defence: any known credential found in a finished line becomes ``[redacted]``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""What ``GET /metrics`` reports: the gateway's counters and histograms, and gauges read when scraped.
-
-Updated on the request path (cheap dict updates, see ``gateway.metrics``): requests by endpoint, status and
-provider with their latency (by the request wrapper in ``gateway.observe``); tokens, time to first token and
-fallbacks with their causes, token counts an upstream reported that were not valid (when the proxy stores a
-usage row). Read at scrape time: deployments cooling
-down, calls in flight, shutdown state, and for each local provider its loaded models and queue depth.
+"""What ``GET /metrics`` reports: counters and histograms updated on the request path, gauges read when scraped
+(cooldowns, calls in flight, shutdown state, local models and their queues).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The request wrapper around the whole app: request id, one log line per request, /v1 counters, drain refusal.
 
-It wraps Litestar's ASGI handler (outside its exception handling), so it sees every response, including 404s
-for unknown paths and 500s: each one gets an ``x-request-id`` header, the client's own when well formed
-(letters, digits and ``._:-``, at most 64 characters), else a new one. The same id names the usage row and
-the log line. The proxy fills in the request's :class:`Trace` (who answered, after how many fallbacks, the
-status stored in the usage row, which differs from the HTTP status when a stream fails after it started).
+It wraps Litestar's ASGI handler outside its exception handling, so every response (404s and 500s included) gets
+an ``x-request-id``: the client's own when well formed, else a new one.
 """
 
 from __future__ import annotations

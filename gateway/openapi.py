@@ -1,15 +1,7 @@
-"""The OpenAPI document of ``/v1``, ``/admin/api`` and the probes, served at ``/schema/openapi.json``.
+"""The OpenAPI document of ``/v1``, ``/admin/api`` and the probes, at ``/schema/openapi.json`` (no key needed).
 
-Litestar generates the paths, operation ids, path parameters and descriptions from the route handlers, so the
-document follows the routes. What it cannot see is added here by :func:`complete`: the handlers read their
-bodies themselves (a /v1 body is forwarded as the client's own JSON object, unknown fields included), so their
-request bodies, answers and error responses are described from the wire structs in :data:`_OPERATIONS`.
-
-The document needs no key, like ``/health``: it is the same for every installation, is built from the code
-only (no provider, model, key or config value appears in it) and tools (SDK generators, schemathesis) fetch
-it before they have a key. Every error response has OpenAI's shape ``{"error": {...}}``; the "4XX" response
-of the routed endpoints stands for an upstream's own refusal, which is passed through with its status.
-Unknown fields stay allowed in /v1 request bodies (they are passed through); the admin bodies forbid them.
+Litestar generates it from the route handlers; :func:`complete` adds what they read and write themselves
+(request bodies, answers, errors) from the wire structs in :data:`_OPERATIONS`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Changing the configuration without a restart: ``POST /admin/reload`` and a watcher of the config file.
 
-A reload reads and checks the file first; any problem rejects it whole (every ``path: message`` line is
-reported) and the running configuration keeps serving. A valid one is built beside the running one: providers
-whose section changed are built and started (unchanged ones are kept as they run, so local models stay
-loaded), then a route table and health book, then the web UI's chain overrides are applied to it. The gateway's
-references are swapped in one step with no ``await`` in between, so every request runs wholly on the old
-configuration or wholly on the new one; requests in flight keep the providers they started with (see
-``gateway.proxy.Call``), and replaced providers are closed once no call uses the old set any more.
-
-Settings read only at startup (listen address, database, body size limit) keep their running values; the
-answer and the log name each one that changed as needing a restart.
+A new config is checked whole, built beside the running one and swapped in one step, so every request runs
+wholly on one of them (docs/architecture.md, "Shutdown and reload").
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Token counts as upstreams, local models and plugins report them: checked here, once, before anything
-stores, counts or relays them.
+"""Token counts as upstreams, local models and plugins report them, checked once before anything stores them.
 
-A count is a non-negative ``int`` (not a ``bool``) of at most :data:`MAX_TOKENS`; anything else (a huge or
-negative number, a boolean, a string, a float) is treated as missing. ``total_tokens`` is made consistent:
-``prompt + completion`` when both are known, else the upstream's own total if it is not below a known part.
+A count is a non-negative ``int`` up to :data:`MAX_TOKENS`, else missing; ``total_tokens`` is made consistent.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """Workflow step types, and the ``workflows`` config section checked against them.
 
-A step type is a msgspec struct with one method to implement: its fields are the step's options in config
-(unknown ones are refused, like every config section), ``check`` reports what types cannot say, and ``run``
-turns the text so far into the next text. Step types live in a :class:`StepRegistry` that plugins extend
-through their ``init`` hook (``api.steps.register(MyStep)``); the built-in ones below are registered the same
-way, by this module's own ``init`` hook (see ``gateway.plugins.BUILTIN_PLUGINS``).
-
-Templates are compiled by a sandboxed Jinja environment from the config only. Input values are passed to a
-template as data, never compiled, so a prompt or input containing ``{{ ... }}`` is text, not code.
+A step type is a msgspec struct (its fields are the step's options) with ``check`` and ``run``; plugins add their
+own with ``api.steps.register``. Templates come from the config only; input is data, never compiled.
 """
 
 from __future__ import annotations

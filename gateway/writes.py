@@ -1,19 +1,6 @@
-"""Bounds on writes to a client, so that one that stops reading, or leaves while a write waits, ends its request.
+"""Bounds on writes to a client, so one that stops reading, or leaves while a write waits, ends its request.
 
-uvicorn's ``send`` waits while the transport's write buffer is full, for as long as the client does not read;
-once the client is gone it returns without writing, so a stream would go on (and be stored as a success) with
-nobody there. :func:`write_deadline` wraps the app's ``send``:
-
-* a write that has to wait ends by the request's deadline (a /v1 call sets it with :func:`limit_writes`); where
-  the server does not share its connection (tests in process, other servers), every write is also bounded by
-  the stall limit;
-* a write on a connection that is gone, or one that did not end in time, raises :class:`ClientGone` and the
-  connection is aborted (its buffered answer would otherwise wait for a reader that never comes);
-* what a request registered with :func:`close_at_end` (a relay, which holds an upstream call and a usage row)
-  is closed once the request's handling has ended, however it ended.
-
-``minigate serve``'s protocol (:func:`gateway.limits.header_deadline`) shares its connection as a :class:`Link`,
-and itself aborts a connection whose writes make no progress for the stall limit, whoever wrote them.
+:func:`write_deadline` wraps the app's ``send`` (docs/architecture.md, "Slow and vanishing clients").
 """
 
 from __future__ import annotations
