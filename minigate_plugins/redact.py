@@ -1,22 +1,7 @@
-"""Redact e-mail addresses and card numbers from prompts before they leave for a remote provider.
+"""Redact e-mail addresses and Luhn-checked card numbers from prompts before they leave for a remote provider.
 
-Enable it in the config (options are optional; these are the defaults)::
-
-    {"plugins": {"modules": ["minigate_plugins.redact:Redact"],
-                 "settings": {"redact": {"options": {"emails": true, "card_numbers": true,
-                                                     "local_types": ["onnxruntime-genai", "fake"],
-                                                     "everywhere": false}}}}}
-
-It works on the ``upstream`` stage of the ``process`` hook, once per deployment a request is sent to: providers
-whose type is in ``local_types`` get the prompt as written, every other type counts as remote (an unknown type is
-redacted rather than trusted), and ``everywhere: true`` redacts for every provider. When a remote deployment
-fails and the chain falls back to a local one, the local one gets the original prompt.
-
-What is redacted: chat message contents (strings and text parts), a completion's ``prompt`` and an embedding's
-``input``. Card numbers are 13-19 digits, grouped by single spaces or hyphens or not at all, that pass the Luhn
-check, so order numbers, dates and phone numbers stay as they are. The log says how many of each were replaced,
-never what. The plugin fails closed: with the default ``on_error: "reject"`` a bug in it refuses the request
-instead of sending it unredacted.
+Enable it with ``"plugins": {"modules": ["minigate_plugins.redact:Redact"]}``; the README's Plugins section has
+its options. It fails closed: with ``on_error: "reject"`` a bug in it refuses the request.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The provider seam: one small interface that local, remote and fake providers share.
 
-A provider turns a :class:`ProviderRequest` (an OpenAI-shaped body already aimed at one of its models) into
-either a JSON body or a stream of chunk dicts. It reports every failure as a :class:`ProviderError` whose
-``fallback`` flag tells the router whether the next deployment in the chain may be tried.
-
-Error tree::
+A provider answers a :class:`ProviderRequest` with a JSON body or a stream of chunk dicts, and reports every
+failure as a :class:`ProviderError` whose ``fallback`` flag says whether the chain may try the next deployment::
 
     ProviderError                  any failure of one deployment; carries status, type, code, retry_after
     ├── UpstreamUnavailable        could not talk to it: refused, reset, timeout, worker died (fallback)

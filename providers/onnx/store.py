@@ -1,9 +1,6 @@
 """The models folder: safe names, validation of model folders, manifests, listing and removal.
 
-Every model lives in ``<models_dir>/<name>/`` as an onnxruntime-genai folder (``genai_config.json``, the ONNX
-files it names, the tokenizer) with a ``manifest.json`` written by minigate: where it came from, its precision,
-the sha256 and size of each file and when it was made. Nothing here needs the conversion tools or
-onnxruntime-genai itself.
+Each model is ``<models_dir>/<name>/``: an onnxruntime-genai folder plus minigate's ``manifest.json``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The gateway's side of a model's worker process.
+"""The gateway's side of a model's worker process: :class:`WorkerClient` and each request's :class:`Generation`.
 
-:class:`WorkerClient` starts ``python -m providers.onnx.engine`` (the model runs there, never in the
-gateway's event-loop process: onnxruntime-genai holds the GIL), sends it requests over a pipe and hands each
-request's tokens, as they are generated, to a :class:`Generation` the provider reads from. A worker that dies
-fails its requests in flight with :class:`UpstreamUnavailable`, all naming the one crash as their ``cause`` (so
-the crash counts as one failure of the deployment, and as none once the worker had been replaced); the provider
-then starts a new one on the next request. Closing a :class:`Generation` early tells the worker to stop that sequence.
+The model runs in ``python -m providers.onnx.engine`` (onnxruntime-genai holds the GIL). A dead worker fails its
+requests with one shared ``cause``, so the crash counts as one failure of the deployment.
 """
 
 from __future__ import annotations
