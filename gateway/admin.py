@@ -14,11 +14,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.manage import manage_model, managed
 from gateway.runtime import Gateway
 from gateway.wire import decode_json
-from providers.base import ManagesModels, ProviderError
+from providers.base import ManagesModels
 
-__all__ = ["admin_handlers", "manage_model"]
+__all__ = ["admin_handlers"]
 
 T = TypeVar("T")
 
@@ -52,15 +53,6 @@ async def _admin(request: Request[Any, Any, Any], gateway: Gateway) -> None:
     await gateway.authenticate_admin(request.headers.get("authorization"))
 
 
-def _managed(gateway: Gateway, provider: str) -> ManagesModels:
-    found = gateway.providers.get(provider)
-    if found is None:
-        raise GatewayError(f"No provider named {provider!r}.", status=404, code="provider_not_found")
-    if not isinstance(found, ManagesModels):
-        raise GatewayError(f"Provider {provider!r} has no local models to manage.", status=400, code="not_manageable")
-    return found
-
-
 def _decode(body: bytes, struct: type[T]) -> T:
     raw = decode_json(body)
     try:
@@ -86,29 +78,6 @@ async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[
     """Every provider with its models and their state."""
     await _admin(request, gateway)
     return _json({"providers": [_provider_view(gateway, name) for name in gateway.providers]})
-
-
-async def manage_model(gateway: Gateway, provider: str, model: str, action: str) -> None:
-    """Load, unload, reload (hot-swap) or delete one local model: the admin API and the web UI both use this."""
-    if provider in gateway.providers and model not in gateway.providers[provider].models():
-        raise GatewayError(f"{provider}/{model} does not exist.", status=404, code="model_not_found")
-    managed = _managed(gateway, provider)
-    try:
-        if action == "load":
-            await managed.load(model)
-        elif action == "unload":
-            await managed.unload(model)
-        elif action == "reload":
-            await managed.reload(model)
-        elif action == "delete":
-            await managed.remove(model)
-            gateway.refresh_routes()
-        else:
-            raise GatewayError(f"Unknown action {action!r}: use load, unload, reload or delete.", status=404)
-    except ProviderError as err:
-        raise GatewayError(
-            err.message, status=err.status if err.status >= 400 else 500, type=err.type, code=err.code
-        ) from None
 
 
 @post("/models/{provider:str}/{model:str}/{action:str}", status_code=200)
@@ -143,11 +112,11 @@ async def pull_model(
 ) -> Response[bytes]:
     """Start pulling a model; answers 202 with the job to watch at ``/admin/api/jobs/{id}``."""
     await _admin(request, gateway)
-    managed = _managed(gateway, provider)
+    target = managed(gateway, provider)
     body = _decode(await request.body() or b"{}", PullRequest)
 
     async def work(progress: Any) -> None:
-        await managed.pull(
+        await target.pull(
             body.model,
             name=body.name,
             subfolder=body.subfolder,
@@ -167,11 +136,11 @@ async def import_model(
 ) -> Response[bytes]:
     """Start importing a model from the gateway's disk; answers 202 with the job."""
     await _admin(request, gateway)
-    managed = _managed(gateway, provider)
+    target = managed(gateway, provider)
     body = _decode(await request.body(), ImportRequest)
 
     async def work(progress: Any) -> None:
-        await managed.import_model(
+        await target.import_model(
             body.source, body.name, precision=body.precision, force=body.force, on_progress=progress
         )
 

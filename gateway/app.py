@@ -96,7 +96,7 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
 @get("/metrics")
 async def metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Prometheus metrics (text format 0.0.4); see ``gateway.monitor``."""
-    body = await gateway.metrics.scrape(gateway)
+    body = await gateway.metrics.scrape(gateway.providers, gateway.health, gateway.drain, gateway.usage)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -15,18 +15,53 @@ from typing import Any, TypeVar
 
 from gateway.errors import ChainFailed, GatewayError
 from gateway.health import HealthBook
-from gateway.monitor import cause_of
 from gateway.routing import Deployment, Route
 from providers.base import Provider, ProviderError, UpstreamUnavailable
 from providers.limits import cut
 
-__all__ = ["ChainExhausted", "Hop", "chain_error", "run_chain"]
+__all__ = ["ChainExhausted", "Hop", "cause_of", "chain_error", "run_chain"]
 
 T = TypeVar("T")
 
 # A hop's message as shown and stored is cut here whatever its provider: a remote provider cuts upstream errors to
 # its own ``limits.max_error_message_chars`` first, but a plugin's provider may pass on anything.
 HOP_MESSAGE_CHARS = 4000
+
+# Error codes the gateway and its built-in providers set themselves: safe as label values. An upstream's own
+# code is free text from a remote service, so it is reported as its HTTP status instead.
+_OWN_CODES = frozenset(
+    {
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_truncated",
+        "upstream_malformed",
+        "upstream_too_large",
+        "worker_died",
+        "worker_dead",
+        "queue_full",
+        "context_length_exceeded",
+        "model_not_found",
+        "unsupported_endpoint",
+        "memory_budget",
+        "model_load_failed",
+        "engine_error",
+        "timeout",
+        "rate_limit_exceeded",
+        "invalid_api_key",
+    }
+)
+
+
+def cause_of(error: ProviderError | None) -> tuple[str, str]:
+    """``(error class, code)`` labels for a failed or skipped deployment."""
+    if error is None:
+        return "Cooling", "cooling_down"
+    kind = type(error).__name__ if type(error).__module__ == "providers.base" else "ProviderError"
+    if error.code in _OWN_CODES:
+        return kind, str(error.code)
+    if isinstance(error, UpstreamUnavailable):
+        return kind, "upstream_unavailable"
+    return kind, f"http_{error.status}" if 100 <= error.status < 600 else "other"
 
 
 @dataclass(slots=True)

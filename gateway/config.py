@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.plugins import Extensions, PluginsConfig
+from gateway.wire import split_validation_error
 from gateway.workflow_steps import Workflow, WorkflowSpec, check_workflows, model_checker
 from providers.registry import ProviderRegistry
 
@@ -29,7 +30,6 @@ __all__ = [
     "check_references",
     "load_config",
     "parse_config",
-    "split_validation_error",
 ]
 
 
@@ -173,15 +173,6 @@ def _expand(node: Any, path: str, env: Mapping[str, str], issues: list[tuple[str
 
         return _VAR.sub(sub, node)
     return node
-
-
-_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
-
-
-def split_validation_error(err: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec's ``Expected `int`, got `str` - at `$.a.b``` as ``("Expected `int`, got `str`", ".a.b")``."""
-    m = _AT.match(str(err))
-    return (m.group(1), m.group(2) or "") if m else (str(err), "")
 
 
 def _validation_issue(err: msgspec.ValidationError, prefix: str) -> tuple[str, str]:

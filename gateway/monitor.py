@@ -6,55 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway.chain import cause_of
 from gateway.metrics import LATENCY_BUCKETS, TTFT_BUCKETS, Counter, Gauge, Histogram, render
-from providers.base import ManagesModels, ProviderError, UpstreamUnavailable
+from providers.base import ManagesModels, ProviderError
 
 if TYPE_CHECKING:
+    from gateway.health import HealthBook
+    from gateway.lifecycle import Drain
     from gateway.routing import Deployment
-    from gateway.runtime import Gateway
+    from gateway.storage import UsageWriter
     from gateway.tokens import TokenCounts
+    from providers.base import Provider
 
-__all__ = ["GatewayMetrics", "cause_of"]
+__all__ = ["GatewayMetrics"]
 
 log = logging.getLogger("minigate")
-
-# Error codes the gateway and its built-in providers set themselves: safe as label values. An upstream's own
-# code is free text from a remote service, so it is reported as its HTTP status instead.
-_OWN_CODES = frozenset(
-    {
-        "upstream_unavailable",
-        "upstream_timeout",
-        "upstream_truncated",
-        "upstream_malformed",
-        "upstream_too_large",
-        "worker_died",
-        "worker_dead",
-        "queue_full",
-        "context_length_exceeded",
-        "model_not_found",
-        "unsupported_endpoint",
-        "memory_budget",
-        "model_load_failed",
-        "engine_error",
-        "timeout",
-        "rate_limit_exceeded",
-        "invalid_api_key",
-    }
-)
-
-
-def cause_of(error: ProviderError | None) -> tuple[str, str]:
-    """``(error class, code)`` labels for a failed or skipped deployment."""
-    if error is None:
-        return "Cooling", "cooling_down"
-    kind = type(error).__name__ if type(error).__module__ == "providers.base" else "ProviderError"
-    if error.code in _OWN_CODES:
-        return kind, str(error.code)
-    if isinstance(error, UpstreamUnavailable):
-        return kind, "upstream_unavailable"
-    return kind, f"http_{error.status}" if 100 <= error.status < 600 else "other"
 
 
 class GatewayMetrics:
@@ -144,10 +113,13 @@ class GatewayMetrics:
             extra={"event": "usage_counts_invalid", "provider": key[0], "model": key[1], "problems": problems},
         )
 
-    async def scrape(self, gateway: Gateway) -> bytes:
-        """The exposition text, with the gauges read now."""
-        cooling: dict[str, int] = dict.fromkeys(gateway.providers, 0)
-        for ref, state in gateway.health.snapshot().items():
+    async def scrape(
+        self, providers: Mapping[str, Provider], health: HealthBook, drain: Drain, usage: UsageWriter
+    ) -> bytes:
+        """The exposition text, with the gauges read now from the gateway's providers, cooldowns, drain and
+        usage writer."""
+        cooling: dict[str, int] = dict.fromkeys(providers, 0)
+        for ref, state in health.snapshot().items():
             provider = ref.partition("/")[0]
             if provider in cooling and float(str(state["cooldown_s"])) > 0:
                 cooling[provider] += 1
@@ -156,18 +128,16 @@ class GatewayMetrics:
                 "minigate_deployments_cooling", "Deployments skipped while they cool down, by provider.", ("provider",)
             ).set_all(((p,), n) for p, n in cooling.items()),
             Gauge("minigate_in_flight_requests", "Calls waiting on or streaming from an upstream.").set_all(
-                [((), len(gateway.drain.calls))]
+                [((), len(drain.calls))]
             ),
-            Gauge("minigate_shutting_down", "1 once SIGTERM was received.").set_all(
-                [((), float(gateway.drain.stopping))]
-            ),
+            Gauge("minigate_shutting_down", "1 once SIGTERM was received.").set_all([((), float(drain.stopping))]),
             Gauge("minigate_usage_rows_held", "Usage rows kept in memory because the database refuses them.").set_all(
-                [((), float(gateway.usage.held))]
+                [((), float(usage.held))]
             ),
             Gauge(
                 "minigate_usage_rows_lost", "Usage rows given up on since start (each logged as usage_row_lost)."
-            ).set_all([((), float(gateway.usage.lost))]),
-            *await _local_gauges(gateway),
+            ).set_all([((), float(usage.lost))]),
+            *await _local_gauges(providers),
         ]
         return render(
             [self.requests, self.latency, self.ttft, self.tokens, self.fallbacks, self.reloads, self.rejected, *gauges]
@@ -187,7 +157,7 @@ async def _worker_counts(client: Any) -> tuple[float, float]:
         return inflight, 0.0
 
 
-async def _local_gauges(gateway: Gateway) -> list[Gauge]:
+async def _local_gauges(providers: Mapping[str, Provider]) -> list[Gauge]:
     loaded = Gauge("minigate_local_models_loaded", "Models with a running worker, per local provider.", ("provider",))
     active = Gauge(
         "minigate_local_active_requests", "Sequences a local model is generating now.", ("provider", "model")
@@ -195,7 +165,7 @@ async def _local_gauges(gateway: Gateway) -> list[Gauge]:
     queued = Gauge("minigate_local_queue_depth", "Requests waiting for a local model's batch.", ("provider", "model"))
     counts: list[tuple[Any, ...]] = []
     jobs: list[Any] = []
-    for name, provider in gateway.providers.items():
+    for name, provider in providers.items():
         if not isinstance(provider, ManagesModels):
             continue
         # The onnx provider's loaded() gives each model's worker client, which can say its queue depth.

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 import msgspec
 from msgspec import Meta
 
-from gateway.config import split_validation_error
 from gateway.errors import InvalidRequest
 
 __all__ = [
@@ -30,6 +29,7 @@ __all__ = [
     "StreamOptions",
     "decode_json",
     "decode_request",
+    "split_validation_error",
 ]
 
 MAX_MESSAGES = 2048  # OpenAI's own limit on messages (and on embedding inputs)
@@ -151,6 +151,15 @@ def _refuse_bad_utf8(body: bytes) -> None:
     except UnicodeDecodeError as err:
         bad = body[err.start : err.start + 1].hex()
         raise InvalidRequest(f"The body is not valid UTF-8: the byte 0x{bad} at offset {err.start}.") from None
+
+
+_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+
+
+def split_validation_error(err: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's ``Expected `int`, got `str` - at `$.a.b``` as ``("Expected `int`, got `str`", ".a.b")``."""
+    m = _AT.match(str(err))
+    return (m.group(1), m.group(2) or "") if m else (str(err), "")
 
 
 def _param(where: str) -> str | None:

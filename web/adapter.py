@@ -1,9 +1,5 @@
-"""The seam between the models page and local-model management (issue #3's admin API).
-
-The page calls only these functions. Until the admin API is connected here, they call the provider's own
-methods when it has them (the onnxruntime-genai provider does): ``load``, ``unload``, ``reload``, ``remove``,
-``pull`` and ``import_model`` (with a progress callback); a provider without them gets a clear refusal.
-"""
+"""What the models page shows and does: provider and model views (never credentials), and model actions through
+:mod:`gateway.manage`, the service the admin API uses too."""
 
 from __future__ import annotations
 
@@ -13,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.admin import manage_model
 from gateway.errors import GatewayError
+from gateway.manage import manage_model
 from gateway.runtime import Gateway
 from providers.base import Provider, ProviderInfo
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from providers.onnx.tools import DownloadError, SourceError
 
-if TYPE_CHECKING:
-    from providers.onnx.hub import HubSource
+__all__ = ["HubSourceLike", "translate"]
 
-__all__ = ["translate"]
+
+class HubSourceLike(Protocol):
+    """What a message needs of the pulled repository (``providers.onnx.hub.HubSource`` is one): its name,
+    revision, and ``str()`` for both."""
+
+    @property
+    def repo(self) -> str: ...
+
+    @property
+    def revision(self) -> str | None: ...
+
 
 _NETWORK_ERRORS = {
     "ConnectError",
@@ -45,7 +54,7 @@ def _is_network(exc: BaseException | None) -> bool:
     return False
 
 
-def translate(exc: BaseException, errors: Any, source: HubSource, hub: str) -> Exception | None:
+def translate(exc: BaseException, errors: Any, source: HubSourceLike, hub: str) -> Exception | None:
     """The :class:`SourceError` or :class:`DownloadError` that says what ``exc`` means, or None if unknown.
 
     ``errors`` is ``huggingface_hub.errors`` (imported by the caller, only when pulling); ``hub`` names the
