@@ -8,8 +8,7 @@ Error tree::
     ├── ModelNotFound            404: no agent, alias or provider model of that name
     └── ChainFailed              every deployment of the chain failed or was cooling down
 
-Exceptions from Litestar itself (unknown route, wrong method, body too large) and unexpected ones are mapped
-to the same shape by :func:`exception_handlers`; an unexpected one is logged and never shown with its traceback.
+:func:`exception_handlers` maps Litestar's own and unexpected exceptions to the same shape (never a traceback).
 """
 
 from __future__ import annotations

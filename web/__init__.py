@@ -1,21 +1,6 @@
-"""The web UI: chat, model management and usage pages (server-rendered Jinja with vendored htmx).
+"""The web UI: chat, model management, usage and keys pages (server-rendered Jinja with vendored htmx).
 
-Every URL of the web UI and its handler::
-
-    GET  /                         -> /chat
-    GET  /login, POST /login       log in with the admin password, an admin API key or the bootstrap key
-    POST /logout
-    GET  /chat                     conversation list, new-chat form       (admin, or anyone if chat is public)
-    POST /chat/new
-    GET  /chat/{id}                one conversation
-    POST /chat/{id}/send           answer streamed as SSE (htmx), or a redirect without JavaScript
-    POST /chat/{id}/regenerate
-    POST /chat/{id}/settings, /rename, /delete
-    GET  /models                   providers, models, agents' chains      (admin)
-    POST /models/action, /models/import, /models/chain
-    GET  /usage, /usage.csv        charts, totals, recent requests         (admin)
-    GET  /keys, POST /keys, POST /keys/{id}/revoke                         (admin)
-    GET  /static/...               vendored htmx, the stylesheet and the page script
+:func:`web_routes` gives the app factory every route; docs/architecture.md, "Web UI", lists each URL.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Who may use which page: sessions from the cookie, admin and chat access, CSRF and origin checks.
 
-Every state-changing request (any method but GET/HEAD) must come from this site: ``Sec-Fetch-Site`` (when the
-browser sends it) must be ``same-origin``, ``Origin`` (when sent) must match ``Host``, and the session's CSRF
-token must come back in the ``x-csrf-token`` header (htmx sends it on every request) or the ``_csrf`` field.
+A state-changing request must come from this site: ``Sec-Fetch-Site`` and ``Origin`` when sent, and the
+session's CSRF token in ``x-csrf-token`` (htmx) or the ``_csrf`` field.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Agents' primary/fallback chains as edited in the web UI: stored, validated, applied without restart.
 
-An override is a list of ``provider/model`` references kept in the ``chain_overrides`` table. Applying the
-overrides rebuilds ``gateway.config`` (agents replaced) and ``gateway.routes`` (a new
-:class:`~gateway.routing.RouteTable`), so the very next request follows the new chain. Requests already
-running keep the route they resolved. The configured chains stay known, so an override can be reset.
-
-:func:`apply_stored_overrides` is meant to run right after the gateway opens (kept across restarts);
-until the app factory calls it, :func:`ensure_overrides` applies them on the first web request.
+An override (``chain_overrides`` table) rebuilds the agents and the route table, so the next request follows it;
+requests already running keep their route, and the configured chains stay known for a reset.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Markdown of model answers, rendered on the server and sanitised.
+"""Markdown of model answers, rendered on the server and sanitised: an answer is untrusted text.
 
-Answers are untrusted text (a model repeats whatever a prompt or a document fed it), so: raw HTML in the
-Markdown is shown as text, images become a text placeholder (a remote image would leak the conversation
-through its URL), links keep only http(s) and mailto targets, and nh3 (ammonia) then removes every tag and
-attribute not on a short allow-list — scripts, event handlers, styles and htmx attributes included.
+Raw HTML shows as text, images become a placeholder (a remote image would leak the conversation), links keep only
+http(s) and mailto, and nh3 removes every tag and attribute not on a short allow-list.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Server-side sessions of the web UI.
 
-The cookie holds 256 random bits; the ``web_sessions`` table holds only their SHA-256, so a copy of the
-database opens no session. Logging out deletes the row, so a copied cookie stops working at once, and so does
-revoking the API key a session was opened with (checked on every request). Each session has its own CSRF token,
-sent back with every state-changing request.
+The cookie holds 256 random bits and ``web_sessions`` only their SHA-256; logging out, or revoking the API key a
+session was opened with, ends it at once. Each session has its own CSRF token.
 """
 
 from __future__ import annotations

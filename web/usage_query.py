@@ -1,12 +1,7 @@
-"""Usage aggregates for the usage page, computed in SQL over the ``usage`` table (SQLite or PostgreSQL).
+"""Usage aggregates for the usage page: one grouped SQL query per page over the ``usage`` table.
 
-One grouped query per page: ``(time bucket, group, latency bin)`` with counts and sums. Percentiles come
-from the latency histogram (bins of ``ln(ms + 1) * 12``, about 9 % wide), which the database builds in one
-pass, where exact percentiles would need every latency sent to Python. What differs between the backends
-(time buckets, flooring) is in :mod:`gateway.storage.sql`.
-
-No stored value can break the page: token sums take only valid counts (:func:`~gateway.storage.sql.count_sum`),
-a latency outside 0 to a billion ms gets no histogram bin, and the recent rows show such values as missing.
+Percentiles come from a latency histogram the database builds in one pass (bins of ``ln(ms + 1) * 12``, about
+9 % wide), not from every latency sent to Python; no stored value can break the page.
 """
 
 from __future__ import annotations
