@@ -1,9 +1,10 @@
-"""The OpenAI-compatible ``/v1`` handlers. Every one checks the API key, then hands over to ``gateway.proxy``."""
+"""The OpenAI-compatible ``/v1`` handlers: each checks the API key, hands over to ``gateway.proxy``, and encodes
+the typed answer it gets back as JSON or as chat-completions SSE (the only place /v1's bytes are written)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -14,11 +15,13 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import ModelNotFound
+from gateway.events import Chunk, Event, EventStream, Outcome, Reply
 from gateway.headers import header_values
 from gateway.observe import trace_of
-from gateway.proxy import Served, serve_json, start_call
+from gateway.proxy import serve_json, start_call
 from gateway.routing import check_model_name
 from gateway.runtime import Gateway
+from gateway.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
 from gateway.streaming import serve_stream
 from gateway.wire import (
     ChatCompletionRequest,
@@ -35,8 +38,7 @@ __all__ = ["v1_handlers"]
 
 T = TypeVar("T")
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
+_encode = msgspec.json.encode
 
 _WATCH_AFTER = 0.02  # seconds
 
@@ -80,12 +82,38 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable
             watcher.cancel()
 
 
-def _respond(request: Request[Any, Any, Any], served: Served) -> Response[Any]:
-    if served.stream is not None:
-        close_at_end(request.scope, served.stream)  # however the response ends: the relay stores the row
-        headers = {**header_values(served.headers), **_SSE_HEADERS}
-        return Stream(served.stream, media_type="text/event-stream", headers=headers)
-    return Response(served.body, media_type="application/json", headers=header_values(served.headers))
+def _headers(outcome: Outcome) -> dict[str, str]:
+    """Headers telling the client who answered."""
+    deployment = outcome.deployment
+    return header_values(
+        {
+            "x-minigate-provider": deployment.provider,
+            "x-minigate-model": deployment.model,
+            "x-minigate-fallbacks": str(outcome.fallbacks),
+        }
+    )
+
+
+async def _frames(events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
+    """Chat-completions SSE: each chunk as sent, then ``[DONE]``, or the error event that ended the answer."""
+    try:
+        async for event in events:
+            if type(event) is Chunk:
+                yield frame(event.data)
+            elif type(event) is Outcome:
+                yield DONE if event.failure is None else frame(event.failure.body())
+    finally:
+        await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
+
+
+def _respond(request: Request[Any, Any, Any], served: EventStream | Reply) -> Response[Any]:
+    if isinstance(served, Reply):
+        return Response(_encode(served.body), media_type="application/json", headers=_headers(served.outcome))
+    frames = _frames(served.events)
+    # However the response ends: closing the events stores the row (``frames`` may never have been started).
+    close_at_end(request.scope, frames)
+    close_at_end(request.scope, served.events)
+    return Stream(frames, media_type=MEDIA_TYPE, headers={**_headers(served.outcome), **SSE_HEADERS})
 
 
 async def _serve(
@@ -96,7 +124,9 @@ async def _serve(
     call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
     limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
     try:
-        served = await _cancel_on_disconnect(request, (serve_stream if call.stream else serve_json)(call))
+        served: EventStream | Reply = await _cancel_on_disconnect(
+            request, serve_stream(call) if call.stream else serve_json(call)
+        )
     except _ClientGone:
         return Response(b"", status_code=499)
     return _respond(request, served)

@@ -1,10 +1,10 @@
-"""Serving one /v1 call: route it along its chain, answer as JSON or SSE, and store its usage row.
+"""Serving one call: route it along its chain, answer with a typed :class:`~gateway.events.Reply`, store its row.
 
 The client's body is forwarded unchanged apart from ``model`` and the routing fields a client must never
 control (``api_base``, ``base_url``, ``api_key``, extra headers). For streams the upstream is always asked for
 usage, and the usage chunk is removed again when the client did not ask for it, so every row has real token
-counts. The row is committed before the answer completes: before the JSON is sent, before ``data: [DONE]``.
-Streaming answers are served by :mod:`gateway.streaming` with the same :class:`Call`.
+counts. The row is committed before the answer is handed over. Streaming answers are served by
+:mod:`gateway.streaming` with the same :class:`Call`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import msgspec
 
 from gateway.chain import ChainExhausted, Hop, run_chain
 from gateway.errors import GatewayError, ModelNotFound
+from gateway.events import Outcome, Reply
 from gateway.health import HealthBook
 from gateway.observe import Trace, new_request_id
 from gateway.plugins import Pipeline, plugin_hooks
@@ -30,12 +29,11 @@ from gateway.storage import UsageRecord, UsageWriteError
 from gateway.tokens import TokenCounts, checked_usage, token_counts
 from providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
-# The helpers after ``Served`` are shared with gateway.streaming, which serves the streaming half of a call.
+# The helpers after ``start_call`` are shared with gateway.streaming, which serves the streaming half of a call.
 __all__ = [
     "ROUTING_FIELDS",
     "SHUTDOWN",
     "Call",
-    "Served",
     "cancelled",
     "check_endpoint",
     "failed",
@@ -68,9 +66,6 @@ ROUTING_FIELDS = frozenset(
         "api_type",
     }
 )
-
-_encode = msgspec.json.encode
-
 
 SHUTDOWN = "the gateway shut down before the answer was complete"
 
@@ -172,14 +167,6 @@ class Call:
             self.gateway.metrics.rejected_counts(deployment, self.routes.listed(deployment), problems)
         return counts
 
-    def headers(self, deployment: Deployment, hops: list[Hop]) -> dict[str, str]:
-        """Headers telling the client who answered."""
-        return {
-            "x-minigate-provider": deployment.provider,
-            "x-minigate-model": deployment.model,
-            "x-minigate-fallbacks": str(len(hops)),
-        }
-
 
 def start_call(
     gateway: Gateway,
@@ -259,16 +246,7 @@ async def cancelled(call: Call, hops: list[Hop]) -> GatewayError | None:
     return await failed(call, error, hops)
 
 
-@dataclass(slots=True)
-class Served:
-    """An answer ready to send: a JSON body or an SSE byte stream, and its headers."""
-
-    headers: dict[str, str]
-    body: bytes | None = None
-    stream: AsyncGenerator[bytes, None] | None = None
-
-
-async def serve_json(call: Call) -> Served:
+async def serve_json(call: Call) -> Reply:
     """Answer a non-streaming call; raises GatewayError (already stored) when the chain fails."""
     hops: list[Hop] = []
 
@@ -296,4 +274,4 @@ async def serve_json(call: Call) -> Served:
     if (usage := body.get("usage")) is not None:  # the client is sent the counts that are stored
         body["usage"] = checked_usage(usage)[0]
     await call.store(200, deployment, hops, usage=usage)
-    return Served(call.headers(deployment, hops), body=_encode(body))
+    return Reply(body, Outcome(deployment, hops))

@@ -1,8 +1,8 @@
-"""Serving a streaming /v1 call: fall back until the first content chunk, then relay chunks as SSE.
+"""Serving a streaming call: fall back until the first content chunk, then relay chunks as typed events.
 
 Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream
-failure ends the stream with an OpenAI-shaped error event, never a hang. The usage row is committed before
-``data: [DONE]``.
+failure ends the events with an :class:`~gateway.events.Outcome` naming it, never a hang. The usage row is
+committed before the outcome is yielded.
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
-import msgspec
 
 from gateway.chain import ChainExhausted, Hop, run_chain
-from gateway.errors import error_body
-from gateway.proxy import SHUTDOWN, Call, Served, cancelled, check_endpoint, failed, uncancel
+from gateway.errors import GatewayError
+from gateway.events import Chunk, Event, EventStream, Outcome, Usage
+from gateway.proxy import SHUTDOWN, Call, cancelled, check_endpoint, failed, uncancel
 from gateway.routing import Deployment
 from gateway.tokens import checked_usage
 from providers.base import ChunkStream, Provider, ProviderError
 
 __all__ = ["serve_stream"]
-
-_encode = msgspec.json.encode
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:
@@ -58,11 +56,7 @@ async def _prime(stream: ChunkStream) -> tuple[AsyncIterator[dict[str, Any]], li
     return iterator, buffered
 
 
-def _event(payload: Any) -> bytes:
-    return b"data: " + _encode(payload) + b"\n\n"
-
-
-async def serve_stream(call: Call) -> Served:
+async def serve_stream(call: Call) -> EventStream:
     """Answer a streaming call; fallback is possible until the first content chunk is ready."""
     gateway = call.gateway
     hops: list[Hop] = []
@@ -94,11 +88,12 @@ async def serve_stream(call: Call) -> Served:
     # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
     call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
-    relay = _relay(call, deployment, hops, stream, iterator, buffered, ttft_ms)
+    outcome = Outcome(deployment, hops)
+    relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms)
     # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
     # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
     await anext(relay)
-    return Served(call.headers(deployment, hops), stream=relay)
+    return EventStream(outcome, relay)
 
 
 class _Deadline:
@@ -139,22 +134,24 @@ class _Deadline:
 
 async def _relay(
     call: Call,
-    deployment: Deployment,
-    hops: list[Hop],
+    outcome: Outcome,
     stream: ChunkStream,
     iterator: AsyncIterator[dict[str, Any]],
     buffered: list[dict[str, Any]],
     ttft_ms: float,
-) -> AsyncGenerator[bytes, None]:
+) -> AsyncGenerator[Event, None]:
+    deployment, hops = outcome.deployment, outcome.hops
     model = deployment.ref
     usage: Any = None
+    counts: Any = None  # the usage the client was just sent, for a Usage event after its chunk
     status, error = 200, None
+    failure: GatewayError | None = None
 
-    def event(chunk: dict[str, Any]) -> bytes | None:
-        nonlocal usage
+    def event(chunk: dict[str, Any]) -> Chunk | None:
+        nonlocal usage, counts
         if "usage" in chunk:
             usage = chunk["usage"] or usage  # stored as sent: Call.store checks and reports its counts
-            chunk["usage"] = checked_usage(chunk["usage"])[0]  # the client is sent the counts that are stored
+            chunk["usage"] = counts = checked_usage(chunk["usage"])[0]  # the client is sent the counts stored
             if not call.client_usage:
                 del chunk["usage"]
                 if not chunk.get("choices"):
@@ -162,11 +159,13 @@ async def _relay(
         chunk["model"] = model
         if call.hooks is not None:
             chunk = call.hooks.chunk(call, deployment, chunk)
-        return _event(chunk)
+            if counts is not None and call.client_usage:
+                counts = chunk.get("usage")  # as the plugins left it
+        return Chunk(chunk)
 
     deadline: _Deadline | None = None
     try:
-        yield b""  # taken by serve_stream: from here on the finally below runs however the relay ends
+        yield outcome  # taken by serve_stream: from here on the finally below runs however the relay ends
         call.task = asyncio.current_task()
         if call.cut:
             raise asyncio.CancelledError()  # cut before the first step: end like any other cut stream
@@ -175,6 +174,10 @@ async def _relay(
             for chunk in buffered:
                 if (data := event(chunk)) is not None:
                     yield data
+                if counts is not None:
+                    if counts:
+                        yield Usage(counts)
+                    counts = None
             buffered.clear()
             deadline.waiting = True
             async for chunk in iterator:
@@ -183,6 +186,10 @@ async def _relay(
                     yield data
                     if deadline.expired:  # it passed while the client was being written to
                         raise TimeoutError
+                if counts is not None:
+                    if counts:
+                        yield Usage(counts)
+                    counts = None
                 deadline.waiting = True
             deadline.waiting = False
         except asyncio.CancelledError:
@@ -192,23 +199,25 @@ async def _relay(
     except ProviderError as err:
         status, error = (err.status if err.status >= 400 else 502), err.message
         call.health.failure(deployment.ref, err)
-        yield _event(
-            error_body(
-                f"The upstream failed mid-stream: {err.message}",
-                "upstream_error",
-                None,
-                err.code or "upstream_error",
-            )
+        failure = GatewayError(
+            f"The upstream failed mid-stream: {err.message}",
+            status=status,
+            type="upstream_error",
+            code=err.code or "upstream_error",
         )
     except TimeoutError:
         status, error = 504, "the request's deadline passed mid-stream"
-        yield _event(error_body(f"The request timed out: {error}.", "timeout_error", None, "upstream_timeout"))
+        failure = GatewayError(
+            f"The request timed out: {error}.", status=504, type="timeout_error", code="upstream_timeout"
+        )
     except asyncio.CancelledError:
         status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
         if not call.cut:
             raise
         uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
-        yield _event(error_body(f"The answer was cut off: {SHUTDOWN}.", "server_error", None, "server_shutting_down"))
+        failure = GatewayError(
+            f"The answer was cut off: {SHUTDOWN}.", status=503, type="server_error", code="server_shutting_down"
+        )
     except GeneratorExit:  # closed by its consumer, which will not read on: the client left or stopped reading
         status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
         if not call.cut and time.monotonic() >= call.deadline:
@@ -218,8 +227,8 @@ async def _relay(
         if deadline is not None:
             deadline.close()
         call.gateway.drain.discard(call)
+        outcome.status, outcome.error, outcome.failure = status, error, failure
         with anyio.CancelScope(shield=True):
             await stream.aclose()
             await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
-    if error is None:
-        yield b"data: [DONE]\n\n"
+    yield outcome

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,9 +40,11 @@ from litestar.response import Stream
 
 from gateway.config import Config
 from gateway.errors import GatewayError, InvalidRequest, error_body
+from gateway.events import Chunk, Event, Outcome, Usage
 from gateway.observe import Trace, trace_of
 from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
+from gateway.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
 from gateway.streaming import serve_stream
 from gateway.tokens import token_counts
 from gateway.wire import ChatCompletionRequest, decode_json
@@ -54,14 +56,8 @@ __all__ = ["Run", "workflow_routes"]
 
 log = logging.getLogger("minigate")
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_DONE = b"data: [DONE]\n\n"
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
 _encode = msgspec.json.encode
-
-
-def _event(payload: Any) -> bytes:
-    return b"data: " + _encode(payload) + b"\n\n"
 
 
 @dataclass(slots=True)
@@ -135,42 +131,36 @@ class Run:
         parsed = msgspec.convert(raw, ChatCompletionRequest)
         call = start_call(self.gateway, "chat/completions", parsed, raw, self.key_id, self.trace)
         if self.emit is None:
-            served = await serve_json(call)
-            body = msgspec.json.decode(served.body or b"{}")
-            text, usage = _content(body), body.get("usage")
+            reply = await serve_json(call)
+            text, usage, outcome = _content(reply.body), reply.body.get("usage"), reply.outcome
         else:
             served = await serve_stream(call)
-            assert served.stream is not None
-            text, usage = await self._relay(served.stream)
+            text, usage = await self._relay(served.events)
+            outcome = served.outcome
         counts, _ = token_counts(usage)  # checked already on the way out of the proxy; a plugin may change it
         for key, value in counts.items():
             if isinstance(value, int):
                 self.usage[key] += value
-        answered = f"{served.headers.get('x-minigate-provider')}/{served.headers.get('x-minigate-model')}"
-        self.steps[-1].update(model=answered, fallbacks=int(served.headers.get("x-minigate-fallbacks", 0)))
+        self.steps[-1].update(model=outcome.deployment.ref, fallbacks=outcome.fallbacks)
         return text
 
-    async def _relay(self, stream: AsyncIterator[bytes]) -> tuple[str, Any]:
+    async def _relay(self, events: AsyncGenerator[Event, None]) -> tuple[str, Any]:
         assert self.emit is not None
         parts: list[str] = []
         usage: Any = None
         try:
-            async for data in stream:
-                chunk = _sse_json(data)
-                if chunk is None:
-                    continue
-                if isinstance(error := chunk.get("error"), dict):
-                    kind, code = str(error.get("type") or "upstream_error"), error.get("code")
-                    raise GatewayError(str(error.get("message")), status=502, type=kind, code=code)
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or ():
-                    if piece := (choice.get("delta") or {}).get("content"):
+            async for event in events:
+                if isinstance(event, Chunk):
+                    for piece in event.pieces():
                         parts.append(piece)
-                        await self.emit(_event({"object": "workflow.delta", "step": self.index, "delta": piece}))
+                        await self.emit(frame({"object": "workflow.delta", "step": self.index, "delta": piece}))
+                elif isinstance(event, Usage):
+                    usage = event.counts
+                elif isinstance(event, Outcome) and (failure := event.failure) is not None:
+                    raise GatewayError(failure.message, status=502, type=failure.type, code=failure.code)
         finally:
-            if isinstance(stream, AsyncGenerator):
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()  # ends the upstream call and stores its row, also when cancelled
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # ends the upstream call and stores its row, also when cancelled
         return "".join(parts), usage
 
     async def execute(self) -> dict[str, Any]:
@@ -180,7 +170,7 @@ class Run:
             self.index, kind = index, step.type or step.name
             self.steps.append({"type": kind})
             if self.emit is not None:
-                await self.emit(_event({"object": "workflow.step", "step": index, "type": kind}))
+                await self.emit(frame({"object": "workflow.step", "step": index, "type": kind}))
             try:
                 text = await step.run(self, text)
             except (GatewayError, asyncio.CancelledError):
@@ -209,14 +199,6 @@ def _content(body: dict[str, Any]) -> str:
     return str((choices[0].get("message") or {}).get("content") or "")
 
 
-def _sse_json(data: bytes) -> dict[str, Any] | None:
-    payload = data.strip()
-    if not payload.startswith(b"data:") or payload[5:].strip() == b"[DONE]":
-        return None
-    decoded = msgspec.json.decode(payload[5:])
-    return decoded if isinstance(decoded, dict) else None
-
-
 async def _sse(run: Run) -> AsyncGenerator[bytes, None]:
     """The streamed answer: the steps run in a task that feeds a small queue (a slow reader slows the steps)."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(64)
@@ -224,14 +206,14 @@ async def _sse(run: Run) -> AsyncGenerator[bytes, None]:
 
     async def produce() -> None:
         try:
-            await queue.put(_event(await run.execute()))
-            await queue.put(_DONE)
+            await queue.put(frame(await run.execute()))
+            await queue.put(DONE)
         except GatewayError as err:
-            await queue.put(_event(err.body()))
+            await queue.put(frame(err.body()))
         except Exception:
             log.exception("workflow %s failed", run.workflow.name)
             await queue.put(
-                _event(error_body("The workflow hit an internal error; it has been logged.", "server_error"))
+                frame(error_body("The workflow hit an internal error; it has been logged.", "server_error"))
             )
         finally:
             await queue.put(None)
@@ -303,7 +285,7 @@ def _handler(name: str, path: str, method: Literal["GET", "POST", "PUT"], index:
         if _wants_stream(request, variables):
             stream = _sse(run)
             close_at_end(request.scope, stream)  # a failed write leaves it suspended: its steps end with it
-            return Stream(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
+            return Stream(stream, media_type=MEDIA_TYPE, headers=SSE_HEADERS)
         result = await _unless_client_leaves(request, run.execute())
         if result is None:
             return Response(b"", status_code=499)

@@ -42,6 +42,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from gateway.events import Chunk, Event, Outcome, Usage
 from gateway.proxy import start_call
 from gateway.runtime import Gateway
 from gateway.streaming import serve_stream
@@ -170,7 +171,7 @@ class _Socket:
         self._spawn(self.error(ident, err))
 
     async def _chat(self, ident: str, request: msgspec.Raw) -> None:
-        stream: Any = None
+        events: AsyncGenerator[Event, None] | None = None
         started = time.perf_counter()
         # What /metrics counts for this request (endpoint "ws"), as for an HTTP request: 499 if it is cut.
         status, provider = 499, None
@@ -189,12 +190,11 @@ class _Socket:
             parsed.stream = True
             call = start_call(self.gateway, "chat/completions", parsed, raw, self.key_id)
             served = await serve_stream(call)
-            stream = served.stream
+            events = served.events
+            provider = served.outcome.deployment.provider
             done: dict[str, Any] = {"type": "done", "id": ident, "request_id": call.request_id}
-            done.update(model=f"{served.headers['x-minigate-provider']}/{served.headers['x-minigate-model']}")
-            done.update(fallbacks=int(served.headers["x-minigate-fallbacks"]))
-            provider = served.headers["x-minigate-provider"]
-            if await self._relay(ident, served.stream, done):
+            done.update(model=served.outcome.deployment.ref, fallbacks=served.outcome.fallbacks)
+            if await self._relay(ident, events, done):
                 status = 200
                 await self.send(done)
             else:
@@ -209,30 +209,29 @@ class _Socket:
             await self.error(ident, GatewayError(message, status=500, type="server_error"))
         finally:
             self.gateway.metrics.request("ws", status, provider, time.perf_counter() - started)
-            if isinstance(stream, AsyncGenerator):
+            if events is not None:
                 with anyio.CancelScope(shield=True):
-                    await stream.aclose()  # ends the upstream call; the relay stores the usage row (499 if cut)
+                    await events.aclose()  # ends the upstream call; the relay stores the usage row (499 if cut)
 
-    async def _relay(self, ident: str, stream: Any, done: dict[str, Any]) -> bool:
-        """Forward deltas; fill ``done``. False when the stream ended with an error (already sent)."""
+    async def _relay(self, ident: str, events: AsyncGenerator[Event, None], done: dict[str, Any]) -> bool:
+        """Forward deltas; fill ``done``. False when the answer broke off with an error (already sent)."""
         parts: list[str] = []
         finish: str | None = None
-        async for data in stream:
-            payload = data[5:].strip() if data.startswith(b"data:") else b""
-            if not payload or payload == b"[DONE]":
-                continue
-            chunk = msgspec.json.decode(payload)
-            if isinstance(error := chunk.get("error"), dict):
-                await self.send({"type": "error", "id": ident, "status": 502, "error": error})
-                return False
-            if chunk.get("usage"):
-                done["usage"] = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                finish = choice.get("finish_reason") or finish
-                if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
-                    parts.append(delta.get("content") or "")
-                    await self.send({"type": "delta", "id": ident, "delta": delta, "index": choice.get("index", 0)})
+        async for event in events:
+            if isinstance(event, Usage):
+                done["usage"] = event.counts
+            elif isinstance(event, Outcome):
+                if event.failure is not None:
+                    await self.send({"type": "error", "id": ident, "status": 502, **event.failure.body()})
+                    return False
+            elif isinstance(event, Chunk):
+                for choice in event.choices():
+                    delta = choice.get("delta") or {}
+                    finish = choice.get("finish_reason") or finish
+                    if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                        parts.append(delta.get("content") or "")
+                        frame = {"type": "delta", "id": ident, "delta": delta, "index": choice.get("index", 0)}
+                        await self.send(frame)
         done.update(message={"role": "assistant", "content": "".join(parts)}, finish_reason=finish)
         return True
 

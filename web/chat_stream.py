@@ -1,12 +1,9 @@
 """One chat answer, streamed into the page while it is generated, through the same router as ``/v1``.
 
-The answer goes through :func:`gateway.proxy.start_call` and :func:`gateway.proxy.serve_stream`, so fallbacks,
-cooldowns and usage rows apply exactly as for an API client. The browser receives Server-Sent Events whose
-data is HTML for htmx 4's SSE extension: first the whole conversation with an empty answer at the end, then
-one ``<hx-partial>`` per token appending escaped text to that answer, and finally the answer rendered as
-sanitised Markdown with who answered and how fast. If the browser goes away (the Stop button aborts the
-request) the generator is cancelled: the upstream call is cancelled with it and the text so far is kept as a
-stopped answer.
+The serving layer's typed events (``gateway.events``) become Server-Sent Events of HTML for htmx 4: the
+conversation with an empty answer, one ``<hx-partial>`` of escaped text per token, then the answer as sanitised
+Markdown. If the browser goes away (Stop) the generator is cancelled, the upstream call with it, and the text so
+far is kept as a stopped answer.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from sqlalchemy import Table, select
 from sse_starlette import ServerSentEvent
 
 from gateway.errors import GatewayError
+from gateway.events import Chunk, EventStream, Outcome, Usage
 from gateway.proxy import serve_json, start_call
 from gateway.runtime import Gateway
 from gateway.storage import ConversationStore
@@ -103,17 +101,6 @@ async def _usage_row(gateway: Gateway, request_id: str | None) -> dict[str, Any]
     return None if row is None else dict(row)
 
 
-def _chunk(data: bytes) -> dict[str, Any] | None:
-    payload = data.strip()
-    if not payload.startswith(b"data:"):
-        return None
-    payload = payload[5:].strip()
-    if payload == b"[DONE]":
-        return None
-    decoded = msgspec.json.decode(payload)
-    return decoded if isinstance(decoded, dict) else None
-
-
 async def stream_answer(
     gateway: Gateway,
     store: ConversationStore,
@@ -131,35 +118,30 @@ async def stream_answer(
     opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="beforeend">'
     try:
         raw = chat_body(conversation, history, stream=True)
+        served: EventStream | None = None
         try:
             call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
             answer.request_id = call.request_id
             served = await serve_stream(call)
         except GatewayError as err:
             answer.status, answer.error = "error", err.message
-            served = None
-        if served is not None and served.stream is not None:
-            answer.provider = served.headers.get("x-minigate-provider")
-            answer.model = served.headers.get("x-minigate-model")
+        if served is not None:
+            answer.provider = served.outcome.deployment.provider
+            answer.model = served.outcome.deployment.model
             try:
-                async for data in served.stream:
-                    chunk = _chunk(data)
-                    if chunk is None:
-                        continue
-                    if isinstance(chunk.get("error"), dict):
-                        answer.status, answer.error = "error", str(chunk["error"].get("message"))
-                        continue
-                    if chunk.get("usage"):
-                        answer.usage = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
+                async for event in served.events:
+                    if isinstance(event, Chunk):
+                        for piece in event.pieces():
                             ttft = ttft or (time.monotonic() - started) * 1000
                             parts.append(piece)
                             yield ServerSentEvent(data=f"{opening}{escape(piece)}</hx-partial>")
+                    elif isinstance(event, Usage):
+                        answer.usage = event.counts
+                    elif isinstance(event, Outcome) and event.failure is not None:
+                        answer.status, answer.error = "error", event.failure.message
             finally:
                 with anyio.CancelScope(shield=True):
-                    await served.stream.aclose()
+                    await served.events.aclose()
     except (asyncio.CancelledError, GeneratorExit):
         answer.status = "stopped"
         raise
@@ -188,12 +170,12 @@ async def complete_answer(
     try:
         call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
         answer.request_id = call.request_id
-        served = await serve_json(call)
-        body = msgspec.json.decode(served.body or b"{}")
+        reply = await serve_json(call)
+        body = reply.body
         answer.text = str(((body.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
         answer.usage = body.get("usage")
-        answer.provider = served.headers.get("x-minigate-provider")
-        answer.model = served.headers.get("x-minigate-model")
+        answer.provider = reply.outcome.deployment.provider
+        answer.model = reply.outcome.deployment.model
     except GatewayError as err:
         answer.status, answer.error = "error", err.message
     row = await _usage_row(gateway, answer.request_id)

@@ -1,0 +1,20 @@
+"""The one SSE writer: ``data:`` frames, the ``[DONE]`` frame and the headers of a ``text/event-stream`` answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["DONE", "MEDIA_TYPE", "SSE_HEADERS", "frame"]
+
+MEDIA_TYPE = "text/event-stream"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no cache or proxy holds frames back
+DONE = b"data: [DONE]\n\n"
+
+_encode = msgspec.json.encode
+
+
+def frame(payload: Any) -> bytes:
+    """One event whose data is ``payload`` as JSON."""
+    return b"data: " + _encode(payload) + b"\n\n"
