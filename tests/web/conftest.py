@@ -1,4 +1,5 @@
-"""Fixtures of the web UI tests: a gateway with the admin password set, and a logged-in client."""
+"""Fixtures of the web UI tests: a gateway with the admin password set (in process, or a real server for the
+browser and socket tests), and logged-in clients."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, web_config
 
 
@@ -29,17 +31,37 @@ def web_server(
 
 
 @pytest.fixture
-def client(web_server: GatewayServer) -> Iterator[WebClient]:
-    """A client that is logged in as admin."""
-    web = WebClient(web_server)
+def web_app(
+    inprocess_factory: Callable[..., InProcessGateway], remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> InProcessGateway:
+    """:func:`web_server` in process."""
+    monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("MINIGATE_CHAT_PUBLIC", raising=False)
+    return inprocess_factory(web_config(remote))
+
+
+def _logged_in(server: GatewayServer | InProcessGateway) -> Iterator[WebClient]:
+    web = WebClient(server)
     assert web.login().status_code == 303
     yield web
     web.close()
 
 
 @pytest.fixture
-def anonymous(web_server: GatewayServer) -> Iterator[WebClient]:
-    """A client with no session."""
-    web = WebClient(web_server)
+def client(web_app: InProcessGateway) -> Iterator[WebClient]:
+    """A client of :func:`web_app` that is logged in as admin."""
+    yield from _logged_in(web_app)
+
+
+@pytest.fixture
+def server_client(web_server: GatewayServer) -> Iterator[WebClient]:
+    """A client of the real :func:`web_server` that is logged in as admin."""
+    yield from _logged_in(web_server)
+
+
+@pytest.fixture
+def anonymous(web_app: InProcessGateway) -> Iterator[WebClient]:
+    """A client of :func:`web_app` with no session."""
+    web = WebClient(web_app)
     yield web
     web.close()

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY, GatewayServer, StoredGateway
+from tests.inprocess import InProcessGateway
 
 PASSWORD = "web-admin-password-42"
 # Set in the config as a provider's API key: no page may ever show it.
@@ -47,10 +48,18 @@ _LOGIN = re.compile(r'name="_login" value="([^"]+)"')
 class WebClient:
     """An httpx client that logs in like a browser and sends the CSRF token back."""
 
-    def __init__(self, server: GatewayServer) -> None:
-        self.base = f"http://127.0.0.1:{server.port}"
-        self.http = httpx.Client(base_url=self.base, follow_redirects=False, timeout=10)
+    def __init__(self, server: StoredGateway) -> None:
+        self.server = server
+        self.http = self.raw()
         self.csrf: str | None = None
+
+    def raw(self, **kwargs: Any) -> httpx.Client:
+        """A new client of the same gateway (in process or on its socket), without this one's session."""
+        kwargs.setdefault("follow_redirects", False)
+        if isinstance(self.server, InProcessGateway):
+            return self.server.new_http(**kwargs)
+        assert isinstance(self.server, GatewayServer)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.server.port}", timeout=10, **kwargs)
 
     def close(self) -> None:
         self.http.close()

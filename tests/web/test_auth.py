@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import PASSWORD, WebClient, web_config
 
 ADMIN_PAGES = ["/models", "/usage", "/usage.csv", "/keys"]
@@ -68,8 +68,8 @@ def test_the_token_in_a_header_is_accepted(client: WebClient) -> None:
     assert "via-header" in response.text
 
 
-def test_session_cookie_flags(web_server: GatewayServer) -> None:
-    web = WebClient(web_server)
+def test_session_cookie_flags(web_app: InProcessGateway) -> None:
+    web = WebClient(web_app)
     form = web.get("/login")
     token = form.text.split('name="_login" value="')[1].split('"')[0]
     response = web.http.post("/login", data={"_login": token, "secret": PASSWORD, "next": "/usage"})
@@ -79,16 +79,16 @@ def test_session_cookie_flags(web_server: GatewayServer) -> None:
     web.close()
 
 
-def test_wrong_password_and_user_keys_cannot_log_in(web_server: GatewayServer, anonymous: WebClient) -> None:
+def test_wrong_password_and_user_keys_cannot_log_in(web_app: InProcessGateway, anonymous: WebClient) -> None:
     assert anonymous.login("wrong").status_code == 401
-    user_key = _create_key(web_server, admin=False)
+    user_key = _create_key(web_app, admin=False)
     assert anonymous.login(user_key).status_code == 401
     assert anonymous.get("/keys").status_code == 303
 
 
-def test_admin_keys_and_the_bootstrap_key_log_in(web_server: GatewayServer) -> None:
-    for secret in (ADMIN_KEY, _create_key(web_server, admin=True)):
-        web = WebClient(web_server)
+def test_admin_keys_and_the_bootstrap_key_log_in(web_app: InProcessGateway) -> None:
+    for secret in (ADMIN_KEY, _create_key(web_app, admin=True)):
+        web = WebClient(web_app)
         assert web.login(secret).status_code == 303
         assert web.get("/keys").status_code == 200
         web.close()
@@ -110,7 +110,7 @@ def test_logins_are_throttled(anonymous: WebClient) -> None:
 def test_logout_ends_the_session_for_good(client: WebClient) -> None:
     cookie = client.http.cookies.get("mg_session")
     assert client.post("/logout").status_code == 303
-    stolen = httpx.Client(base_url=client.base, cookies={"mg_session": cookie or ""}, follow_redirects=False)
+    stolen = client.raw(cookies={"mg_session": cookie or ""}, follow_redirects=False)
     assert stolen.get("/keys").status_code == 303
     stolen.close()
 
@@ -132,11 +132,11 @@ def test_pages_send_security_headers(client: WebClient) -> None:
 
 
 def test_public_chat_lets_guests_chat_but_not_administer(
-    gateway_factory: Callable[..., GatewayServer], remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    inprocess_factory: Callable[..., InProcessGateway], remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("MINIGATE_CHAT_PUBLIC", "1")
-    server = gateway_factory(web_config(remote))
+    server = inprocess_factory(web_config(remote))
     guest = WebClient(server)
     assert guest.get("/chat").status_code == 200
     guest.refresh_csrf()
@@ -153,7 +153,7 @@ def test_public_chat_lets_guests_chat_but_not_administer(
     admin.close()
 
 
-def _create_key(server: GatewayServer, *, admin: bool) -> str:
+def _create_key(server: InProcessGateway, *, admin: bool) -> str:
     web = WebClient(server)
     web.login()
     response = web.post("/keys", {"name": "k", **({"admin": "on"} if admin else {})})

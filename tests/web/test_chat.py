@@ -6,14 +6,13 @@ import sqlite3
 import threading
 import time
 
-import httpx
-
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient, sse_data
 
 
-def test_an_answer_streams_as_htmx_partials(client: WebClient, web_server: GatewayServer) -> None:
+def test_an_answer_streams_as_htmx_partials(client: WebClient, web_app: InProcessGateway) -> None:
     conversation = client.new_chat("default", system_prompt="Be brief.", temperature="0.3", max_tokens="50")
     events = sse_data(client.send(conversation, "hello there"))
     assert 'id="msg-1"' in events[0] and "hello there" in events[0]  # the conversation, the empty answer
@@ -21,9 +20,9 @@ def test_an_answer_streams_as_htmx_partials(client: WebClient, web_server: Gatew
     assert [e.split(">", 1)[1].split("<", 1)[0] for e in tokens] == ["You", " said:", " hello", " there"]
     assert 'hx-target="#msg-2" hx-swap="outerHTML"' in events[-1]
     assert 'answered by <b class="answered-by">echo/echo</b>' in events[-1]
-    row = web_server.rows()[-1]
+    row = web_app.rows()[-1]
     assert (row["agent"], row["provider"], row["status"], row["streamed"]) == ("defaults", "echo", 200, 1)
-    with sqlite3.connect(web_server.db_path) as db:
+    with sqlite3.connect(web_app.db_path) as db:
         stored = db.execute(
             "SELECT content, status, request_id, completion_tokens FROM messages WHERE id = 2"
         ).fetchone()
@@ -49,12 +48,12 @@ def test_fallback_hops_are_stored_with_the_answer(client: WebClient, remote: Fak
     assert "echo/echo" in final and "1 fallback" in final and "remote/gpt-4o-mini: HTTP 503" in final
 
 
-def test_a_failing_chain_shows_the_error(client: WebClient, remote: FakeUpstream, web_server: GatewayServer) -> None:
+def test_a_failing_chain_shows_the_error(client: WebClient, remote: FakeUpstream, web_app: InProcessGateway) -> None:
     conversation = client.new_chat("remote/gpt-4o-mini")
     remote.script(Status(400, error={"message": "bad request from upstream"}))
     final = sse_data(client.send(conversation, "fail please"))[-1]
     assert 'role="alert"' in final and "bad request from upstream" in final
-    assert web_server.rows()[-1]["status"] == 400
+    assert web_app.rows()[-1]["status"] == 400
 
 
 def test_no_javascript_form_posts_still_work(client: WebClient) -> None:
@@ -67,16 +66,17 @@ def test_no_javascript_form_posts_still_work(client: WebClient) -> None:
     assert page.count("You said: plain form") == 1
 
 
-def test_disconnecting_stops_the_answer_and_keeps_the_text(client: WebClient, web_server: GatewayServer) -> None:
-    conversation = client.new_chat("slow")
-    assert client.csrf is not None
+def test_disconnecting_stops_the_answer_and_keeps_the_text(server_client: WebClient, web_server: GatewayServer) -> None:
+    conversation = server_client.new_chat("slow")
+    assert server_client.csrf is not None
     words = " ".join(f"w{i}" for i in range(40))
+    # A real socket: closing it mid-answer is the disconnect under test.
     with (
-        httpx.Client(base_url=client.base, cookies=client.http.cookies) as raw,
+        server_client.raw(cookies=server_client.http.cookies) as raw,
         raw.stream(
             "POST",
             f"/chat/{conversation}/send",
-            data={"content": words, "_csrf": client.csrf},
+            data={"content": words, "_csrf": server_client.csrf},
             headers={"hx-request": "true"},
         ) as response,
     ):
@@ -95,7 +95,7 @@ def test_disconnecting_stops_the_answer_and_keeps_the_text(client: WebClient, we
             break
         time.sleep(0.05)
     assert status == "stopped" and content.startswith("You said:") and "w39" not in content
-    assert "Stopped before the end." in client.get(f"/chat/{conversation}").text
+    assert "Stopped before the end." in server_client.get(f"/chat/{conversation}").text
 
 
 def test_rename_settings_and_delete(client: WebClient) -> None:

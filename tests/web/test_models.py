@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import PASSWORD, WebClient, web_config
 
 
@@ -42,26 +42,26 @@ def test_unknown_agents_cannot_be_created(client: WebClient) -> None:
     assert response.status_code == 422 and "no agent" in response.text
 
 
-def _restart(server: GatewayServer, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> GatewayServer:
+def _restart(server: InProcessGateway, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> InProcessGateway:
     server.stop()
     monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
-    return GatewayServer(web_config(remote), server.data_dir).start()
+    return InProcessGateway(web_config(remote), server.data_dir).start()
 
 
-def _answered_by(server: GatewayServer) -> str:
+def _answered_by(server: InProcessGateway) -> str:
     answer = server.client().chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
     return answer.model
 
 
 def test_a_chain_applies_at_once_and_survives_a_restart(
-    web_server: GatewayServer, client: WebClient, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    web_app: InProcessGateway, client: WebClient, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _chain(client, "defaults", "echo/other", "slow/echo")
-    assert _answered_by(web_server) == "echo/other"
-    listed = {m.id: m for m in web_server.client().models.list().data}
+    assert _answered_by(web_app) == "echo/other"
+    listed = {m.id: m for m in web_app.client().models.list().data}
     assert listed["default"].model_extra is not None
     assert listed["default"].model_extra["minigate"]["chain"] == ["echo/other", "slow/echo"]
-    again = _restart(web_server, remote, monkeypatch)
+    again = _restart(web_app, remote, monkeypatch)
     try:
         web = WebClient(again)
         web.login()
@@ -76,10 +76,10 @@ def test_a_chain_applies_at_once_and_survives_a_restart(
 
 
 def test_after_a_restart_the_chain_is_in_force_before_any_web_request(
-    web_server: GatewayServer, client: WebClient, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    web_app: InProcessGateway, client: WebClient, remote: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _chain(client, "defaults", "echo/other")
-    again = _restart(web_server, remote, monkeypatch)
+    again = _restart(web_app, remote, monkeypatch)
     try:
         assert _answered_by(again) == "echo/other"
     finally:

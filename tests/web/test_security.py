@@ -7,7 +7,8 @@ import re
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply, Status
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, sse_data
 from tests.web.test_auth import ADMIN_POSTS, CHAT_POSTS
 from web.markdown import MarkdownRenderer
@@ -63,7 +64,7 @@ def test_an_answer_with_markup_is_stored_as_text_and_rendered_inert(client: WebC
         assert "<" not in inner  # streamed tokens are escaped text
 
 
-def test_no_secret_reaches_any_page(client: WebClient, remote: FakeUpstream, web_server: GatewayServer) -> None:
+def test_no_secret_reaches_any_page(client: WebClient, remote: FakeUpstream, web_app: InProcessGateway) -> None:
     remote.script(Status(503))
     conversation = client.new_chat("remote", system_prompt="hello")
     bodies = [client.send(conversation, "fallback please")]

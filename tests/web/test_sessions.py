@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 
-from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 
 
-def test_a_session_opened_with_a_key_ends_when_the_key_is_revoked(client: WebClient, web_server: GatewayServer) -> None:
+def test_a_session_opened_with_a_key_ends_when_the_key_is_revoked(client: WebClient, web_app: InProcessGateway) -> None:
     page = client.post("/keys", {"name": "ops laptop", "admin": "on"}).text
     secret = re.findall(r"mg-[A-Za-z0-9_-]{16,}", page)[0]
     key_id = re.findall(r"/keys/(\d+)/revoke", page)[-1]
-    keyed = WebClient(web_server)
+    keyed = WebClient(web_app)
     try:
         assert keyed.login(secret).status_code == 303
         conversation = keyed.new_chat()

@@ -8,54 +8,54 @@ import math
 import sqlite3
 
 from gateway.storage import Database
-from tests.gateway_server import GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 from tests.web.usage_rows import fill_usage
 from web.charts import Series, line_chart, nice_ticks
 from web.usage_query import Totals
 
 
-def _count(server: GatewayServer, where: str = "1=1") -> int:
+def _count(server: InProcessGateway, where: str = "1=1") -> int:
     with sqlite3.connect(server.db_path) as db:
         return int(db.execute(f"SELECT count(*) FROM usage WHERE {where}").fetchone()[0])
 
 
-def test_totals_match_the_table(client: WebClient, web_server: GatewayServer) -> None:
-    fill_usage(web_server.db_path, 500)
+def test_totals_match_the_table(client: WebClient, web_app: InProcessGateway) -> None:
+    fill_usage(web_app.db_path, 500)
     page = client.get("/usage").text
-    assert f'<dd id="total-requests">{_count(web_server):,}</dd>' in page
+    assert f'<dd id="total-requests">{_count(web_app):,}</dd>' in page
     assert page.count('<svg class="chart"') == 4 and page.count('class="line ') >= 4
     assert "Latency p50 and p95" in page and "Errors and fallbacks" in page
 
 
-def test_filters_and_grouping(client: WebClient, web_server: GatewayServer) -> None:
-    fill_usage(web_server.db_path, 500)
-    errors = _count(web_server, "status >= 400")
+def test_filters_and_grouping(client: WebClient, web_app: InProcessGateway) -> None:
+    fill_usage(web_app.db_path, 500)
+    errors = _count(web_app, "status >= 400")
     page = client.get("/usage", params={"status": "error", "by": "key"}).text
     assert f'<dd id="total-requests">{errors:,}</dd>' in page
     assert "no key (bootstrap / web)" in page and "By key" in page
-    slow = _count(web_server, "agent = 'slow'")
+    slow = _count(web_app, "agent = 'slow'")
     assert f'<dd id="total-requests">{slow:,}</dd>' in client.get("/usage", params={"agent": "slow"}).text
-    fallbacks = _count(web_server, "fallbacks > 0")
+    fallbacks = _count(web_app, "fallbacks > 0")
     assert f'<dd id="total-requests">{fallbacks:,}</dd>' in client.get("/usage", params={"fallback": "1"}).text
-    remote = _count(web_server, "provider = 'remote' AND model = 'gpt-4o-mini'")
+    remote = _count(web_app, "provider = 'remote' AND model = 'gpt-4o-mini'")
     page = client.get("/usage", params={"model": "remote/gpt-4o-mini", "range": "7d"}).text
     assert f'<dd id="total-requests">{remote:,}</dd>' in page
 
 
-def test_time_ranges(client: WebClient, web_server: GatewayServer) -> None:
-    fill_usage(web_server.db_path, 300, hours=48)
-    day = _count(web_server, "created_at >= datetime('now', '-1 day')")
+def test_time_ranges(client: WebClient, web_app: InProcessGateway) -> None:
+    fill_usage(web_app.db_path, 300, hours=48)
+    day = _count(web_app, "created_at >= datetime('now', '-1 day')")
     for name in ("1h", "24h", "7d", "30d", "bogus"):
         assert client.get("/usage", params={"range": name}).status_code == 200
     total = client.get("/usage", params={"range": "24h"}).text
     shown = int(total.split('<dd id="total-requests">')[1].split("<")[0].replace(",", ""))
     assert abs(shown - day) <= 2  # rows right at the edge of the range may fall either side
-    assert f">{_count(web_server):,}<" in client.get("/usage", params={"range": "7d"}).text
+    assert f">{_count(web_app):,}<" in client.get("/usage", params={"range": "7d"}).text
 
 
-def test_recent_requests_page_back(client: WebClient, web_server: GatewayServer) -> None:
-    fill_usage(web_server.db_path, 120)
+def test_recent_requests_page_back(client: WebClient, web_app: InProcessGateway) -> None:
+    fill_usage(web_app.db_path, 120)
     page = client.get("/usage").text
     assert page.count("<tr class=") == 50
     older = page.split('href="/usage?')[-1].split('"')[0].replace("&amp;", "&")
@@ -63,18 +63,18 @@ def test_recent_requests_page_back(client: WebClient, web_server: GatewayServer)
     assert client.get("/usage?" + older).text.count("<tr class=") == 50
 
 
-def test_csv_export(client: WebClient, web_server: GatewayServer) -> None:
-    fill_usage(web_server.db_path, 2500)
+def test_csv_export(client: WebClient, web_app: InProcessGateway) -> None:
+    fill_usage(web_app.db_path, 2500)
     response = client.get("/usage.csv", params={"range": "7d"})
     assert response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert len(rows) == _count(web_server)
+    assert len(rows) == _count(web_app)
     assert {"requested_model", "provider", "status", "latency_ms"} <= set(rows[0])
 
 
-def test_csv_cells_cannot_become_formulas(client: WebClient, web_server: GatewayServer) -> None:
-    with sqlite3.connect(web_server.db_path) as db:
+def test_csv_cells_cannot_become_formulas(client: WebClient, web_app: InProcessGateway) -> None:
+    with sqlite3.connect(web_app.db_path) as db:
         db.execute(
             "INSERT INTO usage (request_id, created_at, endpoint, requested_model, fallbacks, status, latency_ms,"
             " streamed) VALUES ('r', datetime('now'), 'chat/completions', '=HYPERLINK(\"http://x\")', 0, 404, 1, 0)"
@@ -83,10 +83,10 @@ def test_csv_cells_cannot_become_formulas(client: WebClient, web_server: Gateway
     assert "'=HYPERLINK" in text
 
 
-def test_no_stored_value_breaks_the_page_or_the_csv(client: WebClient, web_server: GatewayServer) -> None:
+def test_no_stored_value_breaks_the_page_or_the_csv(client: WebClient, web_app: InProcessGateway) -> None:
     # Two rows of 2**63-1 made GET /usage answer 500 for every range (SQLite's sum() overflowed); negatives,
     # text in an INTEGER column and impossible latencies were stored too, by a gateway without checks or by hand.
-    fill_usage(web_server.db_path, 20)
+    fill_usage(web_app.db_path, 20)
     top = 2**63 - 1
     hostile = [
         (top, top, top, 5.0, 200),
@@ -94,7 +94,7 @@ def test_no_stored_value_breaks_the_page_or_the_csv(client: WebClient, web_serve
         (-1998674, 3, -1998671, 1e300, 200),
         ("lots", "x", "many", "slow", "teapot"),
     ]
-    with sqlite3.connect(web_server.db_path) as db:
+    with sqlite3.connect(web_app.db_path) as db:
         db.executemany(
             "INSERT INTO usage (request_id, created_at, endpoint, requested_model, agent, fallbacks, status,"
             " prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed) VALUES (?, datetime('now'),"
