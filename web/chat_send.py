@@ -23,7 +23,6 @@ from web.state import WebState
 __all__ = ["send_handlers"]
 
 MAX_MESSAGE = 100_000
-_SSE_HEADERS = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
 
 
 def _plain(request: Request[Any, Any, Any], status: int, text: str, **headers: str) -> ASGIApp:
@@ -64,7 +63,8 @@ async def _answer(
         return web.render("_message.html", message=message, last=True)
 
     events = stream_answer(gateway, store, conversation, history, assistant.id, user.key_id, first, final)
-    return cast(ASGIApp, EventSourceResponse(events, ping=15, headers=_SSE_HEADERS))
+    # sse-starlette adds the SSE headers itself (x-accel-buffering among them); the page's own come first.
+    return cast(ASGIApp, EventSourceResponse(events, ping=15, headers=SECURITY_HEADERS))
 
 
 @post("/chat/{conversation_id:int}/send")
