@@ -1,0 +1,52 @@
+"""The serving layer's typed events: what a wire protocol reads from a chunk, and the one SSE writer's frames."""
+
+from __future__ import annotations
+
+import msgspec
+
+from gateway.chain import Hop
+from gateway.errors import GatewayError
+from gateway.events import Chunk, Outcome
+from gateway.routing import Deployment
+from gateway.sse import DONE, SSE_HEADERS, frame
+
+
+def test_a_chunk_gives_its_content_and_tool_call_deltas_and_keeps_unknown_fields() -> None:
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}
+    data = {
+        "id": "x",
+        "choices": [
+            {"index": 0, "delta": {"content": "Hel"}, "logprobs": {"content": []}},
+            {"index": 1, "delta": {"content": "lo", "tool_calls": [call]}},
+            {"index": 2, "delta": {}, "finish_reason": "stop"},
+            "not a choice",
+        ],
+        "system_fingerprint": "fp",
+    }
+    chunk = Chunk(data)
+    assert chunk.pieces() == ["Hel", "lo"]
+    assert chunk.text() == "Hello"
+    assert chunk.tool_calls() == [call]
+    assert len(chunk.choices()) == 3
+    assert chunk.data is data  # passed through as it came, logprobs and fingerprint included
+
+
+def test_a_chunk_without_choices_has_no_deltas() -> None:
+    chunk = Chunk({"choices": [], "usage": {"total_tokens": 3}})
+    assert (chunk.text(), chunk.tool_calls(), chunk.choices()) == ("", [], [])
+    assert Chunk({"choices": None}).pieces() == []
+
+
+def test_an_outcome_counts_the_hops_passed_over() -> None:
+    first, second = Deployment("a", "m"), Deployment("b", "m")
+    outcome = Outcome(second, [Hop(first, cooling=3.0)])
+    assert (outcome.fallbacks, outcome.status, outcome.failure) == (1, 200, None)
+
+
+def test_frames_are_data_lines_of_json_and_done() -> None:
+    assert frame({"a": [1, "é"]}) == b'data: {"a":[1,"\xc3\xa9"]}\n\n'
+    assert msgspec.json.decode(frame(GatewayError("x", code="c").body())[6:]) == {
+        "error": {"message": "x", "type": "invalid_request_error", "param": None, "code": "c"}
+    }
+    assert DONE == b"data: [DONE]\n\n"
+    assert SSE_HEADERS == {"cache-control": "no-cache", "x-accel-buffering": "no"}
