@@ -1,22 +1,7 @@
 """Workflows as routes: each trigger of a configured workflow is a route that runs the workflow's steps.
 
-::
-
-    POST /api/docs/generate  {"input": "..."}   -> 200 {"object": "workflow.result", "output": "...", "steps": [...],
-                                                         "usage": {...}, "workflow": "tech-docs", "request_id": "..."}
-    the same with "stream": true (or Accept: text/event-stream) -> text/event-stream:
-        data: {"object": "workflow.step", "step": 0, "type": "prompt_template"}
-        data: {"object": "workflow.delta", "step": 1, "delta": "Wri"}      (as an llm_inference step answers)
-        data: {"object": "workflow.result", ...}                          (or data: {"error": {...}})
-        data: [DONE]
-
-The request's JSON object (a GET's query parameters) holds the input: its fields are the template variables,
-next to ``previous`` (the output of the step before) and ``outputs`` (of every step so far). It needs an API key,
-like /v1. Every ``llm_inference`` step is one call through the router (``gateway.proxy``): its chain and
-fallbacks, the request deadline, plugins' hooks, and a usage row under the workflow request's id.
-
-Routes are mounted at startup; each looks its workflow up by name in the running config, so a reload changes a
-workflow's steps (new trigger paths need a restart).
+Answers JSON or a stream of workflow events (the README's Workflows section); every ``llm_inference`` step is one
+call through the router, with its chain, plugins' hooks and a usage row under the workflow request's id.
 """
 
 from __future__ import annotations

@@ -1,28 +1,7 @@
 """``GET /v1/ws``: chat completions over a WebSocket, several in flight per socket, each one cancellable.
 
-The protocol: JSON text frames, each with a ``type``; ``id`` is the client's name for one request (1-64
-characters), echoed on every frame about it::
-
-    client -> server
-      {"type": "auth", "api_key": "..."}                first frame, only when the upgrade had no Authorization header
-      {"type": "chat", "id": "r1", "request": {...}}    a body as for POST /v1/chat/completions (always streamed)
-      {"type": "cancel", "id": "r1"}                    stop r1: its upstream call ends, its usage row says 499
-      {"type": "ping"}
-    server -> client
-      {"type": "delta", "id": "r1", "delta": {"content": "Hel"}, "index": 0}
-      {"type": "done", "id": "r1", "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop",
-       "usage": {...}, "model": "provider/model", "fallbacks": 0, "request_id": "..."}
-      {"type": "error", "id": "r1", "status": 404, "error": {"message", "type", "param", "code"}}  (id null: socket's)
-      {"type": "cancelled", "id": "r1"}
-      {"type": "pong"}
-
-Auth is /v1's (``Authorization: Bearer`` on the upgrade request, or the ``auth`` frame for browsers, which cannot
-set headers); a bad key gets an error frame and close code 1008. The key is checked again for every chat frame,
-through the same short cache as HTTP (``KeyStore.identify``): once it is revoked, that chat gets the 401 error
-frame (its own id, code ``invalid_api_key``) and the socket is closed with 1008, cancelling what is in flight.
-Each chat request goes through the router like
-POST /v1/chat/completions (``gateway.proxy``): same chains, fallbacks, plugins' hooks and usage rows. Closing the
-socket cancels every request still in flight.
+JSON text frames with a ``type`` and the client's ``id`` for a request (the README's WebSocket section lists
+them). Each chat goes through the router like POST /v1/chat/completions; the key is checked again per chat.
 """
 
 from __future__ import annotations

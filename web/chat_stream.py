@@ -1,9 +1,7 @@
 """One chat answer, streamed into the page while it is generated, through the same router as ``/v1``.
 
-The serving layer's typed events (``gateway.events``) become Server-Sent Events of HTML for htmx 4: the
-conversation with an empty answer, one ``<hx-partial>`` of escaped text per token, then the answer as sanitised
-Markdown. If the browser goes away (Stop) the generator is cancelled, the upstream call with it, and the text so
-far is kept as a stopped answer.
+The serving layer's typed events become Server-Sent Events of HTML for htmx; if the browser goes away (Stop) the
+upstream call is cancelled and the text so far kept as a stopped answer.
 """
 
 from __future__ import annotations
