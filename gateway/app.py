@@ -17,7 +17,7 @@ from litestar.di import NamedDependency, Provide
 
 from gateway.admin import admin_handlers
 from gateway.api import v1_handlers
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.errors import exception_handlers
 from gateway.lifecycle import Drain
 from gateway.limits import body_deadline
@@ -25,14 +25,13 @@ from gateway.logs import AccessLine, Redactor
 from gateway.monitor import GatewayMetrics
 from gateway.observe import observe
 from gateway.openapi import openapi_config
-from gateway.plugins import extensions_of, shutdown_plugins
+from gateway.plugins import Extensions, builtin_extensions, shutdown_plugins
 from gateway.reload import Reloader, config_path, reload_handler
 from gateway.routing import Deployment
 from gateway.runtime import Gateway
 from gateway.workflows import workflow_routes
 from gateway.writes import write_deadline
 from gateway.ws import ws_chat
-from providers.registry import ProviderRegistry, builtin_registry
 from web import WebState, apply_stored_overrides, web_routes
 
 __all__ = ["create_app"]
@@ -109,7 +108,7 @@ def _version() -> str:
 
 def create_app(
     config: Config,
-    registry: ProviderRegistry | None = None,
+    extensions: Extensions | None = None,
     *,
     redactor: Redactor | None = None,
     access_line: AccessLine | None = None,
@@ -118,10 +117,14 @@ def create_app(
 
     ``app.state.drain`` is what ``minigate serve`` tells about SIGTERM; ``redactor`` (the log formatter's) learns
     the configured secrets at startup and after each reload; ``access_line`` writes request log lines (default:
-    through the ``minigate.access`` logger).
+    through the ``minigate.access`` logger). ``extensions`` are the plugins ``config`` was checked with
+    (``gateway.plugins.configure``); without them, the plugins its ``plugins`` section names are loaded here.
     """
-    registry = registry or config.registry or builtin_registry()  # the config's: it loaded the plugins
-    extensions = extensions_of(registry)
+    if extensions is None:
+        extensions = builtin_extensions()
+        if problems := extensions.load(config.plugins):
+            raise ConfigError(problems)
+    plugins = extensions
     web = WebState.create()
     web.templates.globals["plugin_links"] = extensions.links
     drain, gateway_metrics = Drain(), GatewayMetrics()
@@ -142,7 +145,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        gateway = await Gateway.open(config, registry, drain=drain, metrics=gateway_metrics)
+        gateway = await Gateway.open(config, plugins, drain=drain, metrics=gateway_metrics)
         # Chains edited in the web UI are kept in the database and apply from the first request on.
         await apply_stored_overrides(gateway, web)
         redactor.update(gateway.secrets())
@@ -156,7 +159,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await gateway.close()
-            await shutdown_plugins(registry)
+            await shutdown_plugins(plugins)
 
     v1 = Router("/v1", route_handlers=[*v1_handlers(), ws_chat])
     admin_api = Router("/admin/api", route_handlers=admin_handlers())

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.config import Config, ConfigError, ServerConfig, load_config
+from gateway.config import Config, ConfigError, ServerConfig
 from gateway.models_cli import ensure_default_models, run_models_command
-from providers.registry import builtin_registry
+from gateway.plugins import Extensions, builtin_extensions, configure_file
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -30,8 +30,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-def _config(path: str | None) -> Config:
-    return load_config(path or os.environ.get(CONFIG_ENV) or None, builtin_registry(), default=DEFAULT_CONFIG)
+def _config(path: str | None, extensions: Extensions | None = None) -> Config:
+    """The config at ``path`` (or ``$MINIGATE_CONFIG``, or the default), with the plugins it names loaded into
+    ``extensions``."""
+    where = path or os.environ.get(CONFIG_ENV) or None
+    return configure_file(where, extensions or builtin_extensions(), default=DEFAULT_CONFIG)
 
 
 def _fail(message: str, code: int) -> int:
@@ -90,14 +93,15 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.limits import header_deadline
     from gateway.logs import JsonLines, Redactor, configure_logging
 
-    config = _config(args.config)
+    extensions = builtin_extensions()
+    config = _config(args.config, extensions)
     if not args.no_pull:
         ensure_default_models(config)
     host = args.host or config.server.host
     port = args.port or config.server.port
     redactor = Redactor()
     configure_logging(config.server.log_level, redactor)
-    app = create_app(config, redactor=redactor, access_line=JsonLines(redactor))
+    app = create_app(config, extensions, redactor=redactor, access_line=JsonLines(redactor))
     source = config.source or "built-in default"
     logging.getLogger("minigate").info(
         "serving http://%s:%s/v1 (config: %s; database: %s)",
@@ -148,7 +152,7 @@ def _safe_url(url: str) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.file, builtin_registry())
+    config = configure_file(args.file, builtin_extensions())
     print(f"{args.file}: ok ({len(config.providers)} providers, {len(config.agents)} agents)")
     return 0
 

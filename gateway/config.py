@@ -10,13 +10,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
-from gateway.plugins import Extensions, PluginsConfig
 from gateway.wire import split_validation_error
-from gateway.workflow_steps import Workflow, WorkflowSpec, check_workflows, model_checker
+from gateway.workflow_steps import StepRegistry, Workflow, WorkflowSpec, check_workflows, model_checker
 from providers.registry import ProviderRegistry
 
 __all__ = [
@@ -24,12 +23,17 @@ __all__ = [
     "AgentModel",
     "Config",
     "ConfigError",
+    "PluginSettings",
+    "PluginsConfig",
+    "Registries",
     "Resources",
     "RouterConfig",
     "ServerConfig",
     "check_references",
     "load_config",
     "parse_config",
+    "plugins_section",
+    "read_json",
 ]
 
 
@@ -112,6 +116,33 @@ class ServerConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+Policy = Literal["reject", "skip"]
+
+
+class PluginSettings(_Strict):
+    """``plugins.settings.NAME``: whether the plugin loads, what its failures do, and its own options."""
+
+    enabled: bool = True
+    on_error: Policy | None = None  # None: plugins.on_error
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PluginsConfig(_Strict):
+    """The ``plugins`` config section: which plugins ``gateway.plugins`` loads, and how their failures count."""
+
+    modules: list[str] = msgspec.field(default_factory=list)  # "package.module" or "package.module:Class"
+    entry_points: bool = True  # load every installed package's minigate.plugins entry points
+    on_error: Policy = "reject"
+    settings: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
+
+
+class Registries(Protocol):
+    """The types a config is checked against (``gateway.plugins.Extensions`` holds them, extended by plugins)."""
+
+    providers: ProviderRegistry
+    steps: StepRegistry
+
+
 class _RawConfig(_Strict):
     # Sections keyed by user-chosen names are converted one entry at a time, so errors can name the key.
     agents: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
@@ -134,7 +165,6 @@ class Config(msgspec.Struct, kw_only=True):
     source: str | None = None
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
     workflows: list[Workflow] = msgspec.field(default_factory=list)
-    registry: ProviderRegistry | None = None  # what it was checked with: provider and step types, plugins
 
     @property
     def default_agent(self) -> AgentConfig | None:
@@ -244,13 +274,16 @@ def check_references(
 
 def parse_config(
     raw: Any,
-    registry: ProviderRegistry,
+    types: Registries,
     *,
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
     source: str | None = None,
 ) -> Config:
-    """Check a decoded JSON document and build a :class:`Config`, or raise :class:`ConfigError`."""
+    """Check a decoded JSON document against ``types`` and build a :class:`Config`, or raise :class:`ConfigError`.
+
+    Loads nothing: provider sections and workflow steps of types no plugin registered yet are refused; the
+    ``plugins`` section is kept for ``gateway.plugins.configure``, which loads the plugins before this check."""
     issues: list[tuple[str, str]] = []
     if not isinstance(raw, dict):
         raise ConfigError([("", "the config must be a JSON object")])
@@ -259,9 +292,6 @@ def parse_config(
         cfg = msgspec.convert(expanded, _RawConfig)
     except msgspec.ValidationError as err:
         raise ConfigError([*issues, _validation_issue(err, "")]) from None
-    extensions = registry if isinstance(registry, Extensions) else None
-    if extensions is not None:  # plugins add provider and step types: load them before the sections they type
-        issues.extend(extensions.load(cfg.plugins))
     agents: dict[str, AgentConfig] = {}
     for name, section in cfg.agents.items():
         try:
@@ -275,9 +305,9 @@ def parse_config(
             issues.append((path, "a provider name cannot be empty or contain '/'"))
             continue
         type_name = str(section.get("type") or "openai")
-        kind = registry.get(type_name)
+        kind = types.providers.get(type_name)
         if kind is None:
-            known = ", ".join(registry.names())
+            known = ", ".join(types.providers.names())
             issues.append((f"{path}.type", f"unknown provider type {type_name!r} (known: {known})"))
             continue
         try:
@@ -289,10 +319,9 @@ def parse_config(
             issues.append((f"{path}.{sub}" if sub else path, message))
         providers[name] = (type_name, typed)
     check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
-    steps = (extensions or Extensions.builtin()).steps
     default = cfg.router.unknown_model == "default"
     model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)
-    workflows, found = check_workflows(cfg.workflows, steps, model_problem, _validation_issue)
+    workflows, found = check_workflows(cfg.workflows, types.steps, model_problem, _validation_issue)
     issues.extend(found)
     if cfg.router.timeout <= 0:
         issues.append(("router.timeout", "must be positive"))
@@ -316,23 +345,39 @@ def parse_config(
         source=source,
         plugins=cfg.plugins,
         workflows=workflows,
-        registry=registry,
     )
 
 
-def load_config(
-    path: str | os.PathLike[str] | None, registry: ProviderRegistry, *, default: dict[str, Any] | None = None
-) -> Config:
-    """Read and check a config file; with no path, check ``default`` (the built-in configuration)."""
-    if path is None:
-        return parse_config(default or {}, registry, source=None)
-    file = Path(path)
+def plugins_section(raw: Any, env: Mapping[str, str]) -> PluginsConfig:
+    """The ``plugins`` section of a decoded document, what the plugin loader needs before the full check; a
+    document that does not convert at all is refused here as :func:`parse_config` would refuse it."""
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the config must be a JSON object")])
+    issues: list[tuple[str, str]] = []
+    expanded = _expand(raw, "", env, issues)
+    try:
+        return msgspec.convert(expanded, _RawConfig).plugins
+    except msgspec.ValidationError as err:
+        raise ConfigError([*issues, _validation_issue(err, "")]) from None
+
+
+def read_json(file: Path) -> Any:
+    """A config file's decoded JSON; :class:`ConfigError` when it cannot be read or is not JSON."""
     try:
         text = file.read_bytes()
     except OSError as err:
         raise ConfigError([("", f"cannot read config file {str(file)!r}: {err.strerror}")]) from None
     try:
-        raw = msgspec.json.decode(text)
+        return msgspec.json.decode(text)
     except (msgspec.DecodeError, UnicodeDecodeError) as err:  # bad UTF-8 is the latter before msgspec 0.23
         raise ConfigError([("", f"{file}: not valid JSON: {err}")]) from None
-    return parse_config(raw, registry, base_dir=file.resolve().parent, source=str(file))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, types: Registries, *, default: dict[str, Any] | None = None
+) -> Config:
+    """Read and check a config file against ``types``; with no path, check ``default`` (the built-in one)."""
+    if path is None:
+        return parse_config(default or {}, types, source=None)
+    file = Path(path)
+    return parse_config(read_json(file), types, base_dir=file.resolve().parent, source=str(file))

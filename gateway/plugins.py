@@ -10,38 +10,47 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Protocol, TypedDict, Unpack
 
 import msgspec
 
+from gateway.config import (
+    Config,
+    ConfigError,
+    PluginsConfig,
+    PluginSettings,
+    Policy,
+    parse_config,
+    plugins_section,
+    read_json,
+)
 from gateway.errors import GatewayError
 from gateway.hookspecs import HOOKS, Event, PluginAPI, Rejected, UILink, hook_problem
 from gateway.workflow_steps import StepRegistry
 from providers.base import ProviderError
 from providers.registry import ProviderRegistry
 
-if TYPE_CHECKING:
-    from gateway.chain import Hop
-    from gateway.proxy import Call
-    from gateway.routing import Deployment
-
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
     "Event",
     "Extensions",
+    "Origin",
     "Pipeline",
     "Plugin",
     "PluginAPI",
-    "PluginSettings",
-    "PluginsConfig",
     "Rejected",
+    "Target",
     "UILink",
-    "extensions_of",
+    "builtin_extensions",
+    "configure",
+    "configure_file",
     "plugin_hooks",
     "shutdown_plugins",
 ]
@@ -49,26 +58,7 @@ __all__ = [
 log = logging.getLogger("minigate.plugins")
 
 ENTRY_POINT_GROUP = "minigate.plugins"
-BUILTIN_PLUGINS = {"builtin-providers": "providers.builtins", "builtin-steps": "gateway.workflow_steps"}
-
-Policy = Literal["reject", "skip"]
-
-
-class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``plugins.settings.NAME``: whether the plugin loads, what its failures do, and its own options."""
-
-    enabled: bool = True
-    on_error: Policy | None = None  # None: plugins.on_error
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class PluginsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The ``plugins`` config section."""
-
-    modules: list[str] = msgspec.field(default_factory=list)  # "package.module" or "package.module:Class"
-    entry_points: bool = True  # load every installed package's minigate.plugins entry points
-    on_error: Policy = "reject"
-    settings: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
+BUILTIN_PLUGINS = {"builtin-providers": "providers.builtins", "builtin-steps": "gateway.builtin_steps"}
 
 
 @dataclass(slots=True)
@@ -82,11 +72,44 @@ class Plugin:
     shutdown: Callable[[], Any] | None = None
 
 
-def _provider_type(call: Call, deployment: Deployment) -> str | None:
-    # The registered type's own name, as configured (a plugin's type may reuse a built-in provider class).
-    section = call.gateway.config.providers.get(deployment.provider)
-    kind = call.gateway.registry.get(section[0]) if section is not None else None
-    return kind.name if kind is not None else None
+class Target(Protocol):
+    """The deployment a hook is told of (``gateway.routing.Deployment`` is one)."""
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def ref(self) -> str: ...
+
+
+class Origin(Protocol):
+    """What the hooks read of a call, and how a refused answer is stored (``gateway.proxy.Call`` is one)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def key_id(self) -> int | None: ...
+
+    def provider_type(self, provider: str) -> str | None:
+        """The registered type of the provider named ``provider``."""
+        ...
+
+    async def store(
+        self,
+        status: int,
+        deployment: Any,
+        hops: list[Any],
+        *,
+        error: str | None = None,
+        ttft_ms: float | None = None,
+        usage: Any = None,
+    ) -> None:
+        """Commit the call's usage row."""
+        ...
 
 
 class _Refusal(Exception):
@@ -143,9 +166,9 @@ class Pipeline:
             message = f"A plugin made the request invalid: {err}."
             raise GatewayError(message, status=500, type="server_error", code="plugin_error") from None
 
-    def upstream(self, call: Call, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    def upstream(self, call: Origin, deployment: Target, body: dict[str, Any]) -> dict[str, Any]:
         """What leaves for ``deployment``; a refusal moves on to the next deployment, a failure ends the chain."""
-        kind = _provider_type(call, deployment)
+        kind = call.provider_type(deployment.provider)
         event = Event("upstream", call.endpoint, body, call.request_id, call.key_id, deployment.ref, kind)
         try:
             return self._run(event)
@@ -154,11 +177,9 @@ class Pipeline:
                 err.message, status=err.status, type=err.type, code=err.code, fallback=not err.failed, cooldown=False
             ) from None
 
-    async def response(
-        self, call: Call, deployment: Deployment, hops: list[Hop], body: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def response(self, call: Origin, deployment: Target, hops: list[Any], body: dict[str, Any]) -> dict[str, Any]:
         """A JSON answer before it is sent; a refusal is stored as the call's usage row and answered."""
-        kind = _provider_type(call, deployment)
+        kind = call.provider_type(deployment.provider)
         event = Event("response", call.endpoint, body, call.request_id, call.key_id, deployment.ref, kind)
         try:
             return self._run(event)
@@ -166,9 +187,9 @@ class Pipeline:
             await call.store(err.status, deployment, hops, error=err.message, usage=body.get("usage"))
             raise GatewayError(err.message, status=err.status, type=err.type, code=err.code) from None
 
-    def chunk(self, call: Call, deployment: Deployment, chunk: dict[str, Any]) -> dict[str, Any]:
+    def chunk(self, call: Origin, deployment: Target, chunk: dict[str, Any]) -> dict[str, Any]:
         """A stream chunk before it is sent; a refusal ends the stream with an error event."""
-        kind = _provider_type(call, deployment)
+        kind = call.provider_type(deployment.provider)
         event = Event("chunk", call.endpoint, chunk, call.request_id, call.key_id, deployment.ref, kind)
         try:
             return self._run(event)
@@ -177,10 +198,11 @@ class Pipeline:
 
 
 @dataclass(slots=True)
-class Extensions(ProviderRegistry):
-    """The provider registry together with everything else plugins extend: step types, routes, UI links, the
-    loaded plugins and their ``process`` pipeline. A config is checked against it (``gateway.config``)."""
+class Extensions:
+    """What plugins extend: the provider registry, step types, routes, UI links; the loaded plugins and their
+    ``process`` pipeline. A config is checked against its registries (``gateway.config``)."""
 
+    providers: ProviderRegistry = field(default_factory=ProviderRegistry)
     steps: StepRegistry = field(default_factory=StepRegistry)
     plugins: list[Plugin] = field(default_factory=list)
     routes: list[Any] = field(default_factory=list)
@@ -271,11 +293,11 @@ class Extensions(ProviderRegistry):
         for hook, fn in hooks.items():
             if fn is not None and (problem := hook_problem(hook, fn)) is not None:
                 return f"{source}: {problem}"
-        clashes = [f"provider type {t!r}" for t in api.providers.types if t in self.types]
+        clashes = [f"provider type {t!r}" for t in api.providers.types if t in self.providers.types]
         clashes += [f"step type {s!r}" for s in api.steps.types if s in self.steps.types]
         if clashes:
             return f"plugin {name!r} ({source}) registers {', '.join(clashes)}, which another plugin registered first"
-        self.types.update(api.providers.types)
+        self.providers.types.update(api.providers.types)
         self.steps.types.update(api.steps.types)
         self.routes.extend(api.routes)
         self.links.extend(api.links)
@@ -294,21 +316,14 @@ def _importer(module: str, attr: str) -> Callable[[], Any]:
     return load
 
 
-def extensions_of(registry: ProviderRegistry) -> Extensions:
-    """``registry`` as :class:`Extensions` (an empty one, with no plugins, for a plain provider registry)."""
-    return registry if isinstance(registry, Extensions) else Extensions()
+def plugin_hooks(extensions: Extensions) -> Pipeline | None:
+    """The ``process`` pipeline of the loaded plugins; None when no plugin has a process hook."""
+    return extensions.pipeline
 
 
-def plugin_hooks(registry: ProviderRegistry) -> Pipeline | None:
-    """The ``process`` pipeline of the plugins behind ``registry``; None when no plugin has a process hook."""
-    return registry.pipeline if isinstance(registry, Extensions) else None
-
-
-async def shutdown_plugins(registry: ProviderRegistry, each: float = 5.0) -> None:
+async def shutdown_plugins(extensions: Extensions, each: float = 5.0) -> None:
     """Call every plugin's shutdown hook, last loaded first; each failure is logged, none stops the others."""
-    if not isinstance(registry, Extensions):
-        return
-    for plugin in reversed(registry.plugins):
+    for plugin in reversed(extensions.plugins):
         if plugin.shutdown is None:
             continue
         try:
@@ -318,3 +333,41 @@ async def shutdown_plugins(registry: ProviderRegistry, each: float = 5.0) -> Non
                     await result
         except Exception:
             log.exception("plugin %s failed in shutdown", plugin.name)
+
+
+def builtin_extensions() -> Extensions:
+    """The built-in provider types and workflow steps, registered through the plugins' ``init`` hook exactly as a
+    third-party plugin registers its own; :func:`configure` loads the others."""
+    return Extensions.builtin()
+
+
+class Place(TypedDict, total=False):
+    """Where a config came from, as :func:`gateway.config.parse_config` takes it."""
+
+    base_dir: Path | None
+    source: str | None
+
+
+def configure(
+    raw: Any, extensions: Extensions, *, env: Mapping[str, str] | None = None, **place: Unpack[Place]
+) -> Config:
+    """Load the plugins ``raw``'s ``plugins`` section names into ``extensions`` (once: at startup), then check
+    ``raw`` against the provider and step types they registered; :class:`ConfigError` lists every problem."""
+    issues = extensions.load(plugins_section(raw, os.environ if env is None else env))
+    try:
+        config = parse_config(raw, extensions, env=env, **place)
+    except ConfigError as err:
+        raise ConfigError([*issues, *err.issues]) from None
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def configure_file(
+    path: str | os.PathLike[str] | None, extensions: Extensions, *, default: dict[str, Any] | None = None
+) -> Config:
+    """:func:`configure` for a config file; with no path, for ``default`` (the built-in configuration)."""
+    if path is None:
+        return configure(default or {}, extensions)
+    file = Path(path)
+    return configure(read_json(file), extensions, base_dir=file.resolve().parent, source=str(file))

@@ -104,6 +104,10 @@ class Call:
             body = self.hooks.upstream(self, deployment, body)
         return ProviderRequest(self.endpoint, deployment.model, body, self.stream, self.deadline, self.request_id)
 
+    def provider_type(self, provider: str) -> str | None:
+        """The registered type of ``provider``, as the plugins' events name it."""
+        return self.gateway.provider_type(provider)
+
     def row(self, status: int, **fields: Any) -> UsageRecord:
         """A usage row for this call."""
         return UsageRecord(
@@ -183,7 +187,7 @@ def start_call(
     """
     check_model_name(parsed.model)  # before plugins, routing or any upstream see it
     routes = gateway.routes
-    if (hooks := plugin_hooks(gateway.registry)) is not None:  # plugins see the request before it is routed
+    if (hooks := plugin_hooks(gateway.extensions)) is not None:  # plugins see the request before it is routed
         parsed = hooks.request(endpoint, parsed, raw, key_id, trace.request_id if trace else None)
     route = routes.resolve(parsed.model)
     if route is None:

@@ -18,9 +18,10 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError
 from gateway.errors import error_body
 from gateway.health import HealthBook
+from gateway.plugins import configure_file
 from gateway.routing import RouteTable
 from gateway.runtime import Gateway, build_providers, close_providers, provider_specs, start_providers
 
@@ -101,7 +102,7 @@ class Reloader:
                 issue = "the gateway was started without a config file (built-in default): nothing to reload"
                 return self._rejected(source, [issue])
             try:
-                loaded = load_config(self.path, gateway.registry)
+                loaded = configure_file(self.path, gateway.extensions)
             except ConfigError as err:
                 return self._rejected(source, str(err).splitlines())
             running = gateway.config
@@ -134,7 +135,7 @@ class Reloader:
         gateway = self.gateway
         old = gateway.providers
         reuse = {name: (gateway.specs[name], p) for name, p in old.items() if name in gateway.specs}
-        providers, fresh = build_providers(config, gateway.registry, reuse)
+        providers, fresh = build_providers(config, gateway.extensions.providers, reuse)
         await start_providers(fresh)
         routes = RouteTable(config, {name: p.models() for name, p in providers.items()})
         staged = replace(gateway, config=config, providers=providers, routes=routes)

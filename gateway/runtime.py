@@ -20,6 +20,7 @@ from gateway.jobs import JobBoard
 from gateway.lifecycle import Drain
 from gateway.logs import env_secrets
 from gateway.monitor import GatewayMetrics
+from gateway.plugins import Extensions
 from gateway.routing import RouteTable
 from gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
 from providers.base import ManagesModels, Provider, ProviderError
@@ -103,7 +104,7 @@ class Gateway:
     usage: UsageWriter
     keys: KeyStore
     admin_key: str | None
-    registry: ProviderRegistry
+    extensions: Extensions  # the loaded plugins and the provider and step types they registered
     cooldowns: SharedCooldowns | None = None  # cooldowns shared with the other replicas on the database
     drain: Drain = field(default_factory=Drain)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
@@ -117,7 +118,7 @@ class Gateway:
     async def open(
         cls,
         config: Config,
-        registry: ProviderRegistry,
+        extensions: Extensions,
         *,
         drain: Drain | None = None,
         metrics: GatewayMetrics | None = None,
@@ -126,7 +127,7 @@ class Gateway:
         database = await open_database(config.database_url())
         usage = UsageWriter(database)
         await usage.start()
-        providers, fresh = build_providers(config, registry)
+        providers, fresh = build_providers(config, extensions.providers)
         try:
             await start_providers(fresh)
         except BaseException:
@@ -146,7 +147,7 @@ class Gateway:
             usage,
             KeyStore(database),
             admin_key,
-            registry,
+            extensions,
             shared,
             drain or Drain(),
             metrics or GatewayMetrics(),
@@ -156,6 +157,13 @@ class Gateway:
         gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
         await gateway.preload_default()
         return gateway
+
+    def provider_type(self, provider: str) -> str | None:
+        """The registered type of a configured provider, by its own name (a plugin's type may reuse a built-in
+        provider class)."""
+        section = self.config.providers.get(provider)
+        kind = self.extensions.providers.get(section[0]) if section is not None else None
+        return kind.name if kind is not None else None
 
     def secrets(self) -> list[str]:
         """Every secret this gateway holds: provider credentials and headers, the admin key and password."""

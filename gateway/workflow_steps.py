@@ -9,14 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import msgspec
 from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-if TYPE_CHECKING:
-    from gateway.plugins import PluginAPI
 
 __all__ = [
     "LLMInference",
@@ -28,7 +25,6 @@ __all__ = [
     "Trigger",
     "Workflow",
     "check_workflows",
-    "init",
     "model_checker",
     "sandbox",
 ]
@@ -143,12 +139,6 @@ class StepRegistry:
     def names(self) -> list[str]:
         """Every registered step type name, sorted."""
         return sorted(self.types)
-
-
-def init(api: PluginAPI) -> None:
-    """Plugin hook: register the built-in step types."""
-    for step in (PromptTemplate, LLMInference, MarkdownRender):
-        api.steps.register(step)
 
 
 class Trigger(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

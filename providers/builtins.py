@@ -3,12 +3,8 @@ registers its own (``gateway.plugins`` loads it first, through the same hook).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from gateway.hookspecs import PluginAPI
 from providers import fake, onnx, openai_compat
-
-if TYPE_CHECKING:
-    from gateway.plugins import PluginAPI
 
 __all__ = ["init"]
 

@@ -22,7 +22,6 @@ __all__ = [
     "ProviderContext",
     "ProviderRegistry",
     "ProviderType",
-    "builtin_registry",
     "check_endpoint",
     "forbidden_address",
 ]
@@ -54,7 +53,7 @@ class ProviderType:
 
 @dataclass(slots=True)
 class ProviderRegistry:
-    """Provider types by name; built by :func:`builtin_registry`, extended by plugins."""
+    """Provider types by name: the built-in ones and plugins' (``gateway.plugins.Extensions`` holds one)."""
 
     types: dict[str, ProviderType] = field(default_factory=dict)
 
@@ -172,11 +171,3 @@ def check_endpoint(url: str) -> str | None:
         if forbidden_address(host):
             return "link-local and cloud metadata addresses are not allowed as endpoints"
     return None
-
-
-def builtin_registry() -> ProviderRegistry:
-    """The registry with the built-in provider types (and workflow steps), registered through the plugins' ``init``
-    hook exactly as a third-party plugin registers its own; a config checked against it loads the others."""
-    from gateway.plugins import Extensions  # the plugin machinery lives with the gateway; imported on use
-
-    return Extensions.builtin()

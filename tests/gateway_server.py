@@ -19,9 +19,9 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.cli import proxy_options
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from gateway.limits import header_deadline
-from providers.registry import builtin_registry
+from gateway.plugins import builtin_extensions, configure
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
@@ -40,7 +40,8 @@ class StoredGateway:
     def __init__(self, config: dict[str, Any], data_dir: Path, env: dict[str, str] | None = None) -> None:
         raw = json.loads(json.dumps(config))
         raw.setdefault("server", {})["data_dir"] = str(data_dir)
-        self.config: Config = parse_config(raw, builtin_registry(), env=env or {})
+        self.extensions = builtin_extensions()  # the plugins the config names, loaded once, handed to the app
+        self.config: Config = configure(raw, self.extensions, env=env or {})
         self.data_dir = data_dir
         self._sdk_clients: list[openai.OpenAI] = []
 
@@ -93,7 +94,7 @@ class GatewayServer(StoredGateway):
         import os
 
         os.environ["MINIGATE_ADMIN_KEY"] = ADMIN_KEY
-        app = create_app(self.config)
+        app = create_app(self.config, self.extensions)
         cfg = uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -61,9 +61,9 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError
+from gateway.plugins import builtin_extensions, configure
 from providers.netguard import GuardedResolver
-from providers.registry import builtin_registry
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
@@ -188,7 +188,7 @@ def test_metadata_and_non_http_endpoints_are_refused(endpoint: str) -> None:
         "models": {"providers": {"evil": {"endpoint": endpoint}}},
     }
     with pytest.raises(ConfigError) as refused:
-        parse_config(raw, builtin_registry(), env={})
+        configure(raw, builtin_extensions(), env={})
     assert "models.providers.evil.endpoint:" in str(refused.value)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
-from providers.registry import builtin_registry
+from gateway.config import ConfigError
+from gateway.plugins import builtin_extensions, configure
 
 SEED: dict[str, Any] = {
     "agents": {
@@ -39,7 +39,7 @@ SEED: dict[str, Any] = {
 
 
 def parse(raw: dict[str, Any], env: dict[str, str] | None = None) -> Any:
-    return parse_config(raw, builtin_registry(), env={"OPENAI_API_KEY": "sk-test"} if env is None else env)
+    return configure(raw, builtin_extensions(), env={"OPENAI_API_KEY": "sk-test"} if env is None else env)
 
 
 def refusal(raw: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:

@@ -47,16 +47,15 @@ def test_compose_renders_every_profile() -> None:
 
 
 def test_example_config_is_valid_and_keeps_everything_in_the_volume(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.config import load_config
-    from providers.registry import builtin_registry
+    from gateway.plugins import builtin_extensions, configure_file
 
     path = ROOT / "deploy" / "minigate.json"
     monkeypatch.setenv("MINIGATE_EXECUTION_PROVIDER", "cpu")
     monkeypatch.setenv("MINIGATE_DATABASE_URL", "")
-    config = load_config(path, builtin_registry())
+    config = configure_file(path, builtin_extensions())
     assert config.database_url() == f"sqlite+aiosqlite:///{path.parent / 'data' / 'minigate.db'}"
     monkeypatch.setenv("MINIGATE_DATABASE_URL", "postgresql+asyncpg://minigate:pw@postgres:5432/minigate")
-    assert load_config(path, builtin_registry()).database_url().startswith("postgresql+asyncpg://")
+    assert configure_file(path, builtin_extensions()).database_url().startswith("postgresql+asyncpg://")
     # Relative paths resolve against the config file's folder: the data volume, once the entrypoint copied it.
     raw = json.loads(path.read_text())
     assert raw["models"]["providers"]["local"]["models_dir"] == "./models"

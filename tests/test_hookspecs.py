@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError
 from gateway.hookspecs import HOOKS, Event, Rejected, hook_problem
-from gateway.plugins import Extensions, shutdown_plugins
-from providers.registry import builtin_registry
+from gateway.plugins import Extensions, builtin_extensions, configure, shutdown_plugins
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 
 EXAMPLE = "minigate_plugins.prompt_limit:PromptLimit"
@@ -29,15 +28,15 @@ def config(modules: list[str], **settings: Any) -> dict[str, Any]:
 
 
 def load(raw: dict[str, Any]) -> Extensions:
-    registry = builtin_registry()
-    parse_config(raw, registry, env={})
+    registry = builtin_extensions()
+    configure(raw, registry, env={})
     assert isinstance(registry, Extensions)
     return registry
 
 
 def issues_of(raw: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, builtin_registry(), env={})
+        configure(raw, builtin_extensions(), env={})
     return str(caught.value)
 
 

@@ -184,14 +184,14 @@ def test_health_answers_while_a_flood_is_relayed(gateway: GatewayServer, primary
 
 
 def test_limits_are_checked_in_the_config(gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream) -> None:
-    from gateway.config import ConfigError, parse_config
-    from providers.registry import builtin_registry
+    from gateway.config import ConfigError
+    from gateway.plugins import builtin_extensions, configure
 
     for limits, where in (
         ({"max_body_bytes": 0}, "models.providers.primary.limits.max_body_bytes"),
         ({"max_sse_line": 5}, "models.providers.primary.limits.max_sse_line"),
     ):
         with pytest.raises(ConfigError) as info:
-            parse_config(with_limits(primary, backup, **limits), builtin_registry(), env={})
+            configure(with_limits(primary, backup, **limits), builtin_extensions(), env={})
         assert info.value.issues[0][0] == where, info.value.issues
-    parse_config(with_limits(primary, backup, max_stream_bytes=None), builtin_registry(), env={})
+    configure(with_limits(primary, backup, max_stream_bytes=None), builtin_extensions(), env={})

@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
-from gateway.plugins import Extensions, plugin_hooks
-from providers.registry import builtin_registry
+from gateway.config import ConfigError
+from gateway.plugins import Extensions, builtin_extensions, configure, plugin_hooks
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.plugins import ensure_testplugin
@@ -42,15 +41,15 @@ def local_config(**plugins: Any) -> dict[str, Any]:
 
 
 def check(raw: dict[str, Any]) -> Extensions:
-    registry = builtin_registry()
-    parse_config(raw, registry, env={})
+    registry = builtin_extensions()
+    configure(raw, registry, env={})
     assert isinstance(registry, Extensions)
     return registry
 
 
 def issues_of(raw: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, builtin_registry(), env={})
+        configure(raw, builtin_extensions(), env={})
     return str(caught.value)
 
 
@@ -60,7 +59,7 @@ def test_builtin_providers_and_steps_are_plugins_loaded_first() -> None:
         ("builtin-providers", "built in"),
         ("builtin-steps", "built in"),
     ]
-    assert {"openai", "onnxruntime-genai", "fake"} <= set(registry.names())
+    assert {"openai", "onnxruntime-genai", "fake"} <= set(registry.providers.names())
     assert registry.steps.names() == ["llm_inference", "markdown_render", "prompt_template"]
     assert plugin_hooks(registry) is None  # no process hook anywhere: the request path skips plugins
 
@@ -69,7 +68,7 @@ def test_the_installed_package_is_loaded_through_its_entry_point() -> None:
     registry = check({"plugins": {"settings": {"testplugin": {"options": {"active": True}}}}})
     plugin = next(p for p in registry.plugins if p.name == "testplugin")
     assert plugin.source.startswith("entry point 'testplugin' (minigate-testplugin 0.1.0)")
-    assert "testplugin-echo" in registry.names() and "shout" in registry.steps.names()
+    assert "testplugin-echo" in registry.providers.names() and "shout" in registry.steps.names()
     assert [link.href for link in registry.links] == ["/testplugin/hello"]
     assert len(registry.routes) == 1 and plugin_hooks(registry) is not None
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError
+from gateway.plugins import builtin_extensions, configure
 from minigate_plugins.redact import RedactOptions, luhn_valid, redact_body, redact_text
-from providers.registry import builtin_registry
 from tests.fakes.upstream import FakeUpstream, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 
@@ -57,7 +57,7 @@ def test_unknown_options_are_refused_naming_the_key() -> None:
     raw = {"plugins": {"modules": ["minigate_plugins.redact:Redact"], "settings": {"redact": {"options": {"mail": 1}}}}}
     # The path is the gateway's, the sentence around the key msgspec's own.
     with pytest.raises(ConfigError, match=r"plugins\.settings\.redact\.options: .*\bmail\b"):
-        parse_config(raw, builtin_registry(), env={})
+        configure(raw, builtin_extensions(), env={})
 
 
 def config(remote: FakeUpstream, **options: Any) -> dict[str, Any]:

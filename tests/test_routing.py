@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import parse_config
+from gateway.plugins import builtin_extensions, configure
 from gateway.routing import Deployment, RouteTable
-from providers.registry import builtin_registry
 
 
 def table(**router: Any) -> RouteTable:
@@ -24,7 +23,7 @@ def table(**router: Any) -> RouteTable:
         },
         "router": router,
     }
-    config = parse_config(raw, builtin_registry(), env={})
+    config = configure(raw, builtin_extensions(), env={})
     return RouteTable(config, {"a": ["m1", "shared"], "b": ["shared", "only-b"]})
 
 

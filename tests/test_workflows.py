@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
-from providers.registry import builtin_registry
+from gateway.config import ConfigError
+from gateway.plugins import builtin_extensions, configure
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.plugins import ensure_testplugin
@@ -213,7 +213,7 @@ def problems(*workflows: dict[str, Any]) -> list[str]:
         "plugins": {"entry_points": False},
     }
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, builtin_registry(), env={})
+        configure(raw, builtin_extensions(), env={})
     return str(caught.value).splitlines()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.registry import builtin_registry
+from gateway.plugins import builtin_extensions
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
 from tests.web.helpers import web_config
@@ -32,7 +32,9 @@ def local_server(
     tmp_path: Path,
 ) -> GatewayServer:
     """The web test config plus a ``local`` onnxruntime-genai provider holding the tiny model."""
-    assert builtin_registry().get("onnxruntime-genai") is not None, "the onnxruntime-genai provider is built in"
+    assert builtin_extensions().providers.get("onnxruntime-genai") is not None, (
+        "the onnxruntime-genai provider is built in"
+    )
     pytest.importorskip("onnxruntime_genai")
     from tests.providers.onnx.tinymodel import build_tiny_model, tiny_model_dir
 
