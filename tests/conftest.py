@@ -4,7 +4,8 @@ Two layers:
 
 - **fast** (``pytest -m fast``, under a minute): unit tests, and tests of the HTTP edge against the real app in
   process (:mod:`tests.inprocess`, fixtures ``inprocess_factory`` and ``inprocess_gateway``). A test using those
-  fixtures is marked ``fast`` here; a module with no server says ``pytestmark = pytest.mark.fast``.
+  fixtures is marked ``fast`` here (unless it is marked ``slow``: in process, but waiting out timeouts and
+  cooldowns by design); a module with no server says ``pytestmark = pytest.mark.fast``.
 - **end to end** (the rest): a real gateway on a socket (``gateway_factory``, ``gateway``; ``minigate serve`` in
   tests/serve_process.py), where the socket matters: streaming deadlines, disconnects, slow clients, signals,
   kill -9, browsers, the process.
@@ -32,7 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests of in-process gateways ``fast``; a ``fast`` test may not start a real gateway."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if names & _IN_PROCESS:
+        if names & _IN_PROCESS and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") and names & _REAL_SERVER:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a real gateway")

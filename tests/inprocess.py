@@ -52,7 +52,7 @@ class InProcessGateway(StoredGateway):
     def start(self) -> InProcessGateway:
         """Build the app and run its startup."""
         os.environ["MINIGATE_ADMIN_KEY"] = ADMIN_KEY
-        client: TestClient[Any] = TestClient(create_app(self.config), base_url=BASE, timeout=10)
+        client: TestClient[Any] = TestClient(create_app(self.config, self.extensions), base_url=BASE, timeout=10)
         client.__enter__()
         self._client = client
         return self

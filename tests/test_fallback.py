@@ -15,24 +15,34 @@ import pytest
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import Delay, FakeUpstream, Reply, ResetAfter, StallAfter, Status, StreamError
 from tests.gateway_server import ADMIN_KEY, GatewayServer, free_port
+from tests.inprocess import InProcessGateway
+
+# In process, but waiting out timeouts and cooldowns by design: not in the fast layer.
+pytestmark = pytest.mark.slow
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-def ask(gateway: GatewayServer, model: str = "default", **kwargs: Any) -> Any:
-    return gateway.client().chat.completions.with_raw_response.create(model=model, messages=MESSAGES, **kwargs)
+def ask(inprocess_gateway: InProcessGateway, model: str = "default", **kwargs: Any) -> Any:
+    return inprocess_gateway.client().chat.completions.with_raw_response.create(
+        model=model, messages=MESSAGES, **kwargs
+    )
 
 
 def assert_backup_answered(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, error_part: str, code: str | None = None
+    inprocess_gateway: InProcessGateway,
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    error_part: str,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """The backup answered the client; the row names it, its tokens, and the primary's failure (of ``code``)."""
-    raw = ask(gateway)
+    raw = ask(inprocess_gateway)
     assert raw.parse().choices[0].message.content == "Hello from backup"
     assert raw.headers["x-minigate-provider"] == "backup"
     assert raw.headers["x-minigate-fallbacks"] == "1"
     assert len(backup.requests) == 1
-    [row] = gateway.rows("request_id = ?", (raw.headers["x-request-id"],))
+    [row] = inprocess_gateway.rows("request_id = ?", (raw.headers["x-request-id"],))
     assert (row["status"], row["provider"], row["model"], row["fallbacks"]) == (200, "backup", "llama3-8b", 1)
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (1, 3, 4)
     [hop] = json.loads(row["hops"])
@@ -44,18 +54,18 @@ def assert_backup_answered(
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
 def test_retryable_statuses_fall_back(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, status: int
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, status: int
 ) -> None:
     primary.script(Status(status))
-    assert_backup_answered(gateway, primary, backup, f"fake error {status}", f"http_{status}")
+    assert_backup_answered(inprocess_gateway, primary, backup, f"fake error {status}", f"http_{status}")
     assert len(primary.requests) == 1
 
 
 def test_model_not_found_and_context_length_fall_back(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(Status(404, {"message": "The model `gpt-4o-mini` does not exist", "code": "model_not_found"}))
-    assert_backup_answered(gateway, primary, backup, "does not exist")
+    assert_backup_answered(inprocess_gateway, primary, backup, "does not exist")
     primary.script(
         Status(
             400,
@@ -65,22 +75,24 @@ def test_model_not_found_and_context_length_fall_back(
             },
         )
     )
-    raw = ask(gateway)
+    raw = ask(inprocess_gateway)
     assert raw.headers["x-minigate-provider"] == "backup"
 
 
 def test_connection_refused_falls_back(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     config = two_provider_config(primary, backup)
     config["models"]["providers"]["primary"]["endpoint"] = f"http://127.0.0.1:{free_port()}/v1"
-    gateway = gateway_factory(config)
-    assert_backup_answered(gateway, primary, backup, "cannot connect", "upstream_unavailable")
+    inprocess_gateway = inprocess_factory(config)
+    assert_backup_answered(inprocess_gateway, primary, backup, "cannot connect", "upstream_unavailable")
 
 
-def test_connection_reset_falls_back(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_connection_reset_falls_back(
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(ResetAfter(0))
-    assert_backup_answered(gateway, primary, backup, "primary", "upstream_unavailable")
+    assert_backup_answered(inprocess_gateway, primary, backup, "primary", "upstream_unavailable")
 
 
 @pytest.fixture
@@ -102,28 +114,30 @@ def blackhole() -> Iterator[int]:
 
 
 def test_connect_timeout_falls_back(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream, blackhole: int
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream, blackhole: int
 ) -> None:
     config = two_provider_config(primary, backup)
     config["models"]["providers"]["primary"].update(endpoint=f"http://127.0.0.1:{blackhole}/v1", connect_timeout=0.3)
-    gateway = gateway_factory(config)
+    inprocess_gateway = inprocess_factory(config)
     started = time.monotonic()
-    assert_backup_answered(gateway, primary, backup, "timed out", "upstream_timeout")
+    assert_backup_answered(inprocess_gateway, primary, backup, "timed out", "upstream_timeout")
     assert time.monotonic() - started < 2
 
 
-def test_read_timeout_falls_back(gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_read_timeout_falls_back(
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Delay(3))  # the provider's timeout is 2 s
-    assert_backup_answered(gateway, primary, backup, "timed out", "upstream_timeout")
+    assert_backup_answered(inprocess_gateway, primary, backup, "timed out", "upstream_timeout")
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
 def test_client_errors_come_back_without_fallback(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, status: int
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, status: int
 ) -> None:
     primary.script(Status(status, {"message": "bad field 'foo'", "param": "foo", "code": "invalid_value"}))
     with pytest.raises(openai.APIStatusError) as err:
-        ask(gateway)
+        ask(inprocess_gateway)
     assert err.value.status_code == status
     assert err.value.body == {
         "message": "bad field 'foo'",
@@ -132,32 +146,32 @@ def test_client_errors_come_back_without_fallback(
         "code": "invalid_value",
     }  # type: ignore[index]
     assert backup.requests == []
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert row["status"] == status and row["provider"] is None and "bad field" in row["error"]
 
 
 def test_retry_after_puts_the_deployment_on_cooldown(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(Status(429, headers={"Retry-After": "1"}))
-    assert_backup_answered(gateway, primary, backup, "fake error 429", "http_429")
+    assert_backup_answered(inprocess_gateway, primary, backup, "fake error 429", "http_429")
     # While the primary asked us to wait, it is skipped without being called.
-    assert ask(gateway).headers["x-minigate-provider"] == "backup"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 1
     time.sleep(1.1)
-    assert ask(gateway).headers["x-minigate-provider"] == "primary"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "primary"
 
 
 def test_all_rate_limited_passes_429_with_retry_after(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(Status(429, headers={"Retry-After": "7"}))
     backup.script(Status(429, headers={"Retry-After": "3"}))
     with pytest.raises(openai.RateLimitError) as err:
-        ask(gateway)
+        ask(inprocess_gateway)
     assert err.value.response.headers["retry-after"] == "3"
     assert err.value.code == "rate_limit_exceeded" and err.value.type == "rate_limit_error"
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert row["status"] == 429 and row["fallbacks"] == 2 and row["provider"] is None
     assert [(h["provider"], h["status"], h["code"]) for h in json.loads(row["hops"])] == [
         ("primary", 429, "http_429"),
@@ -166,50 +180,52 @@ def test_all_rate_limited_passes_429_with_retry_after(
 
 
 def test_failing_primary_cools_down_and_traffic_returns(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     # After 2 failures in a row the primary cools 1 s, then 2 s; margins of at least 0.4 s keep a busy
     # machine from turning the timing into a flake.
-    gateway = gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 1.0}))
+    inprocess_gateway = inprocess_factory(
+        two_provider_config(primary, backup, cooldown={"failures": 2, "initial": 1.0})
+    )
     primary.set_default(Status(500))
     for _ in range(2):
-        assert ask(gateway).headers["x-minigate-provider"] == "backup"
+        assert ask(inprocess_gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 2
-    assert ask(gateway).headers["x-minigate-provider"] == "backup"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 2  # skipped while cooling
     time.sleep(1.4)
-    assert ask(gateway).headers["x-minigate-provider"] == "backup"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "backup"
     assert len(primary.requests) == 3  # tried again after the cooldown, failed: now cools 2 s
     time.sleep(1.4)
-    ask(gateway)
+    ask(inprocess_gateway)
     assert len(primary.requests) == 3  # the second cooldown is longer
     primary.set_default(Reply())
     time.sleep(1.0)
-    assert ask(gateway).headers["x-minigate-provider"] == "primary"
-    assert ask(gateway).headers["x-minigate-provider"] == "primary"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "primary"
+    assert ask(inprocess_gateway).headers["x-minigate-provider"] == "primary"
 
 
 def test_one_deadline_covers_the_whole_chain(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     config = two_provider_config(primary, backup)
     config["router"]["timeout"] = 1.5
-    gateway = gateway_factory(config)
+    inprocess_gateway = inprocess_factory(config)
     primary.script(Delay(1.0, then=Status(500)))
     backup.script(Delay(5))
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as err:
-        ask(gateway)
+        ask(inprocess_gateway)
     took = time.monotonic() - started
     assert err.value.status_code == 504 and 1.4 < took < 2.5
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert row["status"] == 504 and row["fallbacks"] == 2
 
 
-def stream_lines(gateway: GatewayServer, model: str = "default") -> tuple[httpx.Headers, list[str]]:
-    with httpx.stream(
+def stream_lines(inprocess_gateway: InProcessGateway, model: str = "default") -> tuple[httpx.Headers, list[str]]:
+    with inprocess_gateway.http.stream(
         "POST",
-        f"{gateway.url}/chat/completions",
+        f"{inprocess_gateway.url}/chat/completions",
         timeout=10,
         headers={"authorization": f"Bearer {ADMIN_KEY}"},
         json={"model": model, "stream": True, "messages": MESSAGES},
@@ -219,13 +235,13 @@ def stream_lines(gateway: GatewayServer, model: str = "default") -> tuple[httpx.
 
 @pytest.mark.parametrize("fault", [Status(503), ResetAfter(0), StreamError(0, {"message": "overloaded"})])
 def test_stream_falls_back_before_first_content(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Any
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, fault: Any
 ) -> None:
     primary.script(fault)
-    stream = gateway.client().chat.completions.create(model="default", messages=MESSAGES, stream=True)
+    stream = inprocess_gateway.client().chat.completions.create(model="default", messages=MESSAGES, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Hello from backup"
-    [row] = gateway.rows()
+    [row] = inprocess_gateway.rows()
     assert (row["provider"], row["fallbacks"], row["status"], row["streamed"]) == ("backup", 1, 200, 1)
     assert row["completion_tokens"] == 3
 
@@ -239,21 +255,21 @@ def test_stream_falls_back_before_first_content(
     ],
 )
 def test_failure_after_first_content_ends_stream_with_error_event(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Any, message: str
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, fault: Any, message: str
 ) -> None:
     primary.script(fault)
     started = time.monotonic()
-    headers, lines = stream_lines(gateway)
+    headers, lines = stream_lines(inprocess_gateway)
     assert time.monotonic() - started < 4  # the provider's idle timeout is 2 s: never a hang
     assert headers["x-minigate-provider"] == "primary"
     last = json.loads(lines[-1].removeprefix("data: "))
     assert set(last["error"]) == {"message", "type", "param", "code"} and message in last["error"]["message"]
     assert "data: [DONE]" not in lines and backup.requests == []
-    [row] = gateway.wait_rows(1)
+    [row] = inprocess_gateway.wait_rows(1)
     assert row["status"] >= 500 and row["provider"] == "primary" and message in row["error"]
     with pytest.raises(openai.APIError):
         primary.script(fault)
-        list(gateway.client().chat.completions.create(model="default", messages=MESSAGES, stream=True))
+        list(inprocess_gateway.client().chat.completions.create(model="default", messages=MESSAGES, stream=True))
 
 
 def test_client_disconnect_cancels_the_upstream_stream(gateway: GatewayServer, primary: FakeUpstream) -> None:

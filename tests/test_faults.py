@@ -1,4 +1,4 @@
-"""Upstream faults through a real gateway: what the client saw (status, OpenAI error shape, for streams which
+"""Upstream faults through a real inprocess_gateway: what the client saw (status, OpenAI error shape, for streams which
 chunks arrived and how the stream ended) and what was stored (the usage row: status, error, the hops with their
 error class and code, tokens), read back with a sqlite3 connection of our own.
 
@@ -59,16 +59,22 @@ from tests.fakes.upstream import (
     StreamError,
 )
 from tests.gateway_server import ADMIN_KEY, GatewayServer, free_port
+from tests.inprocess import InProcessGateway
+
+# In process, but waiting out timeouts and cooldowns by design: not in the fast layer.
+pytestmark = pytest.mark.slow
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 MESSAGES = [{"role": "user", "content": "hello"}]
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
-def stream(gateway: GatewayServer, **body: Any) -> tuple[httpx.Response, list[Any]]:
+def stream(inprocess_gateway: InProcessGateway, **body: Any) -> tuple[httpx.Response, list[Any]]:
     """POST a streaming chat request; the response and its events (decoded JSON, or the string "[DONE]")."""
     payload = {"model": "default", "stream": True, "messages": MESSAGES, **body}
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30) as r:
+    with inprocess_gateway.http.stream(
+        "POST", f"{inprocess_gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30
+    ) as r:
         if r.status_code != 200:
             r.read()
             return r, []
@@ -76,10 +82,12 @@ def stream(gateway: GatewayServer, **body: Any) -> tuple[httpx.Response, list[An
     return r, [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
-def post(gateway: GatewayServer, **body: Any) -> httpx.Response:
+def post(inprocess_gateway: InProcessGateway, **body: Any) -> httpx.Response:
     """POST a JSON chat request."""
     payload = {"model": "default", "messages": MESSAGES, **body}
-    return httpx.post(f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30)
+    return inprocess_gateway.http.post(
+        f"{inprocess_gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30
+    )
 
 
 def text_of(events: list[Any]) -> str:
@@ -88,11 +96,11 @@ def text_of(events: list[Any]) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-def row_of(gateway: GatewayServer, response: httpx.Response) -> dict[str, Any]:
+def row_of(inprocess_gateway: InProcessGateway, response: httpx.Response) -> dict[str, Any]:
     """The one usage row stored for ``response`` (found by its x-request-id), hops decoded."""
     request_id = response.headers["x-request-id"]
     deadline = time.monotonic() + 10
-    while not (rows := gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
+    while not (rows := inprocess_gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
         time.sleep(0.02)
     [row] = rows
     row["hops"] = json.loads(row["hops"]) if row["hops"] else []
@@ -119,13 +127,13 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> dic
     ],
 )
 def test_stream_status_before_content_falls_back(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Status, status: int
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, fault: Status, status: int
 ) -> None:
     primary.script(fault)
-    r, events = stream(gateway)
+    r, events = stream(inprocess_gateway)
     assert r.status_code == 200 and r.headers["x-minigate-fallbacks"] == "1"
     assert text_of(events) == "Hello from backup" and events[-1] == "[DONE]"
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert (row["status"], row["provider"], row["streamed"], row["completion_tokens"]) == (200, "backup", 1, 3)
     [hop] = row["hops"]
     assert (hop["provider"], hop["status"], hop["class"], hop["code"]) == (
@@ -137,14 +145,14 @@ def test_stream_status_before_content_falls_back(
 
 
 def test_every_deployment_failing_is_one_openai_error(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(Status(500))
     backup.script(Status(503, {"message": "backup is overloaded"}))
-    r = post(gateway)
+    r = post(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")
     assert "primary/gpt-4o-mini: HTTP 500" in error["message"] and "backup is overloaded" in error["message"]
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert (row["status"], row["provider"], row["fallbacks"], row["total_tokens"]) == (502, None, 2, None)
     assert [(h["provider"], h["status"], h["code"]) for h in row["hops"]] == [
         ("primary", 500, "http_500"),
@@ -153,16 +161,16 @@ def test_every_deployment_failing_is_one_openai_error(
 
 
 def test_refused_everywhere_is_a_502_naming_each_deployment(
-    gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Any, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     config = two_provider_config(primary, backup)
     for name in ("primary", "backup"):
         config["models"]["providers"][name]["endpoint"] = f"http://127.0.0.1:{free_port()}/v1"
-    gateway = gateway_factory(config)
-    r, _ = stream(gateway)
+    inprocess_gateway = inprocess_factory(config)
+    r, _ = stream(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")  # before any byte: a plain error response
     assert error["message"].count("cannot connect") == 2
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert row["status"] == 502 and row["streamed"] == 1
     assert [(h["class"], h["code"]) for h in row["hops"]] == [("UpstreamUnavailable", "upstream_unavailable")] * 2
 
@@ -178,14 +186,19 @@ def test_refused_everywhere_is_a_502_naming_each_deployment(
     ],
 )
 def test_stream_faults_before_content(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, fault: Any, code: str, message: str
+    inprocess_gateway: InProcessGateway,
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    fault: Any,
+    code: str,
+    message: str,
 ) -> None:
     # Nothing with content had reached the client, so the next deployment answers the whole stream.
     primary.script(fault)
-    r, events = stream(gateway)
+    r, events = stream(inprocess_gateway)
     assert text_of(events) == "Hello from backup" and events[-1] == "[DONE]"
     assert not any("error" in e for e in events if isinstance(e, dict))
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert (row["status"], row["provider"], row["fallbacks"], row["completion_tokens"]) == (200, "backup", 1, 3)
     [hop] = row["hops"]
     assert hop["code"] == code and message in hop["error"], hop
@@ -202,7 +215,7 @@ def test_stream_faults_before_content(
     ],
 )
 def test_mid_stream_faults_end_with_an_error_event(
-    gateway: GatewayServer,
+    inprocess_gateway: InProcessGateway,
     primary: FakeUpstream,
     backup: FakeUpstream,
     fault: Any,
@@ -212,7 +225,7 @@ def test_mid_stream_faults_end_with_an_error_event(
 ) -> None:
     primary.script(fault)
     started = time.monotonic()
-    r, events = stream(gateway)
+    r, events = stream(inprocess_gateway)
     assert time.monotonic() - started < 8  # the idle timeout is 2 s: never a hang
     assert r.status_code == 200 and r.headers["x-minigate-provider"] == "primary"
     # The two chunks sent before the fault arrived, in order, then one error event and nothing after it.
@@ -223,27 +236,27 @@ def test_mid_stream_faults_end_with_an_error_event(
     assert last["error"]["code"] == code and message in last["error"]["message"], last
     assert last["error"]["type"] == "upstream_error" and "Traceback" not in last["error"]["message"]
     assert backup.requests == []  # content had been sent: no fallback mid-answer
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert (row["status"], row["provider"], row["streamed"], row["fallbacks"]) == (status, "primary", 1, 0)
     assert message in row["error"] and row["ttft_ms"] is not None
     assert row["completion_tokens"] is None  # the upstream never said how many tokens it used
 
 
 def test_missing_done_after_the_finish_chunk_is_a_complete_answer(
-    gateway: GatewayServer, primary: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream
 ) -> None:
     # The finish chunk and the usage came, only [DONE] is missing: the answer is whole, and the client gets the
     # [DONE] the upstream left out.
     primary.script(NoDone(3))
-    r, events = stream(gateway)
+    r, events = stream(inprocess_gateway)
     assert text_of(events) == "Hello from primary" and events[-1] == "[DONE]"
     assert events[-2]["choices"][0]["finish_reason"] == "stop"
-    row = row_of(gateway, r)
+    row = row_of(inprocess_gateway, r)
     assert (row["status"], row["error"], row["prompt_tokens"], row["completion_tokens"]) == (200, None, 1, 3)
 
 
-def test_invalid_upstream_json_falls_back(gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream) -> None:
-    gateway = gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 100}))
+def test_invalid_upstream_json_falls_back(inprocess_factory: Any, primary: FakeUpstream, backup: FakeUpstream) -> None:
+    inprocess_gateway = inprocess_factory(two_provider_config(primary, backup, cooldown={"failures": 100}))
     cases = [
         (MalformedSSE(), "answer is not JSON", "upstream_malformed"),
         (EndAfter(0), "answer is not JSON", "upstream_malformed"),  # a 200 whose body is cut off half-way
@@ -251,21 +264,21 @@ def test_invalid_upstream_json_falls_back(gateway_factory: Any, primary: FakeUps
     ]
     for fault, message, code in cases:
         primary.script(fault)
-        r = post(gateway)
+        r = post(inprocess_gateway)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Hello from backup"
-        row = row_of(gateway, r)
+        row = row_of(inprocess_gateway, r)
         assert (row["status"], row["provider"], row["total_tokens"]) == (200, "backup", 4)
         [hop] = row["hops"]
         assert hop["code"] == code and message in hop["error"], hop
     backup.script(Status(200, body=b"[1, 2]"))  # JSON, but not an object
     primary.script(MalformedSSE())
-    r = post(gateway)
+    r = post(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")
     assert "not a JSON object" in error["message"]
-    assert [h["code"] for h in row_of(gateway, r)["hops"]] == ["upstream_malformed"] * 2
+    assert [h["code"] for h in row_of(inprocess_gateway, r)["hops"]] == ["upstream_malformed"] * 2
 
 
-def test_invalid_client_bodies_lose_nothing(gateway: GatewayServer, primary: FakeUpstream) -> None:
+def test_invalid_client_bodies_lose_nothing(inprocess_gateway: InProcessGateway, primary: FakeUpstream) -> None:
     # Bad bodies sent between good requests are refused in OpenAI's shape before routing (so they store no row),
     # and cost the good requests around them nothing.
     bad = [b"{not json", b"", b'{"model": "default", "messages": "hi"}', b"\xff\xfe", b'{"model": "default"']
@@ -273,21 +286,25 @@ def test_invalid_client_bodies_lose_nothing(gateway: GatewayServer, primary: Fak
     refused: list[httpx.Response] = []
 
     def good() -> None:
-        answered.append(post(gateway).headers["x-request-id"])
+        answered.append(post(inprocess_gateway).headers["x-request-id"])
 
     threads = [threading.Thread(target=good) for _ in range(5)]
     for t in threads:
         t.start()
     for body in bad:
         headers = {**AUTH, "content-type": "application/json"}
-        refused.append(httpx.post(f"{gateway.url}/chat/completions", content=body, headers=headers, timeout=30))
+        refused.append(
+            inprocess_gateway.http.post(
+                f"{inprocess_gateway.url}/chat/completions", content=body, headers=headers, timeout=30
+            )
+        )
     for t in threads:
         t.join(30)
     for r in refused:
         assert_openai_error(r, 400, r.json()["error"]["code"])
         assert r.json()["error"]["type"] == "invalid_request_error"
     assert len(answered) == 5
-    rows = gateway.wait_rows(5)
+    rows = inprocess_gateway.wait_rows(5)
     assert sorted(r["request_id"] for r in rows) == sorted(answered)
     assert all(r["status"] == 200 and r["total_tokens"] == 4 for r in rows)
     assert len(primary.requests) == 5

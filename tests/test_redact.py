@@ -12,7 +12,8 @@ from gateway.config import ConfigError
 from gateway.plugins import builtin_extensions, configure
 from minigate_plugins.redact import RedactOptions, luhn_valid, redact_body, redact_text
 from tests.fakes.upstream import FakeUpstream, Status
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 
 OPTIONS = RedactOptions()
 SECRET = "Mail jane.doe+work@example.co.uk, card 4111 1111 1111 1111 (exp 2027), ref 1234567890123456."
@@ -74,19 +75,19 @@ def config(remote: FakeUpstream, **options: Any) -> dict[str, Any]:
     }
 
 
-def ask(server: GatewayServer, text: str, **extra: Any) -> httpx.Response:
+def ask(server: InProcessGateway, text: str, **extra: Any) -> httpx.Response:
     body = {
         "model": "default",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}],
     }
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
-    return httpx.post(f"{server.url}/chat/completions", json={**body, **extra}, headers=headers, timeout=10)
+    return server.http.post(f"{server.url}/chat/completions", json={**body, **extra}, headers=headers, timeout=10)
 
 
 def test_a_remote_provider_gets_the_redacted_prompt(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream
 ) -> None:
-    server = gateway_factory(config(primary))
+    server = inprocess_factory(config(primary))
     assert ask(server, SECRET).status_code == 200
     assert ask(server, SECRET, stream=True).status_code == 200
     for request in primary.requests:
@@ -98,10 +99,10 @@ def test_a_remote_provider_gets_the_redacted_prompt(
 
 
 def test_a_local_fallback_gets_the_prompt_as_written(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream
 ) -> None:
     primary.script(Status(503))
-    server = gateway_factory(config(primary))
+    server = inprocess_factory(config(primary))
     answer = ask(server, SECRET)
     assert answer.headers["x-minigate-provider"] == "local"
     assert answer.json()["choices"][0]["message"]["content"] == f"You said: {SECRET}"
@@ -109,8 +110,8 @@ def test_a_local_fallback_gets_the_prompt_as_written(
 
 
 def test_everywhere_redacts_for_local_providers_too(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream
 ) -> None:
     primary.script(Status(503))
-    server = gateway_factory(config(primary, everywhere=True))
+    server = inprocess_factory(config(primary, everywhere=True))
     assert ask(server, SECRET).json()["choices"][0]["message"]["content"] == f"You said: {REDACTED}"
