@@ -5,7 +5,7 @@ Two layers:
 - **fast** (``pytest -m fast``, under a minute): unit tests, and tests of the HTTP edge against the real app in
   process (:mod:`tests.inprocess`, fixtures ``inprocess_factory`` and ``inprocess_gateway``). A test using those
   fixtures is marked ``fast`` here (unless it is marked ``slow``: in process, but waiting out timeouts and
-  cooldowns by design); a module with no server says ``pytestmark = pytest.mark.fast``.
+  cooldowns by design); modules with no server are listed in ``_FAST_MODULES``.
 - **end to end** (the rest): a real gateway on a socket (``gateway_factory``, ``gateway``; ``minigate serve`` in
   tests/serve_process.py), where the socket matters: streaming deadlines, disconnects, slow clients, signals,
   kill -9, browsers, the process.
@@ -27,13 +27,30 @@ from tests.inprocess import InProcessGateway
 
 _IN_PROCESS = {"inprocess_factory", "inprocess_gateway"}
 _REAL_SERVER = {"gateway_factory"}
+# Modules with no server at all that run in a few seconds: part of the fast layer as they are.
+_FAST_MODULES = {
+    "tests/fakes/test_upstream.py",
+    "tests/providers/test_netguard.py",
+    "tests/providers/test_openai_compat_caps.py",
+    "tests/providers/test_shape.py",
+    "tests/providers/test_sse.py",
+    "tests/test_config.py",
+    "tests/test_deploy.py",
+    "tests/test_events.py",
+    "tests/test_health.py",
+    "tests/test_layers.py",
+    "tests/test_routing.py",
+    "tests/test_wire.py",
+    "tests/web/test_adapter.py",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests of in-process gateways ``fast``; a ``fast`` test may not start a real gateway."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if names & _IN_PROCESS and not item.get_closest_marker("slow"):
+        in_process = bool(names & _IN_PROCESS) and not item.get_closest_marker("slow")
+        if in_process or item.nodeid.split("::")[0] in _FAST_MODULES:
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") and names & _REAL_SERVER:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a real gateway")
