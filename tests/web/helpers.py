@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import ADMIN_KEY, GatewayServer, StoredGateway
+from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
 
 PASSWORD = "web-admin-password-42"
@@ -48,7 +48,7 @@ _LOGIN = re.compile(r'name="_login" value="([^"]+)"')
 class WebClient:
     """An httpx client that logs in like a browser and sends the CSRF token back."""
 
-    def __init__(self, server: StoredGateway) -> None:
+    def __init__(self, server: Any) -> None:
         self.server = server
         self.http = self.raw()
         self.csrf: str | None = None
@@ -58,8 +58,8 @@ class WebClient:
         kwargs.setdefault("follow_redirects", False)
         if isinstance(self.server, InProcessGateway):
             return self.server.new_http(**kwargs)
-        assert isinstance(self.server, GatewayServer)
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.server.port}", timeout=10, **kwargs)
+        port = self.server.port  # a GatewayServer, or a `minigate serve` process
+        return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, **kwargs)
 
     def close(self) -> None:
         self.http.close()
