@@ -176,8 +176,7 @@ def web_from(server: GatewayServer, source: str) -> WebClient:
     """A web client whose connections come from ``source`` (any 127.x address reaches 127.0.0.1)."""
     web = WebClient(server)
     web.http.close()
-    transport = httpx.HTTPTransport(local_address=source)
-    web.http = httpx.Client(base_url=web.base, follow_redirects=False, timeout=10, transport=transport)
+    web.http = web.raw(transport=httpx.HTTPTransport(local_address=source))
     return web
 
 
