@@ -107,6 +107,8 @@ def test_database_locked_by_another_process(tmp_path: Path, upstream: FakeUpstre
         finally:
             locker.kill()
             locker.wait()
+            assert locker.stdout is not None
+            locker.stdout.close()
         ids = [warm, *(request_id for request_id, _ in answered)]
         rows = wait_stored(gateway.db_path, ids)
         assert_answered_rows(rows, ids)
@@ -156,6 +158,8 @@ def test_ready_turns_red_while_rows_wait_for_the_database(tmp_path: Path, upstre
         finally:
             locker.kill()  # the lock goes with the process
             locker.wait()
+            assert locker.stdout is not None
+            locker.stdout.close()
         assert wait_ready(gateway, 200).status_code == 200
         rows = wait_stored(gateway.db_path, [warm, held])
         assert_answered_rows(rows, [warm, held])
