@@ -113,11 +113,12 @@ def test_database_locked_by_another_process(tmp_path: Path, upstream: FakeUpstre
         rows = wait_stored(gateway.db_path, ids)
         assert_answered_rows(rows, ids)
         assert len(rows) == len(ids)  # each row once, none twice
+        gateway.signal(signal.SIGTERM)
+        assert gateway.wait(30) == 0
+        # Read once the process has ended: the writer logs the recovery just after the commit the rows show.
         [held] = events(gateway, "usage_held")
         assert "database is locked" in held["error"] and held["level"] == "WARNING"
         assert len(events(gateway, "usage_recovered")) == 1
-        gateway.signal(signal.SIGTERM)
-        assert gateway.wait(30) == 0
     assert not events(gateway, "usage_row_lost")
     assert not [r for r in gateway.log_records() if r["level"] == "ERROR"]
 
