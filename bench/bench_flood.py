@@ -64,7 +64,7 @@ def serve_gateway(config_path: str, port: int, lag_file: str) -> None:
 
     from gateway.app import create_app
     from gateway.cli import _config, _server_class, proxy_options
-    from gateway.limits import header_deadline
+    from gateway.http.limits import header_deadline
 
     config = _config(config_path)
     app = create_app(config)

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config
-from gateway.runtime import ADMIN_KEY_ENV
+from gateway.config.schema import Config
+from gateway.runtime.gateway import ADMIN_KEY_ENV
 
 __all__ = ["ensure_default_models", "local_providers", "run_models_command"]
 

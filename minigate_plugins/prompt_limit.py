@@ -1,4 +1,5 @@
-"""An example plugin using every hook of ``gateway.hookspecs``: refuse prompts over ``max_chars`` before routing.
+"""An example plugin using every hook of ``gateway.plugins.hookspecs``: refuse prompts over ``max_chars`` before
+routing.
 
 Enable it with ``{"plugins": {"modules": ["minigate_plugins.prompt_limit:PromptLimit"],
 "settings": {"prompt_limit": {"options": {"max_chars": 8000}}}}}``.
@@ -10,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.hookspecs import Event, Init, PluginAPI, Process, Rejected, Shutdown
+from gateway.plugins.hookspecs import Event, Init, PluginAPI, Process, Rejected, Shutdown
 
 __all__ = ["PromptLimit"]
 

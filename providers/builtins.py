@@ -1,9 +1,9 @@
 """The built-in provider types, as a plugin: its ``init`` hook registers them exactly as a third-party plugin
-registers its own (``gateway.plugins`` loads it first, through the same hook)."""
+registers its own (``gateway.plugins.loader`` loads it first, through the same hook)."""
 
 from __future__ import annotations
 
-from gateway.hookspecs import PluginAPI
+from gateway.plugins.hookspecs import PluginAPI
 from providers import fake, onnx, openai_compat
 
 __all__ = ["init"]

@@ -26,7 +26,7 @@ from providers.base import (
 )
 from providers.limits import UpstreamLimits, cut, read_capped
 from providers.netguard import guarded_connector
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url
 from providers.shape import answer_problem, chunk_problem
 from providers.sse import YIELD_EVERY, DataLines, pause
 
@@ -57,7 +57,7 @@ class OpenAIProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 
 def _check(cfg: OpenAIProviderConfig) -> list[tuple[str, str]]:
     issues = []
-    problem = check_endpoint(cfg.endpoint)
+    problem = check_endpoint_url(cfg.endpoint)
     if problem:
         issues.append(("endpoint", problem))
     if cfg.auth.type in ("api_key", "header") and not cfg.auth.value:

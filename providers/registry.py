@@ -22,7 +22,7 @@ __all__ = [
     "ProviderContext",
     "ProviderRegistry",
     "ProviderType",
-    "check_endpoint",
+    "check_endpoint_url",
     "forbidden_address",
 ]
 
@@ -53,7 +53,7 @@ class ProviderType:
 
 @dataclass(slots=True)
 class ProviderRegistry:
-    """Provider types by name: the built-in ones and plugins' (``gateway.plugins.Extensions`` holds one)."""
+    """Provider types by name: the built-in ones and plugins' (``gateway.plugins.loader.Extensions`` holds one)."""
 
     types: dict[str, ProviderType] = field(default_factory=dict)
 
@@ -147,7 +147,7 @@ def _hosts(url: str) -> list[str] | None:
     return [h for h in hosts if h] or None
 
 
-def check_endpoint(url: str) -> str | None:
+def check_endpoint_url(url: str) -> str | None:
     """Why ``url`` is not acceptable as an upstream endpoint, or None.
 
     Only http(s) is allowed, and never the link-local range where cloud metadata services live: an upstream

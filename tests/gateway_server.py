@@ -19,9 +19,9 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.cli import proxy_options
-from gateway.config import Config
-from gateway.limits import header_deadline
-from gateway.plugins import builtin_extensions, configure
+from gateway.config.schema import Config
+from gateway.http.limits import header_deadline
+from gateway.plugins.loader import builtin_extensions, configure
 
 ADMIN_KEY = "test-admin-key-0123456789"
 

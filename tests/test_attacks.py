@@ -61,8 +61,8 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from gateway.config import ConfigError
-from gateway.plugins import builtin_extensions, configure
+from gateway.config.schema import ConfigError
+from gateway.plugins.loader import builtin_extensions, configure
 from providers.netguard import GuardedResolver
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status

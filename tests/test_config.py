@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError
-from gateway.plugins import builtin_extensions, configure
+from gateway.config.schema import ConfigError
+from gateway.plugins.loader import builtin_extensions, configure
 
 SEED: dict[str, Any] = {
     "agents": {

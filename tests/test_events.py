@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.chain import Hop
-from gateway.errors import GatewayError
-from gateway.events import Chunk, Outcome
-from gateway.routing import Deployment
-from gateway.sse import DONE, SSE_HEADERS, frame
+from gateway.core.errors import GatewayError
+from gateway.core.sse import DONE, SSE_HEADERS, frame
+from gateway.routing.chain import Hop
+from gateway.routing.routes import Deployment
+from gateway.serving.events import Chunk, Outcome
 
 
 def test_a_chunk_gives_its_content_and_tool_call_deltas_and_keeps_unknown_fields() -> None:

@@ -12,7 +12,7 @@ and usage rows happen; path parameters name real providers half of the time. A v
 never sent to the local provider: it would start a conversion child process (CPU-minutes, downloads), which
 the models tests cover; invalid ones are, so their refusals are fuzzed. The WebSocket ``/v1/ws`` is not in an
 OpenAPI document (tests/test_ws.py), and ``POST /admin/reload`` is marked ``include_in_schema=False`` by
-gateway/reload.py (tests/test_bad_input.py checks its refusals).
+gateway/runtime/reload.py (tests/test_bad_input.py checks its refusals).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction
 from schemathesis.core import NOT_SET
 
-from gateway.admin import ImportRequest, PullRequest
+from gateway.http.admin import ImportRequest, PullRequest
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError
-from gateway.hookspecs import HOOKS, Event, Rejected, hook_problem
-from gateway.plugins import Extensions, builtin_extensions, configure, shutdown_plugins
+from gateway.config.schema import ConfigError
+from gateway.plugins.hookspecs import HOOKS, Event, Rejected, hook_problem
+from gateway.plugins.loader import Extensions, builtin_extensions, configure, shutdown_plugins
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 
 EXAMPLE = "minigate_plugins.prompt_limit:PromptLimit"

@@ -184,8 +184,8 @@ def test_health_answers_while_a_flood_is_relayed(gateway: GatewayServer, primary
 
 
 def test_limits_are_checked_in_the_config(gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream) -> None:
-    from gateway.config import ConfigError
-    from gateway.plugins import builtin_extensions, configure
+    from gateway.config.schema import ConfigError
+    from gateway.plugins.loader import builtin_extensions, configure
 
     for limits, where in (
         ({"max_body_bytes": 0}, "models.providers.primary.limits.max_body_bytes"),

@@ -21,16 +21,17 @@ Layer = tuple[str, dict[str, tuple[str, ...]]]  # (name, {group: modules})
 
 LAYERS: list[Layer] = [
     (
-        "wire",  # wire structs and errors, token counts, byte formats: no gateway state
+        "core",  # wire structs and errors, token counts, byte formats: no gateway state
         {
-            "wire": (
+            "core": (
                 "gateway",
-                "gateway.errors",
-                "gateway.headers",
-                "gateway.sse",
-                "gateway.tokens",
-                "gateway.wire",
-                "gateway.writes",
+                "gateway.core",
+                "gateway.core.errors",
+                "gateway.core.headers",
+                "gateway.core.sse",
+                "gateway.core.tokens",
+                "gateway.core.wire",
+                "gateway.core.writes",
                 "minigate_plugins",
                 "providers",
                 "providers.base",
@@ -46,7 +47,8 @@ LAYERS: list[Layer] = [
         {
             "config": (
                 "gateway.config",
-                "gateway.workflow_steps",
+                "gateway.config.schema",
+                "gateway.config.workflow_steps",
                 "providers.registry",
             )
         },
@@ -81,7 +83,7 @@ LAYERS: list[Layer] = [
                 "providers.onnx.gguf",
                 "providers.onnx.hub",
                 "providers.onnx.hub_errors",
-                "providers.onnx.openai",
+                "providers.onnx.openai_mapping",
                 "providers.onnx.progress",
                 "providers.onnx.protocol",
                 "providers.onnx.provider",
@@ -98,13 +100,13 @@ LAYERS: list[Layer] = [
     ),
     (
         "plugins",  # the hook specs and the loader, which holds the provider registry plugins extend
-        {"plugins": ("gateway.hookspecs", "gateway.plugins")},
+        {"plugins": ("gateway.plugins", "gateway.plugins.hookspecs", "gateway.plugins.loader")},
     ),
     (
         "built-in plugins",  # plugins like any other: they use the plugin API
         {
             "built-in plugins": (
-                "gateway.builtin_steps",
+                "gateway.plugins.builtin_steps",
                 "minigate_plugins.prompt_limit",
                 "minigate_plugins.redact",
                 "providers.builtins",
@@ -113,40 +115,62 @@ LAYERS: list[Layer] = [
     ),
     (
         "routing",  # routes, cooldowns and the fallback chain
-        {"routing": ("gateway.chain", "gateway.health", "gateway.routing")},
+        {
+            "routing": (
+                "gateway.routing",
+                "gateway.routing.chain",
+                "gateway.routing.cooldowns",
+                "gateway.routing.routes",
+            )
+        },
     ),
     (
-        "runtime",  # the running gateway and what its request path records to: metrics, logs, drain, jobs
+        "operations",  # what the request path records to: metrics, request ids and log lines, logs, the drain
+        {
+            "operations": (
+                "gateway.ops",
+                "gateway.ops.drain",
+                "gateway.ops.logs",
+                "gateway.ops.metrics",
+                "gateway.ops.monitor",
+                "gateway.ops.observe",
+            )
+        },
+    ),
+    (
+        "runtime",  # the running gateway, and what changes it: config reloads, local model management, admin jobs
         {
             "runtime": (
-                "gateway.jobs",
-                "gateway.lifecycle",
-                "gateway.logs",
-                "gateway.metrics",
-                "gateway.monitor",
-                "gateway.observe",
                 "gateway.runtime",
+                "gateway.runtime.gateway",
+                "gateway.runtime.jobs",
+                "gateway.runtime.manage",
+                "gateway.runtime.reload",
             )
         },
     ),
     (
         "serving",  # one call along its chain, as typed events
-        {"serving": ("gateway.events", "gateway.proxy", "gateway.streaming", "gateway.workflows")},
-    ),
-    (
-        "operations",  # what changes a running gateway: config reloads, local model management
-        {"operations": ("gateway.manage", "gateway.reload")},
+        {
+            "serving": (
+                "gateway.serving",
+                "gateway.serving.events",
+                "gateway.serving.proxy",
+                "gateway.serving.streaming",
+                "gateway.serving.workflows",
+            )
+        },
     ),
     (
         "edge",  # the HTTP API and the web UI, side by side: neither imports the other
         {
             "http": (
-                "gateway.admin",
-                "gateway.api",
-                "gateway.limits",
-                "gateway.models_cli",
-                "gateway.openapi",
-                "gateway.ws",
+                "gateway.http",
+                "gateway.http.admin",
+                "gateway.http.api",
+                "gateway.http.limits",
+                "gateway.http.openapi",
+                "gateway.http.ws",
             ),
             "web": (
                 "web",
@@ -171,7 +195,7 @@ LAYERS: list[Layer] = [
     ),
     (
         "app",  # the one create_app, and the command line that runs it
-        {"app": ("gateway.app", "gateway.cli")},
+        {"app": ("gateway.app", "gateway.cli", "gateway.models_cli")},
     ),
 ]
 
@@ -256,6 +280,24 @@ def test_imports_point_down() -> None:
             other, other_group = where[target]
             if other > layer or (other == layer and other_group != group):
                 wrong.append(f"{module} ({LAYERS[layer][0]}/{group}) -> {target} ({LAYERS[other][0]}/{other_group})")
+    assert wrong == []
+
+
+# Modules of a gateway/ subpackage that sit in another layer than the subpackage itself, and why.
+_ELSEWHERE = {"gateway.plugins.builtin_steps": "the built-in steps are a plugin like any other, beside the loader"}
+
+
+def test_each_subpackage_is_one_layer() -> None:
+    """A subpackage of ``gateway`` holds one layer, so a module's folder says where it belongs."""
+    where = _where()
+    wrong = [
+        module
+        for module in sorted(where)
+        if module.startswith("gateway.")
+        and module.count(".") == 2
+        and module not in _ELSEWHERE
+        and where[module] != where[module.rpartition(".")[0]]
+    ]
     assert wrong == []
 
 

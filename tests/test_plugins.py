@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError
-from gateway.plugins import Extensions, builtin_extensions, configure, plugin_hooks
+from gateway.config.schema import ConfigError
+from gateway.plugins.loader import Extensions, builtin_extensions, configure, plugin_hooks
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.plugins import ensure_testplugin

@@ -1,4 +1,5 @@
-"""gateway/wire.py: a body that is not JSON is a 400 whose verdict is the gateway's, whatever msgspec's version says.
+"""gateway/core/wire.py: a body that is not JSON is a 400 whose verdict is the gateway's, whatever msgspec's version
+says.
 
 msgspec reports bad UTF-8 as Python's UnicodeDecodeError (0.22) or as a DecodeError with its own text (0.23), so
 these assert what the client is told by the gateway (status, type, the offending byte), not msgspec's sentence.
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import InvalidRequest
-from gateway.wire import decode_json
+from gateway.core.errors import InvalidRequest
+from gateway.core.wire import decode_json
 
 
 @pytest.mark.parametrize(

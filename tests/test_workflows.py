@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import ConfigError
-from gateway.plugins import builtin_extensions, configure
+from gateway.config.schema import ConfigError
+from gateway.plugins.loader import builtin_extensions, configure
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.plugins import ensure_testplugin

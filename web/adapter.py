@@ -1,5 +1,5 @@
 """What the models page shows and does: provider and model views (never credentials), and model actions through
-:mod:`gateway.manage`, the service the admin API uses too."""
+:mod:`gateway.runtime.manage`, the service the admin API uses too."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.errors import GatewayError
-from gateway.manage import manage_model
-from gateway.runtime import Gateway
+from gateway.core.errors import GatewayError
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.manage import manage_model
 from providers.base import Provider, ProviderInfo
 
 __all__ = [

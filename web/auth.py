@@ -14,7 +14,7 @@ from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.types import ExceptionHandlersMap
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from web.render import SECURITY_HEADERS, error_page, is_htmx, redirect
 from web.sessions import COOKIE, Session, SessionStore
 from web.state import WebState

@@ -12,9 +12,9 @@ from typing import cast
 import msgspec
 from sqlalchemy import Table, delete, insert, select
 
-from gateway.config import AgentConfig, AgentModel, Config, check_references
-from gateway.routing import RouteTable
-from gateway.runtime import Gateway
+from gateway.config.schema import AgentConfig, AgentModel, Config, check_references
+from gateway.routing.routes import RouteTable
+from gateway.runtime.gateway import Gateway
 from gateway.storage import Database
 from gateway.storage.conversations import ChainOverrideRow
 from gateway.storage.tables import utcnow

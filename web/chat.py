@@ -12,7 +12,7 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from gateway.storage import ConversationStore
 from gateway.storage.conversations import ConversationInfo
 from web.auth import LoginRequired, sessions

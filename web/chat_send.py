@@ -11,7 +11,7 @@ from litestar.types import ASGIApp
 from markupsafe import escape
 from sse_starlette import EventSourceResponse
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from gateway.storage import ConversationStore
 from gateway.storage.conversations import ConversationInfo, MessageInfo
 from web.chat import NEW_TITLE

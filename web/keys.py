@@ -8,7 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from web.render import page
 from web.sessions import Session
 from web.state import WebState

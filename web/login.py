@@ -15,8 +15,8 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from gateway.errors import GatewayError
-from gateway.runtime import Gateway
+from gateway.core.errors import GatewayError
+from gateway.runtime.gateway import Gateway
 from web.auth import check_csrf, safe_next, same_site, sessions
 from web.render import page, redirect
 from web.sessions import COOKIE, Session

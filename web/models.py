@@ -11,7 +11,7 @@ from litestar.types import ASGIApp
 from markupsafe import escape
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from web.adapter import ActionResult, dom_id, import_progress, model_action, provider_views
 from web.chains import (
     apply_stored_overrides,

@@ -13,7 +13,7 @@ from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 from markupsafe import Markup
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from web.charts import Series, line_chart
 from web.render import SECURITY_HEADERS, page
 from web.sessions import Session

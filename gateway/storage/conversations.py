@@ -14,9 +14,9 @@ import msgspec
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from gateway.core.tokens import valid_count
 from gateway.storage.db import Database
 from gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
-from gateway.tokens import valid_count
 
 __all__ = [
     "ChainOverrideRow",

@@ -15,11 +15,11 @@ import msgspec
 from sqlalchemy import Table, case, func, select
 from sqlalchemy.pool import NullPool
 
+from gateway.core.tokens import COUNT_FIELDS, MAX_TOKENS, MAX_TOTAL, token_counts
 from gateway.storage._commit import CommitThread, UsageWriteError, retrieve
 from gateway.storage.db import Database, create_sync_engine
 from gateway.storage.sql import count_sum
 from gateway.storage.tables import UsageRow, utcnow
-from gateway.tokens import COUNT_FIELDS, MAX_TOKENS, MAX_TOTAL, token_counts
 
 __all__ = ["UsageRecord", "UsageWriteError", "UsageWriter"]
 

@@ -20,7 +20,7 @@ import msgspec
 from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from providers.onnx import store
 from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
-from providers.onnx.openai import ChatJob, StopMatcher, parse_request, response_body
+from providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from providers.onnx.stream import OnnxStream, pieces
 from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from providers.base import ChunkStream, ProviderError, ProviderRequest
-from providers.onnx.openai import ChatJob, StopMatcher, chunk, new_id, usage
+from providers.onnx.openai_mapping import ChatJob, StopMatcher, chunk, new_id, usage
 from providers.onnx.worker import Generation
 
 __all__ = ["OnnxStream", "pieces"]

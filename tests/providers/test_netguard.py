@@ -29,7 +29,7 @@ from providers.netguard import (
     guarded_connector,
     guarded_socket_factory,
 )
-from providers.registry import check_endpoint, forbidden_address
+from providers.registry import check_endpoint_url, forbidden_address
 from tests.fakes.upstream import FakeUpstream
 from tests.providers.ssrf_netns import FixedAnswers, get_outcome, run_in_namespaces
 
@@ -176,7 +176,7 @@ def test_every_variant_folds_to_ascii() -> None:
 @given(host=forbidden_hosts(), port=st.sampled_from([80, 443, 8080]), https=st.booleans())
 def test_no_spelling_of_a_forbidden_address_passes_the_config_check(host: str, port: int, https: bool) -> None:
     url = _url(host, port).replace("http", "https" if https else "http", 1)
-    assert check_endpoint(url) is not None or not _numeric(url), url
+    assert check_endpoint_url(url) is not None or not _numeric(url), url
 
 
 @settings(max_examples=300, deadline=None)
@@ -200,7 +200,7 @@ def test_forbidden_address_refuses_every_generated_address(addr: IPv4Address | I
     ],
 )
 def test_ordinary_endpoints_are_still_accepted(url: str) -> None:
-    assert check_endpoint(url) is None
+    assert check_endpoint_url(url) is None
 
 
 def test_addresses_near_the_forbidden_ones_are_allowed() -> None:

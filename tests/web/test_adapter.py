@@ -6,8 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from gateway.config import CooldownConfig
-from gateway.health import HealthBook
+from gateway.config.schema import CooldownConfig
+from gateway.routing.cooldowns import HealthBook
 from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from web.adapter import import_progress, model_action, provider_views
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from providers.base import ProviderError
-from providers.onnx.openai import StopMatcher
+from providers.onnx.openai_mapping import StopMatcher
 from tests.providers.onnx.helpers import TINY, chat, collect
 
 

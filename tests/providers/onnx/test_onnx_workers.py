@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import CooldownConfig
-from gateway.health import HealthBook
+from gateway.config.schema import CooldownConfig
+from gateway.routing.cooldowns import HealthBook
 from providers.base import ProviderError, UpstreamUnavailable
 from tests.providers.onnx.helpers import TINY, chat, collect
 

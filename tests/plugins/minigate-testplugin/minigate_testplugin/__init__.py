@@ -8,8 +8,8 @@ from typing import ClassVar
 
 from litestar import Response, get
 
-from gateway.plugins import Event, PluginAPI, Rejected
-from gateway.workflow_steps import Step, StepContext
+from gateway.config.workflow_steps import Step, StepContext
+from gateway.plugins.loader import Event, PluginAPI, Rejected
 from providers.fake import FakeProvider, FakeProviderConfig
 from providers.registry import ProviderContext, ProviderType
 

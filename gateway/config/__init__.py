@@ -1,0 +1,1 @@
+"""Configuration: the typed config and its parsing (which loads nothing), and the workflow step types."""

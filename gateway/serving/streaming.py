@@ -1,0 +1,234 @@
+"""Serving a streaming call: fall back until the first content chunk, then relay chunks as typed events.
+
+Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream
+failure ends the events with an :class:`~gateway.serving.events.Outcome` naming it, never a hang. The usage row is
+committed before the outcome is yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import anyio
+
+from gateway.core.errors import GatewayError
+from gateway.core.tokens import checked_usage
+from gateway.routing.chain import ChainExhausted, Hop, run_chain
+from gateway.routing.routes import Deployment
+from gateway.serving.events import Chunk, Event, EventStream, Outcome, Usage
+from gateway.serving.proxy import SHUTDOWN, Call, cancelled, check_serves_endpoint, failed, uncancel
+from providers.base import ChunkStream, Provider, ProviderError
+
+__all__ = ["serve_stream"]
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+            return True
+        if delta.get("function_call") or delta.get("refusal") or delta.get("reasoning_content"):
+            return True
+    return False
+
+
+async def _prime(stream: ChunkStream) -> tuple[AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+    """Read up to the first chunk with content: until then a failure can still fall back."""
+    iterator = stream.__aiter__()
+    buffered: list[dict[str, Any]] = []
+    try:
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            buffered.append(chunk)
+            if _has_content(chunk):
+                break
+    except BaseException:
+        await stream.aclose()
+        raise
+    return iterator, buffered
+
+
+async def serve_stream(call: Call) -> EventStream:
+    """Answer a streaming call; fallback is possible until the first content chunk is ready."""
+    gateway = call.gateway
+    hops: list[Hop] = []
+
+    async def attempt(
+        provider: Provider, deployment: Deployment
+    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+        check_serves_endpoint(provider, call, deployment)
+        stream = await provider.open_stream(call.provider_request(deployment))
+        iterator, buffered = await _prime(stream)
+        return stream, iterator, buffered
+
+    drain = gateway.drain
+    drain.add(call)
+    try:
+        deployment, (stream, iterator, buffered), _ = await run_chain(
+            call.route, call.providers, call.health, call.deadline, attempt, hops
+        )
+    except ChainExhausted as exhausted:
+        drain.discard(call)
+        raise await failed(call, exhausted.error, exhausted.hops) from None
+    except asyncio.CancelledError:
+        drain.discard(call)
+        cut = await cancelled(call, hops)  # with the deployments that failed before
+        if cut is None:
+            raise
+        raise cut from None
+    # The call stays registered while the response machinery starts iterating the relay (in a task of its
+    # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
+    call.task = None
+    ttft_ms = (time.monotonic() - call.started) * 1000
+    outcome = Outcome(deployment, hops)
+    relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms)
+    # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
+    # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
+    await anext(relay)
+    return EventStream(outcome, relay)
+
+
+class _Deadline:
+    """The call's deadline for the relay: it cancels the relay's task only while the relay waits on the upstream.
+
+    While the relay is held at a ``yield`` (its consumer writes to the client) the deadline only marks itself
+    expired, and the relay ends with a 504 once resumed; a write that does not end is bounded where it is made
+    (``gateway.core.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the chunk.
+    """
+
+    __slots__ = ("_base", "_handle", "_task", "cancelled", "expired", "waiting")
+
+    def __init__(self, deadline: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task, self._base = task, task.cancelling()
+        self.waiting = self.expired = self.cancelled = False
+        delay = max(0.0, deadline - time.monotonic())
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self.waiting:
+            self.cancelled = True
+            self._task.cancel()
+
+    def took(self) -> bool:
+        """Whether the cancellation being handled is the deadline's own (then taken back)."""
+        if not self.cancelled:
+            return False
+        self.cancelled = False
+        return self._task.uncancel() <= self._base
+
+    def close(self) -> None:
+        """Disarm."""
+        self._handle.cancel()
+
+
+async def _relay(
+    call: Call,
+    outcome: Outcome,
+    stream: ChunkStream,
+    iterator: AsyncIterator[dict[str, Any]],
+    buffered: list[dict[str, Any]],
+    ttft_ms: float,
+) -> AsyncGenerator[Event, None]:
+    deployment, hops = outcome.deployment, outcome.hops
+    model = deployment.ref
+    usage: Any = None
+    counts: Any = None  # the usage the client was just sent, for a Usage event after its chunk
+    status, error = 200, None
+    failure: GatewayError | None = None
+
+    def event(chunk: dict[str, Any]) -> Chunk | None:
+        nonlocal usage, counts
+        if "usage" in chunk:
+            usage = chunk["usage"] or usage  # stored as sent: Call.store checks and reports its counts
+            chunk["usage"] = counts = checked_usage(chunk["usage"])[0]  # the client is sent the counts stored
+            if not call.client_usage:
+                del chunk["usage"]
+                if not chunk.get("choices"):
+                    return None
+        chunk["model"] = model
+        if call.hooks is not None:
+            chunk = call.hooks.chunk(call, deployment, chunk)
+            if counts is not None and call.client_usage:
+                counts = chunk.get("usage")  # as the plugins left it
+        return Chunk(chunk)
+
+    deadline: _Deadline | None = None
+    try:
+        yield outcome  # taken by serve_stream: from here on the finally below runs however the relay ends
+        call.task = asyncio.current_task()
+        if call.cut:
+            raise asyncio.CancelledError()  # cut before the first step: end like any other cut stream
+        deadline = _Deadline(call.deadline)
+        try:
+            for chunk in buffered:
+                if (data := event(chunk)) is not None:
+                    yield data
+                if counts is not None:
+                    if counts:
+                        yield Usage(counts)
+                    counts = None
+            buffered.clear()
+            deadline.waiting = True
+            async for chunk in iterator:
+                deadline.waiting = False
+                if (data := event(chunk)) is not None:
+                    yield data
+                    if deadline.expired:  # it passed while the client was being written to
+                        raise TimeoutError
+                if counts is not None:
+                    if counts:
+                        yield Usage(counts)
+                    counts = None
+                deadline.waiting = True
+            deadline.waiting = False
+        except asyncio.CancelledError:
+            if not deadline.took():
+                raise
+            raise TimeoutError from None
+    except ProviderError as err:
+        status, error = (err.status if err.status >= 400 else 502), err.message
+        call.health.failure(deployment.ref, err)
+        failure = GatewayError(
+            f"The upstream failed mid-stream: {err.message}",
+            status=status,
+            type="upstream_error",
+            code=err.code or "upstream_error",
+        )
+    except TimeoutError:
+        status, error = 504, "the request's deadline passed mid-stream"
+        failure = GatewayError(
+            f"The request timed out: {error}.", status=504, type="timeout_error", code="upstream_timeout"
+        )
+    except asyncio.CancelledError:
+        status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
+        if not call.cut:
+            raise
+        uncancel()  # a no-op when the cut came before the first step (nothing was cancelled then)
+        failure = GatewayError(
+            f"The answer was cut off: {SHUTDOWN}.", status=503, type="server_error", code="server_shutting_down"
+        )
+    except GeneratorExit:  # closed by its consumer, which will not read on: the client left or stopped reading
+        status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
+        if not call.cut and time.monotonic() >= call.deadline:
+            status, error = 504, "the request's deadline passed while the client was not reading"
+        raise
+    finally:
+        if deadline is not None:
+            deadline.close()
+        call.gateway.drain.discard(call)
+        outcome.status, outcome.error, outcome.failure = status, error, failure
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+            await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
+    yield outcome
