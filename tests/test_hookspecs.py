@@ -103,3 +103,19 @@ def test_the_example_plugin_refuses_long_prompts_in_a_running_gateway(
             error["message"]
             == "Plugin 'prompt_limit' refused this: The prompt has 21 characters; this gateway takes 20 at most."
         )
+
+
+def test_plugins_written_against_the_old_import_paths_still_import() -> None:
+    """``gateway.plugins`` and ``gateway.workflow_steps`` were modules before the regrouping; plugins import them."""
+    import gateway.config.workflow_steps as steps
+    import gateway.plugins.hookspecs as hookspecs
+    from gateway.plugins import Event, PluginAPI, Rejected, UILink
+    from gateway.workflow_steps import Step, StepContext
+
+    assert (Event, PluginAPI, Rejected, UILink) == (
+        hookspecs.Event,
+        hookspecs.PluginAPI,
+        hookspecs.Rejected,
+        hookspecs.UILink,
+    )
+    assert (Step, StepContext) == (steps.Step, steps.StepContext)

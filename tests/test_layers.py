@@ -49,6 +49,7 @@ LAYERS: list[Layer] = [
                 "gateway.config",
                 "gateway.config.schema",
                 "gateway.config.workflow_steps",
+                "gateway.workflow_steps",  # the old import path of the step specs, for plugins
                 "providers.registry",
             )
         },
