@@ -124,16 +124,22 @@ def two_provider_config(primary: FakeUpstream, backup: FakeUpstream, **router: A
     }
 
 
+def _starter(kind: Callable[..., Any], folder: Path) -> tuple[Callable[..., Any], list[Any]]:
+    """``start(config, env=None)`` making ``kind`` gateways with data in ``folder``, and the list of those started."""
+    started: list[Any] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+        server = kind(config, folder / f"data{len(started)}", env=env).start()
+        started.append(server)
+        return server
+
+    return start, started
+
+
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
     """Start gateways for configs; all are stopped at the end of the test."""
-    servers: list[GatewayServer] = []
-
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> GatewayServer:
-        server = GatewayServer(config, tmp_path / f"data{len(servers)}", env=env).start()
-        servers.append(server)
-        return server
-
+    start, servers = _starter(GatewayServer, tmp_path)
     yield start
     for server in servers:
         server.stop()
@@ -150,13 +156,7 @@ def gateway(
 @pytest.fixture
 def inprocess_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessGateway]]:
     """Start in-process gateways for configs (lifespan run); all are stopped at the end of the test."""
-    apps: list[InProcessGateway] = []
-
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> InProcessGateway:
-        app = InProcessGateway(config, tmp_path / f"data{len(apps)}", env=env).start()
-        apps.append(app)
-        return app
-
+    start, apps = _starter(InProcessGateway, tmp_path)
     yield start
     for app in apps:
         app.stop()

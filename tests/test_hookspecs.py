@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.schema import ConfigError
 from gateway.plugins.hookspecs import HOOKS, Event, Rejected, hook_problem
-from gateway.plugins.loader import Extensions, builtin_extensions, configure, shutdown_plugins
+from gateway.plugins.loader import shutdown_plugins
 from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.test_plugins import check, issues_of
 
 EXAMPLE = "minigate_plugins.prompt_limit:PromptLimit"
 
@@ -25,19 +25,6 @@ def config(modules: list[str], **settings: Any) -> dict[str, Any]:
         "models": {"providers": {"local": {"type": "fake", "models": ["echo"]}}},
         "plugins": {"modules": modules, "entry_points": False, "settings": settings},
     }
-
-
-def load(raw: dict[str, Any]) -> Extensions:
-    registry = builtin_extensions()
-    configure(raw, registry, env={})
-    assert isinstance(registry, Extensions)
-    return registry
-
-
-def issues_of(raw: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        configure(raw, builtin_extensions(), env={})
-    return str(caught.value)
 
 
 def test_each_hook_is_checked_against_its_spec() -> None:
@@ -66,7 +53,7 @@ def test_the_loader_refuses_a_hook_that_does_not_fit_its_spec(tmp_path: Path, mo
 
 
 def test_the_example_plugin_uses_every_hook(caplog: pytest.LogCaptureFixture) -> None:
-    registry = load(config([EXAMPLE], prompt_limit={"options": {"max_chars": 10}}))
+    registry = check(config([EXAMPLE], prompt_limit={"options": {"max_chars": 10}}))
     plugin = next(p for p in registry.plugins if p.name == "prompt_limit")
     assert plugin.process is not None and plugin.shutdown is not None
     short = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
