@@ -128,7 +128,7 @@ async def main() -> int:
     args = parser.parse_args()
     folder = Path(args.models_dir) / args.model
     if not (folder / "genai_config.json").is_file():
-        print(f"no model at {folder}: run python -m providers.onnx.convert pull", file=sys.stderr)
+        print(f"no model at {folder}: run python -m providers.onnx.cli pull", file=sys.stderr)
         return 2
     deadline = time.monotonic() + args.time_limit
     conf = OnnxProviderConfig(

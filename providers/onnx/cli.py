@@ -1,4 +1,4 @@
-"""``python -m providers.onnx.convert``: pull, import, list, verify and remove local models."""
+"""``python -m providers.onnx.cli``: pull, import, list, verify and remove local models."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m providers.onnx.convert", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m providers.onnx.cli", description=__doc__)
     parser.add_argument("--models-dir", default="./models", help="the models folder (default ./models)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     sub = parser.add_subparsers(dest="command")
@@ -133,3 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

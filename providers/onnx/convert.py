@@ -184,9 +184,3 @@ def import_model(
         probe_load(out)
     progress.done(f"{name} in {model_path(models_dir, name)}")
     return model_path(models_dir, name)
-
-
-if __name__ == "__main__":
-    from providers.onnx.cli import main
-
-    sys.exit(main())

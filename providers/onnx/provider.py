@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
+import providers.onnx.store as store
 from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from providers.onnx import store
 from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from providers.onnx.stream import OnnxStream, pieces
@@ -217,7 +217,7 @@ class OnnxProvider(Provider):
         return await self._convert([*args, *(["--force"] if force else [])], on_progress)
 
     async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
-        cmd = [sys.executable, "-m", "providers.onnx.convert", "--models-dir", str(self.models_dir), *args]
+        cmd = [sys.executable, "-m", "providers.onnx.cli", "--models-dir", str(self.models_dir), *args]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

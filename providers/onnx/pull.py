@@ -155,7 +155,7 @@ def _pull_hub(
     force: bool,
 ) -> Path:
     """A Hugging Face hub repository (see :mod:`providers.onnx.hub`) -> a model named ``name``."""
-    from providers.onnx import hub
+    import providers.onnx.hub as hub
 
     source = hub.parse_hf_source(spec)
     if name is not None:
