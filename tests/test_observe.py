@@ -1,4 +1,4 @@
-"""Request ids on every response, /metrics in Prometheus text format, and /ready, through a real gateway."""
+"""Request ids on every response, /metrics in Prometheus text format, and /ready, through the gateway in process."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ import pytest
 
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 HELLO = [{"role": "user", "content": "hello"}]
 
 
-def chat(gateway: GatewayServer, model: str = "default", **kwargs: object) -> httpx.Response:
+def chat(inprocess_gateway: InProcessGateway, model: str = "default", **kwargs: object) -> httpx.Response:
     body = {"model": model, "messages": HELLO, **kwargs}
-    return httpx.post(f"{gateway.url}/chat/completions", headers=AUTH, json=body, timeout=10)
+    return inprocess_gateway.http.post(f"{inprocess_gateway.url}/chat/completions", headers=AUTH, json=body, timeout=10)
 
 
-def metrics(gateway: GatewayServer) -> dict[str, float]:
+def metrics(inprocess_gateway: InProcessGateway) -> dict[str, float]:
     """Every sample of GET /metrics as ``{'name{labels}': value}`` (checks the text format on the way)."""
-    response = httpx.get(gateway.url.removesuffix("/v1") + "/metrics", timeout=5)
+    response = inprocess_gateway.http.get(inprocess_gateway.url.removesuffix("/v1") + "/metrics", timeout=5)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples: dict[str, float] = {}
@@ -38,18 +39,22 @@ def metrics(gateway: GatewayServer) -> dict[str, float]:
     return samples
 
 
-def test_every_response_has_a_request_id_and_a_good_incoming_one_is_kept(gateway: GatewayServer) -> None:
-    base = gateway.url.removesuffix("/v1")
+def test_every_response_has_a_request_id_and_a_good_incoming_one_is_kept(inprocess_gateway: InProcessGateway) -> None:
+    base = inprocess_gateway.url.removesuffix("/v1")
     responses = {
-        "ok": chat(gateway),
-        "stream": chat(gateway, stream=True),
-        "bad key": httpx.post(f"{gateway.url}/chat/completions", json={}, headers={"authorization": "Bearer no"}),
-        "bad body": httpx.post(f"{gateway.url}/chat/completions", content=b"{", headers=AUTH),
-        "no model": chat(gateway, model="nothing-routes-this"),
-        "no path": httpx.get(f"{base}/no/such/path"),
-        "wrong method": httpx.get(f"{gateway.url}/chat/completions", headers=AUTH),
-        "health": httpx.get(f"{base}/health"),
-        "web": httpx.get(f"{base}/login"),
+        "ok": chat(inprocess_gateway),
+        "stream": chat(inprocess_gateway, stream=True),
+        "bad key": inprocess_gateway.http.post(
+            f"{inprocess_gateway.url}/chat/completions", json={}, headers={"authorization": "Bearer no"}
+        ),
+        "bad body": inprocess_gateway.http.post(
+            f"{inprocess_gateway.url}/chat/completions", content=b"{", headers=AUTH
+        ),
+        "no model": chat(inprocess_gateway, model="nothing-routes-this"),
+        "no path": inprocess_gateway.http.get(f"{base}/no/such/path"),
+        "wrong method": inprocess_gateway.http.get(f"{inprocess_gateway.url}/chat/completions", headers=AUTH),
+        "health": inprocess_gateway.http.get(f"{base}/health"),
+        "web": inprocess_gateway.http.get(f"{base}/login"),
     }
     statuses = {name: r.status_code for name, r in responses.items()}
     assert statuses == {
@@ -68,32 +73,32 @@ def test_every_response_has_a_request_id_and_a_good_incoming_one_is_kept(gateway
     assert len({found[0] for found in ids}) == len(ids)
     assert responses["no model"].json()["error"]["code"] == "model_not_found"
     # The usage row carries the id the client saw.
-    stored = {row["request_id"] for row in gateway.rows()}
+    stored = {row["request_id"] for row in inprocess_gateway.rows()}
     assert {responses["ok"].headers["x-request-id"], responses["stream"].headers["x-request-id"]} <= stored
 
-    mine = httpx.post(
-        f"{gateway.url}/chat/completions",
+    mine = inprocess_gateway.http.post(
+        f"{inprocess_gateway.url}/chat/completions",
         headers={**AUTH, "x-request-id": "client-trace.42:a_b"},
         json={"model": "default", "messages": HELLO},
     )
     assert mine.headers["x-request-id"] == "client-trace.42:a_b"
-    assert gateway.rows()[-1]["request_id"] == "client-trace.42:a_b"
+    assert inprocess_gateway.rows()[-1]["request_id"] == "client-trace.42:a_b"
     for bad in ("has spaces in it", "x" * 65, "-leading-dash", 'quote"d'):
-        answer = httpx.get(f"{base}/health", headers={"x-request-id": bad})
+        answer = inprocess_gateway.http.get(f"{base}/health", headers={"x-request-id": bad})
         assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"]), bad
 
 
 def test_metrics_count_requests_tokens_latency_and_fallbacks(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
-    assert chat(gateway).status_code == 200
+    assert chat(inprocess_gateway).status_code == 200
     primary.script(Status(500))
-    assert chat(gateway).headers["x-minigate-provider"] == "backup"
+    assert chat(inprocess_gateway).headers["x-minigate-provider"] == "backup"
     backup.set_default(Reply(chunks=4))
-    assert chat(gateway, model="coder", stream=True).status_code == 200
-    assert chat(gateway, model="backup/anything-a-client-says").status_code == 200
-    assert chat(gateway, model="no-such-model").status_code == 404
-    m = metrics(gateway)
+    assert chat(inprocess_gateway, model="coder", stream=True).status_code == 200
+    assert chat(inprocess_gateway, model="backup/anything-a-client-says").status_code == 200
+    assert chat(inprocess_gateway, model="no-such-model").status_code == 404
+    m = metrics(inprocess_gateway)
     assert m['minigate_requests_total{endpoint="chat/completions",status="200",provider="primary"}'] == 1
     assert m['minigate_requests_total{endpoint="chat/completions",status="200",provider="backup"}'] == 3
     assert m['minigate_requests_total{endpoint="chat/completions",status="404",provider="none"}'] == 1
@@ -112,29 +117,34 @@ def test_metrics_count_requests_tokens_latency_and_fallbacks(
     assert m["minigate_in_flight_requests"] == 0 and m["minigate_shutting_down"] == 0
 
 
+@pytest.mark.slow  # waits out a 1 s cooldown
 def test_ready_follows_the_default_chain(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
-    gateway = gateway_factory(two_provider_config(primary, backup, cooldown={"failures": 1, "initial": 1.0}))
-    base = gateway.url.removesuffix("/v1")
-    ready = httpx.get(f"{base}/ready")
+    inprocess_gateway = inprocess_factory(
+        two_provider_config(primary, backup, cooldown={"failures": 1, "initial": 1.0})
+    )
+    base = inprocess_gateway.url.removesuffix("/v1")
+    ready = inprocess_gateway.http.get(f"{base}/ready")
     assert ready.status_code == 200
     checks = {"accepting": True, "database": True, "default_chain": True, "usage_stored": True}
     assert ready.json() == {"status": "ready", "checks": checks}
     primary.set_default(Status(503))
     backup.set_default(Status(503))
-    assert chat(gateway).status_code == 502  # both fail once: both cool down for 1 s
-    not_ready = httpx.get(f"{base}/ready")
+    assert chat(inprocess_gateway).status_code == 502  # both fail once: both cool down for 1 s
+    not_ready = inprocess_gateway.http.get(f"{base}/ready")
     assert not_ready.status_code == 503 and not_ready.json()["checks"]["default_chain"] is False
     assert not_ready.json()["reason"] == "no deployment of the default chain is usable"
-    m = metrics(gateway)
+    m = metrics(inprocess_gateway)
     assert m['minigate_deployments_cooling{provider="primary"}'] == 1
     assert m['minigate_deployments_cooling{provider="backup"}'] == 1
     time.sleep(1.1)
-    assert httpx.get(f"{base}/ready").status_code == 200
+    assert inprocess_gateway.http.get(f"{base}/ready").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/ready", "/health"])
-def test_operational_endpoints_need_no_key_and_answer_json_or_text(gateway: GatewayServer, path: str) -> None:
-    response = httpx.get(gateway.url.removesuffix("/v1") + path)
+def test_operational_endpoints_need_no_key_and_answer_json_or_text(
+    inprocess_gateway: InProcessGateway, path: str
+) -> None:
+    response = inprocess_gateway.http.get(inprocess_gateway.url.removesuffix("/v1") + path)
     assert response.status_code == 200 and response.headers["x-request-id"]
