@@ -27,7 +27,13 @@ BASE = "http://127.0.0.1"
 
 
 class _Transport(TestClientTransport[Any]):
-    """The test client's transport for another ``httpx.Client``; it holds no connection to close."""
+    """The test client's transport for another ``httpx.Client`` (used in ``with`` too); it holds no connection."""
+
+    def __enter__(self) -> _Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing to close."""
 
     def close(self) -> None:
         """Nothing to close."""

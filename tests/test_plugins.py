@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.config.schema import ConfigError
 from gateway.plugins.loader import Extensions, builtin_extensions, configure, plugin_hooks
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.plugins import ensure_testplugin
 from tests.web.helpers import WebClient
 
@@ -86,13 +86,13 @@ def test_entry_points_can_be_turned_off_or_one_disabled() -> None:
 
 
 def test_a_plugin_gets_every_hook_in_a_running_gateway(
-    gateway_factory: Callable[..., GatewayServer], tmp_path: Path
+    inprocess_factory: Callable[..., InProcessGateway], tmp_path: Path
 ) -> None:
     marker = tmp_path / "shutdown.txt"
     config = local_config(settings={"testplugin": {"options": {"active": True, "shutdown_file": str(marker)}}})
     config["models"]["providers"]["ext"] = {"type": "testplugin-echo", "models": ["echo"]}
-    server = gateway_factory(config)
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=AUTH, timeout=10) as http:
+    server = inprocess_factory(config)
+    with server.new_http(headers=AUTH) as http:
         assert http.get("/testplugin/hello").json() == {"hello": "from testplugin"}  # its route
         answer = http.post("/v1/chat/completions", json=chat(model="ext/echo"))  # its provider type
         assert answer.status_code == 200, answer.text
@@ -120,14 +120,14 @@ def test_a_plugin_gets_every_hook_in_a_running_gateway(
 
 
 def test_a_plugin_that_fails_to_start_stops_the_gateway_with_its_name_or_is_left_out(
-    gateway_factory: Callable[..., GatewayServer],
+    inprocess_factory: Callable[..., InProcessGateway],
 ) -> None:
     message = issues_of(local_config(modules=["tests.plugins.broken_init"]))
     assert message.startswith("plugins.modules[0]: plugin 'broken_init' (module 'tests.plugins.broken_init')")
     assert "failed in init: RuntimeError: cannot start: the licence server is down" in message
     assert "on_error: 'skip'" in message  # and how to start without it
     skipped = local_config(modules=["tests.plugins.broken_init"], settings={"broken_init": {"on_error": "skip"}})
-    server = gateway_factory(skipped)
+    server = inprocess_factory(skipped)
     answer = server.client().chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "You said: hi"
 
@@ -163,10 +163,10 @@ def test_plugins_may_not_take_over_a_registered_type_nor_process_asynchronously(
 
 
 def test_a_failing_process_hook_fails_the_request_not_the_gateway(
-    gateway_factory: Callable[..., GatewayServer],
+    inprocess_factory: Callable[..., InProcessGateway],
 ) -> None:
-    server = gateway_factory(local_config(modules=["tests.plugins.broken_process:Broken"]))
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=AUTH, timeout=10) as http:
+    server = inprocess_factory(local_config(modules=["tests.plugins.broken_process:Broken"]))
+    with server.new_http(headers=AUTH) as http:
         for _ in range(2):
             failed = http.post("/v1/chat/completions", json=chat())
             assert failed.status_code == 500
@@ -178,25 +178,25 @@ def test_a_failing_process_hook_fails_the_request_not_the_gateway(
 
 
 def test_a_failing_hook_after_routing_is_stored_as_the_calls_row(
-    gateway_factory: Callable[..., GatewayServer],
+    inprocess_factory: Callable[..., InProcessGateway],
 ) -> None:
     config = local_config(
         modules=["tests.plugins.broken_process:Broken"], settings={"broken_process": {"options": {"stage": "upstream"}}}
     )
-    server = gateway_factory(config)
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=AUTH, timeout=10) as http:
+    server = inprocess_factory(config)
+    with server.new_http(headers=AUTH) as http:
         assert http.post("/v1/chat/completions", json=chat()).json()["error"]["code"] == "plugin_error"
     [row] = server.wait_rows(1)
     assert row["status"] == 500 and "broken_process" in row["error"]
 
 
 def test_a_failing_process_hook_is_passed_over_when_configured_to_skip(
-    gateway_factory: Callable[..., GatewayServer],
+    inprocess_factory: Callable[..., InProcessGateway],
 ) -> None:
     config = local_config(
         modules=["tests.plugins.broken_process:Broken"], settings={"broken_process": {"on_error": "skip"}}
     )
-    server = gateway_factory(config)
+    server = inprocess_factory(config)
     client = server.client()
     assert client.chat.completions.create(**chat("still works")).choices[0].message.content == "You said: still works"
     streamed = client.chat.completions.create(**chat("streams too"), stream=True)
@@ -204,7 +204,7 @@ def test_a_failing_process_hook_is_passed_over_when_configured_to_skip(
 
 
 def test_a_deployment_refused_by_a_plugin_falls_back_to_the_next(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream
 ) -> None:
     config = local_config(modules=["tests.plugins.local_only"])
     config["agents"]["defaults"]["model"] = {"primary": "remote/gpt-4o-mini", "fallbacks": ["local/echo"]}
@@ -212,8 +212,8 @@ def test_a_deployment_refused_by_a_plugin_falls_back_to_the_next(
         "endpoint": primary.url,
         "auth": {"type": "api_key", "value": "primary-key"},
     }
-    server = gateway_factory(config)
-    with httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as http:
+    server = inprocess_factory(config)
+    with server.new_http(base_url=server.url, headers=AUTH) as http:
         answer = http.post("/chat/completions", json=chat("stay home"))
     assert answer.status_code == 200 and answer.headers["x-minigate-provider"] == "local"
     assert answer.headers["x-minigate-fallbacks"] == "1"
@@ -223,7 +223,7 @@ def test_a_deployment_refused_by_a_plugin_falls_back_to_the_next(
 
 
 def test_a_plugin_can_refuse_an_answer_or_end_a_stream(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream
 ) -> None:
     primary.set_default(Reply(chunks=6))
     config = {
@@ -233,8 +233,8 @@ def test_a_plugin_can_refuse_an_answer_or_end_a_stream(
         },
         "plugins": {"modules": ["tests.plugins.chunk_guard"]},
     }
-    server = gateway_factory(config)
-    with httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as http:
+    server = inprocess_factory(config)
+    with server.new_http(base_url=server.url, headers=AUTH) as http:
         refused = http.post("/chat/completions", json=chat())
         assert refused.status_code == 451 and refused.json()["error"]["code"] == "unwanted_answer"
         with http.stream("POST", "/chat/completions", json=chat(stream=True)) as stream:
