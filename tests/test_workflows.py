@@ -1,4 +1,7 @@
-"""Workflows: checked config, routes called with a plain HTTP client (JSON and SSE), bad input, fallbacks."""
+"""Workflows: checked config, routes called with a plain HTTP client (JSON and SSE), bad input, fallbacks.
+
+In process, but for the streams: SSE and a client leaving mid-stream go over a real socket.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from gateway.config.schema import ConfigError
 from gateway.plugins.loader import builtin_extensions, configure
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.inprocess import InProcessGateway
 from tests.plugins import ensure_testplugin
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -49,8 +53,8 @@ def flow(name: str, path: str, *steps: dict[str, Any], method: str = "POST") -> 
     return {"name": name, "steps": list(steps), "triggers": [{"path": path, "method": method}]}
 
 
-@pytest.fixture
-def server(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream) -> GatewayServer:
+def routes_config(primary: FakeUpstream) -> dict[str, Any]:
+    """The issue's example and four more workflows."""
     raw = flow(
         "raw",
         "/api/echo",
@@ -67,12 +71,25 @@ def server(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream)
     )
     unsafe = flow("unsafe", "/api/unsafe", {"type": "prompt_template", "template": "{{ input.__class__ }}"})
     query = flow("by-get", "/api/get", {"type": "prompt_template", "template": "got {{ q }}"}, method="GET")
-    return gateway_factory(config(primary, raw, two, unsafe, query))
+    return config(primary, raw, two, unsafe, query)
 
 
 @pytest.fixture
-def http(server: GatewayServer) -> httpx.Client:
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=AUTH, timeout=10) as client:
+def server(inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream) -> InProcessGateway:
+    return inprocess_factory(routes_config(primary))
+
+
+@pytest.fixture
+def http(server: InProcessGateway) -> httpx.Client:
+    with server.new_http(headers=AUTH) as client:
+        yield client  # type: ignore[misc]
+
+
+@pytest.fixture
+def socket_http(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream) -> httpx.Client:
+    """:func:`http` of a real gateway, for streams over a socket."""
+    real = gateway_factory(routes_config(primary))
+    with httpx.Client(base_url=f"http://127.0.0.1:{real.port}", headers=AUTH, timeout=10) as client:
         yield client  # type: ignore[misc]
 
 
@@ -81,7 +98,7 @@ def sse(response: httpx.Response) -> list[Any]:
     return [json.loads(line[6:]) if line != "data: [DONE]" else {} for line in response.iter_lines() if line]
 
 
-def test_the_issue_example_runs_as_a_route(server: GatewayServer, http: httpx.Client) -> None:
+def test_the_issue_example_runs_as_a_route(server: InProcessGateway, http: httpx.Client) -> None:
     answer = http.post("/api/docs/generate", json={"input": "the **cache** layer"})
     assert answer.status_code == 200, answer.text
     result = answer.json()
@@ -112,7 +129,7 @@ def test_the_sandbox_refuses_unsafe_templates(http: httpx.Client) -> None:
 
 
 def test_an_llm_step_naming_an_agent_falls_back(
-    server: GatewayServer, http: httpx.Client, primary: FakeUpstream
+    server: InProcessGateway, http: httpx.Client, primary: FakeUpstream
 ) -> None:
     primary.script(Status(503))
     result = http.post("/api/two", json={"topic": "queues"}).json()
@@ -123,7 +140,8 @@ def test_an_llm_step_naming_an_agent_falls_back(
     assert len({r["request_id"] for r in rows}) == 1
 
 
-def test_streamed_output(http: httpx.Client) -> None:
+def test_streamed_output(socket_http: httpx.Client) -> None:
+    http = socket_http
     with http.stream("POST", "/api/docs/generate", json={"input": "queues", "stream": True}) as answer:
         assert answer.headers["content-type"].startswith("text/event-stream")
         events = sse(answer)
@@ -156,7 +174,7 @@ def test_a_get_trigger_reads_the_query(http: httpx.Client) -> None:
     ],
 )
 def test_bad_input(
-    server: GatewayServer, http: httpx.Client, body: bytes, status: int, param: str | None, message: str
+    server: InProcessGateway, http: httpx.Client, body: bytes, status: int, param: str | None, message: str
 ) -> None:
     answer = http.post("/api/docs/generate", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == status
@@ -166,11 +184,11 @@ def test_bad_input(
     assert server.rows() == []  # nothing reached a model
 
 
-def test_auth_and_methods(server: GatewayServer, http: httpx.Client) -> None:
-    url = f"http://127.0.0.1:{server.port}/api/docs/generate"
-    anonymous = httpx.post(url, json={"input": "x"})
+def test_auth_and_methods(server: InProcessGateway, http: httpx.Client) -> None:
+    url = "/api/docs/generate"
+    anonymous = server.http.post(url, json={"input": "x"})
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
-    assert httpx.post(url, json={"input": "x"}, headers={"authorization": "Bearer no"}).status_code == 401
+    assert server.http.post(url, json={"input": "x"}, headers={"authorization": "Bearer no"}).status_code == 401
     assert http.get("/api/docs/generate").status_code == 405
 
 
@@ -192,7 +210,7 @@ def test_a_client_leaving_mid_stream_cancels_the_upstream_call(
     assert row["status"] == 499
 
 
-def test_a_plugin_adds_a_step_type(gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream) -> None:
+def test_a_plugin_adds_a_step_type(inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream) -> None:
     ensure_testplugin()
     shout = flow(
         "shout",
@@ -200,8 +218,8 @@ def test_a_plugin_adds_a_step_type(gateway_factory: Callable[..., GatewayServer]
         {"type": "prompt_template", "template": "{{ input }}"},
         {"type": "shout", "marks": 3},
     )
-    server = gateway_factory(config(primary, shout))
-    answer = httpx.post(f"http://127.0.0.1:{server.port}/api/shout", json={"input": "hey"}, headers=AUTH)
+    server = inprocess_factory(config(primary, shout))
+    answer = server.http.post("/api/shout", json={"input": "hey"}, headers=AUTH)
     assert answer.json()["output"] == "HEY!!!"
 
 
