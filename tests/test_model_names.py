@@ -4,6 +4,8 @@ A name that is not 1-256 printable characters is a 400 in OpenAI's shape (``para
 ``invalid_model``) before any upstream is called, on every endpoint that takes one; nothing is stored and nothing
 stays in flight. A printable non-ASCII name is served, and the headers naming it are percent-encoded, as bytes
 on the wire.
+
+In process, but for the WebSocket and the bytes of response heads, read from a real socket.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.inprocess import InProcessGateway
 
 HEADERS = {"authorization": f"Bearer {ADMIN_KEY}"}
 HELLO = [{"role": "user", "content": "hi"}]
@@ -47,8 +50,9 @@ def _bodies(model: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _in_flight(gateway: GatewayServer) -> float:
-    text = httpx.get(gateway.url.removesuffix("/v1") + "/metrics", timeout=5).text
+def _in_flight(gateway: GatewayServer | InProcessGateway) -> float:
+    get = gateway.http.get if isinstance(gateway, InProcessGateway) else httpx.get
+    text = get(gateway.url.removesuffix("/v1") + "/metrics", timeout=5).text
     found = re.search(r"^minigate_in_flight_requests (\S+)$", text, re.M)
     assert found is not None
     return float(found.group(1))
@@ -62,28 +66,31 @@ def _assert_invalid_model(r: httpx.Response) -> None:
 
 @pytest.mark.parametrize("model", BAD, ids=repr)
 def test_a_bad_name_is_a_400_before_any_upstream(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, model: str
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream, model: str
 ) -> None:
+    gateway = inprocess_gateway
     for path, body in _bodies(model):
         # json.dumps escapes every character, so the body is valid JSON whatever the name holds.
-        r = httpx.post(f"{gateway.url}{path}", content=json.dumps(body), headers=HEADERS, timeout=10)
+        r = gateway.http.post(f"{gateway.url}{path}", content=json.dumps(body), headers=HEADERS, timeout=10)
         _assert_invalid_model(r)
     assert not primary.requests and not backup.requests
     assert not gateway.rows() and _in_flight(gateway) == 0
 
 
-def test_a_name_over_256_characters_is_a_400(gateway: GatewayServer, backup: FakeUpstream) -> None:
+def test_a_name_over_256_characters_is_a_400(inprocess_gateway: InProcessGateway, backup: FakeUpstream) -> None:
+    gateway = inprocess_gateway
     for path, body in _bodies("backup/" + "x" * 250):
-        r = httpx.post(f"{gateway.url}{path}", json=body, headers=HEADERS, timeout=10)
+        r = gateway.http.post(f"{gateway.url}{path}", json=body, headers=HEADERS, timeout=10)
         assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text
     assert not backup.requests and not gateway.rows()
 
 
-def test_model_ids_of_get_models_are_checked(gateway: GatewayServer) -> None:
+def test_model_ids_of_get_models_are_checked(inprocess_gateway: InProcessGateway) -> None:
+    gateway = inprocess_gateway
     for bad in ("a%0D%0Ab", "a%00b", "x" * 300, "%E2%80%AE"):
-        r = httpx.get(f"{gateway.url}/models/{bad}", headers=HEADERS, timeout=10)
+        r = gateway.http.get(f"{gateway.url}/models/{bad}", headers=HEADERS, timeout=10)
         _assert_invalid_model(r)
-    assert httpx.get(f"{gateway.url}/models/nothing-here", headers=HEADERS, timeout=10).status_code == 404
+    assert gateway.http.get(f"{gateway.url}/models/nothing-here", headers=HEADERS, timeout=10).status_code == 404
 
 
 def test_a_bad_name_over_a_websocket(gateway: GatewayServer, backup: FakeUpstream) -> None:
