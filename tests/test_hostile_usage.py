@@ -1,4 +1,4 @@
-"""Hostile token counts from an upstream, through a real gateway on 127.0.0.1: huge, negative, boolean, string
+"""Hostile token counts from an upstream, through the gateway in process: huge, negative, boolean, string
 and float counts, in JSON answers and in streamed usage chunks. Each is treated as missing (stored as NULL,
 never counted, and left out of the usage the client is sent), logged once per deployment; the rows after it
 are stored, /ready stays green and the token counter never goes backwards."""
@@ -9,16 +9,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import one_provider_config
 from tests.fakes import hostile
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -41,16 +40,16 @@ FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 @pytest.fixture
-def gateway(gateway_factory: Callable[..., GatewayServer], upstream: FakeUpstream) -> GatewayServer:
-    return gateway_factory(one_provider_config(upstream))
+def gateway(inprocess_factory: Callable[..., InProcessGateway], upstream: FakeUpstream) -> InProcessGateway:
+    return inprocess_factory(one_provider_config(upstream))
 
 
-def ask(gateway: GatewayServer, streamed: bool) -> tuple[str, dict[str, Any] | None]:
+def ask(gateway: InProcessGateway, streamed: bool) -> tuple[str, dict[str, Any] | None]:
     """One chat answered with "Hello...": its request id and the usage the client was sent."""
     payload: dict[str, Any] = {"model": "default", "messages": MESSAGES, "stream": streamed}
     if streamed:
         payload["stream_options"] = {"include_usage": True}
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30) as r:
+    with gateway.http.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=30) as r:
         assert r.status_code == 200, r.read()
         if not streamed:
             body = json.loads(r.read())
@@ -65,7 +64,7 @@ def ask(gateway: GatewayServer, streamed: bool) -> tuple[str, dict[str, Any] | N
     return r.headers["x-request-id"], usages[-1] if usages else None
 
 
-def stored(gateway: GatewayServer, request_id: str) -> tuple[Any, ...]:
+def stored(gateway: InProcessGateway, request_id: str) -> tuple[Any, ...]:
     """The token counts of one request's row, waiting (boundedly) for it to be committed."""
     deadline = time.monotonic() + 10
     while not (rows := gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
@@ -74,9 +73,9 @@ def stored(gateway: GatewayServer, request_id: str) -> tuple[Any, ...]:
     return tuple(rows[0][f] for f in FIELDS)
 
 
-def metric(gateway: GatewayServer, name: str, labels: str = "") -> float:
+def metric(gateway: InProcessGateway, name: str, labels: str = "") -> float:
     """One value from /metrics (0 when the series does not exist yet)."""
-    text = httpx.get(f"http://127.0.0.1:{gateway.port}/metrics", timeout=10).text
+    text = gateway.http.get("/metrics", timeout=10).text
     prefix = f"{name}{{{labels}}} " if labels else f"{name} "
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
     return values[0] if values else 0.0
@@ -85,7 +84,7 @@ def metric(gateway: GatewayServer, name: str, labels: str = "") -> float:
 @pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize(("usage", "expected"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_hostile_counts_are_treated_as_missing(
-    gateway: GatewayServer, upstream: FakeUpstream, usage: Any, expected: tuple[int | None, ...], streamed: bool
+    gateway: InProcessGateway, upstream: FakeUpstream, usage: Any, expected: tuple[int | None, ...], streamed: bool
 ) -> None:
     upstream.script(hostile.usage_answer(usage))
     request_id, sent = ask(gateway, streamed)
@@ -100,11 +99,11 @@ def test_hostile_counts_are_treated_as_missing(
     assert stored(gateway, after) == (1, 3, 4)
     assert metric(gateway, "minigate_usage_rows_held") == 0
     assert metric(gateway, "minigate_usage_rows_lost") == 0
-    assert httpx.get(f"http://127.0.0.1:{gateway.port}/ready", timeout=10).status_code == 200
+    assert gateway.http.get("/ready", timeout=10).status_code == 200
 
 
 def test_bad_counts_are_logged_once_per_deployment(
-    gateway: GatewayServer, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+    gateway: InProcessGateway, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     for i in range(4):
@@ -119,7 +118,7 @@ def test_bad_counts_are_logged_once_per_deployment(
     assert metric(gateway, "minigate_usage_counts_rejected_total", labels) == 4
 
 
-def test_token_counter_never_goes_backwards(gateway: GatewayServer, upstream: FakeUpstream) -> None:
+def test_token_counter_never_goes_backwards(gateway: InProcessGateway, upstream: FakeUpstream) -> None:
     labels = 'provider="up",model="m",kind="prompt"'
     ask(gateway, streamed=False)
     seen = [metric(gateway, "minigate_tokens_total", labels)]
@@ -137,7 +136,9 @@ def test_token_counter_never_goes_backwards(gateway: GatewayServer, upstream: Fa
     assert seen == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
 
 
-def test_a_workflow_sums_only_valid_counts(upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_a_workflow_sums_only_valid_counts(
+    inprocess_factory: Callable[..., InProcessGateway], upstream: FakeUpstream
+) -> None:
     twice = {
         "name": "twice",
         "steps": [
@@ -152,16 +153,14 @@ def test_a_workflow_sums_only_valid_counts(upstream: FakeUpstream, tmp_path: Pat
         "models": {"providers": {"up": {"endpoint": upstream.url, "timeout": 10}}},
         "workflows": [twice],
     }
-    with GatewayServer(config, tmp_path / "gw") as gateway:
-        upstream.script(hostile.usage_answer({"prompt_tokens": "12", "completion_tokens": -3, "total_tokens": HUGE}))
-        answer = httpx.post(
-            f"http://127.0.0.1:{gateway.port}/api/twice", headers=AUTH, json={"input": "hi"}, timeout=30
-        )
-        assert answer.status_code == 200, answer.text
-        # The first step's counts are all invalid; the second's ("Hello" in, "Hello from up" out) are real.
-        assert answer.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
-        rows = gateway.wait_rows(2)
-        assert [(r["prompt_tokens"], r["completion_tokens"], r["total_tokens"]) for r in rows] == [
-            (None, None, None),
-            (1, 3, 4),
-        ]
+    gateway = inprocess_factory(config)
+    upstream.script(hostile.usage_answer({"prompt_tokens": "12", "completion_tokens": -3, "total_tokens": HUGE}))
+    answer = gateway.http.post("/api/twice", headers=AUTH, json={"input": "hi"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    # The first step's counts are all invalid; the second's ("Hello" in, "Hello from up" out) are real.
+    assert answer.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+    rows = gateway.wait_rows(2)
+    assert [(r["prompt_tokens"], r["completion_tokens"], r["total_tokens"]) for r in rows] == [
+        (None, None, None),
+        (1, 3, 4),
+    ]
