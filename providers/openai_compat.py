@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from gateway.core.wire import JSON_DECODE_ERRORS
 from providers.base import (
     ChunkStream,
     Provider,
@@ -98,14 +99,12 @@ def _unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUna
 
 
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
-# Bad UTF-8 in JSON: a UnicodeDecodeError before msgspec 0.23, a DecodeError from 0.23 on.
-_JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 def _error_of(status: int, content: bytes) -> dict[str, Any]:
     try:
         data = msgspec.json.decode(content)
-    except _JSON_ERRORS:
+    except JSON_DECODE_ERRORS:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return dict(data["error"])
@@ -157,7 +156,7 @@ class _SSEStream(ChunkStream):
                         return
                     try:
                         chunk = decode(data)
-                    except _JSON_ERRORS:
+                    except JSON_DECODE_ERRORS:
                         raise self._malformed("malformed event in the upstream stream") from None
                     if not isinstance(chunk, dict):
                         continue
@@ -301,7 +300,7 @@ class OpenAIProvider(Provider):
             raise self.config.limits.exceeded(self.name, "max_body_bytes", "the upstream's answer")
         try:
             body = msgspec.json.decode(content)
-        except _JSON_ERRORS:
+        except JSON_DECODE_ERRORS:
             raise UpstreamUnavailable(f"{self.name}: answer is not JSON", code="upstream_malformed") from None
         if not isinstance(body, dict):
             raise UpstreamUnavailable(f"{self.name}: answer is not a JSON object", code="upstream_malformed")

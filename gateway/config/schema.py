@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from gateway.config.workflow_steps import StepRegistry, Workflow, WorkflowSpec, check_workflows, model_checker
-from gateway.core.wire import split_validation_error
+from gateway.core.wire import JSON_DECODE_ERRORS, split_validation_error
 from providers.registry import ProviderRegistry
 
 __all__ = [
@@ -369,7 +369,7 @@ def read_json(file: Path) -> Any:
         raise ConfigError([("", f"cannot read config file {str(file)!r}: {err.strerror}")]) from None
     try:
         return msgspec.json.decode(text)
-    except (msgspec.DecodeError, UnicodeDecodeError) as err:  # bad UTF-8 is the latter before msgspec 0.23
+    except JSON_DECODE_ERRORS as err:
         raise ConfigError([("", f"{file}: not valid JSON: {err}")]) from None
 
 
