@@ -122,7 +122,8 @@ async def models_import(
                 await apply_stored_overrides(gateway, web)  # new models become routable
 
     return cast(
-        ASGIApp, EventSourceResponse(events(), ping=15, headers={**SECURITY_HEADERS, "x-accel-buffering": "no"})
+        ASGIApp,
+        EventSourceResponse(events(), ping=15, headers=SECURITY_HEADERS),  # sse-starlette adds its own SSE headers
     )
 
 
