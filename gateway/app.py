@@ -21,7 +21,9 @@ from gateway.core.writes import write_deadline
 from gateway.http.admin import admin_handlers
 from gateway.http.api import v1_handlers
 from gateway.http.limits import body_deadline
+from gateway.http.messages import messages_handlers
 from gateway.http.openapi import openapi_config
+from gateway.http.responses import responses_handlers
 from gateway.http.ws import ws_chat
 from gateway.ops.drain import Drain
 from gateway.ops.logs import AccessLine, Redactor
@@ -161,7 +163,7 @@ def create_app(
             await gateway.close()
             await shutdown_plugins(plugins)
 
-    v1 = Router("/v1", route_handlers=[*v1_handlers(), ws_chat])
+    v1 = Router("/v1", route_handlers=[*v1_handlers(), *responses_handlers(), *messages_handlers(), ws_chat])
     admin_api = Router("/admin/api", route_handlers=admin_handlers())
     # Workflow triggers, then plugins' own routes: kept out of the OpenAPI document, which describes the code's
     # own API; their bodies are the config's or a plugin's business, and a plugin's handler must not break it.

@@ -163,6 +163,16 @@ LAYERS: list[Layer] = [
         },
     ),
     (
+        "protocols",  # wire protocols translated onto chat completions: their requests in, their frames out
+        {
+            "protocols": (
+                "gateway.protocols",
+                "gateway.protocols.anthropic",
+                "gateway.protocols.responses",
+            )
+        },
+    ),
+    (
         "edge",  # the HTTP API and the web UI, side by side: neither imports the other
         {
             "http": (
@@ -170,7 +180,9 @@ LAYERS: list[Layer] = [
                 "gateway.http.admin",
                 "gateway.http.api",
                 "gateway.http.limits",
+                "gateway.http.messages",
                 "gateway.http.openapi",
+                "gateway.http.responses",
                 "gateway.http.ws",
             ),
             "web": (

@@ -34,7 +34,7 @@ from gateway.serving.proxy import serve_json, start_call
 from gateway.serving.streaming import serve_stream
 from providers.base import Endpoint
 
-__all__ = ["v1_handlers"]
+__all__ = ["ClientGone", "answer_headers", "cancel_on_disconnect", "v1_handlers"]
 
 T = TypeVar("T")
 
@@ -43,11 +43,11 @@ _encode = msgspec.json.encode
 _WATCH_AFTER = 0.02  # seconds
 
 
-class _ClientGone(Exception):
-    pass
+class ClientGone(Exception):
+    """The client hung up before the answer was ready (answered with a 499 nobody reads)."""
 
 
-async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
     """Await ``work``; if the client hangs up meanwhile, cancel it (and the upstream call with it).
 
     The watcher starts only once a request has run for ``_WATCH_AFTER`` seconds: most answers are done by
@@ -74,7 +74,7 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable
         return await work
     except asyncio.CancelledError:
         if gone and task.uncancel() == 0:
-            raise _ClientGone() from None
+            raise ClientGone() from None
         raise
     finally:
         timer.cancel()
@@ -82,7 +82,7 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable
             watcher.cancel()
 
 
-def _headers(outcome: Outcome) -> dict[str, str]:
+def answer_headers(outcome: Outcome) -> dict[str, str]:
     """Headers telling the client who answered."""
     deployment = outcome.deployment
     return header_values(
@@ -108,12 +108,12 @@ async def _frames(events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, 
 
 def _respond(request: Request[Any, Any, Any], served: EventStream | Reply) -> Response[Any]:
     if isinstance(served, Reply):
-        return Response(_encode(served.body), media_type="application/json", headers=_headers(served.outcome))
+        return Response(_encode(served.body), media_type="application/json", headers=answer_headers(served.outcome))
     frames = _frames(served.events)
     # However the response ends: closing the events stores the row (``frames`` may never have been started).
     close_at_end(request.scope, frames)
     close_at_end(request.scope, served.events)
-    return Stream(frames, media_type=MEDIA_TYPE, headers={**_headers(served.outcome), **SSE_HEADERS})
+    return Stream(frames, media_type=MEDIA_TYPE, headers={**answer_headers(served.outcome), **SSE_HEADERS})
 
 
 async def _serve(
@@ -124,10 +124,10 @@ async def _serve(
     call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
     limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
     try:
-        served: EventStream | Reply = await _cancel_on_disconnect(
+        served: EventStream | Reply = await cancel_on_disconnect(
             request, serve_stream(call) if call.stream else serve_json(call)
         )
-    except _ClientGone:
+    except ClientGone:
         return Response(b"", status_code=499)
     return _respond(request, served)
 

@@ -96,6 +96,7 @@ class Call:
     task: asyncio.Task[Any] | None = None  # what a shutdown cancels (see gateway.ops.drain)
     cut: bool = False  # set when a shutdown ended the call
     hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
+    label: str | None = None  # the usage row's endpoint when a translated protocol (responses, messages) made the call
 
     def provider_request(self, deployment: Deployment) -> ProviderRequest:
         """The body aimed at one deployment."""
@@ -113,7 +114,7 @@ class Call:
         """A usage row for this call."""
         return UsageRecord(
             request_id=self.request_id,
-            endpoint=self.endpoint,
+            endpoint=self.label or self.endpoint,
             requested_model=self.route.requested,
             agent=self.route.agent,
             key_id=self.key_id,
@@ -180,11 +181,13 @@ def start_call(
     raw: dict[str, Any],
     key_id: int | None,
     trace: Trace | None = None,
+    label: str | None = None,
 ) -> Call:
     """Resolve the route and prepare the forwarded body; 404 when no route knows the model.
 
     ``trace`` (the request wrapper's, see ``gateway.ops.observe``) gives the call its request id and learns who
-    answered. The x-request-id response header is added by that wrapper.
+    answered. The x-request-id response header is added by that wrapper. ``label`` names the client's protocol
+    in the usage row when it was translated onto ``endpoint`` (``"responses"``, ``"messages"``).
     """
     check_model_name(parsed.model)  # before plugins, routing or any upstream see it
     routes = gateway.routes
@@ -198,7 +201,7 @@ def start_call(
     call = Call(gateway, endpoint, route, forward, key_id, gateway.providers, gateway.health, routes, stream=stream)
     if trace is not None:
         call.trace, call.request_id = trace, trace.request_id
-    call.hooks = hooks
+    call.hooks, call.label = hooks, label
     call.deadline = call.started + gateway.config.router.timeout
     if stream:
         options = raw.get("stream_options")
