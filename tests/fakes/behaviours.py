@@ -18,6 +18,7 @@ __all__ = [
     "StallAfter",
     "Status",
     "StreamError",
+    "ToolCalls",
 ]
 
 
@@ -119,3 +120,14 @@ class Custom:
     upstream: :mod:`tests.fakes.hostile` holds those)."""
 
     respond: Any
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Answer with chat-completions tool calls, ``calls`` as ``(name, arguments JSON text)``, after ``content``
+    (none by default), with ``finish_reason`` "tool_calls". Streamed, each call's arguments arrive in ``pieces``
+    parts after a first delta naming the call; ids are ``call_<n>_<random>``, new for every answer."""
+
+    calls: tuple[tuple[str, str], ...]
+    content: str | None = None
+    pieces: int = 3

@@ -20,6 +20,7 @@ from .upstream import (
     StallAfter,
     Status,
     StreamError,
+    ToolCalls,
 )
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "say hi to me"}]}
@@ -68,6 +69,35 @@ def test_openai_sdk_json_and_streams(fake):
     assert [len(d.embedding) for d in emb.data] == [8, 8] and emb.usage.prompt_tokens == 3
     assert emb.data[0].embedding == client.embeddings.create(model="e", input="one").data[0].embedding
     assert [m.id for m in client.models.list()] == ["fake"]
+
+
+def test_tool_calls_json_and_streamed(fake):
+    """The SDK reads the same calls from the JSON answer and from the stream's deltas put together."""
+    calls = (("get_weather", '{"city": "Paris"}'), ("add", '{"a": 1, "b": 2}'))
+    fake.set_default(ToolCalls(calls, content="Let me check."))
+    client = openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0)
+    answer = client.chat.completions.create(**CHAT)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
+    got = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+    assert got == list(calls) and all(c.id.startswith("call_") for c in choice.message.tool_calls or [])
+    parts: dict[int, dict[str, str]] = {}
+    finish, text = None, ""
+    stream = client.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True})
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+            for d in c.delta.tool_calls or []:
+                part = parts.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                part["id"] += d.id or ""
+                part["name"] += (d.function.name or "") if d.function else ""
+                part["arguments"] += (d.function.arguments or "") if d.function else ""
+    assert finish == "tool_calls" and text == "Let me check." and usage is not None
+    assert [(p["name"], p["arguments"]) for _, p in sorted(parts.items())] == list(calls)
+    assert len({p["id"] for p in parts.values()}) == 2
 
 
 def test_raw_stream_shape_and_extra_fields(fake):

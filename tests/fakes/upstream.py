@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import behaviours, wire
+from tests.fakes import behaviours, toolcalls, wire
 from tests.fakes.behaviours import (
     Custom,
     Delay,
@@ -36,6 +36,7 @@ from tests.fakes.behaviours import (
     StallAfter,
     Status,
     StreamError,
+    ToolCalls,
 )
 
 __all__ = ["FakeUpstream", *behaviours.__all__]  # the behaviours are scripted through this module
@@ -204,6 +205,8 @@ class FakeUpstream:
         if isinstance(b, Custom):
             response: web.StreamResponse = await b.respond(request, body)
             return response
+        if isinstance(b, ToolCalls):
+            return await toolcalls.respond(request, body, b)
         stream = bool(body.get("stream")) and request.path != "/v1/embeddings"
         if isinstance(b, ResetAfter) and (not stream or b.chunks <= 0):
             return _abort(request)
