@@ -69,6 +69,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         cooldown: bool = True,
         cause: str | None = None,
+        capability: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -82,6 +83,9 @@ class ProviderError(Exception):
         self.cooldown = cooldown
         # Names one fault that failed several requests at once (a local worker's crash): it counts once.
         self.cause = cause
+        # The deployment cannot do what was asked (images, logprobs, n > 1): a feature, not a fault. Another
+        # local deployment may be tried; a remote one only where the agent allows ``capability_fallback``.
+        self.capability = capability
 
 
 class UpstreamUnavailable(ProviderError):

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from providers.base import ChunkStream, Provider, ProviderError, ProviderRequest
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["FakeProvider", "FakeProviderConfig", "register"]
 
@@ -146,4 +146,4 @@ def register(registry: ProviderRegistry) -> None:
     def factory(name: str, config: FakeProviderConfig, context: ProviderContext) -> Provider:
         return FakeProvider(name, config)
 
-    registry.register(ProviderType("fake", FakeProviderConfig, factory))
+    registry.register(ProviderType("fake", FakeProviderConfig, factory, local=always_local))

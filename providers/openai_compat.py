@@ -27,7 +27,7 @@ from providers.base import (
 )
 from providers.limits import UpstreamLimits, cut, read_capped
 from providers.netguard import guarded_connector
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
 from providers.shape import answer_problem, chunk_problem
 from providers.sse import YIELD_EVERY, DataLines, pause
 
@@ -322,4 +322,5 @@ def _factory(name: str, config: OpenAIProviderConfig, context: ProviderContext) 
 
 def register(registry: ProviderRegistry) -> None:
     """Register the ``openai`` provider type (also the type of a section that names none)."""
-    registry.register(ProviderType("openai", OpenAIProviderConfig, _factory, _check), "openai-compatible")
+    kind = ProviderType("openai", OpenAIProviderConfig, _factory, _check, local=lambda c: loopback_url(c.endpoint))
+    registry.register(kind, "openai-compatible")

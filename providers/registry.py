@@ -22,8 +22,10 @@ __all__ = [
     "ProviderContext",
     "ProviderRegistry",
     "ProviderType",
+    "always_local",
     "check_endpoint_url",
     "forbidden_address",
+    "loopback_url",
 ]
 
 
@@ -45,10 +47,22 @@ class ProviderType:
     config_type: type[Any]
     factory: Callable[[str, Any, ProviderContext], Provider]
     checker: Callable[[Any], Iterable[tuple[str, str]]] | None = None
+    # Whether a section's requests stay on this machine (``always_local``, or a test of the section: a remote
+    # type whose endpoint is a loopback address). None: they may leave it.
+    local: Callable[[Any], bool] | None = None
 
     def check(self, config: Any) -> list[tuple[str, str]]:
         """``(sub-path, message)`` for each problem in a converted section."""
         return list(self.checker(config)) if self.checker else []
+
+    def is_local(self, config: Any) -> bool:
+        """True when requests to a provider of this section never leave the machine."""
+        return self.local is not None and self.local(config)
+
+
+def always_local(config: Any) -> bool:
+    """``ProviderType.local`` of a type that runs on this machine whatever its section says."""
+    return True
 
 
 @dataclass(slots=True)
@@ -145,6 +159,18 @@ def _hosts(url: str) -> list[str] | None:
     except (ValueError, UnicodeError):
         return None
     return [h for h in hosts if h] or None
+
+
+def loopback_url(url: str) -> bool:
+    """True when every host ``url`` may reach is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    hosts = _hosts(url)
+    if not hosts:
+        return False
+    for host in hosts:
+        addr = _as_address(host)
+        if not (host.rstrip(".").lower() == "localhost" or (addr is not None and addr.is_loopback)):
+            return False
+    return True
 
 
 def check_endpoint_url(url: str) -> str | None:

@@ -70,11 +70,18 @@ class Resources(_Strict):
 
 
 class AgentConfig(_Strict):
-    """A virtual model: requests naming the agent follow its chain."""
+    """A virtual model: requests naming the agent follow its chain.
+
+    ``private``: its chain may hold only deployments whose requests stay on this machine (checked at startup).
+    ``capability_fallback``: a deployment that cannot do what was asked (images, logprobs...) may hand the
+    request on to a remote deployment; without it the client gets that deployment's 400.
+    """
 
     model: AgentModel
     resources: Resources | None = None
     description: str | None = None
+    private: bool = False
+    capability_fallback: bool = False
 
 
 class ModelsConfig(_Strict):
@@ -165,6 +172,7 @@ class Config(msgspec.Struct, kw_only=True):
     source: str | None = None
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
     workflows: list[Workflow] = msgspec.field(default_factory=list)
+    local_providers: frozenset[str] = frozenset()  # providers whose requests stay on this machine
 
     @property
     def default_agent(self) -> AgentConfig | None:
@@ -272,6 +280,25 @@ def check_references(
             issues.append((f"models.aliases.{alias}", f"not an agent or a 'provider/model' reference: {target!r}"))
 
 
+def check_private(
+    agents: dict[str, AgentConfig], local: set[str], known: set[str], issues: list[tuple[str, str]]
+) -> None:
+    """Append to ``issues`` every deployment of a ``private`` agent whose requests could leave the machine."""
+    for name, agent in agents.items():
+        if not agent.private:
+            continue
+        for ref in agent.model.chain():
+            provider = ref.partition("/")[0]
+            if provider in known and provider not in local:  # an unknown one is check_references' to report
+                issues.append(
+                    (
+                        f"agents.{name}.model",
+                        f"the agent is private, but {ref!r} is not a local deployment (local providers: "
+                        f"{', '.join(sorted(local)) or 'none'}); requests to it could leave this machine",
+                    )
+                )
+
+
 def parse_config(
     raw: Any,
     types: Registries,
@@ -299,6 +326,7 @@ def parse_config(
         except msgspec.ValidationError as err:
             issues.append(_validation_issue(err, f"agents.{name}"))
     providers: dict[str, tuple[str, Any]] = {}
+    local: set[str] = set()
     for name, section in cfg.models.providers.items():
         path = f"models.providers.{name}"
         if "/" in name or not name:
@@ -318,6 +346,9 @@ def parse_config(
         for sub, message in kind.check(typed):
             issues.append((f"{path}.{sub}" if sub else path, message))
         providers[name] = (type_name, typed)
+        if kind.is_local(typed):
+            local.add(name)
+    check_private(agents, local, set(providers), issues)
     check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
     default = cfg.router.unknown_model == "default"
     model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)
@@ -345,6 +376,7 @@ def parse_config(
         source=source,
         plugins=cfg.plugins,
         workflows=workflows,
+        local_providers=frozenset(local),
     )
 
 

@@ -117,7 +117,10 @@ async def run_chain(
     still knows which deployments failed before, and stores them.
     """
     hops = [] if hops is None else hops
+    refused: ProviderError | None = None  # a capability refusal: the request may not leave the machine for it
     for deployment in route.chain:
+        if refused is not None and not route.capability_fallback and not route.is_local(deployment):
+            raise ChainExhausted(_own_error(refused), hops)
         wait = health.cooling(deployment.ref)
         if wait > 0:
             hops.append(Hop(deployment, cooling=wait))
@@ -137,6 +140,8 @@ async def run_chain(
             health.failure(deployment.ref, err)
             if not err.fallback:
                 raise ChainExhausted(chain_error(route, hops), hops) from None
+            if err.capability and refused is None:
+                refused = err
             continue
         except TimeoutError:
             late = UpstreamUnavailable(f"{deployment.ref}: the request's deadline passed", code="upstream_timeout")
@@ -145,7 +150,16 @@ async def run_chain(
             break
         health.success(deployment.ref)
         return deployment, result, hops
+    if refused is not None and all(h.error is not None and h.error.capability for h in hops):
+        raise ChainExhausted(_own_error(refused), hops)  # every deployment refused: the first one's 400 says why
     raise ChainExhausted(chain_error(route, hops), hops)
+
+
+def _own_error(err: ProviderError) -> GatewayError:
+    """The client's error as one deployment gave it."""
+    return GatewayError(
+        cut(err.message, HOP_MESSAGE_CHARS), status=err.status, type=err.type, param=err.param, code=err.code
+    )
 
 
 def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
@@ -153,9 +167,7 @@ def chain_error(route: Route, hops: list[Hop]) -> GatewayError:
     tried = [h.error for h in hops if h.error is not None]
     last = tried[-1] if tried else None
     if last is not None and not last.fallback:
-        # The client's own error: pass the upstream's verdict through as it was.
-        message = cut(last.message, HOP_MESSAGE_CHARS)
-        return GatewayError(message, status=last.status, type=last.type, param=last.param, code=last.code)
+        return _own_error(last)  # the client's own error: pass the upstream's verdict through as it was
     summary = "; ".join(h.describe() for h in hops) or "the chain is empty"
     waits = [h.cooling for h in hops if h.error is None] + [e.retry_after for e in tried if e.retry_after]
     headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}

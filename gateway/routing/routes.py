@@ -55,11 +55,21 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """The ordered chain a request follows; ``agent`` is set when the name was an agent or led to one."""
+    """The ordered chain a request follows; ``agent`` is set when the name was an agent or led to one.
+
+    ``local`` names the providers whose requests stay on this machine; ``capability_fallback`` lets a
+    deployment's capability refusal hand the request on to one that is not local (see ``gateway.routing.chain``).
+    """
 
     requested: str
     agent: str | None
     chain: tuple[Deployment, ...]
+    local: frozenset[str] = frozenset()
+    capability_fallback: bool = False
+
+    def is_local(self, deployment: Deployment) -> bool:
+        """True when requests to ``deployment`` stay on this machine."""
+        return deployment.provider in self.local
 
 
 class RouteTable:
@@ -88,7 +98,9 @@ class RouteTable:
 
     def _agent_route(self, requested: str, agent: str) -> Route:
         name = "defaults" if agent == "default" and "defaults" in self._config.agents else agent
-        return Route(requested, name, self._agents[agent])
+        section = self._config.agents.get(name)
+        allowed = section is not None and section.capability_fallback
+        return Route(requested, name, self._agents[agent], self._config.local_providers, allowed)
 
     def resolve(self, name: str) -> Route | None:
         """The route for a requested model name, or None if nothing routes it."""
@@ -98,12 +110,12 @@ class RouteTable:
         if target is not None:
             if target in self._agents:
                 return self._agent_route(name, target)
-            return Route(name, None, (Deployment.parse(target),))
+            return Route(name, None, (Deployment.parse(target),), self._config.local_providers)
         provider, sep, model = name.partition("/")
         if sep and provider in self._providers and model:
-            return Route(name, None, (Deployment(provider, model),))
+            return Route(name, None, (Deployment(provider, model),), self._config.local_providers)
         if name in self._bare:
-            return Route(name, None, (self._bare[name],))
+            return Route(name, None, (self._bare[name],), self._config.local_providers)
         if self._config.router.unknown_model == "default" and "default" in self._agents:
             return self._agent_route(name, "default")
         return None

@@ -23,7 +23,7 @@ from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from providers.onnx.stream import OnnxStream, pieces
 from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType
+from providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
 
@@ -370,4 +370,6 @@ def register(registry: ProviderRegistry) -> None:
             config = msgspec.structs.replace(config, gpu_memory=str(context.gpu_memory))
         return OnnxProvider(name, config, base_dir=context.base_dir)
 
-    registry.register(ProviderType("onnxruntime-genai", OnnxProviderConfig, factory, check_config), "onnx")
+    registry.register(
+        ProviderType("onnxruntime-genai", OnnxProviderConfig, factory, check_config, local=always_local), "onnx"
+    )
