@@ -34,6 +34,7 @@ _FAST_MODULES = {
     "tests/providers/test_openai_compat_caps.py",
     "tests/providers/test_shape.py",
     "tests/providers/test_sse.py",
+    "tests/routing/test_chain_privacy.py",
     "tests/test_config.py",
     "tests/test_cooldowns.py",
     "tests/test_deploy.py",

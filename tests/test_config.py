@@ -186,3 +186,31 @@ def test_config_check_command(tmp_path: Path) -> None:
         assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr
     missing = run_cli("config", "check", str(tmp_path / "absent.json"))
     assert missing.returncode == 2 and "cannot read config file" in missing.stderr
+
+
+def _with_local(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))
+    providers = raw["models"]["providers"]
+    providers["echo"] = {"type": "fake", "models": ["echo"]}
+    providers["llama"] = {"endpoint": "http://127.0.0.1:8081/v1", "models": ["qwen"]}
+    return raw
+
+
+def test_which_providers_are_local() -> None:
+    """Local: in-process and on-machine engines, and OpenAI-compatible servers on a loopback address."""
+    raw = _with_local(SEED)
+    raw["models"]["providers"]["v6"] = {"endpoint": "http://[::1]:9000/v1"}
+    raw["models"]["providers"]["named"] = {"endpoint": "http://localhost:9000/v1"}
+    raw["models"]["providers"]["lan"] = {"endpoint": "http://192.168.1.20:9000/v1"}
+    raw["models"]["providers"]["trick"] = {"endpoint": "http://127.0.0.1.example.com/v1"}
+    assert parse(raw).local_providers == {"echo", "llama", "v6", "named"}
+
+
+def test_a_private_agent_may_chain_only_local_deployments() -> None:
+    raw = _with_local(SEED)
+    raw["agents"]["home"] = {"model": {"primary": "echo/echo", "fallbacks": ["llama/qwen"]}, "private": True}
+    config = parse(raw)
+    assert config.agents["home"].private and not config.agents["home"].capability_fallback
+    raw["agents"]["home"]["model"]["fallbacks"].append("openai/gpt-4o-mini")
+    (line,) = [line for line in refusal(raw) if "agents.home" in line]
+    assert "agents.home.model" in line and "'openai/gpt-4o-mini' is not a local deployment" in line

@@ -27,6 +27,7 @@ from gateway.core.wire import (
 )
 from gateway.core.writes import close_at_end, limit_writes
 from gateway.ops.observe import trace_of
+from gateway.routing.chain import cause_of
 from gateway.routing.routes import check_model_name
 from gateway.runtime.gateway import Gateway
 from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply
@@ -83,15 +84,18 @@ async def cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[
 
 
 def answer_headers(outcome: Outcome) -> dict[str, str]:
-    """Headers telling the client who answered."""
+    """Headers telling the client who answered, and why the deployments before it did not."""
     deployment = outcome.deployment
-    return header_values(
-        {
-            "x-minigate-provider": deployment.provider,
-            "x-minigate-model": deployment.model,
-            "x-minigate-fallbacks": str(outcome.fallbacks),
-        }
-    )
+    headers = {
+        "x-minigate-provider": deployment.provider,
+        "x-minigate-model": deployment.model,
+        "x-minigate-fallbacks": str(outcome.fallbacks),
+    }
+    if outcome.hops:  # e.g. "local/smollm2: unsupported_content" when a capability refusal went remote
+        headers["x-minigate-fallback-reasons"] = ", ".join(
+            f"{h.deployment.ref}: {cause_of(h.error)[1]}" for h in outcome.hops
+        )
+    return header_values(headers)
 
 
 async def _frames(events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:

@@ -40,6 +40,8 @@ _OWN_CODES = frozenset(
         "worker_dead",
         "queue_full",
         "context_length_exceeded",
+        "unsupported_content",
+        "unsupported_parameter",
         "model_not_found",
         "unsupported_endpoint",
         "memory_budget",
