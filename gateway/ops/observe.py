@@ -31,6 +31,9 @@ _ENDPOINTS = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "messages/count_tokens",
 }
 _PROBES = frozenset({"/health", "/ready", "/metrics"})
 _TRACE = "minigate_trace"
@@ -72,7 +75,9 @@ def _incoming_id(scope: Any) -> str | None:
 def _endpoint(path: str) -> str | None:
     found = _ENDPOINTS.get(path)
     if found is None and path.startswith("/v1/"):
-        return "models" if path.startswith("/v1/models/") else "other"
+        if path.startswith(("/v1/models/", "/v1/responses/")):  # one model's card; a stored response, its items
+            return path.split("/")[2]
+        return "other"
     return found
 
 

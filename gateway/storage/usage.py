@@ -42,7 +42,7 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     """
 
     request_id: str
-    endpoint: str  # "chat/completions" | "completions" | "embeddings"
+    endpoint: str  # "chat/completions", "completions", "embeddings", "responses" or "messages"
     requested_model: str
     status: int  # HTTP status returned to the client
     latency_ms: float
