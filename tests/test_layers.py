@@ -64,6 +64,7 @@ LAYERS: list[Layer] = [
                 "gateway.storage.cooldowns",
                 "gateway.storage.db",
                 "gateway.storage.keys",
+                "gateway.storage.responses",
                 "gateway.storage.sql",
                 "gateway.storage.tables",
                 "gateway.storage.usage",
@@ -169,6 +170,7 @@ LAYERS: list[Layer] = [
                 "gateway.protocols",
                 "gateway.protocols.anthropic",
                 "gateway.protocols.responses",
+                "gateway.protocols.responses_out",
             )
         },
     ),

@@ -1,12 +1,166 @@
-"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see gateway.protocols.responses)."""
+"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see gateway.protocols.responses),
+answered as a Response object or its event stream, and stored (``store``) for ``previous_response_id`` and the
+``GET``/``DELETE`` routes."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
+from litestar.response import Stream
+
+from gateway.core.errors import InvalidRequest
+from gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
+from gateway.core.wire import decode_request
+from gateway.core.writes import close_at_end, limit_writes
+from gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from gateway.ops.observe import trace_of
+from gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
+from gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
+from gateway.runtime.gateway import Gateway
+from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
+from gateway.serving.proxy import serve_json, start_call
+from gateway.serving.streaming import serve_stream
+from gateway.storage.responses import ResponseStore
 
 __all__ = ["responses_handlers"]
+
+log = logging.getLogger("minigate")
+
+_encode = msgspec.json.encode
+
+
+def _json(body: Any, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(_encode(body), media_type="application/json", headers=headers)
+
+
+async def _keep(store: ResponseStore | None, key_id: int | None, items: list[dict[str, Any]], response: Any) -> None:
+    """Store a finished response; a database failure is logged, never a failed answer (it just cannot be
+    continued or read back)."""
+    if store is None:
+        return
+    try:
+        await store.save(key_id, items, response)
+    except Exception:
+        log.exception("response %s was not stored", response["id"], extra={"event": "response_not_stored"})
+
+
+async def _frames(
+    events: AsyncGenerator[Event, None],
+    stream: ResponseEvents,
+    keep: tuple[ResponseStore | None, int | None, list[dict[str, Any]]],
+) -> AsyncGenerator[bytes, None]:
+    """The Responses event stream from the serving layer's events; the response is stored before it completes."""
+
+    def frames(out: list[dict[str, Any]]) -> bytes:
+        return b"".join(named_frame(event["type"], event) for event in out)
+
+    try:
+        yield frames(stream.start())
+        async for event in events:
+            if type(event) is Chunk:
+                if out := stream.chunk(event):
+                    yield frames(out)
+            elif type(event) is Usage:
+                stream.usage(event.counts)
+            elif type(event) is Outcome:
+                out = stream.finish(event.failure)
+                if event.failure is None:
+                    await _keep(*keep, stream.response)
+                yield frames(out)
+    finally:
+        await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
+
+
+@post("/responses", status_code=200)
+async def create_response(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
+    """OpenAI ``POST /v1/responses``, JSON or ``stream: true``."""
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
+    parsed, _ = decode_request(await request.body(), ResponsesRequest)
+    store = ResponseStore(gateway.database)
+    items = input_items(parsed.input)
+    if parsed.previous_response_id is not None:
+        previous = await store.get(key_id, parsed.previous_response_id)
+        if previous is None:
+            raise not_found(parsed.previous_response_id, "previous_response_id")
+        items = previous.conversation + items
+    body = chat_body(parsed, items)
+    call = start_call(
+        gateway, "chat/completions", chat_request(body), body, key_id, trace_of(request.scope), label="responses"
+    )
+    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
+    try:
+        served: EventStream | Reply = await cancel_on_disconnect(
+            request, serve_stream(call) if call.stream else serve_json(call)
+        )
+    except ClientGone:
+        return Response(b"", status_code=499)
+    base = response_base(parsed, new_id("resp"), served.outcome.deployment.ref)
+    keep = (store if parsed.store is not False else None, key_id, items)
+    if isinstance(served, Reply):
+        response = from_chat(base, served.body)
+        await _keep(*keep, response)
+        return _json(response, answer_headers(served.outcome))
+    frames = _frames(served.events, ResponseEvents(base), keep)
+    # However the response ends: closing the events stores the row (``frames`` may never have been started).
+    close_at_end(request.scope, frames)
+    close_at_end(request.scope, served.events)
+    return Stream(frames, media_type=MEDIA_TYPE, headers={**answer_headers(served.outcome), **SSE_HEADERS})
+
+
+@get("/responses/{response_id:str}")
+async def get_response(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], response_id: FromPath[str]
+) -> Response[bytes]:
+    """OpenAI ``GET /v1/responses/{id}``: a stored response of the caller's key."""
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
+    stored = await ResponseStore(gateway.database).get(key_id, response_id)
+    if stored is None:
+        raise not_found(response_id)
+    return _json(stored.response)
+
+
+@delete("/responses/{response_id:str}", status_code=200)
+async def delete_response(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], response_id: FromPath[str]
+) -> Response[bytes]:
+    """OpenAI ``DELETE /v1/responses/{id}``."""
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
+    if not await ResponseStore(gateway.database).delete(key_id, response_id):
+        raise not_found(response_id)
+    return _json({"id": response_id, "object": "response", "deleted": True})
+
+
+@get("/responses/{response_id:str}/input_items")
+async def list_input_items(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    response_id: FromPath[str],
+    order: Literal["asc", "desc"] = "desc",
+    limit: int = Parameter(default=20, ge=1, le=100),
+    after: str | None = None,
+) -> Response[bytes]:
+    """OpenAI ``GET /v1/responses/{id}/input_items``: the response's input items, newest first by default."""
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
+    stored = await ResponseStore(gateway.database).get(key_id, response_id)
+    if stored is None:
+        raise not_found(response_id)
+    items = stored.input if order == "asc" else stored.input[::-1]
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"No input item with id {after!r} in this response.", param="after")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    first, last = (page[0].get("id"), page[-1].get("id")) if page else (None, None)
+    return _json({"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": len(items) > limit})
 
 
 def responses_handlers() -> list[Any]:
     """Every /v1/responses route handler, for the app factory."""
-    return []
+    return [create_response, get_response, delete_response, list_input_items]

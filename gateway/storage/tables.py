@@ -1,4 +1,5 @@
-"""SQLAlchemy tables ``usage`` (one row per gateway request) and ``api_keys``: the schema's source of truth.
+"""SQLAlchemy tables ``usage`` (one row per gateway request), ``api_keys`` and ``responses``: the schema's source of
+truth.
 
 Databases get their schema only from ``migrations/versions`` (a test checks the two agree). Datetimes are UTC;
 text columns store NUL as U+FFFD, so SQLite and PostgreSQL keep the same rows.
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiKeyRow", "Base", "SafeString", "SafeText", "UTCDateTime", "UsageRow", "utcnow"]
+__all__ = ["ApiKeyRow", "Base", "ResponseRow", "SafeString", "SafeText", "UTCDateTime", "UsageRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -143,3 +144,17 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class ResponseRow(Base):
+    """A stored Responses API answer (``store``): whose it is, its whole input and the Response object, as JSON."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(SafeString(64), primary_key=True)  # "resp_..."
+    # The API key that made it (None: the bootstrap admin key); no foreign key, like the usage row's.
+    key_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    previous_response_id: Mapped[str | None] = mapped_column(SafeString(128))
+    input: Mapped[str] = mapped_column(SafeText)  # JSON list of input items, history from previous_response_id first
+    response: Mapped[str] = mapped_column(SafeText)  # JSON Response object, its output items included

@@ -1,0 +1,70 @@
+"""Stored Responses API answers (the ``responses`` table): kept, read and deleted per API key, one short
+transaction each. Migration ``0005_responses`` creates the table."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import ColumnElement, Table, delete, insert, select
+
+from gateway.storage.db import Database
+from gateway.storage.tables import ResponseRow, utcnow
+
+__all__ = ["ResponseStore", "StoredResponse"]
+
+_RESPONSES = cast(Table, ResponseRow.__table__)
+
+
+class StoredResponse(msgspec.Struct, kw_only=True):
+    """One stored answer: its whole input (history first) and the Response object (its ``output`` included)."""
+
+    id: str
+    input: list[dict[str, Any]]
+    response: dict[str, Any]
+
+    @property
+    def conversation(self) -> list[dict[str, Any]]:
+        """What a response continuing this one starts from: its input, then its output."""
+        output = self.response.get("output")
+        return [*self.input, *(output if isinstance(output, list) else ())]
+
+
+def _owned(response_id: str, key_id: int | None) -> list[ColumnElement[bool]]:
+    column = _RESPONSES.c.key_id
+    return [_RESPONSES.c.id == response_id, column.is_(None) if key_id is None else column == key_id]
+
+
+class ResponseStore:
+    """Responses of one API key at a time: every query is scoped by ``key_id`` (None: the bootstrap key)."""
+
+    def __init__(self, database: Database) -> None:
+        """Use ``database`` (migrated to at least ``0005``)."""
+        self._db = database
+
+    async def save(self, key_id: int | None, items: list[dict[str, Any]], response: dict[str, Any]) -> None:
+        """Keep ``response`` (its ``id`` names it) made by ``key_id`` from the input ``items``."""
+        row = {
+            "id": response["id"],
+            "key_id": key_id,
+            "created_at": utcnow(),
+            "previous_response_id": response.get("previous_response_id"),
+            "input": msgspec.json.encode(items).decode(),
+            "response": msgspec.json.encode(response).decode(),
+        }
+        async with self._db.engine.begin() as conn:
+            await conn.execute(insert(_RESPONSES).values(**row))
+
+    async def get(self, key_id: int | None, response_id: str) -> StoredResponse | None:
+        """The key's response of that id, or None (unknown, deleted, or another key's)."""
+        stmt = select(_RESPONSES.c.input, _RESPONSES.c.response).where(*_owned(response_id, key_id))
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return StoredResponse(id=response_id, input=msgspec.json.decode(row[0]), response=msgspec.json.decode(row[1]))
+
+    async def delete(self, key_id: int | None, response_id: str) -> bool:
+        """Delete the key's response of that id; False when it has none."""
+        async with self._db.engine.begin() as conn:
+            return (await conn.execute(delete(_RESPONSES).where(*_owned(response_id, key_id)))).rowcount == 1
