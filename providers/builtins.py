@@ -4,12 +4,12 @@ registers its own (``gateway.plugins.loader`` loads it first, through the same h
 from __future__ import annotations
 
 from gateway.plugins.hookspecs import PluginAPI
-from providers import fake, onnx, openai_compat
+from providers import anthropic, fake, onnx, openai_compat
 
 __all__ = ["init"]
 
 
 def init(api: PluginAPI) -> None:
-    """Plugin hook: register the ``openai``, ``onnxruntime-genai`` and ``fake`` provider types."""
-    for register in (openai_compat.register, onnx.register, fake.register):
+    """Plugin hook: register the ``openai``, ``anthropic``, ``onnxruntime-genai`` and ``fake`` provider types."""
+    for register in (openai_compat.register, anthropic.register, onnx.register, fake.register):
         register(api.providers)

@@ -75,6 +75,9 @@ LAYERS: list[Layer] = [
         "providers",  # the provider implementations
         {
             "providers": (
+                "providers.anthropic",
+                "providers.anthropic_answer",
+                "providers.anthropic_request",
                 "providers.fake",
                 "providers.netguard",
                 "providers.onnx",
