@@ -21,7 +21,7 @@ from gateway.core.writes import write_deadline
 from gateway.http.admin import admin_handlers
 from gateway.http.api import v1_handlers
 from gateway.http.limits import body_deadline
-from gateway.http.messages import messages_handlers
+from gateway.http.messages import messages_handlers, root_probe
 from gateway.http.openapi import openapi_config
 from gateway.http.responses import responses_handlers
 from gateway.http.ws import ws_chat
@@ -185,6 +185,6 @@ def create_app(
     # body deadline inside it, so a slow upload's 408 is logged and counted like any other answer. Writes get
     # as long to make progress as the body got to arrive.
     timeout = config.server.body_timeout
-    handler = write_deadline(body_deadline(app.asgi_handler, timeout), timeout)
+    handler = write_deadline(body_deadline(root_probe(app.asgi_handler), timeout), timeout)
     app.asgi_handler = observe(handler, gateway_metrics, drain, access_line)
     return app

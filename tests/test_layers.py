@@ -172,6 +172,7 @@ LAYERS: list[Layer] = [
             "protocols": (
                 "gateway.protocols",
                 "gateway.protocols.anthropic",
+                "gateway.protocols.anthropic_out",
                 "gateway.protocols.responses",
                 "gateway.protocols.responses_out",
             )

@@ -1,4 +1,5 @@
-"""Errors a client can see, always in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+"""Errors a client can see, in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, or in Anthropic's
+``{"type": "error", "error": {"type", "message"}}`` under ``/v1/messages`` (:func:`anthropic_error_body`).
 
 Error tree::
 
@@ -8,7 +9,7 @@ Error tree::
     ├── ModelNotFound            404: no agent, alias or provider model of that name
     └── ChainFailed              every deployment of the chain failed or was cooling down
 
-:func:`exception_handlers` maps Litestar's own and unexpected exceptions to the same shape (never a traceback).
+:func:`exception_handlers` maps Litestar's own and unexpected exceptions to the same shapes (never a traceback).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from litestar.types import ExceptionHandlersMap
 from gateway.core.headers import header_values
 
 __all__ = [
+    "ANTHROPIC_PATH",
     "AuthenticationFailed",
     "ChainFailed",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
+    "anthropic_error_body",
     "error_body",
     "exception_handlers",
 ]
@@ -39,6 +42,42 @@ log = logging.getLogger("minigate")
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The OpenAI error object."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+# Anthropic's error types by HTTP status (its API reference, "Errors"); other statuses by class below.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+ANTHROPIC_PATH = "/v1/messages"  # its count_tokens and unknown paths below it answer in Anthropic's shape too
+
+
+def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error object for an answer with ``status`` (its ``error`` stream event has the same shape)."""
+    kind = _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _anthropic(request: Request[Any, Any, Any]) -> bool:
+    path = request.url.path
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
+
+
+def _encode_error(request: Request[Any, Any, Any], status: int, body: dict[str, Any]) -> bytes:
+    """``body`` (OpenAI's shape), or its message in Anthropic's shape when the request was to its API."""
+    if _anthropic(request):
+        body = anthropic_error_body(status, body["error"]["message"])
+    return msgspec.json.encode(body)
 
 
 class GatewayError(Exception):
@@ -109,9 +148,10 @@ _STATUS_TYPES = {
 }
 
 
-def _from_gateway(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+def _from_gateway(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
     headers = header_values(exc.headers)
-    return Response(exc.encode(), status_code=exc.status, media_type="application/json", headers=headers)
+    body = _encode_error(request, exc.status, exc.body())
+    return Response(body, status_code=exc.status, media_type="application/json", headers=headers)
 
 
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -122,7 +162,7 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     elif status == 413:
         message = "Request body too large."
     kind = _STATUS_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = msgspec.json.encode(error_body(message, kind, None, None))
+    body = _encode_error(request, status, error_body(message, kind, None, None))
     headers = header_values(dict(exc.headers or {}))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -130,9 +170,9 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     body = error_body("The gateway hit an internal error; it has been logged.", "server_error", None, None)
-    return Response(msgspec.json.encode(body), status_code=500, media_type="application/json")
+    return Response(_encode_error(request, 500, body), status_code=500, media_type="application/json")
 
 
 def exception_handlers() -> ExceptionHandlersMap:
-    """Litestar exception handlers mapping every error to OpenAI's shape."""
+    """Litestar exception handlers mapping every error to OpenAI's shape (Anthropic's under ``/v1/messages``)."""
     return {GatewayError: _from_gateway, HTTPException: _from_http, Exception: _from_unexpected}

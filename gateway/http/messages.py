@@ -1,12 +1,140 @@
-"""Anthropic's Messages API, ``/v1/messages``: translated onto chat completions (see gateway.protocols.anthropic)."""
+"""Anthropic's Messages API, ``/v1/messages`` and ``/v1/messages/count_tokens``: translated onto chat completions
+(see gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /`` probe that
+agents on that API send to the base URL first. Errors under ``/v1/messages`` are in Anthropic's shape
+(gateway.core.errors)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
-__all__ = ["messages_handlers"]
+import msgspec
+from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.response import Stream
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
+
+from gateway.core.errors import AuthenticationFailed, ModelNotFound
+from gateway.core.sse import MEDIA_TYPE, SSE_HEADERS
+from gateway.core.wire import decode_request
+from gateway.core.writes import close_at_end, limit_writes
+from gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from gateway.ops.observe import trace_of
+from gateway.protocols.anthropic import (
+    CountTokensRequest,
+    MessagesRequest,
+    chat_request,
+    estimate_tokens,
+    prompt_body,
+    translate,
+)
+from gateway.protocols.anthropic_out import MessageStream, message_from_chat
+from gateway.routing.routes import check_model_name
+from gateway.runtime.gateway import Gateway
+from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
+from gateway.serving.proxy import serve_json, start_call
+from gateway.serving.streaming import serve_stream
+
+__all__ = ["DROPPED_HEADER", "messages_handlers", "root_probe"]
+
+DROPPED_HEADER = "x-minigate-dropped"  # request fields that would change the answer but were not honoured
+
+_encode = msgspec.json.encode
+
+
+async def _authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> int | None:
+    """The key id for ``x-api-key: KEY`` (Anthropic's SDKs) or ``Authorization: Bearer KEY``; else 401."""
+    api_key = request.headers.get("x-api-key")
+    try:
+        return await gateway.authenticate(f"Bearer {api_key}" if api_key else request.headers.get("authorization"))
+    except AuthenticationFailed:
+        raise AuthenticationFailed(
+            "Invalid or missing API key. Send 'x-api-key: <key>' or 'Authorization: Bearer <key>'."
+        ) from None
+
+
+async def _frames(events: AsyncGenerator[Event, None], stream: MessageStream) -> AsyncGenerator[bytes, None]:
+    """Anthropic's event stream from the serving layer's events."""
+    try:
+        yield stream.start()
+        async for event in events:
+            if type(event) is Chunk:
+                if out := stream.chunk(event):
+                    yield out
+            elif type(event) is Usage:
+                stream.usage = event.counts
+            elif type(event) is Outcome:
+                yield stream.end(event)
+    finally:
+        await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
+
+
+@post("/messages", status_code=200)
+async def create_message(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
+    """Anthropic ``POST /v1/messages``, JSON or ``stream: true`` (``?beta=true`` and the ``anthropic-*`` headers
+    are accepted and ignored)."""
+    key_id = await _authenticate(request, gateway)
+    parsed, _ = decode_request(await request.body(), MessagesRequest)
+    translated = translate(parsed)
+    body = translated.body
+    call = start_call(
+        gateway, "chat/completions", chat_request(body), body, key_id, trace_of(request.scope), label="messages"
+    )
+    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
+    try:
+        served: EventStream | Reply = await cancel_on_disconnect(
+            request, serve_stream(call) if call.stream else serve_json(call)
+        )
+    except ClientGone:
+        return Response(b"", status_code=499)
+    headers = answer_headers(served.outcome)
+    if translated.dropped:
+        headers[DROPPED_HEADER] = ", ".join(translated.dropped)
+    if isinstance(served, Reply):
+        message = message_from_chat(served.body, translated.model, translated.stop_sequences)
+        return Response(_encode(message), media_type="application/json", headers=headers)
+    stream = MessageStream(translated.model, translated.stop_sequences, estimate_tokens(body))
+    frames = _frames(served.events, stream)
+    # However the response ends: closing the events stores the row (``frames`` may never have been started).
+    close_at_end(request.scope, frames)
+    close_at_end(request.scope, served.events)
+    return Stream(frames, media_type=MEDIA_TYPE, headers={**headers, **SSE_HEADERS})
+
+
+@post("/messages/count_tokens", status_code=200)
+async def count_tokens(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Anthropic ``POST /v1/messages/count_tokens``: an estimate of the prompt's tokens (see
+    ``gateway.protocols.anthropic.estimate_tokens``); the model must be one the gateway routes."""
+    await _authenticate(request, gateway)
+    parsed, _ = decode_request(await request.body(), CountTokensRequest)
+    if gateway.routes.resolve(check_model_name(parsed.model)) is None:
+        raise ModelNotFound(parsed.model)
+    tokens = estimate_tokens(prompt_body(parsed))
+    return Response(_encode({"input_tokens": tokens}), media_type="application/json")
+
+
+_PROBE_ANSWER: HTTPResponseStartEvent = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-length", b"0")],
+}
+
+
+def root_probe(app: ASGIApp) -> ASGIApp:
+    """Wrap ``app`` so that ``HEAD /`` answers 200 with no body: agents probe the base URL before their first
+    request. Not a route: Litestar refuses a second handler for ``/`` outside the web UI's router, which has
+    ``GET /``; nothing is looked up here, so the probe is cheap and cannot fail."""
+
+    async def handler(scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] == "HEAD":
+            await send(_PROBE_ANSWER)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await app(scope, receive, send)
+
+    return handler
 
 
 def messages_handlers() -> list[Any]:
-    """Every /v1/messages route handler (and the ``HEAD /`` probe), for the app factory."""
-    return []
+    """Every /v1/messages route handler, for the app factory's /v1 router (``root_probe`` wraps the app)."""
+    return [create_message, count_tokens]
