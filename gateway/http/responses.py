@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from gateway.core.errors import InvalidRequest
@@ -141,9 +141,9 @@ async def list_input_items(
     request: Request[Any, Any, Any],
     gateway: NamedDependency[Gateway],
     response_id: FromPath[str],
-    order: Literal["asc", "desc"] = "desc",
-    limit: int = Parameter(default=20, ge=1, le=100),
-    after: str | None = None,
+    order: FromQuery[Literal["asc", "desc"]] = "desc",
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    after: FromQuery[str | None] = None,
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/responses/{id}/input_items``: the response's input items, newest first by default."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))

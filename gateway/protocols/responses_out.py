@@ -60,7 +60,8 @@ def usage_of(counts: Any) -> dict[str, Any] | None:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": (valid_count(cached.get("cached_tokens")) if isinstance(cached, dict) else None) or 0
+            "cached_tokens": (valid_count(cached.get("cached_tokens")) if isinstance(cached, dict) else None) or 0,
+            "cache_write_tokens": 0,
         },
         "output_tokens": completion,
         "output_tokens_details": {

@@ -1,0 +1,32 @@
+"""ResponseStore on SQLite and PostgreSQL: each key sees only its own responses; what is stored reads back whole."""
+
+from __future__ import annotations
+
+from gateway.storage import Database
+from gateway.storage.responses import ResponseStore
+from tests.storage.conftest import Backend
+
+
+def response(response_id: str, text: str, previous: str | None = None) -> dict[str, object]:
+    item = {"id": "msg_o", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    return {"id": response_id, "object": "response", "output": [item], "previous_response_id": previous}
+
+
+async def test_responses_are_kept_per_key(db: Database, backend: Backend) -> None:
+    store = ResponseStore(db)
+    items = [{"id": "msg_i", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi\x00"}]}]
+    await store.save(1, items, response("resp_a", "hello"))
+    await store.save(None, items, response("resp_b", "from the bootstrap key", "resp_x"))
+
+    got = await store.get(1, "resp_a")
+    assert got is not None and got.response == response("resp_a", "hello")
+    assert got.input[0]["content"][0]["text"] == "hi\x00"  # JSON escapes NUL, so PostgreSQL keeps it too
+    assert [item["id"] for item in got.conversation] == ["msg_i", "msg_o"]
+    assert await store.get(2, "resp_a") is None and await store.get(None, "resp_a") is None  # another key's
+    assert (await store.get(None, "resp_b")) is not None and await store.get(1, "resp_b") is None
+    assert backend.scalar("SELECT previous_response_id FROM responses WHERE id = 'resp_b'") == "resp_x"
+
+    assert not await store.delete(2, "resp_a")  # another key cannot delete it
+    assert await store.delete(1, "resp_a")
+    assert await store.get(1, "resp_a") is None and not await store.delete(1, "resp_a")
+    assert backend.count("responses") == 1
