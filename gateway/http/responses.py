@@ -4,7 +4,6 @@ answered as a Response object or its event stream, and stored (``store``) for ``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
@@ -30,8 +29,6 @@ from gateway.storage.responses import ResponseStore
 
 __all__ = ["responses_handlers"]
 
-log = logging.getLogger("minigate")
-
 _encode = msgspec.json.encode
 
 
@@ -39,23 +36,18 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(_encode(body), media_type="application/json", headers=headers)
 
 
-async def _keep(store: ResponseStore | None, key_id: int | None, items: list[dict[str, Any]], response: Any) -> None:
-    """Store a finished response; a database failure is logged, never a failed answer (it just cannot be
-    continued or read back)."""
-    if store is None:
-        return
-    try:
-        await store.save(key_id, items, response)
-    except Exception:
-        log.exception("response %s was not stored", response["id"], extra={"event": "response_not_stored"})
+def _store(gateway: Gateway) -> ResponseStore:
+    store = gateway.responses
+    assert store is not None  # Gateway.open made it
+    return store
 
 
 async def _frames(
     events: AsyncGenerator[Event, None],
     stream: ResponseEvents,
-    keep: tuple[ResponseStore | None, int | None, list[dict[str, Any]]],
+    keep: tuple[ResponseStore, int | None, list[dict[str, Any]]] | None,
 ) -> AsyncGenerator[bytes, None]:
-    """The Responses event stream from the serving layer's events; the response is stored before it completes."""
+    """The Responses event stream from the serving layer's events; the response is kept before it completes."""
 
     def frames(out: list[dict[str, Any]]) -> bytes:
         return b"".join(named_frame(event["type"], event) for event in out)
@@ -70,8 +62,8 @@ async def _frames(
                 stream.usage(event.counts)
             elif type(event) is Outcome:
                 out = stream.finish(event.failure)
-                if event.failure is None:
-                    await _keep(*keep, stream.response)
+                if event.failure is None and keep is not None:
+                    keep[0].keep(keep[1], keep[2], stream.response)
                 yield frames(out)
     finally:
         await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
@@ -82,7 +74,7 @@ async def create_response(request: Request[Any, Any, Any], gateway: NamedDepende
     """OpenAI ``POST /v1/responses``, JSON or ``stream: true``."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
     parsed, _ = decode_request(await request.body(), ResponsesRequest)
-    store = ResponseStore(gateway.database)
+    store = _store(gateway)
     items = input_items(parsed.input)
     if parsed.previous_response_id is not None:
         previous = await store.get(key_id, parsed.previous_response_id)
@@ -101,10 +93,11 @@ async def create_response(request: Request[Any, Any, Any], gateway: NamedDepende
     except ClientGone:
         return Response(b"", status_code=499)
     base = response_base(parsed, new_id("resp"), served.outcome.deployment.ref)
-    keep = (store if parsed.store is not False else None, key_id, items)
+    keep = (store, key_id, items) if parsed.store is not False else None
     if isinstance(served, Reply):
         response = from_chat(base, served.body)
-        await _keep(*keep, response)
+        if keep is not None:
+            store.keep(key_id, items, response)
         return _json(response, answer_headers(served.outcome))
     frames = _frames(served.events, ResponseEvents(base), keep)
     # However the response ends: closing the events stores the row (``frames`` may never have been started).
@@ -119,7 +112,7 @@ async def get_response(
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/responses/{id}``: a stored response of the caller's key."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    stored = await ResponseStore(gateway.database).get(key_id, response_id)
+    stored = await _store(gateway).get(key_id, response_id)
     if stored is None:
         raise not_found(response_id)
     return _json(stored.response)
@@ -131,7 +124,7 @@ async def delete_response(
 ) -> Response[bytes]:
     """OpenAI ``DELETE /v1/responses/{id}``."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    if not await ResponseStore(gateway.database).delete(key_id, response_id):
+    if not await _store(gateway).delete(key_id, response_id):
         raise not_found(response_id)
     return _json({"id": response_id, "object": "response", "deleted": True})
 
@@ -147,7 +140,7 @@ async def list_input_items(
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/responses/{id}/input_items``: the response's input items, newest first by default."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    stored = await ResponseStore(gateway.database).get(key_id, response_id)
+    stored = await _store(gateway).get(key_id, response_id)
     if stored is None:
         raise not_found(response_id)
     items = stored.input if order == "asc" else stored.input[::-1]

@@ -23,6 +23,7 @@ from gateway.routing.cooldowns import HealthBook
 from gateway.routing.routes import RouteTable
 from gateway.runtime.jobs import JobBoard
 from gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
+from gateway.storage.responses import ResponseStore
 from providers.base import ManagesModels, Provider, ProviderError
 from providers.registry import ProviderContext, ProviderRegistry
 
@@ -113,6 +114,7 @@ class Gateway:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     retiring: set[Provider] = field(default_factory=set)  # replaced by a reload, closed once unused
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    responses: ResponseStore | None = None  # stored Responses API answers (set by ``open``)
 
     @classmethod
     async def open(
@@ -153,6 +155,7 @@ class Gateway:
             metrics or GatewayMetrics(),
             provider_specs(config),
         )
+        gateway.responses = ResponseStore(database)
         gateway.drain.bind(asyncio.get_running_loop(), config.server.shutdown_grace)
         gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
         await gateway.preload_default()
@@ -208,6 +211,8 @@ class Gateway:
         self.retiring.clear()
         if self.cooldowns is not None:
             await self.cooldowns.close()
+        if self.responses is not None:
+            await self.responses.close()
         await self.usage.close()
         await self.database.close()
 

@@ -1,8 +1,15 @@
-"""Stored Responses API answers (the ``responses`` table): kept, read and deleted per API key, one short
-transaction each. Migration ``0005_responses`` creates the table."""
+"""Stored Responses API answers (the ``responses`` table): kept, read and deleted per API key. Migration
+``0005_responses`` creates the table.
+
+:meth:`ResponseStore.keep` returns at once and writes in the background (one short transaction), so storing adds
+nothing to the answer; until the write lands the response is served from memory, so it can be read back or
+continued at once on this replica.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, cast
 
 import msgspec
@@ -13,6 +20,8 @@ from gateway.storage.tables import ResponseRow, utcnow
 
 __all__ = ["ResponseStore", "StoredResponse"]
 
+log = logging.getLogger("minigate")
+
 _RESPONSES = cast(Table, ResponseRow.__table__)
 
 
@@ -20,6 +29,7 @@ class StoredResponse(msgspec.Struct, kw_only=True):
     """One stored answer: its whole input (history first) and the Response object (its ``output`` included)."""
 
     id: str
+    key_id: int | None
     input: list[dict[str, Any]]
     response: dict[str, Any]
 
@@ -41,9 +51,24 @@ class ResponseStore:
     def __init__(self, database: Database) -> None:
         """Use ``database`` (migrated to at least ``0005``)."""
         self._db = database
+        self._pending: dict[str, tuple[StoredResponse, asyncio.Task[None]]] = {}  # kept, not yet written
+
+    def keep(self, key_id: int | None, items: list[dict[str, Any]], response: dict[str, Any]) -> None:
+        """Store ``response`` (its ``id`` names it) made by ``key_id`` from the input ``items``, in the background;
+        a failed write is logged (the response then cannot be read back or continued)."""
+        stored = StoredResponse(id=response["id"], key_id=key_id, input=items, response=response)
+        task = asyncio.ensure_future(self._write(stored))
+        self._pending[stored.id] = (stored, task)
+        task.add_done_callback(lambda _: self._pending.pop(stored.id, None))
+
+    async def _write(self, stored: StoredResponse) -> None:
+        try:
+            await self.save(stored.key_id, stored.input, stored.response)
+        except Exception:
+            log.exception("response %s was not stored", stored.id, extra={"event": "response_not_stored"})
 
     async def save(self, key_id: int | None, items: list[dict[str, Any]], response: dict[str, Any]) -> None:
-        """Keep ``response`` (its ``id`` names it) made by ``key_id`` from the input ``items``."""
+        """Write ``response`` made by ``key_id`` from the input ``items`` now, in one transaction."""
         row = {
             "id": response["id"],
             "key_id": key_id,
@@ -57,14 +82,28 @@ class ResponseStore:
 
     async def get(self, key_id: int | None, response_id: str) -> StoredResponse | None:
         """The key's response of that id, or None (unknown, deleted, or another key's)."""
+        pending = self._pending.get(response_id)
+        if pending is not None:
+            return pending[0] if pending[0].key_id == key_id else None
         stmt = select(_RESPONSES.c.input, _RESPONSES.c.response).where(*_owned(response_id, key_id))
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             return None
-        return StoredResponse(id=response_id, input=msgspec.json.decode(row[0]), response=msgspec.json.decode(row[1]))
+        return StoredResponse(
+            id=response_id, key_id=key_id, input=msgspec.json.decode(row[0]), response=msgspec.json.decode(row[1])
+        )
 
     async def delete(self, key_id: int | None, response_id: str) -> bool:
         """Delete the key's response of that id; False when it has none."""
+        pending = self._pending.get(response_id)
+        if pending is not None:
+            await asyncio.shield(pending[1])  # written first, so the write cannot bring it back
         async with self._db.engine.begin() as conn:
             return (await conn.execute(delete(_RESPONSES).where(*_owned(response_id, key_id)))).rowcount == 1
+
+    async def close(self) -> None:
+        """Wait for the writes under way (before the database closes)."""
+        tasks = [task for _, task in self._pending.values()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

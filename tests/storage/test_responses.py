@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.storage import Database
 from gateway.storage.responses import ResponseStore
 from tests.storage.conftest import Backend
@@ -30,3 +32,30 @@ async def test_responses_are_kept_per_key(db: Database, backend: Backend) -> Non
     assert await store.delete(1, "resp_a")
     assert await store.get(1, "resp_a") is None and not await store.delete(1, "resp_a")
     assert backend.count("responses") == 1
+
+
+async def test_kept_responses_are_readable_before_their_write_lands(db: Database, backend: Backend) -> None:
+    store = ResponseStore(db)
+    items = [{"id": "msg_i", "type": "message", "role": "user", "content": []}]
+    store.keep(7, items, response("resp_k", "soon"))
+    got = await store.get(7, "resp_k")  # from memory or the table, whichever holds it now
+    assert got is not None and got.response["id"] == "resp_k" and got.input == items
+    assert await store.get(8, "resp_k") is None
+    await store.close()
+    assert backend.count("responses", "id = 'resp_k'") == 1
+    assert (await store.get(7, "resp_k")) is not None
+
+    store.keep(7, items, response("resp_d", "gone"))
+    assert await store.delete(7, "resp_d")  # waits for the write, so it cannot come back
+    await store.close()
+    assert await store.get(7, "resp_d") is None and backend.count("responses", "id = 'resp_d'") == 0
+
+
+async def test_a_failed_write_is_logged_not_raised(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    store = ResponseStore(db)
+    await store.save(1, [], response("resp_same", "first"))
+    store.keep(1, [], response("resp_same", "second"))  # the id is taken: the insert fails
+    await store.close()
+    assert any(getattr(r, "event", None) == "response_not_stored" for r in caplog.records)
+    got = await store.get(1, "resp_same")
+    assert got is not None and got.response["output"][0]["content"][0]["text"] == "first"
