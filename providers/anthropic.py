@@ -20,14 +20,7 @@ from providers.anthropic_request import DEFAULT_MAX_TOKENS, messages_request
 from providers.base import ChunkStream, Provider, ProviderError, ProviderRequest, UpstreamUnavailable
 from providers.limits import UpstreamLimits, read_capped
 from providers.netguard import guarded_connector
-from providers.openai_compat import (
-    _NETWORK_ERRORS,
-    ApiAuth,
-    _error_of,
-    _short_error,
-    _unavailable,
-    parse_retry_after,
-)
+from providers.openai_compat import NETWORK_ERRORS, ApiAuth, error_of, parse_retry_after, short_error, unavailable
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
 from providers.sse import YIELD_EVERY, DataLines, pause
 
@@ -122,8 +115,8 @@ class _EventStream(ChunkStream):
                 if clock() - suspended > YIELD_EVERY:  # a flood of lines that are not events
                     await pause()
                     suspended = clock()
-        except _NETWORK_ERRORS as err:
-            raise _unavailable(self._provider, err, " mid-stream") from None
+        except NETWORK_ERRORS as err:
+            raise unavailable(self._provider, err, " mid-stream") from None
         if not maker.finished:
             raise UpstreamUnavailable(
                 f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
@@ -188,7 +181,7 @@ class AnthropicProvider(Provider):
                 for secret in self.secrets():
                     value = value.replace(secret, "[redacted]")
             scrubbed[key] = value
-        return _short_error(scrubbed, self.config.limits.max_error_message_chars)
+        return short_error(scrubbed, self.config.limits.max_error_message_chars)
 
     async def send(self, body: dict[str, Any], request: ProviderRequest) -> aiohttp.ClientResponse:
         """POST a Messages ``body`` within ``request``'s deadline; an error answer is raised as its failure.
@@ -207,8 +200,8 @@ class AnthropicProvider(Provider):
             response = await self._client.post(
                 self._url, data=msgspec.json.encode(body), headers=self._headers, timeout=timeout, allow_redirects=False
             )
-        except _NETWORK_ERRORS as err:
-            raise _unavailable(self.name, err) from None
+        except NETWORK_ERRORS as err:
+            raise unavailable(self.name, err) from None
         if response.status < 300:
             return response
         status, content = response.status, await self._read(response, self.config.limits.max_error_body_bytes, False)
@@ -218,7 +211,7 @@ class AnthropicProvider(Provider):
             )
         if status < 400:  # following a redirect would send our credentials wherever the upstream points
             raise UpstreamUnavailable(f"{self.name}: upstream redirected (HTTP {status}); not followed")
-        error = self._error(_error_of(status, content))
+        error = self._error(error_of(status, content))
         raise status_error(status, error, parse_retry_after(response.headers))
 
     async def _read(self, response: aiohttp.ClientResponse, cap: int, reading: bool = True) -> bytes | None:
@@ -227,9 +220,9 @@ class AnthropicProvider(Provider):
         content = None
         try:
             content = await read_capped(response.content, cap)
-        except _NETWORK_ERRORS as err:
+        except NETWORK_ERRORS as err:
             if reading:
-                raise _unavailable(self.name, err, " reading the answer") from None
+                raise unavailable(self.name, err, " reading the answer") from None
             content = b""
         finally:
             if content is None:

@@ -31,7 +31,17 @@ from providers.registry import ProviderContext, ProviderRegistry, ProviderType, 
 from providers.shape import answer_problem, chunk_problem
 from providers.sse import YIELD_EVERY, DataLines, pause
 
-__all__ = ["ApiAuth", "OpenAIProvider", "OpenAIProviderConfig", "register"]
+__all__ = [
+    "NETWORK_ERRORS",
+    "ApiAuth",
+    "OpenAIProvider",
+    "OpenAIProviderConfig",
+    "error_of",
+    "parse_retry_after",
+    "register",
+    "short_error",
+    "unavailable",
+]
 
 
 class ApiAuth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -89,7 +99,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None if when is None else max(0.0, when.timestamp() - time.time())
 
 
-def _unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUnavailable:
+def unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUnavailable:
     """Name what went wrong talking to an upstream: refused, timed out, or broken off."""
     if isinstance(err, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamUnavailable(f"{name}: timed out{during} ({type(err).__name__})", code="upstream_timeout")
@@ -98,10 +108,11 @@ def _unavailable(name: str, err: BaseException, during: str = "") -> UpstreamUna
     return UpstreamUnavailable(f"{name}: connection broke{during}: {err or type(err).__name__}")
 
 
-_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
-def _error_of(status: int, content: bytes) -> dict[str, Any]:
+def error_of(status: int, content: bytes) -> dict[str, Any]:
+    """The ``error`` object of an error answer's body (OpenAI and Anthropic both put it there), else a message."""
     try:
         data = msgspec.json.decode(content)
     except JSON_DECODE_ERRORS:
@@ -114,7 +125,7 @@ def _error_of(status: int, content: bytes) -> dict[str, Any]:
     return {"message": f"upstream answered HTTP {status}" + (f": {text}" if text else "")}
 
 
-def _short_error(error: dict[str, Any], limit: int) -> dict[str, Any]:
+def short_error(error: dict[str, Any], limit: int) -> dict[str, Any]:
     """The OpenAI fields of an upstream's error, each a string of at most ``limit`` characters (and a note)."""
     return {key: cut(str(value), limit) for key in ("message", "type", "code", "param") if (value := error.get(key))}
 
@@ -173,8 +184,8 @@ class _SSEStream(ChunkStream):
                 if clock() - suspended > YIELD_EVERY:  # a flood of lines that are not events
                     await pause()
                     suspended = clock()
-        except _NETWORK_ERRORS as err:
-            raise _unavailable(self._provider, err, " mid-stream") from None
+        except NETWORK_ERRORS as err:
+            raise unavailable(self._provider, err, " mid-stream") from None
         if not finished:
             raise UpstreamUnavailable(
                 f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
@@ -240,7 +251,7 @@ class OpenAIProvider(Provider):
 
     def _error(self, error: dict[str, Any]) -> dict[str, Any]:
         """An upstream's error as passed on: credentials blanked out first, then every field cut to its cap."""
-        return _short_error(self._scrub(error), self.config.limits.max_error_message_chars)
+        return short_error(self._scrub(error), self.config.limits.max_error_message_chars)
 
     async def _send(self, request: ProviderRequest) -> aiohttp.ClientResponse:
         if self._client is None:
@@ -259,8 +270,8 @@ class OpenAIProvider(Provider):
                 timeout=timeout,
                 allow_redirects=False,
             )
-        except _NETWORK_ERRORS as err:
-            raise _unavailable(self.name, err) from None
+        except NETWORK_ERRORS as err:
+            raise unavailable(self.name, err) from None
         if response.status >= 300:
             status, content = response.status, await self._read(response, "max_error_body_bytes", reading=False)
             if content is None:
@@ -271,7 +282,7 @@ class OpenAIProvider(Provider):
                 # Following a redirect would send our credentials wherever the upstream points.
                 raise UpstreamUnavailable(f"{self.name}: upstream redirected (HTTP {status}); not followed")
             raise UpstreamStatusError(
-                status, self._error(_error_of(status, content)), retry_after=parse_retry_after(response.headers)
+                status, self._error(error_of(status, content)), retry_after=parse_retry_after(response.headers)
             )
         return response
 
@@ -283,9 +294,9 @@ class OpenAIProvider(Provider):
         content = None
         try:
             content = await read_capped(response.content, getattr(self.config.limits, cap))
-        except _NETWORK_ERRORS as err:
+        except NETWORK_ERRORS as err:
             if reading:
-                raise _unavailable(self.name, err, " reading the answer") from None
+                raise unavailable(self.name, err, " reading the answer") from None
             content = b""
         finally:
             if content is None:
