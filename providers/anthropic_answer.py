@@ -183,6 +183,8 @@ class ChunkMaker:
             self.finished = True
             return [self._chunk({}, _finish(delta.get("stop_reason")))]
         if kind == "message_stop":
+            if not self.finished:
+                raise Malformed("message_stop before message_delta gave a stop reason")
             self.stopped = True
             return self.end()
         return []  # ping, content_block_stop, and event types added later

@@ -173,6 +173,7 @@ def test_streamed_tool_calls_come_as_openai_tool_call_deltas() -> None:
         {"type": "content_block_delta", "index": 5, "delta": {"type": "input_json_delta", "partial_json": "{"}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": None}},
         {"type": "message_delta"},
+        {"type": "message_stop"},
     ],
 )
 def test_a_malformed_event_is_refused(bad: dict[str, Any]) -> None:
