@@ -38,7 +38,7 @@ class Bridge(httpx2.BaseTransport):
         self.http.close()
 
 
-def anthropic_client(gateway: InProcessGateway, key: str = ADMIN_KEY, **kwargs: Any) -> anthropic.Anthropic:
+def anthropic_client(gateway: InProcessGateway, key: str | None = ADMIN_KEY, **kwargs: Any) -> anthropic.Anthropic:
     """The SDK as agents configure it: base URL without /v1 (it appends /v1/messages), the key as ``x-api-key``,
     no retries (the gateway does the retrying). Use it in a ``with`` block: closing it closes its clients."""
     kwargs.setdefault("max_retries", 0)
