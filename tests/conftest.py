@@ -35,6 +35,7 @@ _FAST_MODULES = {
     "tests/providers/test_shape.py",
     "tests/providers/test_sse.py",
     "tests/routing/test_chain_privacy.py",
+    "tests/test_attacks.py",
     "tests/test_config.py",
     "tests/test_cooldowns.py",
     "tests/test_deploy.py",

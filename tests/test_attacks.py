@@ -1,4 +1,5 @@
-"""Issue 7's attacks, each a test against a real gateway. Every attack in the issue, and the tests that make it:
+"""Issue 7's attacks, each a test against the gateway (here in process: none needs a socket). Every attack in the
+issue, and the tests that make it:
 
 ================================================  ====================================================================
 attack                                            tests (file::name)
@@ -57,7 +58,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
-import httpx
 import pytest
 from markupsafe import escape
 
@@ -66,7 +66,8 @@ from gateway.plugins.loader import builtin_extensions, configure
 from providers.netguard import GuardedResolver
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -108,10 +109,10 @@ CLIENT_HEADERS = {"x-api-key": "sk-stolen", "api-key": "sk-stolen", "openai-orga
     ids=["chat stream", "completions", "embeddings"],
 )
 def test_routing_fields_change_nothing_upstream(
-    gateway: GatewayServer, primary: FakeUpstream, trap: FakeUpstream, path: str, body: dict[str, Any]
+    inprocess_gateway: InProcessGateway, primary: FakeUpstream, trap: FakeUpstream, path: str, body: dict[str, Any]
 ) -> None:
     fields = {k: v.replace("{trap}", trap.url) if isinstance(v, str) else v for k, v in ROUTING_FIELDS.items()}
-    answer = httpx.post(f"{gateway.url}/{path}", json={**body, **fields}, headers={**AUTH, **CLIENT_HEADERS})
+    answer = inprocess_gateway.http.post(f"/v1/{path}", json={**body, **fields}, headers={**AUTH, **CLIENT_HEADERS})
     assert answer.status_code == 200, answer.text
     seen = primary.requests[-1]
     assert seen.path == f"/v1/{path}" and seen.body is not None
@@ -126,11 +127,17 @@ def test_routing_fields_change_nothing_upstream(
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_redirects_are_not_followed(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream, trap: FakeUpstream, code: int, stream: bool
+    inprocess_gateway: InProcessGateway,
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    trap: FakeUpstream,
+    code: int,
+    stream: bool,
 ) -> None:
+    gateway = inprocess_gateway
     primary.script(Status(code, headers={"location": f"{trap.url}/chat/completions"}))
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    answer = httpx.post(f"{gateway.url}/chat/completions", json=body, headers=AUTH)
+    answer = gateway.http.post("/v1/chat/completions", json=body, headers=AUTH)
     assert answer.status_code == 200 and answer.headers["x-minigate-provider"] == "backup"  # fell back
     assert trap.requests == []  # our key never went where the redirect pointed
     [row] = gateway.wait_rows(1)
@@ -202,12 +209,12 @@ def _literal(text: str) -> None:
 
 
 def test_template_syntax_in_prompts_stays_text(
-    gateway_factory: Callable[..., GatewayServer], primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Callable[..., InProcessGateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     config = two_provider_config(primary, backup)
     flow = [{"type": "prompt_template", "template": "Q: {{ input }}"}, {"type": "llm_inference", "model": "default"}]
     config["workflows"] = [{"name": "ask", "steps": flow, "triggers": [{"path": "/api/ask"}]}]
-    server = gateway_factory(config)
+    server = inprocess_factory(config)
     primary.set_default(Reply(content=PROMPT))
     # /v1, JSON and streamed
     answer = server.client().chat.completions.create(
@@ -220,7 +227,7 @@ def test_template_syntax_in_prompts_stays_text(
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == PROMPT
     # a workflow route: the input is data to the template
-    result = httpx.post(f"http://127.0.0.1:{server.port}/api/ask", json={"input": PROMPT}, headers=AUTH).json()
+    result = server.http.post("/api/ask", json={"input": PROMPT}, headers=AUTH).json()
     assert primary.requests[-1].body["messages"][-1]["content"] == f"Q: {PROMPT}"  # type: ignore[index]
     assert result["output"] == PROMPT
     # the web chat: the system prompt, the message and the answer, as sent and as shown
