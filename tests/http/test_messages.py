@@ -65,6 +65,8 @@ def test_a_json_answer(client: anthropic.Anthropic, app: InProcessGateway, upstr
     [row] = app.wait_rows(1)
     assert (row["endpoint"], row["requested_model"], row["provider"], row["model"]) == ("messages", MODEL, "up", "m")
     assert (row["status"], row["streamed"], row["completion_tokens"]) == (200, 0, 3)
+    metrics = app.http.get("/metrics").text
+    assert 'endpoint="messages"' in metrics
 
 
 def test_a_streamed_answer(client: anthropic.Anthropic, app: InProcessGateway, upstream: FakeUpstream) -> None:
