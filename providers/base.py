@@ -48,6 +48,8 @@ class ProviderRequest:
     stream: bool
     deadline: float  # time.monotonic() value by which the whole client request must be done
     request_id: str = ""
+    # What the provider tells the client about how it served the call: ``x-minigate-<name>`` response headers.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline (never negative)."""

@@ -95,6 +95,7 @@ def answer_headers(outcome: Outcome) -> dict[str, str]:
         headers["x-minigate-fallback-reasons"] = ", ".join(
             f"{h.deployment.ref}: {cause_of(h.error)[1]}" for h in outcome.hops
         )
+    headers.update((f"x-minigate-{name}", value) for name, value in outcome.notes.items())
     return header_values(headers)
 
 

@@ -8,7 +8,7 @@ docs/architecture.md, "The request path").
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import GatewayError
@@ -31,6 +31,7 @@ class Outcome:
     status: int = 200
     error: str | None = None
     failure: GatewayError | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # the answering provider's notes (ProviderRequest.notes)
 
     @property
     def fallbacks(self) -> int:

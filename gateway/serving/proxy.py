@@ -258,14 +258,17 @@ async def serve_json(call: Call) -> Reply:
     """Answer a non-streaming call; raises GatewayError (already stored) when the chain fails."""
     hops: list[Hop] = []
 
-    async def attempt(provider: Provider, deployment: Deployment) -> dict[str, Any]:
+    async def attempt(provider: Provider, deployment: Deployment) -> tuple[dict[str, Any], dict[str, str]]:
         check_serves_endpoint(provider, call, deployment)
-        return await provider.complete(call.provider_request(deployment))
+        request = call.provider_request(deployment)
+        return await provider.complete(request), request.notes
 
     drain = call.gateway.drain
     drain.add(call)
     try:
-        deployment, body, _ = await run_chain(call.route, call.providers, call.health, call.deadline, attempt, hops)
+        deployment, (body, notes), _ = await run_chain(
+            call.route, call.providers, call.health, call.deadline, attempt, hops
+        )
     except ChainExhausted as exhausted:
         raise await failed(call, exhausted.error, exhausted.hops) from None
     except asyncio.CancelledError:
@@ -282,4 +285,4 @@ async def serve_json(call: Call) -> Reply:
     if (usage := body.get("usage")) is not None:  # the client is sent the counts that are stored
         body["usage"] = checked_usage(usage)[0]
     await call.store(200, deployment, hops, usage=usage)
-    return Reply(body, Outcome(deployment, hops))
+    return Reply(body, Outcome(deployment, hops, notes=notes))

@@ -63,16 +63,17 @@ async def serve_stream(call: Call) -> EventStream:
 
     async def attempt(
         provider: Provider, deployment: Deployment
-    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
         check_serves_endpoint(provider, call, deployment)
-        stream = await provider.open_stream(call.provider_request(deployment))
+        request = call.provider_request(deployment)
+        stream = await provider.open_stream(request)
         iterator, buffered = await _prime(stream)
-        return stream, iterator, buffered
+        return stream, iterator, buffered, request.notes
 
     drain = gateway.drain
     drain.add(call)
     try:
-        deployment, (stream, iterator, buffered), _ = await run_chain(
+        deployment, (stream, iterator, buffered, notes), _ = await run_chain(
             call.route, call.providers, call.health, call.deadline, attempt, hops
         )
     except ChainExhausted as exhausted:
@@ -88,7 +89,7 @@ async def serve_stream(call: Call) -> EventStream:
     # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
     call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
-    outcome = Outcome(deployment, hops)
+    outcome = Outcome(deployment, hops, notes=notes)
     relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms)
     # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
     # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
