@@ -16,12 +16,16 @@ import sys
 import time
 from typing import Any
 
+from providers.onnx.prompt import PromptBuilder
 from providers.onnx.protocol import FrameReader, encode_frame, write_all
 from providers.onnx.scheduler import Scheduler, Sequence
 
 __all__ = ["Worker", "main"]
 
 _SEARCH_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "random_seed")
+# A prompt fits when it leaves this much room for the answer (or what the request asked for, if less): a
+# larger max_tokens is clamped to the room left rather than refused.
+MIN_ROOM = 16
 
 
 class Worker(Scheduler):
@@ -41,6 +45,7 @@ class Worker(Scheduler):
             config.overlay(json.dumps(overlay))
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
+        self.prompts = PromptBuilder(self.tokenizer)
         self.eos = {int(t) for t in self.tokenizer.eos_token_ids}
         self.pad = int(self.tokenizer.pad_token_id)
         with open(os.path.join(model_dir, "genai_config.json"), encoding="utf-8") as fh:
@@ -99,7 +104,7 @@ class Worker(Scheduler):
         rid = int(message["id"])
         try:
             if message.get("messages") is not None:
-                text = self.tokenizer.apply_chat_template(json.dumps(message["messages"]), add_generation_prompt=True)
+                text = self.prompts.render(message["messages"], message.get("tools"))
             else:
                 text = str(message.get("prompt") or "")
             ids = [int(t) for t in self.tokenizer.encode(text)]
@@ -115,10 +120,9 @@ class Worker(Scheduler):
                 }
             )
             return
-        max_tokens = message.get("max_tokens")
+        asked = message.get("max_tokens")
         room = self.context - len(ids)
-        if room <= 0 or (max_tokens is not None and int(max_tokens) > room):
-            wanted = len(ids) + (int(max_tokens) if max_tokens is not None else 1)
+        if room <= 0 or (asked is not None and int(asked) > room and room < MIN_ROOM):
             self.send(
                 {
                     "ev": "error",
@@ -126,9 +130,9 @@ class Worker(Scheduler):
                     "status": 400,
                     "code": "context_length_exceeded",
                     "fallback": True,
-                    "message": f"This model's maximum context length is {self.context} tokens. However, you "
-                    f"requested {wanted} tokens ({len(ids)} in the messages, "
-                    f"{wanted - len(ids)} in the completion).",
+                    "message": f"This model's maximum context length is {self.context} tokens, and the messages "
+                    f"take {len(ids)} of them, leaving {max(room, 0)} for the answer; at least "
+                    f"{min(MIN_ROOM, int(asked or 1))} must be left.",
                 }
             )
             return
@@ -145,21 +149,23 @@ class Worker(Scheduler):
             )
             return
         search = {k: message["search"][k] for k in _SEARCH_KEYS if message.get("search", {}).get(k) is not None}
-        guidance = (str(message["guidance"][0]), str(message["guidance"][1])) if message.get("guidance") else None
+        given = message.get("guidance") or []
+        guidance = (str(given[0]), str(given[1])) if given else None
         if guidance is not None and (problem := self.check_guidance(guidance, len(ids))):
+            source = str(given[2]) if len(given) > 2 else "response_format"  # what the grammar was made from
             self.send(
                 {
                     "ev": "error",
                     "id": rid,
                     "status": 400,
-                    "code": "invalid_response_format",
+                    "code": f"invalid_{source}",
                     "fallback": False,
-                    "message": f"response_format cannot be used: {problem}",
+                    "message": f"{source} cannot be used: {problem}",
                 }
             )
             return
         key = json.dumps([sorted(search.items()), guidance])
-        limit = int(max_tokens) if max_tokens is not None else room
+        limit = room if asked is None else min(int(asked), room)  # a max_tokens past the context is clamped
         seq = Sequence(rid, ids, limit, key, search, guidance)
         self.pending.append(seq)
         self.stats["requests"] += 1

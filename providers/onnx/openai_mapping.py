@@ -1,7 +1,8 @@
 """OpenAI request and response shapes for the local provider: body -> worker request, pieces -> chunks.
 
-What it cannot honour is refused with a 400, never dropped: ``n`` > 1 and non-text content for good; ``tools``,
-``logprobs`` and unknown ``response_format`` types with ``fallback`` set (a remote deployment may).
+What it cannot honour is refused with a 400, never dropped: ``n`` > 1 and non-text content for good; legacy
+``functions``, tools other than functions, ``logprobs`` and unknown ``response_format`` types with ``fallback``
+set (a remote deployment may). Function tools are :mod:`providers.onnx.toolspec`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import ProviderError
+from providers.onnx.protocol import GenRequest
+from providers.onnx.toolcalls import ToolCall
+from providers.onnx.toolspec import bad_request, call_guidance, check_tools
 
 __all__ = ["ChatJob", "StopMatcher", "chunk", "parse_request", "response_body", "usage"]
 
@@ -21,16 +24,11 @@ __all__ = ["ChatJob", "StopMatcher", "chunk", "parse_request", "response_body", 
 class ChatJob:
     """What the worker is asked for, plus what the gateway side does itself (stop strings, chunk shape)."""
 
-    message: dict[str, Any]
+    message: GenRequest
     stop: list[str]
     include_usage: bool
     chat: bool
-
-
-def _bad(message: str, param: str, *, fallback: bool = False, code: str = "invalid_request") -> ProviderError:
-    return ProviderError(
-        message, status=400, type="invalid_request_error", code=code, param=param, fallback=fallback, cooldown=False
-    )
+    tools: list[str] | None = None  # the names a call in the output may use; None: the output is all text
 
 
 def _text(content: Any, index: int) -> str:
@@ -43,14 +41,14 @@ def _text(content: Any, index: int) -> str:
                 parts.append(str(part.get("text", "")))
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise _bad(
+                raise bad_request(
                     f"this model accepts text only, not {kind!r} content",
                     f"messages[{index}].content",
                     fallback=True,
                     code="unsupported_content",
                 )
         return "".join(parts)
-    raise _bad("message content must be a string or a list of parts", f"messages[{index}].content")
+    raise bad_request("message content must be a string or a list of parts", f"messages[{index}].content")
 
 
 def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
@@ -58,8 +56,53 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | No
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise _bad(f"{name} must be a number from {lo} to {hi}", name)
+        raise bad_request(f"{name} must be a number from {lo} to {hi}", name)
     return float(value)
+
+
+def _history_call(call: Any, param: str) -> dict[str, Any]:
+    """A past tool call of an assistant turn, its arguments as an object when they are one (templates want that)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise bad_request("each tool call needs function.name", param)
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            decoded = json.loads(arguments)
+        except ValueError:
+            decoded = None
+        arguments = decoded if isinstance(decoded, dict) else arguments
+    elif arguments is not None and not isinstance(arguments, dict):
+        raise bad_request("tool call arguments must be a JSON string", f"{param}.function.arguments")
+    ident = call.get("id")
+    out = {"type": "function", "function": {"name": function["name"], "arguments": arguments or {}}}
+    return {"id": ident, **out} if isinstance(ident, str) else out
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    """The chat turns for the worker: text content, and tool calls and results kept for the template."""
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a non-empty list", "messages")
+    out = []
+    names: dict[str, str] = {}  # tool call id -> function name, to name the results
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise bad_request("each message needs a role", f"messages[{i}]")
+        role = "system" if m["role"] == "developer" else m["role"]
+        turn: dict[str, Any] = {"role": role, "content": _text(m.get("content"), i)}
+        if role == "assistant" and m.get("tool_calls"):
+            if not isinstance(m["tool_calls"], list):
+                raise bad_request("tool_calls must be a list", f"messages[{i}].tool_calls")
+            turn["tool_calls"] = [
+                _history_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(m["tool_calls"])
+            ]
+            names.update((c["id"], c["function"]["name"]) for c in turn["tool_calls"] if "id" in c)
+        elif role == "tool" and isinstance(ident := m.get("tool_call_id"), str):
+            turn["tool_call_id"] = ident
+            if name := m.get("name") if isinstance(m.get("name"), str) else names.get(ident):
+                turn["name"] = name
+        out.append(turn)
+    return out
 
 
 def _guidance(body: dict[str, Any]) -> list[str] | None:
@@ -74,9 +117,9 @@ def _guidance(body: dict[str, Any]) -> list[str] | None:
     if kind == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise _bad("response_format.json_schema.schema must be a JSON schema object", "response_format")
+            raise bad_request("response_format.json_schema.schema must be a JSON schema object", "response_format")
         return ["json_schema", json.dumps(schema)]
-    raise _bad(
+    raise bad_request(
         f"response_format type {kind!r} is not supported by this model",
         "response_format",
         fallback=True,
@@ -88,35 +131,35 @@ def parse_request(endpoint: str, body: dict[str, Any]) -> ChatJob:
     """Check an OpenAI body and turn it into a worker request (raises ProviderError 400 for what is refused)."""
     n = body.get("n")
     if n is not None and n != 1:
-        raise _bad("n > 1 is not supported by the local engine: send n separate requests", "n")
-    for name in ("tools", "functions"):
-        if body.get(name) and body.get("tool_choice") != "none":
-            raise _bad(f"{name} are not supported by this model", name, fallback=True, code="unsupported_parameter")
+        raise bad_request("n > 1 is not supported by the local engine: send n separate requests", "n")
+    if body.get("functions") and body.get("function_call") != "none":
+        raise bad_request(
+            "functions are not supported by this model: send them as tools",
+            "functions",
+            fallback=True,
+            code="unsupported_parameter",
+        )
     if body.get("logprobs") or body.get("top_logprobs"):
-        raise _bad("logprobs are not supported by this model", "logprobs", fallback=True, code="unsupported_parameter")
-    message: dict[str, Any] = {}
+        raise bad_request(
+            "logprobs are not supported by this model", "logprobs", fallback=True, code="unsupported_parameter"
+        )
+    message: GenRequest = {}
     chat = endpoint == "chat/completions"
+    plan = check_tools(body) if chat else None
     if chat:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _bad("messages must be a non-empty list", "messages")
-        out = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise _bad("each message needs a role", f"messages[{i}]")
-            role = "system" if m["role"] == "developer" else m["role"]
-            out.append({"role": role, "content": _text(m.get("content"), i)})
-        message["messages"] = out
+        message["messages"] = _messages(body.get("messages"))
+        if plan is not None and plan.mode != "none":
+            message["tools"] = plan.tools
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise _bad("prompt must be one string", "prompt")
+            raise bad_request("prompt must be one string", "prompt")
         message["prompt"] = prompt
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise _bad("max_tokens must be a positive integer", "max_tokens")
+        raise bad_request("max_tokens must be a positive integer", "max_tokens")
     message["max_tokens"] = limit
     search: dict[str, Any] = {}
     temperature = _number(body, "temperature", 0.0, 2.0)
@@ -130,16 +173,19 @@ def parse_request(endpoint: str, body: dict[str, Any]) -> ChatJob:
             search[name] = int(value) if name == "top_k" else value
     if (seed := body.get("seed")) is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _bad("seed must be an integer", "seed")
+            raise bad_request("seed must be an integer", "seed")
         search["random_seed"] = seed % (2**31)
     message["search"] = search
     message["guidance"] = _guidance(body)
+    if plan is not None and plan.mode == "required":  # the answer must be a call: its grammar wins
+        message["guidance"] = call_guidance(plan)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
-        raise _bad("stop must be a non-empty string or a list of up to 4 of them", "stop")
+        raise bad_request("stop must be a non-empty string or a list of up to 4 of them", "stop")
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return ChatJob(message, stops, include_usage, chat)
+    names = plan.names if plan is not None and plan.mode != "none" else None
+    return ChatJob(message, stops, include_usage, chat, names)
 
 
 class StopMatcher:
@@ -218,16 +264,23 @@ def chunk(
 
 
 def response_body(
-    model: str, chat: bool, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+    model: str,
+    chat: bool,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
-    """A whole ``chat.completion`` (or ``text_completion``) body."""
+    """A whole ``chat.completion`` (or ``text_completion``) body; with ``calls``, the text is what was outside
+    them (None when blank) and the finish reason ``tool_calls``."""
     if chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": finish,
-        }
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if calls:
+            message["content"] = text.strip() or None
+            message["tool_calls"] = [call.message() for call in calls]
+            finish = "tool_calls"
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}

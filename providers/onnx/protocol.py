@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
-__all__ = ["FrameReader", "encode_frame", "write_all"]
+__all__ = ["FrameReader", "GenRequest", "encode_frame", "write_all"]
+
+
+class GenRequest(TypedDict, total=False):
+    """What a ``gen`` frame asks for (``op`` and ``id`` are added when it is sent)."""
+
+    # Chat: role and content, plus tool_calls (arguments as an object when they are one) on assistant turns and
+    # tool_call_id and name on tool turns. The legacy completions endpoint sends a prompt instead.
+    messages: list[dict[str, Any]]
+    prompt: str
+    tools: list[dict[str, Any]]  # OpenAI function tools, rendered by the chat template (or its fallback)
+    max_tokens: int | None  # None: the room left; past the room left: clamped to it (see "accepted")
+    search: dict[str, Any]
+    guidance: list[str] | None  # [kind, grammar, source]: source ("response_format", "tools") names errors
+
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20

@@ -22,6 +22,7 @@ from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, P
 from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from providers.onnx.stream import OnnxStream, pieces
+from providers.onnx.toolcalls import parse_tool_calls
 from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
 from providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
@@ -257,7 +258,8 @@ class OnnxProvider(Provider):
                 finish = fin or finish
         finally:
             await generation.aclose()
-        return response_body(request.model, job.chat, "".join(text), finish, generation.prompt_tokens, completion)
+        answer, calls = parse_tool_calls("".join(text), job.tools) if job.tools else ("".join(text), None)
+        return response_body(request.model, job.chat, answer, finish, generation.prompt_tokens, completion, calls)
 
     async def open_stream(self, request: ProviderRequest) -> ChunkStream:
         """Start a streamed completion; refusals and load failures raise before the first chunk."""
@@ -276,9 +278,13 @@ class OnnxProvider(Provider):
         client = await self.load(request.model)
         timeout = max(request.remaining(), 0.001)
         try:
-            return await asyncio.wait_for(client.submit(job.message), timeout)
+            generation = await asyncio.wait_for(client.submit(job.message), timeout)
         except TimeoutError as exc:
             raise ProviderError("timed out waiting for the local model", status=504, code="timeout") from exc
+        asked = job.message.get("max_tokens")
+        if asked is not None and generation.max_tokens < asked:  # past the context: clamped to the room left
+            request.notes["max-tokens-clamped"] = str(generation.max_tokens)
+        return generation
 
     def _model_dir(self, model: str) -> Path:
         try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from providers.base import ChunkStream, ProviderError, ProviderRequest
 from providers.onnx.openai_mapping import ChatJob, StopMatcher, chunk, new_id, usage
+from providers.onnx.toolcalls import ToolCall, ToolCallParser
 from providers.onnx.worker import Generation
 
 __all__ = ["OnnxStream", "pieces"]
@@ -49,16 +50,31 @@ class OnnxStream(ChunkStream):
         if job.chat:
             yield chunk(ident, model, created, True, delta={"role": "assistant", "content": ""}, with_usage=with_usage)
         completion, finish = 0, "stop"
+        parser = ToolCallParser(job.tools) if job.tools else None
         try:
             async for text, ntok, fin in pieces(generation, StopMatcher(job.stop), self.request):
                 completion += ntok
-                if text:
-                    yield chunk(
-                        ident, model, created, job.chat, delta={"content": text}, text=text, with_usage=with_usage
-                    )
                 finish = fin or finish
+                if parser is None:
+                    if text:
+                        yield chunk(
+                            ident, model, created, job.chat, delta={"content": text}, text=text, with_usage=with_usage
+                        )
+                    continue
+                calls = len(parser.calls)
+                for item in parser.feed(text) + (parser.finish() if fin else []):
+                    if isinstance(item, ToolCall):
+                        for delta in item.deltas(calls):
+                            yield chunk(
+                                ident, model, created, True, delta={"tool_calls": [delta]}, with_usage=with_usage
+                            )
+                        calls += 1
+                    else:
+                        yield chunk(ident, model, created, True, delta={"content": item}, with_usage=with_usage)
         finally:
             await generation.aclose()
+        if parser is not None and parser.calls:
+            finish = "tool_calls"
         yield chunk(ident, model, created, job.chat, finish=finish, with_usage=with_usage)
         if with_usage:
             obj = "chat.completion.chunk" if job.chat else "text_completion"

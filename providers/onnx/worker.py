@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import ProviderError, UpstreamUnavailable
-from providers.onnx.protocol import encode_frame, read_frame
+from providers.onnx.protocol import GenRequest, encode_frame, read_frame
 
 __all__ = ["Generation", "Piece", "WorkerClient", "WorkerOptions"]
 
 _ids = itertools.count(1)
 _workers = itertools.count(1)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# The request field a worker's refusal is about, by its code.
+_PARAMS = {
+    "context_length_exceeded": "messages",
+    "invalid_tools": "tools",
+    "invalid_response_format": "response_format",
+}
 
 
 @dataclass(slots=True)
@@ -220,7 +226,7 @@ class WorkerClient:
                 await task
 
     # ------------------------------------------------------------ requests
-    async def submit(self, message: dict[str, Any]) -> Generation:
+    async def submit(self, message: GenRequest) -> Generation:
         """Send a ``gen`` request; return its Generation once the worker accepted it (or raise its error)."""
         if not self.alive:
             raise self.died(f"worker for {self.model} is not running")
@@ -354,7 +360,7 @@ class WorkerClient:
                     fallback=bool(message.get("fallback")),
                     cooldown=False,
                     retry_after=self.retry_after() if status == 429 else None,
-                    param="messages" if code == "context_length_exceeded" else None,
+                    param=_PARAMS.get(str(code)),
                 )
                 generation.finished = True
                 generation.accepted.set_exception(error)

@@ -114,17 +114,49 @@ async def test_n_above_one_is_refused_without_fallback(provider: Any) -> None:
     assert info.value.status == 400 and info.value.fallback is False and info.value.param == "n"
 
 
-async def test_context_length_error(make_provider: Any) -> None:
+async def test_max_tokens_past_the_context_is_clamped_and_only_a_prompt_that_does_not_fit_is_refused(
+    make_provider: Any,
+) -> None:
+    from providers.onnx.engine import MIN_ROOM
+
     provider = await make_provider(max_context=64)
-    with pytest.raises(ProviderError) as info:
-        await provider.open_stream(chat(max_tokens=60, stream=True))
+    prompt_tokens = (await provider.complete(chat(max_tokens=1)))["usage"]["prompt_tokens"]
+    room = 64 - prompt_tokens
+    assert room >= MIN_ROOM
+    for request in (chat(max_tokens=64000), chat(max_completion_tokens=64000, stream=True)):
+        if request.stream:
+            chunks = await collect(await provider.open_stream(request))
+            finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+        else:
+            body = await provider.complete(request)
+            assert body["usage"]["completion_tokens"] <= room
+            finish = body["choices"][0]["finish_reason"]
+        assert request.notes == {"max-tokens-clamped": str(room)}
+        assert finish in ("stop", "length")
+    request = chat(max_tokens=room)  # what fits is not clamped, and not noted
+    assert (await provider.complete(request))["usage"]["completion_tokens"] <= room
+    assert request.notes == {}
+    request = chat(max_tokens=20)
+    await provider.complete(request)
+    assert request.notes == {}
+    with pytest.raises(ProviderError) as info:  # the prompt itself does not fit
+        await provider.complete(chat("word " * 100, max_tokens=1))
     error = info.value
     assert (error.status, error.code, error.fallback, error.cooldown) == (400, "context_length_exceeded", True, False)
+    assert error.param == "messages" and "maximum context length is 64 tokens" in error.message
+    # A prompt leaving less than MIN_ROOM tokens fits only a max_tokens within the room it leaves.
+    filler = "word"
+    for _ in range(64):
+        filler += " word"
+        probe = await provider.complete(chat(filler, max_tokens=1))
+        if 64 - probe["usage"]["prompt_tokens"] < MIN_ROOM:
+            break
+    small_room = 64 - probe["usage"]["prompt_tokens"]
     with pytest.raises(ProviderError) as info:
-        await provider.complete(chat("word " * 100, max_tokens=1))
+        await provider.complete(chat(filler, max_tokens=small_room + 1))
     assert info.value.code == "context_length_exceeded"
-    body = await provider.complete(chat(max_tokens=20))  # what fits still works
-    assert body["usage"]["completion_tokens"] == 20
+    body = await provider.complete(chat(filler, max_tokens=small_room))
+    assert body["usage"]["completion_tokens"] <= small_room
 
 
 async def test_json_response_format_uses_guidance(provider: Any) -> None:
@@ -182,9 +214,16 @@ async def test_refusals_and_unknown_model(provider: Any) -> None:
     with pytest.raises(ProviderError) as info:
         await provider.complete(chat(image))  # type: ignore[arg-type]
     assert info.value.status == 400 and info.value.fallback is True
-    with pytest.raises(ProviderError) as info:
-        await provider.complete(chat(tools=[{"type": "function", "function": {"name": "f"}}]))
-    assert info.value.status == 400 and info.value.code == "unsupported_parameter"
+    for refused in ({"tools": [{"type": "web_search"}]}, {"functions": [{"name": "f"}]}):
+        with pytest.raises(ProviderError) as info:
+            await provider.complete(chat(**refused))
+        error = info.value
+        assert (error.status, error.code, error.fallback, error.capability) == (
+            400,
+            "unsupported_parameter",
+            True,
+            True,
+        )
 
 
 async def test_concurrent_requests_batch_and_match_solo_outputs(provider: Any) -> None:
