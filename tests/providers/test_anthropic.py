@@ -89,7 +89,7 @@ async def test_a_streamed_answer(provider: AnthropicProvider, upstream: Anthropi
         "total_tokens": 13,
         "prompt_tokens_details": {"cached_tokens": 6},
     }
-    assert upstream.requests[0].body["stream"] is True  # type: ignore[index]
+    assert upstream.requests[0].body["stream"] is True
 
 
 async def test_streamed_tool_calls_assemble_to_their_input(

@@ -83,7 +83,7 @@ def test_a_json_answer_and_its_usage_row(gateway: InProcessGateway, claude: Anth
     row = row_of(gateway, raw.headers["x-request-id"])
     assert (row["status"], row["provider"], row["model"], row["fallbacks"]) == (200, "claude", "claude-test", 0)
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (115, 7, 122)
-    assert claude.requests[0].body["system"] == "You answer briefly."  # type: ignore[index]
+    assert claude.requests[0].body["system"] == "You answer briefly."
 
 
 def test_a_streamed_answer_and_its_usage_row(gateway: InProcessGateway, claude: AnthropicUpstream) -> None:
@@ -108,9 +108,9 @@ def ask_with_tools(client: openai.OpenAI, messages: list[dict[str, Any]], stream
             client.chat.completions.create(model="default", messages=messages, tools=[WEATHER])
             .choices[0]
             .message.model_dump(exclude_none=True)
-        )  # type: ignore[arg-type]
+        )
     content, calls = "", {}
-    for chunk in client.chat.completions.create(model="default", messages=messages, tools=[WEATHER], stream=True):  # type: ignore[arg-type]
+    for chunk in client.chat.completions.create(model="default", messages=messages, tools=[WEATHER], stream=True):
         delta = chunk.choices[0].delta if chunk.choices else None
         content += (delta.content or "") if delta else ""
         for call in (delta.tool_calls or []) if delta else []:
@@ -218,3 +218,27 @@ def test_a_capability_refusal_reaches_the_client(gateway: InProcessGateway, clau
     assert info.value.code == "unsupported_parameter"
     assert "logprobs" in info.value.message
     assert claude.requests == []
+
+
+def test_the_responses_api_over_an_anthropic_deployment(gateway: InProcessGateway, claude: AnthropicUpstream) -> None:
+    claude.script(Answer(calls=(("get_weather", {"city": "Paris"}),)), Answer(text="Sunny in Paris."))
+    client = gateway.client()
+    first = client.responses.create(
+        model="default", input="Weather in Paris?", tools=[{**WEATHER["function"], "type": "function"}], store=False
+    )
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C, sunny"},
+    ]
+    second = client.responses.create(
+        model="default", input=history, tools=[{**WEATHER["function"], "type": "function"}], store=False
+    )
+    assert second.output_text == "Sunny in Paris."
+    sent = claude.requests[1].body
+    assert sent is not None
+    assert sent["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call.call_id, "content": "18 C, sunny"}
+    ]
