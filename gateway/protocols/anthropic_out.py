@@ -111,6 +111,7 @@ class _ToolCall:
     """A tool call being gathered: its arguments are sent whole, as one ``input_json_delta``, once complete."""
 
     block: int
+    id: str
     arguments: list[str] = field(default_factory=list)
 
 
@@ -129,7 +130,7 @@ class MessageStream:
         self.blocks = 0  # content blocks started so far
         self.text: int | None = None  # the open text block's index
         self.tool: _ToolCall | None = None  # the open tool_use block
-        self.calls: dict[int, _ToolCall] = {}  # by the chat tool call's index
+        self.calls: dict[Any, _ToolCall] = {}  # by the chat tool call's index: the latest call there
         self.finish: Any = None
         self.matched: Any = None
         self.usage: Any = None
@@ -204,13 +205,14 @@ class MessageStream:
 
     def _tool_call(self, call: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
-        index = call.get("index", 0)
+        index, call_id = call.get("index", 0), call.get("id")
         function = call.get("function") or {}
         tool = self.calls.get(index)
-        if tool is None:
-            block = {"type": "tool_use", "id": call.get("id") or new_id("toolu"), "name": function.get("name") or ""}
+        # A new id at an index already used is a call of its own (some servers send every call at index 0).
+        if tool is None or (call_id and call_id != tool.id):
+            block = {"type": "tool_use", "id": call_id or new_id("toolu"), "name": function.get("name") or ""}
             out = self._open({**block, "input": {}})
-            tool = self.calls[index] = self.tool = _ToolCall(self.blocks - 1)
+            tool = self.calls[index] = self.tool = _ToolCall(self.blocks - 1, block["id"])
         if isinstance(arguments := function.get("arguments"), str):
             tool.arguments.append(arguments)
         return out

@@ -292,3 +292,16 @@ def test_other_choices_and_usage_only_chunks_send_nothing() -> None:
     stream.start()
     assert stream.chunk(Chunk({"choices": [{"index": 1, "delta": {"content": "x"}}]})) == b""
     assert stream.chunk(Chunk({"choices": [], "usage": USAGE})) == b""
+
+
+def test_calls_sent_whole_at_one_index_are_calls_of_their_own() -> None:
+    """Some servers send every tool call, complete, at index 0: a new id starts a new call."""
+    frames = run(
+        [
+            chunk(tool_delta(0, '{"a": 1}', "c1", "f")),
+            chunk(tool_delta(0, '{"b": 2}', "c2", "g")),
+            chunk({}, "tool_calls"),
+        ]
+    )
+    final = accumulated(frames)
+    assert [(b.id, b.name, b.input) for b in final.content] == [("c1", "f", {"a": 1}), ("c2", "g", {"b": 2})]
