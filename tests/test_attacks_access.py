@@ -1,5 +1,6 @@
 """Attacks on what a caller may reach (issue 7): another key's or visitor's usage and conversations, and files
-outside ``models_dir`` through model names. See ``tests/test_attacks.py`` for the whole list."""
+outside ``models_dir`` through model names, against the gateway in process. See ``tests/test_attacks.py`` for the
+whole list."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import httpx
 import pytest
 
 from providers.onnx.cli import main as models_cli
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import PASSWORD, WebClient
 
 ECHO = {"type": "fake", "models": ["echo"]}
 SECRET_TEXT = "my bank pin is 8472"
 
 
-def _key(server: GatewayServer, name: str) -> tuple[int, str]:
+def _key(server: InProcessGateway, name: str) -> tuple[int, str]:
     web = WebClient(server)
     web.login(ADMIN_KEY)
     page = web.post("/keys", {"name": name}).text
@@ -32,14 +34,13 @@ def _key(server: GatewayServer, name: str) -> tuple[int, str]:
     return max(int(i) for i in ids), token
 
 
-def test_a_key_reads_no_other_keys_usage(gateway_factory: Callable[..., GatewayServer]) -> None:
-    server = gateway_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-                              "models": {"providers": {"echo": ECHO}}})  # fmt: skip
+def test_a_key_reads_no_other_keys_usage(inprocess_factory: Callable[..., InProcessGateway]) -> None:
+    server = inprocess_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+                                "models": {"providers": {"echo": ECHO}}})  # fmt: skip
     (a_id, a), (_, b) = _key(server, "alice"), _key(server, "bob")
     answer = server.client(a).chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
     assert server.rows()[0]["key_id"] == a_id and answer.id
-    base = f"http://127.0.0.1:{server.port}"
-    with httpx.Client(base_url=base, headers={"authorization": f"Bearer {b}"}, follow_redirects=False) as bob:
+    with server.new_http(headers={"authorization": f"Bearer {b}"}, follow_redirects=False) as bob:
         for path in ("/admin/api/models", "/admin/api/jobs", "/admin/api/jobs/1"):
             refused = bob.get(path)
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required"
@@ -57,12 +58,12 @@ def test_a_key_reads_no_other_keys_usage(gateway_factory: Callable[..., GatewayS
 
 
 def test_a_visitor_reads_and_changes_no_other_visitors_conversations(
-    gateway_factory: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch
+    inprocess_factory: Callable[..., InProcessGateway], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("MINIGATE_CHAT_PUBLIC", "1")
-    server = gateway_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-                              "models": {"providers": {"echo": ECHO}}})  # fmt: skip
+    server = inprocess_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+                                "models": {"providers": {"echo": ECHO}}})  # fmt: skip
     alice, bob, admin = WebClient(server), WebClient(server), WebClient(server)
     try:
         for visitor in (alice, bob):
@@ -138,7 +139,7 @@ def _wait_job(http: httpx.Client, job_id: int) -> dict[str, Any]:
 
 
 def test_model_names_touch_nothing_outside_models_dir(
-    gateway_factory: Callable[..., GatewayServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    inprocess_factory: Callable[..., InProcessGateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fs = tmp_path / "fs"
     models, outside = fs / "models", fs / "outside"
@@ -152,12 +153,11 @@ def test_model_names_touch_nothing_outside_models_dir(
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("MINIGATE_CACHE", str(tmp_path / "cache"))
     local = {"type": "onnxruntime-genai", "models_dir": str(models), "idle_ttl": None}
-    server = gateway_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
+    server = inprocess_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
                               "models": {"providers": {"echo": ECHO, "local": local}}})  # fmt: skip
     before = _snapshot(fs)
     names = [n.replace("{outside}", str(outside)) for n in BAD_NAMES.values()]
-    base = f"http://127.0.0.1:{server.port}"
-    with httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with server.new_http(headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
         for name in names:
             for model in (name, f"local/{name}", f"local/{name.lstrip('/')}", f"echo/../local/{name}"):
                 body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
