@@ -154,7 +154,7 @@ def test_model_names_touch_nothing_outside_models_dir(
     monkeypatch.setenv("MINIGATE_CACHE", str(tmp_path / "cache"))
     local = {"type": "onnxruntime-genai", "models_dir": str(models), "idle_ttl": None}
     server = inprocess_factory({"agents": {"defaults": {"model": {"primary": "echo/echo"}}},
-                              "models": {"providers": {"echo": ECHO, "local": local}}})  # fmt: skip
+                                "models": {"providers": {"echo": ECHO, "local": local}}})  # fmt: skip
     before = _snapshot(fs)
     names = [n.replace("{outside}", str(outside)) for n in BAD_NAMES.values()]
     with server.new_http(headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
