@@ -17,6 +17,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
 from gateway.http.admin import ImportRequest, PullRequest
+from gateway.protocols.responses import ResponsesRequest
+from gateway.protocols.responses_out import DeletedResponse, InputItemList, ResponseObject
 
 __all__ = ["complete", "openapi_config"]
 
@@ -171,6 +173,10 @@ _OPERATIONS = {
     ("post", "/v1/embeddings"): _Operation(Embeddings, _ROUTED, EmbeddingRequest),
     ("get", "/v1/models"): _Operation(ModelList, (*_V1, 400, 404)),  # 400: an id that is no model name
     ("get", "/v1/models/{model_id}"): _Operation(ModelCard, (*_V1, 400, 404)),
+    ("post", "/v1/responses"): _Operation(ResponseObject, _ROUTED, ResponsesRequest, stream=True),
+    ("get", "/v1/responses/{response_id}"): _Operation(ResponseObject, (*_V1, 404)),
+    ("delete", "/v1/responses/{response_id}"): _Operation(DeletedResponse, (*_V1, 404)),
+    ("get", "/v1/responses/{response_id}/input_items"): _Operation(InputItemList, (*_V1, 400, 404)),
     ("get", "/admin/api/models"): _Operation(ProviderList, _ADMIN),
     ("post", "/admin/api/models/{provider}/{model}/{action}"): _Operation(
         ProviderView, _MODEL, params={"action": {"type": "string", "enum": ["load", "unload", "reload"]}}

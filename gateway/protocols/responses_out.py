@@ -6,14 +6,56 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from gateway.core.errors import GatewayError
 from gateway.core.tokens import valid_count
 from gateway.protocols.responses import ResponsesRequest, new_id
 from gateway.serving.events import Chunk
 
-__all__ = ["ResponseEvents", "from_chat", "response_base", "usage_of"]
+__all__ = [
+    "DeletedResponse",
+    "InputItemList",
+    "ResponseEvents",
+    "ResponseObject",
+    "from_chat",
+    "response_base",
+    "usage_of",
+]
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class ResponseObject(msgspec.Struct, kw_only=True):
+    """A Response object as answered (for the OpenAPI document; the answers are built as dicts)."""
+
+    id: str
+    object: str
+    created_at: int
+    status: str
+    model: str
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+
+
+class DeletedResponse(msgspec.Struct, kw_only=True):
+    """``DELETE /v1/responses/{id}``."""
+
+    id: str
+    object: str
+    deleted: bool
+
+
+class InputItemList(msgspec.Struct, kw_only=True):
+    """``GET /v1/responses/{id}/input_items``: a page of a stored response's input items."""
+
+    object: str
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 def response_base(request: ResponsesRequest, response_id: str, model: str) -> dict[str, Any]:

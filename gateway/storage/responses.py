@@ -23,6 +23,7 @@ __all__ = ["ResponseStore", "StoredResponse"]
 log = logging.getLogger("minigate")
 
 _RESPONSES = cast(Table, ResponseRow.__table__)
+_MAX_ID = 64  # the column's width: a longer id names no response
 
 
 class StoredResponse(msgspec.Struct, kw_only=True):
@@ -82,6 +83,8 @@ class ResponseStore:
 
     async def get(self, key_id: int | None, response_id: str) -> StoredResponse | None:
         """The key's response of that id, or None (unknown, deleted, or another key's)."""
+        if len(response_id) > _MAX_ID:
+            return None
         pending = self._pending.get(response_id)
         if pending is not None:
             return pending[0] if pending[0].key_id == key_id else None
@@ -96,6 +99,8 @@ class ResponseStore:
 
     async def delete(self, key_id: int | None, response_id: str) -> bool:
         """Delete the key's response of that id; False when it has none."""
+        if len(response_id) > _MAX_ID:
+            return False
         pending = self._pending.get(response_id)
         if pending is not None:
             await asyncio.shield(pending[1])  # written first, so the write cannot bring it back
