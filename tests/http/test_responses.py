@@ -13,7 +13,7 @@ import pytest
 
 from gateway.storage import KeyStore, open_database
 from tests.conftest import one_provider_config
-from tests.fakes.behaviours import ResetAfter, Status, ToolCalls
+from tests.fakes.behaviours import Reply, ResetAfter, Status, ToolCalls
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
@@ -319,3 +319,19 @@ def test_bad_requests(app: InProcessGateway) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "temperature"
     unknown = app.http.post("/v1/responses", json={"model": "nope", "input": "x"}, headers=headers)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_plugins_see_the_translated_call(
+    inprocess_factory: Callable[..., InProcessGateway], upstream: FakeUpstream
+) -> None:
+    """The plugins' process hook runs as for chat: a refused answer is a 451, a refused chunk ends the stream."""
+    upstream.set_default(Reply(chunks=6))
+    app = inprocess_factory({**one_provider_config(upstream), "plugins": {"modules": ["tests.plugins.chunk_guard"]}})
+    client = app.client()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.responses.create(model="default", input="count")
+    assert caught.value.status_code == 451 and caught.value.body["code"] == "unwanted_answer"  # type: ignore[index]
+    events = list(client.responses.create(model="default", input="count", stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "tok0 tok1 tok2"
+    assert events[-1].type == "response.failed" and "tok3" in events[-1].response.error.message  # type: ignore[union-attr]
+    assert [row["status"] for row in app.wait_rows(2)] == [451, 451]
