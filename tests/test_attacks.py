@@ -14,15 +14,18 @@ an endpoint at link-local metadata addresses or   tests/test_config.py::test_ref
 upstream redirects are not followed               tests/test_attacks.py::
                                                       test_upstream_redirects_are_not_followed
 ``' OR 1=1--``, 10 KB keys, NUL bytes and look-   tests/test_attacks_keys.py::
-alike Unicode are 401 with no database text in        test_hostile_keys_in_the_authorization_header_get_a_clean_401
-the reply                                             test_hostile_keys_in_the_websocket_auth_frame_are_refused
+alike Unicode are 401 with no database text in        test_hostile_keys_in_the_websocket_auth_frame_are_refused
+the reply                                         tests/test_attacks_keys_socket.py::
+                                                      test_hostile_keys_in_the_authorization_header_get_a_clean_401
                                                       test_hostile_secrets_in_the_login_form_get_the_login_page_again
                                                   tests/storage/test_keys.py::
                                                       test_malformed_tokens_never_reach_the_database
                                                       test_look_alikes_of_a_real_key_are_rejected
 a spoofed Host or X-Forwarded-For does not        tests/test_attacks_keys.py::
 change an auth decision                               test_spoofed_host_and_forwarding_headers_change_no_auth_decision
+                                                  tests/test_attacks_keys_socket.py::
                                                       test_rotating_x_forwarded_for_buys_no_extra_login_attempts
+                                                      test_forwarded_addresses_are_believed_only_from_trusted_proxies
 one key cannot read another key's usage or        tests/test_attacks_access.py::
 conversations                                         test_a_key_reads_no_other_keys_usage
                                                       test_a_visitor_reads_and_changes_no_other_visitors_conversations
