@@ -27,7 +27,8 @@ from tests.inprocess import InProcessGateway
 
 _IN_PROCESS = {"inprocess_factory", "inprocess_gateway"}
 _REAL_SERVER = {"gateway_factory"}
-# Modules with no server at all that run in a few seconds: part of the fast layer as they are.
+# Modules with no real server (none at all, or a module-wide gateway in process) that run in a few seconds: part of
+# the fast layer as they are.
 _FAST_MODULES = {
     "tests/fakes/test_upstream.py",
     "tests/providers/test_netguard.py",
@@ -36,6 +37,7 @@ _FAST_MODULES = {
     "tests/providers/test_sse.py",
     "tests/routing/test_chain_privacy.py",
     "tests/test_attacks.py",
+    "tests/test_bad_input.py",
     "tests/test_config.py",
     "tests/test_cooldowns.py",
     "tests/test_deploy.py",
