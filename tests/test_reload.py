@@ -1,10 +1,13 @@
-"""Config reload on a real ``minigate serve`` process: under load, refused when invalid, from the watched file,
-with web UI chain overrides kept, and naming what needs a restart."""
+"""Config reload against the gateway in process, its config read from a file as ``minigate serve`` reads it:
+refused when invalid (by ``POST /admin/reload`` and by the file watcher), with web UI chain overrides kept, naming
+what needs a restart, and only for an admin. Reloading ``minigate serve`` under load is in
+``tests/test_reload_socket.py``.
+"""
 
 from __future__ import annotations
 
 import json
-import threading
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, Reply
+from gateway.ops.logs import JsonFormatter, Redactor
+from gateway.plugins.loader import configure_file
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY
-from tests.serve_process import ServeProcess
+from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -45,9 +50,46 @@ def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
         yield a, b
 
 
-def ask(url: str, model: str = "default") -> httpx.Response:
+class FileGateway(InProcessGateway):
+    """The gateway in process with its config in ``folder/minigate.json`` (data in ``folder/data``), read as
+    ``minigate serve --config`` reads it, so ``POST /admin/reload`` and the file watcher have a file to read."""
+
+    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config_path = folder / "minigate.json"
+        config = json.loads(json.dumps(config))
+        config.setdefault("server", {}).setdefault("data_dir", "data")
+        self.write_config(config)
+        super().__init__(config, folder / "data")
+        self.config = configure_file(self.config_path, self.extensions)  # its source is the file, as when served
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the config file (atomically, as an editor saving it would)."""
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))
+        tmp.replace(self.config_path)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the bootstrap admin key."""
+        headers = {**AUTH, **kwargs.pop("headers", {})}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _info_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Keep the log at INFO, the level ``minigate serve`` logs at (reload notes are INFO)."""
+    caplog.set_level(logging.INFO)
+
+
+def log_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The log so far, each record as the JSON line ``minigate serve`` writes for it, decoded."""
+    formatter = JsonFormatter(Redactor())
+    return [json.loads(formatter.format(record)) for record in caplog.records]
+
+
+def ask(gateway: InProcessGateway, model: str = "default") -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return httpx.post(f"{url}/chat/completions", headers=AUTH, json=body, timeout=10)
+    return gateway.http.post("/v1/chat/completions", headers=AUTH, json=body, timeout=10)
 
 
 def wait_for(check: Any, timeout: float = 5.0) -> None:
@@ -57,73 +99,12 @@ def wait_for(check: Any, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def test_reload_under_load_fails_no_request(tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
-    a, b = upstreams
-    for fake in (a, b):
-        fake.set_default(Reply(chunks=6, interval=0.04))  # streams last about 0.2 s: many span a reload
-    gateway = ServeProcess(config_for(a, b, 1), tmp_path).start()
-    failures: list[str] = []
-    done = [0]
-    stop = threading.Event()
-
-    def load(worker: int) -> None:
-        with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=10) as client:
-            for i in range(400):  # bounded in count, and by ``stop`` in time
-                if stop.is_set():
-                    return
-                stream = (i + worker) % 2 == 0
-                model = "default" if i % 3 else "a/m"  # a/m: provider a serves in every version
-                body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-                try:
-                    with client.stream("POST", "/chat/completions", json=body) as response:
-                        text = response.read().decode()
-                    if response.status_code != 200 or (stream and not text.rstrip().endswith("data: [DONE]")):
-                        failures.append(f"{response.status_code}: {text[-300:]}")
-                except httpx.HTTPError as err:
-                    failures.append(repr(err))
-                done[0] += 1
-
-    threads = [threading.Thread(target=load, args=(w,)) for w in range(6)]
-    try:
-        for t in threads:
-            t.start()
-        answers = []
-        deadline = time.monotonic() + 20
-        for n in range(12):
-            if time.monotonic() > deadline:
-                break
-            gateway.write_config(config_for(a, b, 2 if n % 2 == 0 else 1))
-            if n % 3 == 2:  # every third change is left to the file watcher
-                time.sleep(1.5)
-                continue
-            answers.append(gateway.admin("POST", "/admin/reload"))
-            time.sleep(0.3)
-        stop.set()
-        for t in threads:
-            t.join(30)
-        assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
-        assert any(r.json()["providers"]["replaced"] == ["a"] for r in answers)
-        assert all(r.json()["providers"]["kept"] in (["a", "b"], ["b"]) for r in answers)
-        assert failures == [] and done[0] > 100, (failures[:5], done[0])
-        # Both configurations served: provider a was called with each version of its header.
-        versions = {r.headers.get("x-config-version") for r in a.requests}
-        assert versions == {"1", "2"}
-        rows = gateway.rows()
-        assert len(rows) == done[0] and {r["status"] for r in rows} == {200}
-        records = gateway.log_records()
-        assert {r["source"] for r in records if r.get("event") == "config_reload"} == {"admin", "file"}
-        metrics = httpx.get(f"{gateway.base}/metrics").text
-        assert 'minigate_config_reloads_total{result="ok"}' in metrics
-    finally:
-        stop.set()
-        gateway.stop()
-
-
+@pytest.mark.slow  # waits for the file watcher (it looks every second) three times
 def test_invalid_reload_is_refused_and_the_old_config_keeps_serving(
-    tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]
+    tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = upstreams
-    with ServeProcess(config_for(a, b, 1), tmp_path) as gateway:
+    with FileGateway(config_for(a, b, 1), tmp_path) as gateway:
         broken = config_for(a, b, 2)
         broken["agents"]["defaults"]["model"]["primary"] = "nowhere/m"
         broken["models"]["providers"]["b"]["endpoint"] = "not a url"
@@ -137,11 +118,11 @@ def test_invalid_reload_is_refused_and_the_old_config_keeps_serving(
             "agents.defaults.model.primary: unknown provider 'nowhere' (providers: a, b)",
         ]
         assert "agents.defaults.model.primary: unknown provider 'nowhere'" in body["error"]["message"]
-        assert ask(gateway.url).json()["model"] == "a/m"  # version 1 still serves
+        assert ask(gateway).json()["model"] == "a/m"  # version 1 still serves
         assert a.requests[-1].headers["x-config-version"] == "1"
 
         def rejected() -> list[dict[str, Any]]:
-            return [r for r in gateway.log_records() if r.get("result") == "rejected"]
+            return [r for r in log_records(caplog) if r.get("result") == "rejected"]
 
         before = len(rejected())
         gateway.write_config({"agents": {"defaults": "not an object"}})  # the watcher finds it and refuses it
@@ -152,36 +133,38 @@ def test_invalid_reload_is_refused_and_the_old_config_keeps_serving(
         (gateway.config_path).write_text("{not json")
         wait_for(lambda: len(rejected()) > before)
         assert "not valid JSON" in rejected()[-1]["issues"][0]
-        assert ask(gateway.url).status_code == 200 and a.requests[-1].headers["x-config-version"] == "1"
+        assert ask(gateway).status_code == 200 and a.requests[-1].headers["x-config-version"] == "1"
 
         gateway.write_config(config_for(a, b, 2))  # fixed: the watcher applies it
-        wait_for(lambda: any(r.get("result") == "ok" for r in gateway.log_records()))
-        assert ask(gateway.url).json()["model"] == "b/m"
+        wait_for(lambda: any(r.get("result") == "ok" for r in log_records(caplog)))
+        assert ask(gateway).json()["model"] == "b/m"
 
 
+@pytest.mark.fast
 def test_reload_keeps_web_chain_overrides(tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    with ServeProcess(config_for(a, b, 1), tmp_path) as gateway:
-        web = WebClient(gateway)  # type: ignore[arg-type]  # it needs only the port
+    with FileGateway(config_for(a, b, 1), tmp_path) as gateway:
+        web = WebClient(gateway)
         try:
             assert web.login(ADMIN_KEY).status_code == 303
             saved = web.post("/models/chain", {"agent": "other", "op": "save", "chain": ["a/m", "b/m"]})
             assert saved.status_code == 303
         finally:
             web.close()
-        assert ask(gateway.url, "other").json()["model"] == "a/m"
+        assert ask(gateway, "other").json()["model"] == "a/m"
         gateway.write_config(config_for(a, b, 2))
         assert gateway.admin("POST", "/admin/reload").status_code == 200
-        assert ask(gateway.url).json()["model"] == "b/m"  # the new config is in force...
-        assert ask(gateway.url, "other").json()["model"] == "a/m"  # ...and so is the override
+        assert ask(gateway).json()["model"] == "b/m"  # the new config is in force...
+        assert ask(gateway, "other").json()["model"] == "a/m"  # ...and so is the override
         assert a.requests[-1].headers["x-config-version"] == "2"
 
 
+@pytest.mark.fast
 def test_reload_names_settings_that_need_a_restart(
-    tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]
+    tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = upstreams
-    with ServeProcess(config_for(a, b, 1), tmp_path) as gateway:
+    with FileGateway(config_for(a, b, 1), tmp_path) as gateway:
         gateway.write_config(config_for(a, b, 1, port=1, data_dir="elsewhere", shutdown_grace=1))
         answer = gateway.admin("POST", "/admin/reload").json()
         assert answer["status"] == "reloaded" and answer["providers"]["kept"] == ["a", "b"]
@@ -189,16 +172,17 @@ def test_reload_names_settings_that_need_a_restart(
             "server.port: 8080 -> 1 needs a restart (the running value stays)",
             "server.data_dir: 'data' -> 'elsewhere' needs a restart (the running value stays)",
         ]
-        assert ask(gateway.url).status_code == 200  # still on its old port and database
+        assert ask(gateway).status_code == 200  # still on its old port and database
         assert len(gateway.rows()) == 1
-        notes = [r for r in gateway.log_records() if r.get("event") == "config_reload"]
+        notes = [r for r in log_records(caplog) if r.get("event") == "config_reload"]
         assert notes[-1]["restart_required"] == answer["restart_required"]
 
 
+@pytest.mark.fast
 def test_reload_needs_an_admin_key(tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     a, b = upstreams
-    with ServeProcess(config_for(a, b, 1), tmp_path) as gateway:
-        anonymous = httpx.post(f"{gateway.base}/admin/reload")
+    with FileGateway(config_for(a, b, 1), tmp_path) as gateway:
+        anonymous = gateway.http.post("/admin/reload")
         assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
         created = gateway.admin("GET", "/admin/api/models")
         assert created.status_code == 200
