@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.plugins.hookspecs import HOOKS, Event, Rejected, hook_problem
 from gateway.plugins.loader import shutdown_plugins
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 from tests.test_plugins import check, issues_of
 
 EXAMPLE = "minigate_plugins.prompt_limit:PromptLimit"
@@ -72,11 +72,11 @@ def test_the_example_plugin_refuses_unknown_options() -> None:
 
 
 def test_the_example_plugin_refuses_long_prompts_in_a_running_gateway(
-    gateway_factory: Callable[..., GatewayServer],
+    inprocess_factory: Callable[..., InProcessGateway],
 ) -> None:
-    server = gateway_factory(config([EXAMPLE], prompt_limit={"options": {"max_chars": 20}}))
+    server = inprocess_factory(config([EXAMPLE], prompt_limit={"options": {"max_chars": 20}}))
     auth = {"authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=auth, timeout=10) as http:
+    with server.new_http(headers=auth) as http:
         ok = http.post(
             "/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": "hi"}]}
         )
