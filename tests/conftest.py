@@ -43,6 +43,7 @@ _FAST_MODULES = {
     "tests/test_deploy.py",
     "tests/test_events.py",
     "tests/test_hookspecs.py",
+    "tests/test_hostile_upstream.py",
     "tests/test_layers.py",
     "tests/test_routing.py",
     "tests/test_wire.py",

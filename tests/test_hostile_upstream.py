@@ -1,15 +1,15 @@
-"""Hostile upstreams through a real gateway (issue 12, item 4): gzip bombs, giant and slow errors, huge SSE lines
-and floods of tiny chunks. Each is stopped at a cap of ``models.providers.<name>.limits``: the client gets a 502
-in OpenAI's shape naming the cap (or the next deployment's answer, when nothing had been relayed yet), what is
-read stays bounded (the hostile upstream counts what it managed to send), and error text is cut before it
-reaches the client or the usage row. The provider-level checks (memory peaks, yielding to the event loop) are
-in tests/providers/test_openai_compat_caps.py.
+"""Hostile upstreams through the gateway in process (issue 12, item 4): gzip bombs, giant and slow errors, huge
+SSE lines and floods of tiny chunks. Each is stopped at a cap of ``models.providers.<name>.limits``: the client
+gets a 502 in OpenAI's shape naming the cap (or the next deployment's answer, when nothing had been relayed yet),
+what is read stays bounded (the hostile upstream counts what it managed to send), and error text is cut before it
+reaches the client or the usage row. The provider-level checks (memory peaks, yielding to the event loop) are in
+tests/providers/test_openai_compat_caps.py; /health answering while a flood is relayed, which needs a stream read
+as it arrives, in tests/test_hostile_upstream_socket.py.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import two_provider_config
 from tests.fakes import hostile
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway_server import ADMIN_KEY, GatewayServer
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -27,16 +28,16 @@ MiB = 1024 * 1024
 CUT_NOTE = "more characters cut]"
 
 
-def post(gateway: GatewayServer, model: str = "fast", **body: Any) -> httpx.Response:
+def post(gateway: InProcessGateway, model: str = "fast", **body: Any) -> httpx.Response:
     """A chat request; ``fast`` is primary alone, ``default`` primary then backup."""
     payload = {"model": model, "messages": MESSAGES, **body}
-    return httpx.post(f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=60)
+    return gateway.http.post("/v1/chat/completions", headers=AUTH, json=payload, timeout=60)
 
 
-def stream(gateway: GatewayServer, model: str = "fast") -> tuple[httpx.Response, list[Any]]:
+def stream(gateway: InProcessGateway, model: str = "fast") -> tuple[httpx.Response, list[Any]]:
     """A streamed chat request: the response and its events (decoded JSON, or "[DONE]")."""
     payload = {"model": model, "stream": True, "messages": MESSAGES}
-    with httpx.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=60) as r:
+    with gateway.http.stream("POST", "/v1/chat/completions", headers=AUTH, json=payload, timeout=60) as r:
         if r.status_code != 200:
             r.read()
             return r, []
@@ -44,7 +45,7 @@ def stream(gateway: GatewayServer, model: str = "fast") -> tuple[httpx.Response,
     return r, [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
-def row_of(gateway: GatewayServer, response: httpx.Response) -> dict[str, Any]:
+def row_of(gateway: InProcessGateway, response: httpx.Response) -> dict[str, Any]:
     """The usage row stored for ``response``, hops decoded."""
     request_id = response.headers["x-request-id"]
     deadline = time.monotonic() + 10
@@ -64,13 +65,19 @@ def too_large(response: httpx.Response, cap: str) -> str:
     return str(error["message"])
 
 
+@pytest.fixture
+def gateway(inprocess_gateway: InProcessGateway) -> InProcessGateway:
+    """The two fake upstreams behind the gateway in process (``fast`` is primary alone)."""
+    return inprocess_gateway
+
+
 def with_limits(primary: FakeUpstream, backup: FakeUpstream, **limits: Any) -> dict[str, Any]:
     config = two_provider_config(primary, backup)
     config["models"]["providers"]["primary"]["limits"] = limits
     return config
 
 
-def test_gzip_bomb_answer_is_a_502_naming_the_cap(gateway: GatewayServer, primary: FakeUpstream) -> None:
+def test_gzip_bomb_answer_is_a_502_naming_the_cap(gateway: InProcessGateway, primary: FakeUpstream) -> None:
     # 64 KiB on the wire, 64 MiB once decompressed: the default cap on an answer is 32 MiB.
     primary.script(hostile.gzip_bomb("json", 64 * MiB))
     r = post(gateway)
@@ -82,13 +89,13 @@ def test_gzip_bomb_answer_is_a_502_naming_the_cap(gateway: GatewayServer, primar
     assert "max_body_bytes (33554432)" in hop["error"]
 
 
-def test_gzip_bomb_error_is_a_502_naming_the_cap(gateway: GatewayServer, primary: FakeUpstream) -> None:
+def test_gzip_bomb_error_is_a_502_naming_the_cap(gateway: InProcessGateway, primary: FakeUpstream) -> None:
     primary.script(hostile.gzip_bomb("error", 64 * MiB))
     too_large(post(gateway), "max_error_body_bytes (1048576)")
 
 
 def test_gzip_bomb_stream_falls_back_before_any_content(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     # Its one line decompresses to 32 MiB; the line cap is 4 MiB and nothing had reached the client yet.
     primary.script(hostile.gzip_bomb("sse", 32 * MiB))
@@ -101,7 +108,7 @@ def test_gzip_bomb_stream_falls_back_before_any_content(
     assert hop["code"] == "upstream_too_large" and "max_sse_line_bytes (4194304)" in hop["error"], hop
 
 
-def test_huge_sse_line_is_cut_off_at_the_line_cap(gateway: GatewayServer, primary: FakeUpstream) -> None:
+def test_huge_sse_line_is_cut_off_at_the_line_cap(gateway: InProcessGateway, primary: FakeUpstream) -> None:
     tally = hostile.Tally()
     primary.script(hostile.huge_line(48 * MiB, tally))
     r, _ = stream(gateway)
@@ -111,7 +118,7 @@ def test_huge_sse_line_is_cut_off_at_the_line_cap(gateway: GatewayServer, primar
 
 
 @pytest.mark.parametrize("interval", [0.0, 0.01], ids=["giant", "slow"])
-def test_giant_error_body_stops_at_its_cap(gateway: GatewayServer, primary: FakeUpstream, interval: float) -> None:
+def test_giant_error_body_stops_at_its_cap(gateway: InProcessGateway, primary: FakeUpstream, interval: float) -> None:
     tally = hostile.Tally()
     size = 32 * MiB if not interval else 4 * MiB  # a slow one trickles 64 KiB every 10 ms
     primary.script(hostile.giant_error(size, tally, interval=interval))
@@ -120,7 +127,7 @@ def test_giant_error_body_stops_at_its_cap(gateway: GatewayServer, primary: Fake
 
 
 def test_long_error_messages_are_cut_for_the_client_and_the_usage_row(
-    gateway: GatewayServer, primary: FakeUpstream, backup: FakeUpstream
+    gateway: InProcessGateway, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     # Under the body cap, so the error is passed on: its message cut to 2000 characters.
     primary.script(hostile.giant_error(512 * 1024))
@@ -141,9 +148,9 @@ def test_long_error_messages_are_cut_for_the_client_and_the_usage_row(
 
 
 def test_stream_cap_ends_a_flood_with_an_error_event(
-    gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream
+    inprocess_factory: Any, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
-    gateway = gateway_factory(with_limits(primary, backup, max_stream_bytes=MiB))
+    gateway = inprocess_factory(with_limits(primary, backup, max_stream_bytes=MiB))
     primary.script(hostile.flood(100_000))  # about 9 MB
     r, events = stream(gateway)
     assert r.status_code == 200 and "[DONE]" not in events
@@ -155,35 +162,7 @@ def test_stream_cap_ends_a_flood_with_an_error_event(
     assert row["status"] == 502 and "max_stream_bytes (1048576)" in row["error"]
 
 
-def test_health_answers_while_a_flood_is_relayed(gateway: GatewayServer, primary: FakeUpstream) -> None:
-    chunks = 100_000
-    primary.script(hostile.flood(chunks))
-    started, ended = threading.Event(), threading.Event()
-    received: list[int] = []
-
-    def chat() -> None:
-        payload = {"model": "fast", "stream": True, "messages": MESSAGES}
-        with httpx.stream("POST", f"{gateway.url}/chat/completions", headers=AUTH, json=payload, timeout=60) as r:
-            for line in r.iter_lines():
-                received.append(line.count('"x"'))
-                if received[-1]:
-                    started.set()
-        ended.set()
-
-    thread = threading.Thread(target=chat, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(30)
-        health = httpx.get(f"{gateway.url.removesuffix('/v1')}/health", timeout=30)
-        assert health.status_code == 200
-        answered_during_the_flood = not ended.is_set()
-    finally:
-        thread.join(60)
-    assert sum(received) == chunks  # the flood itself was relayed whole
-    assert answered_during_the_flood
-
-
-def test_limits_are_checked_in_the_config(gateway_factory: Any, primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_limits_are_checked_in_the_config(primary: FakeUpstream, backup: FakeUpstream) -> None:
     from gateway.config.schema import ConfigError
     from gateway.plugins.loader import builtin_extensions, configure
 
