@@ -164,7 +164,9 @@ class Worker(Scheduler):
                 }
             )
             return
-        key = json.dumps([sorted(search.items()), guidance])
+        # onnxruntime-genai 0.18 fails a whole batch once one guided sequence's grammar has ended ("compute_mask()
+        # called after stop") while others still run: a guided sequence gets a batch of its own.
+        key = json.dumps([sorted(search.items()), guidance, rid if guidance else None])
         limit = room if asked is None else min(int(asked), room)  # a max_tokens past the context is clamped
         seq = Sequence(rid, ids, limit, key, search, guidance)
         self.pending.append(seq)

@@ -178,7 +178,7 @@ def parse_request(endpoint: str, body: dict[str, Any]) -> ChatJob:
     message["search"] = search
     message["guidance"] = _guidance(body)
     if plan is not None and plan.mode == "required":  # the answer must be a call: its grammar wins
-        message["guidance"] = call_guidance(plan)
+        message["guidance"] = call_guidance(plan, limit)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):

@@ -24,6 +24,10 @@ _MAP_KEYS = ("properties", "patternProperties", "$defs", "definitions", "depende
 # engine does not implement (uniqueItems, not...) are left out of the grammar rather than refused.
 _GUIDANCE = {"whitespace_flexible": False, "lenient": True}
 _NUMBER_BOUND = 1e15  # a bound the grammar engine can write as digits; past about 1.8e308 a float is Infinity
+# Strings and arrays without a bound get one, so that a forced call ends even when the model loops: strings
+# half the answer's max_tokens in characters (a character can be a token), within these limits.
+_STRING_BOUNDS, _ITEMS_BOUND = (32, 1024), 32
+_SHAPED = frozenset({"maxLength", "enum", "const", "pattern", "format"})  # strings bounded by their own shape
 
 
 @dataclass(slots=True)
@@ -115,7 +119,7 @@ def check_tools(body: dict[str, Any]) -> ToolPlan | None:
     return ToolPlan(tools, "required", name)
 
 
-def _closed(schema: Any, base: str) -> Any:
+def _closed(schema: Any, base: str, chars: int) -> Any:
     """A copy of ``schema`` for the grammar: objects with declared properties take no others, and local
     ``$ref``s point into the place the schema now has inside the whole grammar (``base``)."""
     if not isinstance(schema, dict):
@@ -126,29 +130,37 @@ def _closed(schema: Any, base: str) -> Any:
         out["$ref"] = base + ref[1:]
     if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
         out["additionalProperties"] = False
-    if out.get("type") == "number":  # unbounded, the grammar takes 1e999, which no client can read as a number
+    kind = out.get("type")
+    if kind == "number":  # unbounded, the grammar takes 1e999, which no client can read as a number
         out.setdefault("minimum", -_NUMBER_BOUND)
         out.setdefault("maximum", _NUMBER_BOUND)
+    elif kind == "string" and not _SHAPED & out.keys() and out.get("minLength", 0) <= chars:
+        out["maxLength"] = chars  # a small model can loop in a string until max_tokens cuts the call
+    elif kind == "array" and "maxItems" not in out and out.get("minItems", 0) <= _ITEMS_BOUND:
+        out["maxItems"] = _ITEMS_BOUND
     for key in _SCHEMA_KEYS:
         if isinstance(out.get(key), dict):
-            out[key] = _closed(out[key], base)
+            out[key] = _closed(out[key], base, chars)
     for key in _LIST_KEYS:
         if isinstance(out.get(key), list):
-            out[key] = [_closed(s, base) for s in out[key]]
+            out[key] = [_closed(s, base, chars) for s in out[key]]
     for key in _MAP_KEYS:
         if isinstance(out.get(key), dict):
-            out[key] = {k: _closed(s, base) for k, s in out[key].items()}
+            out[key] = {k: _closed(s, base, chars) for k, s in out[key].items()}
     return out
 
 
-def call_schema(plan: ToolPlan) -> dict[str, Any]:
+def call_schema(plan: ToolPlan, max_tokens: int | None = None) -> dict[str, Any]:
     """A JSON schema whose instances are exactly the calls ``{"name", "arguments"}`` the plan allows.
 
     Each tool's ``parameters`` are closed (objects take only their declared properties) so a small model cannot
-    ramble on in extra keys, and numbers without bounds get +-1e15; every answer the grammar allows still
-    validates against the tool's own schema.
+    ramble on in extra keys, and what has no bound gets one (numbers +-1e15, strings half of ``max_tokens`` in
+    characters, from 32 to 1024, arrays 32 items) so a call ends even when the model loops; every answer the
+    grammar allows still validates against the tool's own schema.
     """
     by_name = {t["function"]["name"]: t["function"] for t in plan.tools}
+    low, high = _STRING_BOUNDS
+    chars = high if max_tokens is None else min(high, max(low, max_tokens // 2))
     options = []
     for i, name in enumerate(plan.names):
         parameters = by_name[name]["parameters"]
@@ -157,7 +169,7 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "name": {"const": name},
-                    "arguments": _closed(parameters, f"#/anyOf/{i}/properties/arguments"),
+                    "arguments": _closed(parameters, f"#/anyOf/{i}/properties/arguments", chars),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
@@ -166,6 +178,6 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
     return {"anyOf": options, "x-guidance": _GUIDANCE}
 
 
-def call_guidance(plan: ToolPlan) -> list[str]:
+def call_guidance(plan: ToolPlan, max_tokens: int | None) -> list[str]:
     """The worker's guidance for a plan that requires a call."""
-    return ["json_schema", json.dumps(call_schema(plan)), "tools"]
+    return ["json_schema", json.dumps(call_schema(plan, max_tokens)), "tools"]

@@ -100,6 +100,13 @@ def test_the_call_schema_takes_exactly_the_calls_of_the_offered_tools() -> None:
     assert first["properties"]["name"] == {"const": "add"}
     # numbers without bounds get +-1e15 in the grammar: past about 1.8e308 a float is Infinity, which is no JSON
     assert first["properties"]["arguments"]["properties"]["a"] == {"type": "number", "minimum": -1e15, "maximum": 1e15}
+    # strings and arrays without bounds get some, so that a model looping in one still ends its call
+    weather = schema["anyOf"][1]["properties"]["arguments"]["properties"]
+    assert weather["city"] == {"type": "string", "maxLength": 1024}  # no max_tokens: the most
+    for max_tokens, chars in ((200, 100), (10, 32), (64000, 1024)):  # half of max_tokens, within 32 to 1024
+        city = call_schema(plan, max_tokens)["anyOf"][1]["properties"]["arguments"]["properties"]["city"]
+        assert city["maxLength"] == chars
+    assert weather["unit"] == {"type": "string", "enum": ["celsius", "fahrenheit"]}  # bounded by its shape
     assert first["required"] == ["name", "arguments"] and first["additionalProperties"] is False
     validator = jsonschema_rs.validator_for(schema)
     assert validator.is_valid({"name": "add", "arguments": {"a": 1, "b": 2.5}})
@@ -140,9 +147,10 @@ def test_nested_objects_are_closed_and_local_refs_follow_the_schema_into_the_gra
     schema = call_schema(plan)
     arguments = schema["anyOf"][1]["properties"]["arguments"]
     assert arguments["properties"]["where"] == {"$ref": "#/anyOf/1/properties/arguments/$defs/place"}
-    assert arguments["properties"]["properties"] == {"type": "string"}
+    assert arguments["properties"]["properties"] == {"type": "string", "maxLength": 1024}
     assert arguments["$defs"]["place"]["additionalProperties"] is False
     assert arguments["properties"]["tags"]["items"]["additionalProperties"] is False
+    assert arguments["properties"]["tags"]["maxItems"] == 32
     assert "additionalProperties" not in arguments["properties"]["free"]  # free-form objects stay free
     assert arguments["properties"]["open"]["additionalProperties"] is True
     assert parameters["$defs"]["place"].get("additionalProperties") is None  # the request's schema is untouched
