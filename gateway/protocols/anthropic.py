@@ -23,7 +23,8 @@ __all__ = [
     "translate",
 ]
 
-_HISTORY_ONLY = frozenset({"thinking", "redacted_thinking"})  # the model's own reasoning, resent: dropped
+_HISTORY_ONLY = ("thinking", "redacted_thinking")  # the model's own reasoning, resent: dropped (a tuple: a block's
+# type may be any JSON value, and a list or object is no set member)
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English and code with BPE vocabularies
 TOKENS_PER_MESSAGE = 4  # a chat template's role markers and separators
@@ -230,7 +231,7 @@ def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _tool_choice(choice: dict[str, Any], names: set[str]) -> str | dict[str, Any]:
     kind = choice.get("type")
-    if kind in _TOOL_CHOICES:
+    if isinstance(kind, str) and kind in _TOOL_CHOICES:
         return _TOOL_CHOICES[kind]
     if kind == "tool":
         name = choice.get("name")

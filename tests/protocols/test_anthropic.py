@@ -407,3 +407,13 @@ def test_the_token_estimate() -> None:
     assert estimate(messages=HI, tools=[WEATHER]) > plain + len(WEATHER["description"]) // CHARS_PER_TOKEN
     use = {"type": "tool_use", "id": "a", "name": "f", "input": {"path": "y" * 400}}
     assert estimate(messages=[*HI, {"role": "assistant", "content": [use]}]) >= plain + 100
+
+
+def test_types_that_are_not_strings_are_refused_not_crashed_on() -> None:
+    """A block's or tool choice's ``type`` may be any JSON value: a list or an object is a 400 too."""
+    for kind in ([1], {"a": 1}, 5, None):
+        refused(messages=[{"role": "user", "content": [{"type": kind}]}])
+        refused(messages=[{"role": "assistant", "content": [{"type": kind}]}])
+        refused(tools=[WEATHER], tool_choice={"type": kind})
+        if kind is not None:  # no type is a custom tool
+            refused(tools=[{**WEATHER, "type": kind}])
