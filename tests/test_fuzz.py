@@ -145,6 +145,8 @@ def test_every_endpoint_survives_generated_input(served: ServeProcess) -> None:
         "POST /v1/embeddings",
         "GET /v1/models",
         "GET /v1/models/{model_id}",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
         "GET /admin/api/models",
         "POST /admin/api/models/{provider}/{model}/{action}",
         "DELETE /admin/api/models/{provider}/{model}",
@@ -179,8 +181,13 @@ def test_every_endpoint_survives_generated_input(served: ServeProcess) -> None:
     # Split on newlines only: a logged path may hold U+2028 or U+0085, which str.splitlines() splits on.
     records = [json.loads(line) for line in log.split("\n") if line.strip()]
     assert not [r for r in records if r.get("level") in ("ERROR", "CRITICAL")]
-    # Usage rows: every answered /v1 call has its row (refusals before routing have none, by design).
-    answered = sum(n for (label, status), n in answers.items() if label.startswith("POST /v1/") and status == 200)
+    # Usage rows: every answered /v1 call has its row (refusals before routing have none, by design; count_tokens
+    # calls no upstream).
+    answered = sum(
+        n
+        for (label, status), n in answers.items()
+        if label.startswith("POST /v1/") and label != "POST /v1/messages/count_tokens" and status == 200
+    )
     assert len(served.rows("status = 200")) == answered
     assert httpx.get(f"{served.base}/health", timeout=5).status_code == 200
     print(f"\n{total} cases in {time.monotonic() - started:.1f} s; statuses {dict(sorted(statuses.items()))}")
@@ -190,8 +197,10 @@ def test_every_endpoint_survives_generated_input(served: ServeProcess) -> None:
 
 def test_the_document_describes_every_error_in_openai_shape(served: ServeProcess) -> None:
     document = httpx.get(f"{served.base}/schema/openapi.json", timeout=10).json()
-    error = {"$ref": "#/components/schemas/ErrorBody"}
     for path, item in document["paths"].items():
+        # Anthropic's Messages API answers errors in its own shape.
+        shape = "AnthropicErrorBody" if path.startswith("/v1/messages") else "ErrorBody"
+        error = {"$ref": f"#/components/schemas/{shape}"}
         for method, operation in item.items():
             if not path.startswith(("/v1/", "/admin/")):
                 continue

@@ -17,6 +17,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
 from gateway.http.admin import ImportRequest, PullRequest
+from gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
+from gateway.protocols.anthropic_out import MessageObject, TokenCount
 from gateway.protocols.responses import ResponsesRequest
 from gateway.protocols.responses_out import DeletedResponse, InputItemList, ResponseObject
 
@@ -38,6 +40,20 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     """Every error answer: ``{"error": {"message", "type", "param", "code"}}``."""
 
     error: ErrorDetail
+
+
+class AnthropicErrorDetail(msgspec.Struct, kw_only=True):
+    """Anthropic's error object."""
+
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer under ``/v1/messages``: ``{"type": "error", "error": {"type", "message"}}``."""
+
+    type: str
+    error: AnthropicErrorDetail
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):
@@ -159,6 +175,7 @@ class _Operation:
     stream: bool = False  # also answers text/event-stream (``stream: true``)
     media_type: str = "application/json"
     params: dict[str, dict[str, Any]] | None = None  # path parameter schemas narrower than the signature's str
+    error: type[Any] = ErrorBody  # the shape of its error answers
 
 
 _V1 = (401, 500, 503)
@@ -177,6 +194,12 @@ _OPERATIONS = {
     ("get", "/v1/responses/{response_id}"): _Operation(ResponseObject, (*_V1, 404)),
     ("delete", "/v1/responses/{response_id}"): _Operation(DeletedResponse, (*_V1, 404)),
     ("get", "/v1/responses/{response_id}/input_items"): _Operation(InputItemList, (*_V1, 400, 404)),
+    ("post", "/v1/messages"): _Operation(
+        MessageObject, _ROUTED, MessagesRequest, stream=True, error=AnthropicErrorBody
+    ),
+    ("post", "/v1/messages/count_tokens"): _Operation(
+        TokenCount, (*_V1, *_BODY, 404), CountTokensRequest, error=AnthropicErrorBody
+    ),
     ("get", "/admin/api/models"): _Operation(ProviderList, _ADMIN),
     ("post", "/admin/api/models/{provider}/{model}/{action}"): _Operation(
         ProviderView, _MODEL, params={"action": {"type": "string", "enum": ["load", "unload", "reload"]}}
@@ -205,7 +228,7 @@ _EVENT = {
 def _components() -> dict[str, Any]:
     structs = {t for op in _OPERATIONS.values() for t in (op.ok, op.body) if t is not None}
     _, components = msgspec.json.schema_components(
-        sorted([*structs, ErrorBody], key=lambda t: t.__name__), ref_template=_REF
+        sorted([*structs, ErrorBody, AnthropicErrorBody], key=lambda t: t.__name__), ref_template=_REF
     )
     return components
 
@@ -225,7 +248,7 @@ def _responses(op: _Operation) -> dict[str, Any]:
     if op.ok is Readiness:
         responses["503"] = {"description": "Not ready: the failing check is false.", "content": content}
     for status in op.errors:
-        error = {"application/json": {"schema": _ref(ErrorBody)}}
+        error = {"application/json": {"schema": _ref(op.error)}}
         responses.setdefault(str(status), {"description": _DESCRIPTIONS[status], "content": error})
     return responses
 

@@ -10,11 +10,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from gateway.core.errors import GatewayError, anthropic_error_body
 from gateway.core.sse import named_frame
 from gateway.serving.events import Chunk, Outcome
 
-__all__ = ["MessageStream", "error_frame", "message_from_chat", "new_id", "stop_reason", "usage_from_chat"]
+__all__ = [
+    "MessageObject",
+    "MessageStream",
+    "TokenCount",
+    "error_frame",
+    "message_from_chat",
+    "new_id",
+    "stop_reason",
+    "usage_from_chat",
+]
 
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -24,6 +35,25 @@ _STOP_REASONS = {
     "content_filter": "refusal",
 }
 PING_AFTER = 10.0  # seconds without a frame (a long tool call being gathered) before a ping keeps the stream alive
+
+
+class MessageObject(msgspec.Struct, kw_only=True):
+    """The answer of ``POST /v1/messages`` (for the OpenAPI document; built as a dict by :func:`message_from_chat`)."""
+
+    id: str
+    type: str = "message"
+    role: str = "assistant"
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: dict[str, int]
+
+
+class TokenCount(msgspec.Struct, kw_only=True):
+    """The answer of ``POST /v1/messages/count_tokens``."""
+
+    input_tokens: int
 
 
 def new_id(prefix: str) -> str:
