@@ -62,9 +62,9 @@ def serve_gateway(config_path: str, port: int, lag_file: str) -> None:
 
     import uvicorn
 
-    from gateway.app import create_app
-    from gateway.cli import _config, _server_class, proxy_options
-    from gateway.http.limits import header_deadline
+    from minigate.gateway.app import create_app
+    from minigate.gateway.cli import _config, _server_class, proxy_options
+    from minigate.gateway.http.limits import header_deadline
 
     config = _config(config_path)
     app = create_app(config)

@@ -207,7 +207,7 @@ def start_gateway(tmp: Path, ports: dict[str, int], procs: list[Proc], root: str
     config = {"agents": agents, "models": {"providers": providers}, "server": server}
     (tmp / "config.json").write_text(json.dumps(config))
     exe = shutil.which("minigate") or str(Path(sys.executable).with_name("minigate"))
-    cmd = [exe] if root is None else [sys.executable, "-m", "gateway.cli"]  # root: another copy's code
+    cmd = [exe] if root is None else [sys.executable, "-m", "minigate.gateway.cli"]  # root: another copy's code
     env = {"MINIGATE_ADMIN_KEY": KEY, **({"PYTHONPATH": root} if root else {})}
     args = [*cmd, "serve", "--config", str(tmp / "config.json"), "--port", str(port)]
     t0 = time.monotonic()

@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from providers.base import ProviderRequest
-from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+from minigate.providers.base import ProviderRequest
+from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
 PROMPT = "Tell me a long story about a dragon who learns to read."
 
@@ -128,7 +128,7 @@ async def main() -> int:
     args = parser.parse_args()
     folder = Path(args.models_dir) / args.model
     if not (folder / "genai_config.json").is_file():
-        print(f"no model at {folder}: run python -m providers.onnx.cli pull", file=sys.stderr)
+        print(f"no model at {folder}: run python -m minigate.providers.onnx.cli pull", file=sys.stderr)
         return 2
     deadline = time.monotonic() + args.time_limit
     conf = OnnxProviderConfig(

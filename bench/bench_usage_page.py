@@ -72,7 +72,7 @@ def _start(folder: Path, database_url: str | None = None) -> tuple[subprocess.Po
     config.write_text(json.dumps({**CONFIG, "server": server}))
     port = _port()
     env = {**os.environ, "MINIGATE_ADMIN_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
+    cmd = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(config), "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -153,7 +153,7 @@ def _run(args: argparse.Namespace, database_url: str | None) -> None:
         try:
             started = time.perf_counter()
             if database_url:
-                from gateway.storage import migrate
+                from minigate.gateway.storage import migrate
 
                 staging = folder / "staging.db"
                 migrate(f"sqlite:///{staging}")

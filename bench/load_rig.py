@@ -48,7 +48,7 @@ class Rig:
         }
         (tmp / "config.json").write_text(json.dumps(config))
         root = args.gateway_root
-        exe = [sys.executable, "-m", "gateway.cli"]  # the venv's own code, or another copy's via PYTHONPATH
+        exe = [sys.executable, "-m", "minigate.gateway.cli"]  # the venv's own code, or another copy's via PYTHONPATH
         env = {"MINIGATE_ADMIN_KEY": bg.KEY, **({"PYTHONPATH": root} if root else {})}
         self.gateways, ports = list[bg.Proc](), [bg.free_port() for _ in range(args.gateways)]
         for i, gw in enumerate(ports):  # one after the other: the first one creates the database

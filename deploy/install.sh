@@ -93,5 +93,5 @@ if ! problems=$("$venv/bin/pip" check 2>&1); then
   fi
 fi
 # From / so that the installed package is imported, not the source folder.
-(cd / && "$venv/bin/python" -c 'import onnxruntime_genai, gateway.cli')
+(cd / && "$venv/bin/python" -c 'import onnxruntime_genai, minigate.gateway.cli')
 echo "installed minigate from $lock into $venv"

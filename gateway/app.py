@@ -15,26 +15,26 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from gateway.config.schema import Config, ConfigError
-from gateway.core.errors import exception_handlers
-from gateway.core.writes import write_deadline
-from gateway.http.admin import admin_handlers
-from gateway.http.api import v1_handlers
-from gateway.http.limits import body_deadline
-from gateway.http.messages import messages_handlers, root_probe
-from gateway.http.openapi import openapi_config
-from gateway.http.responses import responses_handlers
-from gateway.http.ws import ws_chat
-from gateway.ops.drain import Drain
-from gateway.ops.logs import AccessLine, Redactor
-from gateway.ops.monitor import GatewayMetrics
-from gateway.ops.observe import observe
-from gateway.plugins.loader import Extensions, builtin_extensions, shutdown_plugins
-from gateway.routing.routes import Deployment
-from gateway.runtime.gateway import Gateway
-from gateway.runtime.reload import Reloader, config_path, reload_handler
-from gateway.serving.workflows import workflow_routes
-from web import WebState, apply_stored_overrides, web_routes
+from minigate.gateway.config.schema import Config, ConfigError
+from minigate.gateway.core.errors import exception_handlers
+from minigate.gateway.core.writes import write_deadline
+from minigate.gateway.http.admin import admin_handlers
+from minigate.gateway.http.api import v1_handlers
+from minigate.gateway.http.limits import body_deadline
+from minigate.gateway.http.messages import messages_handlers, root_probe
+from minigate.gateway.http.openapi import openapi_config
+from minigate.gateway.http.responses import responses_handlers
+from minigate.gateway.http.ws import ws_chat
+from minigate.gateway.ops.drain import Drain
+from minigate.gateway.ops.logs import AccessLine, Redactor
+from minigate.gateway.ops.monitor import GatewayMetrics
+from minigate.gateway.ops.observe import observe
+from minigate.gateway.plugins.loader import Extensions, builtin_extensions, shutdown_plugins
+from minigate.gateway.routing.routes import Deployment
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.runtime.reload import Reloader, config_path, reload_handler
+from minigate.gateway.serving.workflows import workflow_routes
+from minigate.web import WebState, apply_stored_overrides, web_routes
 
 __all__ = ["create_app"]
 
@@ -96,7 +96,7 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
 
 @get("/metrics")
 async def metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """Prometheus metrics (text format 0.0.4); see ``gateway.ops.monitor``."""
+    """Prometheus metrics (text format 0.0.4); see ``minigate.gateway.ops.monitor``."""
     body = await gateway.metrics.scrape(gateway.providers, gateway.health, gateway.drain, gateway.usage)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -120,7 +120,7 @@ def create_app(
     ``app.state.drain`` is what ``minigate serve`` tells about SIGTERM; ``redactor`` (the log formatter's) learns
     the configured secrets at startup and after each reload; ``access_line`` writes request log lines (default:
     through the ``minigate.access`` logger). ``extensions`` are the plugins ``config`` was checked with
-    (``gateway.plugins.loader.configure``); without them, the plugins its ``plugins`` section names are loaded here.
+    (``minigate.gateway.plugins.loader.configure``); without them, the plugins its ``plugins`` section names are loaded here.
     """
     if extensions is None:
         extensions = builtin_extensions()

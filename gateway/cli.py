@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.config.schema import Config, ConfigError, ServerConfig
-from gateway.models_cli import ensure_default_models, run_models_command
-from gateway.plugins.loader import Extensions, builtin_extensions, configure_file
+from minigate.gateway.config.schema import Config, ConfigError, ServerConfig
+from minigate.gateway.models_cli import ensure_default_models, run_models_command
+from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -89,9 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from sse_starlette.sse import AppStatus
 
-    from gateway.app import create_app
-    from gateway.http.limits import header_deadline
-    from gateway.ops.logs import JsonLines, Redactor, configure_logging
+    from minigate.gateway.app import create_app
+    from minigate.gateway.http.limits import header_deadline
+    from minigate.gateway.ops.logs import JsonLines, Redactor, configure_logging
 
     extensions = builtin_extensions()
     config = _config(args.config, extensions)
@@ -127,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             log_level=config.server.log_level,
             **proxy_options(config.server),
-            # A backstop only: the app ends its own calls after server.shutdown_grace (see gateway.ops.drain).
+            # A backstop only: the app ends its own calls after server.shutdown_grace (see minigate.gateway.ops.drain).
             timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 10,
         )
     )
@@ -158,7 +158,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace, config: Config) -> int:
-    from gateway.storage import KeyStore, open_database
+    from minigate.gateway.storage import KeyStore, open_database
 
     database = await open_database(config.database_url())
     try:

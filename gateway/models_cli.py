@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.config.schema import Config
-from gateway.runtime.gateway import ADMIN_KEY_ENV
+from minigate.gateway.config.schema import Config
+from minigate.gateway.runtime.gateway import ADMIN_KEY_ENV
 
 __all__ = ["ensure_default_models", "local_providers", "run_models_command"]
 
@@ -80,14 +80,14 @@ def run_models_command(config: Config, provider: str | None, url: str | None, ke
             print(f"usage: minigate models {rest[0]} MODEL", file=sys.stderr)
             return 2
         return _admin_call(config, url, key, f"/admin/api/models/{name}/{rest[1]}/{rest[0]}")
-    from providers.onnx.cli import main as store_main
+    from minigate.providers.onnx.cli import main as store_main
 
     return store_main(["--models-dir", str(models_dir), *rest])
 
 
 def ensure_default_models(config: Config) -> None:
     """Convert, on first use, the catalog models that agents' chains name but the models folder lacks."""
-    from providers.onnx.wheel import CATALOG
+    from minigate.providers.onnx.wheel import CATALOG
 
     local = local_providers(config)
     wanted: list[tuple[str, str]] = []
@@ -101,7 +101,7 @@ def ensure_default_models(config: Config) -> None:
         if (models_dir / model / "genai_config.json").is_file():
             continue
         print(f"minigate: {provider}/{model} is not converted yet; converting it now (once)", file=sys.stderr)
-        from providers.onnx.cli import main as store_main
+        from minigate.providers.onnx.cli import main as store_main
 
         status = store_main(["--models-dir", str(models_dir), "pull", model])
         if status == 2:

@@ -1,6 +1,6 @@
 """Alembic environment for minigate.
 
-Normally run through :func:`gateway.storage.db.migrate`, which builds the Alembic config in code and passes
+Normally run through :func:`minigate.gateway.storage.db.migrate`, which builds the Alembic config in code and passes
 an open connection in ``config.attributes["connection"]`` (already inside a transaction). When Alembic's
 own command line is used during development (``alembic revision --autogenerate``), the URL comes from the
 ``sqlalchemy.url`` option of the config instead.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from gateway.storage.tables import Base
+from minigate.gateway.storage.tables import Base
 
 target_metadata = Base.metadata
 

@@ -1,4 +1,4 @@
-"""An example plugin using every hook of ``gateway.plugins.hookspecs``: refuse prompts over ``max_chars`` before
+"""An example plugin using every hook of ``minigate.gateway.plugins.hookspecs``: refuse prompts over ``max_chars`` before
 routing.
 
 Enable it with ``{"plugins": {"modules": ["minigate_plugins.prompt_limit:PromptLimit"],
@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.plugins.hookspecs import Event, Init, PluginAPI, Process, Rejected, Shutdown
+from minigate.gateway.plugins.hookspecs import Event, Init, PluginAPI, Process, Rejected, Shutdown
 
 __all__ = ["PromptLimit"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from gateway.plugins.hookspecs import Event, PluginAPI
+    from minigate.gateway.plugins.hookspecs import Event, PluginAPI
 
 __all__ = ["Redact", "RedactOptions", "luhn_valid", "redact_text"]
 

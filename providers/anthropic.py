@@ -14,15 +14,15 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from gateway.core.wire import JSON_DECODE_ERRORS
-from providers.anthropic_answer import ERROR_STATUS, ChunkMaker, Malformed, chat_completion, status_error
-from providers.anthropic_request import DEFAULT_MAX_TOKENS, messages_request
-from providers.base import ChunkStream, Provider, ProviderError, ProviderRequest, UpstreamUnavailable
-from providers.limits import UpstreamLimits, read_capped
-from providers.netguard import guarded_connector
-from providers.openai_compat import NETWORK_ERRORS, ApiAuth, error_of, parse_retry_after, short_error, unavailable
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
-from providers.sse import YIELD_EVERY, DataLines, pause
+from minigate.gateway.core.wire import JSON_DECODE_ERRORS
+from minigate.providers.anthropic_answer import ERROR_STATUS, ChunkMaker, Malformed, chat_completion, status_error
+from minigate.providers.anthropic_request import DEFAULT_MAX_TOKENS, messages_request
+from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderRequest, UpstreamUnavailable
+from minigate.providers.limits import UpstreamLimits, read_capped
+from minigate.providers.netguard import guarded_connector
+from minigate.providers.openai_compat import NETWORK_ERRORS, ApiAuth, error_of, parse_retry_after, short_error, unavailable
+from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
+from minigate.providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = ["AnthropicProvider", "AnthropicProviderConfig", "register"]
 

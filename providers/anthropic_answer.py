@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.tokens import valid_count
-from providers.base import UpstreamStatusError
+from minigate.gateway.core.tokens import valid_count
+from minigate.providers.base import UpstreamStatusError
 
 __all__ = ["ERROR_STATUS", "FINISH_REASONS", "ChunkMaker", "Malformed", "chat_completion", "chat_usage", "status_error"]
 

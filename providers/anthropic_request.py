@@ -1,7 +1,7 @@
 """A chat-completions body as an Anthropic Messages request: what the ``anthropic`` provider sends upstream.
 
 Pure translation, a dict in and a dict out; what the Messages API cannot express is refused with a
-:class:`~providers.base.ProviderError` (400) naming the field.
+:class:`~minigate.providers.base.ProviderError` (400) naming the field.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.wire import JSON_DECODE_ERRORS
-from providers.base import ProviderError
+from minigate.gateway.core.wire import JSON_DECODE_ERRORS
+from minigate.providers.base import ProviderError
 
 __all__ = ["DEFAULT_MAX_TOKENS", "IMAGE_TYPES", "messages_request", "tool_id"]
 

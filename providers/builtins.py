@@ -1,10 +1,10 @@
 """The built-in provider types, as a plugin: its ``init`` hook registers them exactly as a third-party plugin
-registers its own (``gateway.plugins.loader`` loads it first, through the same hook)."""
+registers its own (``minigate.gateway.plugins.loader`` loads it first, through the same hook)."""
 
 from __future__ import annotations
 
-from gateway.plugins.hookspecs import PluginAPI
-from providers import anthropic, fake, onnx, openai_compat
+from minigate.gateway.plugins.hookspecs import PluginAPI
+from minigate.providers import anthropic, fake, onnx, openai_compat
 
 __all__ = ["init"]
 

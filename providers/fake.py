@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from providers.base import ChunkStream, Provider, ProviderError, ProviderRequest
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
+from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderRequest
+from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["FakeProvider", "FakeProviderConfig", "register"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from providers.base import UpstreamTooLarge
+from minigate.providers.base import UpstreamTooLarge
 
 __all__ = ["UpstreamLimits", "cut", "read_capped"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from providers.registry import forbidden_address
+from minigate.providers.registry import forbidden_address
 
 __all__ = [
     "AddrInfo",

@@ -16,8 +16,8 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from gateway.core.wire import JSON_DECODE_ERRORS
-from providers.base import (
+from minigate.gateway.core.wire import JSON_DECODE_ERRORS
+from minigate.providers.base import (
     ChunkStream,
     Provider,
     ProviderError,
@@ -25,11 +25,11 @@ from providers.base import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
-from providers.limits import UpstreamLimits, cut, read_capped
-from providers.netguard import guarded_connector
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
-from providers.shape import answer_problem, chunk_problem
-from providers.sse import YIELD_EVERY, DataLines, pause
+from minigate.providers.limits import UpstreamLimits, cut, read_capped
+from minigate.providers.netguard import guarded_connector
+from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
+from minigate.providers.shape import answer_problem, chunk_problem
+from minigate.providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = [
     "NETWORK_ERRORS",
@@ -138,7 +138,7 @@ def _stream_status(error: dict[str, Any]) -> int:
 class _SSEStream(ChunkStream):
     """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``.
 
-    It pauses every :data:`~providers.sse.YIELD_EVERY` s of work (:func:`~providers.sse.pause`): relaying bytes
+    It pauses every :data:`~minigate.providers.sse.YIELD_EVERY` s of work (:func:`~minigate.providers.sse.pause`): relaying bytes
     that are already buffered never suspends otherwise, and a flood of tiny chunks would keep everyone waiting.
     """
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from yarl import URL
 
-from providers.base import Provider
+from minigate.providers.base import Provider
 
 __all__ = [
     "ProviderContext",
@@ -67,7 +67,7 @@ def always_local(config: Any) -> bool:
 
 @dataclass(slots=True)
 class ProviderRegistry:
-    """Provider types by name: the built-in ones and plugins' (``gateway.plugins.loader.Extensions`` holds one)."""
+    """Provider types by name: the built-in ones and plugins' (``minigate.gateway.plugins.loader.Extensions`` holds one)."""
 
     types: dict[str, ProviderType] = field(default_factory=dict)
 
@@ -143,7 +143,7 @@ def forbidden_address(host: str) -> bool:
     (169.254.0.0/16, fe80::/10), a cloud metadata service, or an IPv6 address that embeds one of these.
 
     Checked on the endpoint in the config, and again on every address a connection is about to be made to
-    (:mod:`providers.netguard`): a name can be made to point there too.
+    (:mod:`minigate.providers.netguard`): a name can be made to point there too.
     """
     addr = _as_address(host.partition("%")[0])  # an IPv6 zone ("fe80::1%eth0") does not change the address
     return addr is not None and _forbidden(addr)

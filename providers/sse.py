@@ -1,7 +1,7 @@
 """The upstream SSE parser: the ``data:`` payloads of a ``text/event-stream`` body as its bytes arrive.
 
 Time is linear in the bytes received (each byte is searched once, the unfinished line kept in a bytearray),
-memory is bounded by the caps of :class:`~providers.limits.UpstreamLimits`, and :data:`YIELD_EVERY` is how long
+memory is bounded by the caps of :class:`~minigate.providers.limits.UpstreamLimits`, and :data:`YIELD_EVERY` is how long
 a reader may run on already-buffered bytes before it lets the event loop serve others (:func:`pause`).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from providers.limits import UpstreamLimits
+from minigate.providers.limits import UpstreamLimits
 
 __all__ = ["YIELD_EVERY", "DataLines", "pause"]
 
@@ -31,7 +31,7 @@ async def pause() -> None:
 
 class DataLines:
     """Splits an event stream into the payloads of its ``data:`` lines (comments, ids, event names and blank
-    separators are dropped), raising :class:`~providers.base.UpstreamTooLarge` past a line or stream cap."""
+    separators are dropped), raising :class:`~minigate.providers.base.UpstreamTooLarge` past a line or stream cap."""
 
     __slots__ = ("_buffer", "_limits", "_max_line", "_max_total", "_provider", "_total")
 

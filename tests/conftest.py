@@ -189,7 +189,7 @@ test_cache_dir.__test__ = False  # type: ignore[attr-defined]  # a helper, not a
 @pytest.fixture(scope="session")
 def default_models_dir() -> Path:
     """A models folder holding the real default model, converted once from its PyPI wheel (about a minute)."""
-    from providers.onnx.cli import main as store_main
+    from minigate.providers.onnx.cli import main as store_main
 
     folder = test_cache_dir() / "models"
     if not (folder / "smollm2-135m-instruct" / "genai_config.json").is_file():

@@ -17,11 +17,11 @@ from typing import Any
 import openai
 import uvicorn
 
-from gateway.app import create_app
-from gateway.cli import proxy_options
-from gateway.config.schema import Config
-from gateway.http.limits import header_deadline
-from gateway.plugins.loader import builtin_extensions, configure
+from minigate.gateway.app import create_app
+from minigate.gateway.cli import proxy_options
+from minigate.gateway.config.schema import Config
+from minigate.gateway.http.limits import header_deadline
+from minigate.gateway.plugins.loader import builtin_extensions, configure
 
 ADMIN_KEY = "test-admin-key-0123456789"
 

@@ -20,7 +20,7 @@ import openai
 from litestar.testing import TestClient
 from litestar.testing.transport import TestClientTransport
 
-from gateway.app import create_app
+from minigate.gateway.app import create_app
 from tests.gateway_server import ADMIN_KEY, StoredGateway
 
 BASE = "http://127.0.0.1"

@@ -58,7 +58,7 @@ class ServeProcess:
 
     def start(self, timeout: float = 30) -> ServeProcess:
         """Spawn the process and wait until GET /health answers 200."""
-        args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path)]
+        args = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*args, "--port", str(self.port), "--no-pull"],

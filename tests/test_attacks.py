@@ -64,9 +64,9 @@ import aiohttp
 import pytest
 from markupsafe import escape
 
-from gateway.config.schema import ConfigError
-from gateway.plugins.loader import builtin_extensions, configure
-from providers.netguard import GuardedResolver
+from minigate.gateway.config.schema import ConfigError
+from minigate.gateway.plugins.loader import builtin_extensions, configure
+from minigate.providers.netguard import GuardedResolver
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY

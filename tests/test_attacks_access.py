@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from providers.onnx.cli import main as models_cli
+from minigate.providers.onnx.cli import main as models_cli
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import PASSWORD, WebClient

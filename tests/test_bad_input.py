@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.core.wire import MAX_MESSAGES, MAX_N, MAX_TOKENS
+from minigate.gateway.core.wire import MAX_MESSAGES, MAX_N, MAX_TOKENS
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream, Status
 from tests.gateway_server import ADMIN_KEY

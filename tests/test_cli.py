@@ -24,7 +24,7 @@ from tests.gateway_server import free_port
 
 def minigate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "minigate.gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 
@@ -53,7 +53,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         # Its log goes to a file: a pipe nobody reads would fill up and stall the server.
         log = (tmp_path / "gateway.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+            [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(config), "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config.schema import ConfigError
-from gateway.plugins.loader import builtin_extensions, configure
+from minigate.gateway.config.schema import ConfigError
+from minigate.gateway.plugins.loader import builtin_extensions, configure
 
 SEED: dict[str, Any] = {
     "agents": {
@@ -165,7 +165,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "minigate.gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.config.schema import CooldownConfig
-from gateway.routing.cooldowns import HealthBook
-from providers.base import ProviderError
+from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.providers.base import ProviderError
 
 
 def fail(book: HealthBook, now: float, **kwargs: object) -> None:

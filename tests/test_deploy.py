@@ -47,7 +47,7 @@ def test_compose_renders_every_profile() -> None:
 
 
 def test_example_config_is_valid_and_keeps_everything_in_the_volume(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.plugins.loader import builtin_extensions, configure_file
+    from minigate.gateway.plugins.loader import builtin_extensions, configure_file
 
     path = ROOT / "deploy" / "minigate.json"
     monkeypatch.setenv("MINIGATE_EXECUTION_PROVIDER", "cpu")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.core.errors import GatewayError
-from gateway.core.sse import DONE, SSE_HEADERS, frame
-from gateway.routing.chain import Hop
-from gateway.routing.routes import Deployment
-from gateway.serving.events import Chunk, Outcome
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.core.sse import DONE, SSE_HEADERS, frame
+from minigate.gateway.routing.chain import Hop
+from minigate.gateway.routing.routes import Deployment
+from minigate.gateway.serving.events import Chunk, Outcome
 
 
 def test_a_chunk_gives_its_content_and_tool_call_deltas_and_keeps_unknown_fields() -> None:

@@ -34,7 +34,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction
 from schemathesis.core import NOT_SET
 
-from gateway.http.admin import ImportRequest, PullRequest
+from minigate.gateway.http.admin import ImportRequest, PullRequest
 from tests.conftest import two_provider_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.plugins.hookspecs import HOOKS, Event, Rejected, hook_problem
-from gateway.plugins.loader import shutdown_plugins
+from minigate.gateway.plugins.hookspecs import HOOKS, Event, Rejected, hook_problem
+from minigate.gateway.plugins.loader import shutdown_plugins
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
 from tests.test_plugins import check, issues_of
@@ -93,11 +93,11 @@ def test_the_example_plugin_refuses_long_prompts_in_a_running_gateway(
 
 
 def test_plugins_written_against_the_old_import_paths_still_import() -> None:
-    """``gateway.plugins`` and ``gateway.workflow_steps`` were modules before the regrouping; plugins import them."""
-    import gateway.config.workflow_steps as steps
-    import gateway.plugins.hookspecs as hookspecs
-    from gateway.plugins import Event, PluginAPI, Rejected, UILink
-    from gateway.workflow_steps import Step, StepContext
+    """``minigate.gateway.plugins`` and ``minigate.gateway.workflow_steps`` were modules before the regrouping; plugins import them."""
+    import minigate.gateway.config.workflow_steps as steps
+    import minigate.gateway.plugins.hookspecs as hookspecs
+    from minigate.gateway.plugins import Event, PluginAPI, Rejected, UILink
+    from minigate.gateway.workflow_steps import Step, StepContext
 
     assert (Event, PluginAPI, Rejected, UILink) == (
         hookspecs.Event,

@@ -163,8 +163,8 @@ def test_stream_cap_ends_a_flood_with_an_error_event(
 
 
 def test_limits_are_checked_in_the_config(primary: FakeUpstream, backup: FakeUpstream) -> None:
-    from gateway.config.schema import ConfigError
-    from gateway.plugins.loader import builtin_extensions, configure
+    from minigate.gateway.config.schema import ConfigError
+    from minigate.gateway.plugins.loader import builtin_extensions, configure
 
     for limits, where in (
         ({"max_body_bytes": 0}, "models.providers.primary.limits.max_body_bytes"),

@@ -25,20 +25,20 @@ LAYERS: list[Layer] = [
         {
             "core": (
                 "gateway",
-                "gateway.core",
-                "gateway.core.errors",
-                "gateway.core.headers",
-                "gateway.core.sse",
-                "gateway.core.tokens",
-                "gateway.core.wire",
-                "gateway.core.writes",
+                "minigate.gateway.core",
+                "minigate.gateway.core.errors",
+                "minigate.gateway.core.headers",
+                "minigate.gateway.core.sse",
+                "minigate.gateway.core.tokens",
+                "minigate.gateway.core.wire",
+                "minigate.gateway.core.writes",
                 "minigate_plugins",
                 "providers",
-                "providers.base",
-                "providers.limits",
-                "providers.shape",
-                "providers.sse",
-                "web.markdown",  # Markdown to safe HTML; the workflows' markdown_render step uses it too
+                "minigate.providers.base",
+                "minigate.providers.limits",
+                "minigate.providers.shape",
+                "minigate.providers.sse",
+                "minigate.web.markdown",  # Markdown to safe HTML; the workflows' markdown_render step uses it too
             )
         },
     ),
@@ -46,11 +46,11 @@ LAYERS: list[Layer] = [
         "config",  # parsing and checking, loading nothing: the config structs, the registries sections are typed by
         {
             "config": (
-                "gateway.config",
-                "gateway.config.schema",
-                "gateway.config.workflow_steps",
-                "gateway.workflow_steps",  # the old import path of the step specs, for plugins
-                "providers.registry",
+                "minigate.gateway.config",
+                "minigate.gateway.config.schema",
+                "minigate.gateway.config.workflow_steps",
+                "minigate.gateway.workflow_steps",  # the old import path of the step specs, for plugins
+                "minigate.providers.registry",
             )
         },
     ),
@@ -58,16 +58,16 @@ LAYERS: list[Layer] = [
         "storage",  # the database: usage rows, keys, conversations, shared cooldowns
         {
             "storage": (
-                "gateway.storage",
-                "gateway.storage._commit",
-                "gateway.storage.conversations",
-                "gateway.storage.cooldowns",
-                "gateway.storage.db",
-                "gateway.storage.keys",
-                "gateway.storage.responses",
-                "gateway.storage.sql",
-                "gateway.storage.tables",
-                "gateway.storage.usage",
+                "minigate.gateway.storage",
+                "minigate.gateway.storage._commit",
+                "minigate.gateway.storage.conversations",
+                "minigate.gateway.storage.cooldowns",
+                "minigate.gateway.storage.db",
+                "minigate.gateway.storage.keys",
+                "minigate.gateway.storage.responses",
+                "minigate.gateway.storage.sql",
+                "minigate.gateway.storage.tables",
+                "minigate.gateway.storage.usage",
             )
         },
     ),
@@ -75,49 +75,49 @@ LAYERS: list[Layer] = [
         "providers",  # the provider implementations
         {
             "providers": (
-                "providers.anthropic",
-                "providers.anthropic_answer",
-                "providers.anthropic_request",
-                "providers.fake",
-                "providers.netguard",
-                "providers.onnx",
-                "providers.onnx.cli",
-                "providers.onnx.config",
-                "providers.onnx.convert",
-                "providers.onnx.engine",
-                "providers.onnx.gguf",
-                "providers.onnx.hub",
-                "providers.onnx.hub_errors",
-                "providers.onnx.openai_mapping",
-                "providers.onnx.progress",
-                "providers.onnx.prompt",
-                "providers.onnx.protocol",
-                "providers.onnx.provider",
-                "providers.onnx.pull",
-                "providers.onnx.scheduler",
-                "providers.onnx.store",
-                "providers.onnx.stream",
-                "providers.onnx.toolcalls",
-                "providers.onnx.tools",
-                "providers.onnx.toolspec",
-                "providers.onnx.wheel",
-                "providers.onnx.worker",
-                "providers.openai_compat",
+                "minigate.providers.anthropic",
+                "minigate.providers.anthropic_answer",
+                "minigate.providers.anthropic_request",
+                "minigate.providers.fake",
+                "minigate.providers.netguard",
+                "minigate.providers.onnx",
+                "minigate.providers.onnx.cli",
+                "minigate.providers.onnx.config",
+                "minigate.providers.onnx.convert",
+                "minigate.providers.onnx.engine",
+                "minigate.providers.onnx.gguf",
+                "minigate.providers.onnx.hub",
+                "minigate.providers.onnx.hub_errors",
+                "minigate.providers.onnx.openai_mapping",
+                "minigate.providers.onnx.progress",
+                "minigate.providers.onnx.prompt",
+                "minigate.providers.onnx.protocol",
+                "minigate.providers.onnx.provider",
+                "minigate.providers.onnx.pull",
+                "minigate.providers.onnx.scheduler",
+                "minigate.providers.onnx.store",
+                "minigate.providers.onnx.stream",
+                "minigate.providers.onnx.toolcalls",
+                "minigate.providers.onnx.tools",
+                "minigate.providers.onnx.toolspec",
+                "minigate.providers.onnx.wheel",
+                "minigate.providers.onnx.worker",
+                "minigate.providers.openai_compat",
             )
         },
     ),
     (
         "plugins",  # the hook specs and the loader, which holds the provider registry plugins extend
-        {"plugins": ("gateway.plugins", "gateway.plugins.hookspecs", "gateway.plugins.loader")},
+        {"plugins": ("minigate.gateway.plugins", "minigate.gateway.plugins.hookspecs", "minigate.gateway.plugins.loader")},
     ),
     (
         "built-in plugins",  # plugins like any other: they use the plugin API
         {
             "built-in plugins": (
-                "gateway.plugins.builtin_steps",
+                "minigate.gateway.plugins.builtin_steps",
                 "minigate_plugins.prompt_limit",
                 "minigate_plugins.redact",
-                "providers.builtins",
+                "minigate.providers.builtins",
             )
         },
     ),
@@ -125,10 +125,10 @@ LAYERS: list[Layer] = [
         "routing",  # routes, cooldowns and the fallback chain
         {
             "routing": (
-                "gateway.routing",
-                "gateway.routing.chain",
-                "gateway.routing.cooldowns",
-                "gateway.routing.routes",
+                "minigate.gateway.routing",
+                "minigate.gateway.routing.chain",
+                "minigate.gateway.routing.cooldowns",
+                "minigate.gateway.routing.routes",
             )
         },
     ),
@@ -136,12 +136,12 @@ LAYERS: list[Layer] = [
         "operations",  # what the request path records to: metrics, request ids and log lines, logs, the drain
         {
             "operations": (
-                "gateway.ops",
-                "gateway.ops.drain",
-                "gateway.ops.logs",
-                "gateway.ops.metrics",
-                "gateway.ops.monitor",
-                "gateway.ops.observe",
+                "minigate.gateway.ops",
+                "minigate.gateway.ops.drain",
+                "minigate.gateway.ops.logs",
+                "minigate.gateway.ops.metrics",
+                "minigate.gateway.ops.monitor",
+                "minigate.gateway.ops.observe",
             )
         },
     ),
@@ -149,11 +149,11 @@ LAYERS: list[Layer] = [
         "runtime",  # the running gateway, and what changes it: config reloads, local model management, admin jobs
         {
             "runtime": (
-                "gateway.runtime",
-                "gateway.runtime.gateway",
-                "gateway.runtime.jobs",
-                "gateway.runtime.manage",
-                "gateway.runtime.reload",
+                "minigate.gateway.runtime",
+                "minigate.gateway.runtime.gateway",
+                "minigate.gateway.runtime.jobs",
+                "minigate.gateway.runtime.manage",
+                "minigate.gateway.runtime.reload",
             )
         },
     ),
@@ -161,11 +161,11 @@ LAYERS: list[Layer] = [
         "serving",  # one call along its chain, as typed events
         {
             "serving": (
-                "gateway.serving",
-                "gateway.serving.events",
-                "gateway.serving.proxy",
-                "gateway.serving.streaming",
-                "gateway.serving.workflows",
+                "minigate.gateway.serving",
+                "minigate.gateway.serving.events",
+                "minigate.gateway.serving.proxy",
+                "minigate.gateway.serving.streaming",
+                "minigate.gateway.serving.workflows",
             )
         },
     ),
@@ -173,11 +173,11 @@ LAYERS: list[Layer] = [
         "protocols",  # wire protocols translated onto chat completions: their requests in, their frames out
         {
             "protocols": (
-                "gateway.protocols",
-                "gateway.protocols.anthropic",
-                "gateway.protocols.anthropic_out",
-                "gateway.protocols.responses",
-                "gateway.protocols.responses_out",
+                "minigate.gateway.protocols",
+                "minigate.gateway.protocols.anthropic",
+                "minigate.gateway.protocols.anthropic_out",
+                "minigate.gateway.protocols.responses",
+                "minigate.gateway.protocols.responses_out",
             )
         },
     ),
@@ -185,39 +185,39 @@ LAYERS: list[Layer] = [
         "edge",  # the HTTP API and the web UI, side by side: neither imports the other
         {
             "http": (
-                "gateway.http",
-                "gateway.http.admin",
-                "gateway.http.api",
-                "gateway.http.limits",
-                "gateway.http.messages",
-                "gateway.http.openapi",
-                "gateway.http.responses",
-                "gateway.http.ws",
+                "minigate.gateway.http",
+                "minigate.gateway.http.admin",
+                "minigate.gateway.http.api",
+                "minigate.gateway.http.limits",
+                "minigate.gateway.http.messages",
+                "minigate.gateway.http.openapi",
+                "minigate.gateway.http.responses",
+                "minigate.gateway.http.ws",
             ),
             "web": (
                 "web",
-                "web.adapter",
-                "web.auth",
-                "web.chains",
-                "web.charts",
-                "web.chat",
-                "web.chat_send",
-                "web.chat_stream",
-                "web.forms",
-                "web.keys",
-                "web.login",
-                "web.models",
-                "web.render",
-                "web.sessions",
-                "web.state",
-                "web.usage",
-                "web.usage_query",
+                "minigate.web.adapter",
+                "minigate.web.auth",
+                "minigate.web.chains",
+                "minigate.web.charts",
+                "minigate.web.chat",
+                "minigate.web.chat_send",
+                "minigate.web.chat_stream",
+                "minigate.web.forms",
+                "minigate.web.keys",
+                "minigate.web.login",
+                "minigate.web.models",
+                "minigate.web.render",
+                "minigate.web.sessions",
+                "minigate.web.state",
+                "minigate.web.usage",
+                "minigate.web.usage_query",
             ),
         },
     ),
     (
         "app",  # the one create_app, and the command line that runs it
-        {"app": ("gateway.app", "gateway.cli", "gateway.models_cli")},
+        {"app": ("minigate.gateway.app", "minigate.gateway.cli", "minigate.gateway.models_cli")},
     ),
 ]
 
@@ -306,7 +306,7 @@ def test_imports_point_down() -> None:
 
 
 # Modules of a gateway/ subpackage that sit in another layer than the subpackage itself, and why.
-_ELSEWHERE = {"gateway.plugins.builtin_steps": "the built-in steps are a plugin like any other, beside the loader"}
+_ELSEWHERE = {"minigate.gateway.plugins.builtin_steps": "the built-in steps are a plugin like any other, beside the loader"}
 
 
 def test_each_subpackage_is_one_layer() -> None:

@@ -255,7 +255,7 @@ def test_ci_installs_the_test_lock(tmp_path: Path) -> None:
     assert versions["torch"].endswith("+cpu") and not any(CUDA_ONLY.fullmatch(name) for name in versions)
     # Editable: the copy's source is what runs, and the test tools are there.
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import gateway, pytest, hypothesis; print(gateway.__file__)"],
+        [str(venv / "bin" / "python"), "-c", "import minigate.gateway, pytest, hypothesis; print(gateway.__file__)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

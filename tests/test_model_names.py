@@ -139,8 +139,8 @@ def test_a_non_ascii_name_is_served_with_percent_encoded_headers(gateway: Gatewa
 
 
 def test_check_model_name() -> None:
-    from gateway.core.errors import InvalidRequest
-    from gateway.routing.routes import check_model_name
+    from minigate.gateway.core.errors import InvalidRequest
+    from minigate.gateway.routing.routes import check_model_name
 
     assert check_model_name("provider/model-1.5:latest") == "provider/model-1.5:latest"
     assert check_model_name("modèle 日本") == "modèle 日本"

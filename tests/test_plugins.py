@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config.schema import ConfigError
-from gateway.plugins.loader import Extensions, builtin_extensions, configure, plugin_hooks
+from minigate.gateway.config.schema import ConfigError
+from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure, plugin_hooks
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
@@ -146,8 +146,8 @@ def test_plugins_may_not_take_over_a_registered_type_nor_process_asynchronously(
     (tmp_path / "clash_plugin.py").write_text(
         textwrap.dedent(
             """
-            from providers.fake import FakeProvider, FakeProviderConfig
-            from providers.registry import ProviderType
+            from minigate.providers.fake import FakeProvider, FakeProviderConfig
+            from minigate.providers.registry import ProviderType
 
             def init(api):
                 api.providers.register(ProviderType("fake", FakeProviderConfig, lambda n, c, x: FakeProvider(n, c)))

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.schema import ConfigError
-from gateway.plugins.loader import builtin_extensions, configure
+from minigate.gateway.config.schema import ConfigError
+from minigate.gateway.plugins.loader import builtin_extensions, configure
 from minigate_plugins.redact import RedactOptions, luhn_valid, redact_body, redact_text
 from tests.fakes.upstream import FakeUpstream, Status
 from tests.gateway_server import ADMIN_KEY

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.ops.logs import JsonFormatter, Redactor
-from gateway.plugins.loader import configure_file
+from minigate.gateway.ops.logs import JsonFormatter, Redactor
+from minigate.gateway.plugins.loader import configure_file
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway

@@ -49,7 +49,7 @@ class Replica:
         env = {**os.environ, "MINIGATE_ADMIN_KEY": ADMIN_KEY, "MINIGATE_ADMIN_PASSWORD": PASSWORD}
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
         self.log = (folder / "gateway.log").open("wb")
-        command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(folder / "minigate.json")]
+        command = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(folder / "minigate.json")]
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port), "--no-pull"], env=env, stdout=self.log, stderr=subprocess.STDOUT
         )

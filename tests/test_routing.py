@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.plugins.loader import builtin_extensions, configure
-from gateway.routing.routes import Deployment, RouteTable
+from minigate.gateway.plugins.loader import builtin_extensions, configure
+from minigate.gateway.routing.routes import Deployment, RouteTable
 
 
 def table(**router: Any) -> RouteTable:

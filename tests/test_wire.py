@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.errors import InvalidRequest
-from gateway.core.wire import decode_json
+from minigate.gateway.core.errors import InvalidRequest
+from minigate.gateway.core.wire import decode_json
 
 
 @pytest.mark.parametrize(

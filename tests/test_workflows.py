@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.schema import ConfigError
-from gateway.plugins.loader import builtin_extensions, configure
+from minigate.gateway.config.schema import ConfigError
+from minigate.gateway.plugins.loader import builtin_extensions, configure
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.inprocess import InProcessGateway

@@ -166,7 +166,7 @@ async def test_the_same_router_falls_back(
 
 def keys_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``minigate keys ...`` as an operator runs it: another process, so the gateway learns only through its DB."""
-    command = [sys.executable, "-m", "gateway.cli", "keys", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "minigate.gateway.cli", "keys", *args, "--config", str(config)]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
 
 

@@ -13,16 +13,16 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 
-from web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
-from web.chains import apply_stored_overrides
-from web.chat import chat_handlers
-from web.chat_send import send_handlers
-from web.keys import key_handlers
-from web.login import login_handlers
-from web.models import model_handlers
-from web.render import http_error_handler
-from web.state import WebSettings, WebState
-from web.usage import usage_handlers
+from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
+from minigate.web.chains import apply_stored_overrides
+from minigate.web.chat import chat_handlers
+from minigate.web.chat_send import send_handlers
+from minigate.web.keys import key_handlers
+from minigate.web.login import login_handlers
+from minigate.web.models import model_handlers
+from minigate.web.render import http_error_handler
+from minigate.web.state import WebSettings, WebState
+from minigate.web.usage import usage_handlers
 
 __all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
 
@@ -30,7 +30,7 @@ _STATIC = Path(__file__).resolve().parent / "static"
 
 
 def web_routes(state: WebState | None = None) -> list[Any]:
-    """Every route handler of the web UI, for the app factory (``gateway.app.create_app``).
+    """Every route handler of the web UI, for the app factory (``minigate.gateway.app.create_app``).
 
     ``state`` defaults to a new :class:`WebState` with settings from the environment
     (``MINIGATE_ADMIN_PASSWORD``, ``MINIGATE_CHAT_PUBLIC``). Pass the same state to

@@ -1,5 +1,5 @@
 """What the models page shows and does: provider and model views (never credentials), and model actions through
-:mod:`gateway.runtime.manage`, the service the admin API uses too."""
+:mod:`minigate.gateway.runtime.manage`, the service the admin API uses too."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.core.errors import GatewayError
-from gateway.runtime.gateway import Gateway
-from gateway.runtime.manage import manage_model
-from providers.base import Provider, ProviderInfo
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.runtime.manage import manage_model
+from minigate.providers.base import Provider, ProviderInfo
 
 __all__ = [
     "ACTIONS",

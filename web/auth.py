@@ -14,10 +14,10 @@ from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.types import ExceptionHandlersMap
 
-from gateway.runtime.gateway import Gateway
-from web.render import SECURITY_HEADERS, error_page, is_htmx, redirect
-from web.sessions import COOKIE, Session, SessionStore
-from web.state import WebState
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.web.render import SECURITY_HEADERS, error_page, is_htmx, redirect
+from minigate.web.sessions import COOKIE, Session, SessionStore
+from minigate.web.state import WebState
 
 __all__ = [
     "CsrfFailed",

@@ -12,13 +12,13 @@ from typing import cast
 import msgspec
 from sqlalchemy import Table, delete, insert, select
 
-from gateway.config.schema import AgentConfig, AgentModel, Config, check_references
-from gateway.routing.routes import RouteTable
-from gateway.runtime.gateway import Gateway
-from gateway.storage import Database
-from gateway.storage.conversations import ChainOverrideRow
-from gateway.storage.tables import utcnow
-from web.state import WebState
+from minigate.gateway.config.schema import AgentConfig, AgentModel, Config, check_references
+from minigate.gateway.routing.routes import RouteTable
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage import Database
+from minigate.gateway.storage.conversations import ChainOverrideRow
+from minigate.gateway.storage.tables import utcnow
+from minigate.web.state import WebState
 
 __all__ = [
     "MAX_CHAIN",

@@ -1,6 +1,6 @@
 """Chat pages: the conversation list, one conversation, and renaming, settings and deleting.
 
-Sending a message and regenerating an answer stream; they live in :mod:`web.chat_send`.
+Sending a message and regenerating an answer stream; they live in :mod:`minigate.web.chat_send`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.runtime.gateway import Gateway
-from gateway.storage import ConversationStore
-from gateway.storage.conversations import ConversationInfo
-from web.auth import LoginRequired, sessions
-from web.chains import ensure_overrides
-from web.forms import FormError, parse_settings
-from web.render import error_page, page, redirect
-from web.sessions import COOKIE, Session
-from web.state import WebState
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage import ConversationStore
+from minigate.gateway.storage.conversations import ConversationInfo
+from minigate.web.auth import LoginRequired, sessions
+from minigate.web.chains import ensure_overrides
+from minigate.web.forms import FormError, parse_settings
+from minigate.web.render import error_page, page, redirect
+from minigate.web.sessions import COOKIE, Session
+from minigate.web.state import WebState
 
 __all__ = ["chat_handlers", "model_choices"]
 

@@ -11,14 +11,14 @@ from litestar.types import ASGIApp
 from markupsafe import escape
 from sse_starlette import EventSourceResponse
 
-from gateway.runtime.gateway import Gateway
-from gateway.storage import ConversationStore
-from gateway.storage.conversations import ConversationInfo, MessageInfo
-from web.chat import NEW_TITLE
-from web.chat_stream import complete_answer, stream_answer
-from web.render import SECURITY_HEADERS, is_htmx
-from web.sessions import Session
-from web.state import WebState
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage import ConversationStore
+from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.web.chat import NEW_TITLE
+from minigate.web.chat_stream import complete_answer, stream_answer
+from minigate.web.render import SECURITY_HEADERS, is_htmx
+from minigate.web.sessions import Session
+from minigate.web.state import WebState
 
 __all__ = ["send_handlers"]
 

@@ -18,15 +18,15 @@ from markupsafe import escape
 from sqlalchemy import Table, select
 from sse_starlette import ServerSentEvent
 
-from gateway.core.errors import GatewayError
-from gateway.core.wire import ChatCompletionRequest
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, EventStream, Outcome, Usage
-from gateway.serving.proxy import serve_json, start_call
-from gateway.serving.streaming import serve_stream
-from gateway.storage import ConversationStore
-from gateway.storage.conversations import ConversationInfo, MessageInfo
-from gateway.storage.tables import UsageRow
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.core.wire import ChatCompletionRequest
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, EventStream, Outcome, Usage
+from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.streaming import serve_stream
+from minigate.gateway.storage import ConversationStore
+from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.gateway.storage.tables import UsageRow
 
 __all__ = ["Answer", "chat_body", "complete_answer", "stream_answer"]
 

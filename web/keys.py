@@ -8,10 +8,10 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.runtime.gateway import Gateway
-from web.render import page
-from web.sessions import Session
-from web.state import WebState
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.web.render import page
+from minigate.web.sessions import Session
+from minigate.web.state import WebState
 
 __all__ = ["key_handlers"]
 

@@ -15,12 +15,12 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from gateway.core.errors import GatewayError
-from gateway.runtime.gateway import Gateway
-from web.auth import check_csrf, safe_next, same_site, sessions
-from web.render import page, redirect
-from web.sessions import COOKIE, Session
-from web.state import WebState
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.web.auth import check_csrf, safe_next, same_site, sessions
+from minigate.web.render import page, redirect
+from minigate.web.sessions import COOKIE, Session
+from minigate.web.state import WebState
 
 __all__ = ["login_handlers"]
 

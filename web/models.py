@@ -11,9 +11,9 @@ from litestar.types import ASGIApp
 from markupsafe import escape
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.runtime.gateway import Gateway
-from web.adapter import ActionResult, dom_id, import_progress, model_action, provider_views
-from web.chains import (
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.web.adapter import ActionResult, dom_id, import_progress, model_action, provider_views
+from minigate.web.chains import (
     apply_stored_overrides,
     base_config,
     delete_override,
@@ -22,9 +22,9 @@ from web.chains import (
     save_override,
     validate_chain,
 )
-from web.render import SECURITY_HEADERS, is_htmx, page, redirect
-from web.sessions import Session
-from web.state import WebState
+from minigate.web.render import SECURITY_HEADERS, is_htmx, page, redirect
+from minigate.web.sessions import Session
+from minigate.web.state import WebState
 
 __all__ = ["model_handlers"]
 
@@ -81,7 +81,7 @@ async def models_action(
     web: NamedDependency[WebState],
     admin: NamedDependency[Session],
 ) -> Response[str]:
-    """Load, unload, reload or delete a model (through :mod:`web.adapter`)."""
+    """Load, unload, reload or delete a model (through :mod:`minigate.web.adapter`)."""
     form = await request.form()
     result = await model_action(
         gateway, str(form.get("provider") or ""), str(form.get("model") or ""), str(form.get("action") or "")

@@ -9,8 +9,8 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect
 
-from web.sessions import Session
-from web.state import WebState
+from minigate.web.sessions import Session
+from minigate.web.state import WebState
 
 __all__ = ["SECURITY_HEADERS", "is_htmx", "page", "redirect"]
 

@@ -14,9 +14,9 @@ from typing import cast
 
 from sqlalchemy import Table, and_, delete, insert, or_, select
 
-from gateway.storage import Database
-from gateway.storage.conversations import WebSessionRow
-from gateway.storage.tables import ApiKeyRow, utcnow
+from minigate.gateway.storage import Database
+from minigate.gateway.storage.conversations import WebSessionRow
+from minigate.gateway.storage.tables import ApiKeyRow, utcnow
 
 __all__ = ["COOKIE", "Session", "SessionStore"]
 

@@ -1,6 +1,6 @@
 """The web UI's own state for one app: settings read from the environment, templates, login throttling.
 
-Built by :func:`web.web_routes` (so once per app, never at import) and handed to handlers as the ``web``
+Built by :func:`minigate.web.web_routes` (so once per app, never at import) and handed to handlers as the ``web``
 dependency.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from web.markdown import MarkdownRenderer
+from minigate.web.markdown import MarkdownRenderer
 
 __all__ = ["ADMIN_PASSWORD_ENV", "CHAT_PUBLIC_ENV", "LoginThrottle", "WebSettings", "WebState"]
 
@@ -78,7 +78,7 @@ class WebState:
     markdown: MarkdownRenderer
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # id() of the Gateway objects whose chain overrides were applied, and their configs as loaded
-    # (see web.chains).
+    # (see minigate.web.chains).
     applied: set[int] = field(default_factory=set)
     base_configs: dict[int, Any] = field(default_factory=dict)
 
@@ -98,7 +98,7 @@ class WebState:
         env.filters["when"] = _when
         env.filters["number"] = _number
         env.filters["ms"] = _ms
-        env.filters["dom_id"] = lambda name: "p" + str(name).encode().hex()  # as web.adapter.dom_id
+        env.filters["dom_id"] = lambda name: "p" + str(name).encode().hex()  # as minigate.web.adapter.dom_id
         return cls(settings or WebSettings.from_env(), env, markdown)
 
     def render(self, template: str, **context: Any) -> str:

@@ -13,12 +13,12 @@ from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 from markupsafe import Markup
 
-from gateway.runtime.gateway import Gateway
-from web.charts import Series, line_chart
-from web.render import SECURITY_HEADERS, page
-from web.sessions import Session
-from web.state import WebState
-from web.usage_query import DIMENSIONS, RANGES, RECENT_COLUMNS, Filters, Stats, recent_rows, usage_stats
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.web.charts import Series, line_chart
+from minigate.web.render import SECURITY_HEADERS, page
+from minigate.web.sessions import Session
+from minigate.web.state import WebState
+from minigate.web.usage_query import DIMENSIONS, RANGES, RECENT_COLUMNS, Filters, Stats, recent_rows, usage_stats
 
 __all__ = ["usage_handlers"]
 

@@ -14,10 +14,10 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, literal, literal_column, select
 from sqlalchemy import cast as sql_cast
 
-from gateway.core.tokens import MAX_TOTAL, valid_count
-from gateway.storage import Database
-from gateway.storage.sql import count_sum, epoch_bucket, floor_int
-from gateway.storage.tables import UsageRow, utcnow
+from minigate.gateway.core.tokens import MAX_TOTAL, valid_count
+from minigate.gateway.storage import Database
+from minigate.gateway.storage.sql import count_sum, epoch_bucket, floor_int
+from minigate.gateway.storage.tables import UsageRow, utcnow
 
 __all__ = ["DIMENSIONS", "RANGES", "Filters", "Stats", "Totals", "recent_rows", "usage_stats"]
 

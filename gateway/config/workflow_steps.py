@@ -39,7 +39,7 @@ def sandbox() -> ImmutableSandboxedEnvironment:
 
 
 class StepContext(Protocol):
-    """What a running step may use; ``gateway.serving.workflows.Run`` is the implementation."""
+    """What a running step may use; ``minigate.gateway.serving.workflows.Run`` is the implementation."""
 
     index: int  # this step's position in the workflow
 
@@ -214,7 +214,7 @@ def check_workflows(
     """Type each workflow's steps by their step type and check names, triggers and options.
 
     Returns the workflows and every ``(path, problem)`` found; ``convert_issue`` turns a msgspec error in a
-    step into one (``gateway.config.schema`` formats them for every section alike).
+    step into one (``minigate.gateway.config.schema`` formats them for every section alike).
     """
     workflows: list[Workflow] = []
     issues: list[Issue] = []

@@ -22,7 +22,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
-from gateway.core.headers import header_values
+from minigate.gateway.core.headers import header_values
 
 __all__ = [
     "ANTHROPIC_PATH",

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 import msgspec
 from msgspec import Meta
 
-from gateway.core.errors import InvalidRequest
+from minigate.gateway.core.errors import InvalidRequest
 
 __all__ = [
     "JSON_DECODE_ERRORS",

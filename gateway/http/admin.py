@@ -13,11 +13,11 @@ from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.core.errors import GatewayError, InvalidRequest
-from gateway.core.wire import decode_json
-from gateway.runtime.gateway import Gateway
-from gateway.runtime.manage import manage_model, managed
-from providers.base import ManagesModels
+from minigate.gateway.core.errors import GatewayError, InvalidRequest
+from minigate.gateway.core.wire import decode_json
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.runtime.manage import manage_model, managed
+from minigate.providers.base import ManagesModels
 
 __all__ = ["admin_handlers"]
 

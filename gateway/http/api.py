@@ -1,4 +1,4 @@
-"""The OpenAI-compatible ``/v1`` handlers: each checks the API key, hands over to ``gateway.serving.proxy``, and encodes
+"""The OpenAI-compatible ``/v1`` handlers: each checks the API key, hands over to ``minigate.gateway.serving.proxy``, and encodes
 the typed answer it gets back as JSON or as chat-completions SSE (the only place /v1's bytes are written)."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from gateway.core.errors import ModelNotFound
-from gateway.core.headers import header_values
-from gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
-from gateway.core.wire import (
+from minigate.gateway.core.errors import ModelNotFound
+from minigate.gateway.core.headers import header_values
+from minigate.gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
+from minigate.gateway.core.wire import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -25,15 +25,15 @@ from gateway.core.wire import (
     ModelList,
     decode_request,
 )
-from gateway.core.writes import close_at_end, limit_writes
-from gateway.ops.observe import trace_of
-from gateway.routing.chain import cause_of
-from gateway.routing.routes import check_model_name
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply
-from gateway.serving.proxy import serve_json, start_call
-from gateway.serving.streaming import serve_stream
-from providers.base import Endpoint
+from minigate.gateway.core.writes import close_at_end, limit_writes
+from minigate.gateway.ops.observe import trace_of
+from minigate.gateway.routing.chain import cause_of
+from minigate.gateway.routing.routes import check_model_name
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply
+from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.streaming import serve_stream
+from minigate.providers.base import Endpoint
 
 __all__ = ["ClientGone", "answer_headers", "cancel_on_disconnect", "v1_handlers"]
 

@@ -13,8 +13,8 @@ import msgspec
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.core.errors import GatewayError, error_body
-from gateway.core.writes import LINK, Link, reset
+from minigate.gateway.core.errors import GatewayError, error_body
+from minigate.gateway.core.writes import LINK, Link, reset
 
 __all__ = ["BodyTimeout", "ClientLeft", "body_deadline", "header_deadline"]
 

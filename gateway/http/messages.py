@@ -1,7 +1,7 @@
 """Anthropic's Messages API, ``/v1/messages`` and ``/v1/messages/count_tokens``: translated onto chat completions
-(see gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /`` probe that
+(see minigate.gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /`` probe that
 agents on that API send to the base URL first. Errors under ``/v1/messages`` are in Anthropic's shape
-(gateway.core.errors)."""
+(minigate.gateway.core.errors)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from litestar.di import NamedDependency
 from litestar.response import Stream
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
-from gateway.core.errors import AuthenticationFailed, ModelNotFound
-from gateway.core.sse import MEDIA_TYPE, SSE_HEADERS
-from gateway.core.wire import decode_request
-from gateway.core.writes import close_at_end, limit_writes
-from gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
-from gateway.ops.observe import trace_of
-from gateway.protocols.anthropic import (
+from minigate.gateway.core.errors import AuthenticationFailed, ModelNotFound
+from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS
+from minigate.gateway.core.wire import decode_request
+from minigate.gateway.core.writes import close_at_end, limit_writes
+from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from minigate.gateway.ops.observe import trace_of
+from minigate.gateway.protocols.anthropic import (
     CountTokensRequest,
     MessagesRequest,
     chat_request,
@@ -28,12 +28,12 @@ from gateway.protocols.anthropic import (
     prompt_body,
     translate,
 )
-from gateway.protocols.anthropic_out import MessageStream, message_from_chat
-from gateway.routing.routes import check_model_name
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
-from gateway.serving.proxy import serve_json, start_call
-from gateway.serving.streaming import serve_stream
+from minigate.gateway.protocols.anthropic_out import MessageStream, message_from_chat
+from minigate.gateway.routing.routes import check_model_name
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
+from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.streaming import serve_stream
 
 __all__ = ["DROPPED_HEADER", "messages_handlers", "root_probe"]
 
@@ -104,7 +104,7 @@ async def create_message(request: Request[Any, Any, Any], gateway: NamedDependen
 @post("/messages/count_tokens", status_code=200)
 async def count_tokens(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Anthropic ``POST /v1/messages/count_tokens``: an estimate of the prompt's tokens (see
-    ``gateway.protocols.anthropic.estimate_tokens``); the model must be one the gateway routes."""
+    ``minigate.gateway.protocols.anthropic.estimate_tokens``); the model must be one the gateway routes."""
     await _authenticate(request, gateway)
     parsed, _ = decode_request(await request.body(), CountTokensRequest)
     if gateway.routes.resolve(check_model_name(parsed.model)) is None:

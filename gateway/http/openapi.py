@@ -15,12 +15,12 @@ from litestar import Request
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
-from gateway.http.admin import ImportRequest, PullRequest
-from gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
-from gateway.protocols.anthropic_out import MessageObject, TokenCount
-from gateway.protocols.responses import ResponsesRequest
-from gateway.protocols.responses_out import DeletedResponse, InputItemList, ResponseObject
+from minigate.gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
+from minigate.gateway.http.admin import ImportRequest, PullRequest
+from minigate.gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
+from minigate.gateway.protocols.anthropic_out import MessageObject, TokenCount
+from minigate.gateway.protocols.responses import ResponsesRequest
+from minigate.gateway.protocols.responses_out import DeletedResponse, InputItemList, ResponseObject
 
 __all__ = ["complete", "openapi_config"]
 
@@ -132,7 +132,7 @@ class Liveness(msgspec.Struct, kw_only=True):
 
 
 class Reloaded(msgspec.Struct, kw_only=True):
-    """``POST /admin/reload`` when the new config was taken (see ``gateway.runtime.reload.ReloadResult.view``)."""
+    """``POST /admin/reload`` when the new config was taken (see ``minigate.gateway.runtime.reload.ReloadResult.view``)."""
 
     status: str
     source: str

@@ -1,4 +1,4 @@
-"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see gateway.protocols.responses),
+"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see minigate.gateway.protocols.responses),
 answered as a Response object or its event stream, and stored (``store``) for ``previous_response_id`` and the
 ``GET``/``DELETE`` routes."""
 
@@ -13,19 +13,19 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
-from gateway.core.errors import InvalidRequest
-from gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
-from gateway.core.wire import decode_request
-from gateway.core.writes import close_at_end, limit_writes
-from gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
-from gateway.ops.observe import trace_of
-from gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
-from gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
-from gateway.serving.proxy import serve_json, start_call
-from gateway.serving.streaming import serve_stream
-from gateway.storage.responses import ResponseStore
+from minigate.gateway.core.errors import InvalidRequest
+from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
+from minigate.gateway.core.wire import decode_request
+from minigate.gateway.core.writes import close_at_end, limit_writes
+from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from minigate.gateway.ops.observe import trace_of
+from minigate.gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
+from minigate.gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
+from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.streaming import serve_stream
+from minigate.gateway.storage.responses import ResponseStore
 
 __all__ = ["responses_handlers"]
 

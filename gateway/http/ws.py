@@ -20,12 +20,12 @@ from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
-from gateway.core.errors import AuthenticationFailed, GatewayError, InvalidRequest
-from gateway.core.wire import ChatCompletionRequest, decode_request
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, Event, Outcome, Usage
-from gateway.serving.proxy import start_call
-from gateway.serving.streaming import serve_stream
+from minigate.gateway.core.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from minigate.gateway.core.wire import ChatCompletionRequest, decode_request
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, Event, Outcome, Usage
+from minigate.gateway.serving.proxy import start_call
+from minigate.gateway.serving.streaming import serve_stream
 
 __all__ = ["ws_chat"]
 

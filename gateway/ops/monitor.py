@@ -9,17 +9,17 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.ops.metrics import LATENCY_BUCKETS, TTFT_BUCKETS, Counter, Gauge, Histogram, render
-from gateway.routing.chain import cause_of
-from providers.base import ManagesModels, ProviderError
+from minigate.gateway.ops.metrics import LATENCY_BUCKETS, TTFT_BUCKETS, Counter, Gauge, Histogram, render
+from minigate.gateway.routing.chain import cause_of
+from minigate.providers.base import ManagesModels, ProviderError
 
 if TYPE_CHECKING:
-    from gateway.core.tokens import TokenCounts
-    from gateway.ops.drain import Drain
-    from gateway.routing.cooldowns import HealthBook
-    from gateway.routing.routes import Deployment
-    from gateway.storage import UsageWriter
-    from providers.base import Provider
+    from minigate.gateway.core.tokens import TokenCounts
+    from minigate.gateway.ops.drain import Drain
+    from minigate.gateway.routing.cooldowns import HealthBook
+    from minigate.gateway.routing.routes import Deployment
+    from minigate.gateway.storage import UsageWriter
+    from minigate.providers.base import Provider
 
 __all__ = ["GatewayMetrics"]
 
@@ -79,7 +79,7 @@ class GatewayMetrics:
         usage: TokenCounts,
         ttft_ms: float | None,
     ) -> None:
-        """Count what one stored usage row says: tokens (checked by ``gateway.core.tokens``, so the counter only
+        """Count what one stored usage row says: tokens (checked by ``minigate.gateway.core.tokens``, so the counter only
         grows), time to first token, fallback causes."""
         for hop in hops:
             self.fallbacks.inc((hop.deployment.provider, *cause_of(hop.error)))
@@ -95,7 +95,7 @@ class GatewayMetrics:
             self.ttft.observe(labels, ttft_ms / 1000)
 
     def rejected_counts(self, deployment: Deployment, listed: bool, problems: dict[str, str]) -> None:
-        """Count the invalid token counts of one answer (``problems`` from ``gateway.core.tokens.token_counts``); the
+        """Count the invalid token counts of one answer (``problems`` from ``minigate.gateway.core.tokens.token_counts``); the
         first answer with any, per deployment, is logged (event ``usage_counts_invalid``): a broken upstream
         sends them with every answer, and one line says as much as a thousand."""
         for name in problems:

@@ -16,10 +16,10 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Send
 
-from gateway.core.errors import error_body
-from gateway.ops.drain import Drain
-from gateway.ops.logs import AccessLine
-from gateway.ops.monitor import GatewayMetrics
+from minigate.gateway.core.errors import error_body
+from minigate.gateway.ops.drain import Drain
+from minigate.gateway.ops.logs import AccessLine
+from minigate.gateway.ops.monitor import GatewayMetrics
 
 __all__ = ["Trace", "new_request_id", "observe", "trace_of"]
 
@@ -88,7 +88,7 @@ def _through_logging(level: int, message: str, fields: dict[str, Any]) -> None:
 def observe(app: ASGIApp, metrics: GatewayMetrics, drain: Drain, line: AccessLine | None = None) -> ASGIApp:
     """Wrap ``app`` (Litestar's ASGI handler) with request ids, access logs, /v1 metrics and drain refusal.
 
-    ``line`` writes a request's log line (``gateway.ops.logs.JsonLines`` in ``minigate serve``); by default the
+    ``line`` writes a request's log line (``minigate.gateway.ops.logs.JsonLines`` in ``minigate serve``); by default the
     line goes through the ``minigate.access`` logger. Either way that logger's level decides.
     """
     write = line or _through_logging

@@ -1,10 +1,10 @@
 """The built-in workflow step types, as a plugin: its ``init`` hook registers them exactly as a third-party plugin
-registers its own (``gateway.plugins.loader`` loads it first, through the same hook)."""
+registers its own (``minigate.gateway.plugins.loader`` loads it first, through the same hook)."""
 
 from __future__ import annotations
 
-from gateway.config.workflow_steps import LLMInference, MarkdownRender, PromptTemplate
-from gateway.plugins.hookspecs import PluginAPI
+from minigate.gateway.config.workflow_steps import LLMInference, MarkdownRender, PromptTemplate
+from minigate.gateway.plugins.hookspecs import PluginAPI
 
 __all__ = ["init"]
 

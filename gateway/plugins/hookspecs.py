@@ -1,6 +1,6 @@
 """The plugin hooks: what a minigate plugin may define, and the objects its hooks are given.
 
-A plugin is a module, or a class (instantiated once), with any of the hooks below; ``gateway.plugins.loader`` loads it
+A plugin is a module, or a class (instantiated once), with any of the hooks below; ``minigate.gateway.plugins.loader`` loads it
 and checks each hook against its spec here. ``minigate_plugins/prompt_limit.py`` is a short example.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from gateway.config.workflow_steps import StepRegistry
-from providers.registry import ProviderRegistry
+from minigate.gateway.config.workflow_steps import StepRegistry
+from minigate.providers.registry import ProviderRegistry
 
 __all__ = ["HOOKS", "Event", "Init", "PluginAPI", "Process", "Rejected", "Shutdown", "Stage", "UILink", "hook_problem"]
 
@@ -88,8 +88,8 @@ class PluginAPI:
         self.name = name
         self.config = config  # plugins.settings.NAME.options
         self.log = logging.getLogger(f"minigate.plugins.{name}")
-        self.providers = ProviderRegistry()  # .register(ProviderType(...)); see providers.registry
-        self.steps = StepRegistry()  # .register(MyStep); see gateway.config.workflow_steps
+        self.providers = ProviderRegistry()  # .register(ProviderType(...)); see minigate.providers.registry
+        self.steps = StepRegistry()  # .register(MyStep); see minigate.gateway.config.workflow_steps
         self.routes: list[Any] = []
         self.links: list[UILink] = []
 

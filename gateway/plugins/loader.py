@@ -1,6 +1,6 @@
 """Plugins: loaded from entry points (group ``minigate.plugins``) or modules in config; their ``process`` pipeline.
 
-The hooks and what they are given are specified in :mod:`gateway.plugins.hookspecs`; isolation and ``on_error`` are in
+The hooks and what they are given are specified in :mod:`minigate.gateway.plugins.hookspecs`; isolation and ``on_error`` are in
 docs/architecture.md, "Plugins".
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 import msgspec
 
-from gateway.config.schema import (
+from minigate.gateway.config.schema import (
     Config,
     ConfigError,
     PluginsConfig,
@@ -30,11 +30,11 @@ from gateway.config.schema import (
     plugins_section,
     read_json,
 )
-from gateway.config.workflow_steps import StepRegistry
-from gateway.core.errors import GatewayError
-from gateway.plugins.hookspecs import HOOKS, Event, PluginAPI, Rejected, UILink, hook_problem
-from providers.base import ProviderError
-from providers.registry import ProviderRegistry
+from minigate.gateway.config.workflow_steps import StepRegistry
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.plugins.hookspecs import HOOKS, Event, PluginAPI, Rejected, UILink, hook_problem
+from minigate.providers.base import ProviderError
+from minigate.providers.registry import ProviderRegistry
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -58,7 +58,7 @@ __all__ = [
 log = logging.getLogger("minigate.plugins")
 
 ENTRY_POINT_GROUP = "minigate.plugins"
-BUILTIN_PLUGINS = {"builtin-providers": "providers.builtins", "builtin-steps": "gateway.plugins.builtin_steps"}
+BUILTIN_PLUGINS = {"builtin-providers": "minigate.providers.builtins", "builtin-steps": "minigate.gateway.plugins.builtin_steps"}
 
 
 @dataclass(slots=True)
@@ -73,7 +73,7 @@ class Plugin:
 
 
 class Target(Protocol):
-    """The deployment a hook is told of (``gateway.routing.routes.Deployment`` is one)."""
+    """The deployment a hook is told of (``minigate.gateway.routing.routes.Deployment`` is one)."""
 
     @property
     def provider(self) -> str: ...
@@ -83,7 +83,7 @@ class Target(Protocol):
 
 
 class Origin(Protocol):
-    """What the hooks read of a call, and how a refused answer is stored (``gateway.serving.proxy.Call`` is one)."""
+    """What the hooks read of a call, and how a refused answer is stored (``minigate.gateway.serving.proxy.Call`` is one)."""
 
     @property
     def endpoint(self) -> str: ...
@@ -200,7 +200,7 @@ class Pipeline:
 @dataclass(slots=True)
 class Extensions:
     """What plugins extend: the provider registry, step types, routes, UI links; the loaded plugins and their
-    ``process`` pipeline. A config is checked against its registries (``gateway.config.schema``)."""
+    ``process`` pipeline. A config is checked against its registries (``minigate.gateway.config.schema``)."""
 
     providers: ProviderRegistry = field(default_factory=ProviderRegistry)
     steps: StepRegistry = field(default_factory=StepRegistry)
@@ -289,7 +289,7 @@ class Extensions:
                 return f"plugin {name!r} ({source}) failed in init: {type(err).__name__}: {err}"
         # Read after init: a class plugin may set its process hook to None when its options leave nothing to do,
         # and the request path then stays free of it. Each hook is checked against its spec in
-        # gateway.plugins.hookspecs.
+        # minigate.gateway.plugins.hookspecs.
         hooks = {hook: getattr(target, hook, None) for hook in HOOKS if hook != "init"}
         for hook, fn in hooks.items():
             if fn is not None and (problem := hook_problem(hook, fn)) is not None:
@@ -343,7 +343,7 @@ def builtin_extensions() -> Extensions:
 
 
 class Place(TypedDict, total=False):
-    """Where a config came from, as :func:`gateway.config.schema.parse_config` takes it."""
+    """Where a config came from, as :func:`minigate.gateway.config.schema.parse_config` takes it."""
 
     base_dir: Path | None
     source: str | None

@@ -1,5 +1,5 @@
 """Anthropic's Messages API, the request half: the request checked and translated onto a chat-completions body, and
-its prompt's size estimated (``count_tokens``). The answer half is :mod:`gateway.protocols.anthropic_out`."""
+its prompt's size estimated (``count_tokens``). The answer half is :mod:`minigate.gateway.protocols.anthropic_out`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from gateway.core.errors import InvalidRequest
-from gateway.core.wire import MAX_MESSAGES, MAX_TOKENS, ChatCompletionRequest, split_validation_error
+from minigate.gateway.core.errors import InvalidRequest
+from minigate.gateway.core.wire import MAX_MESSAGES, MAX_TOKENS, ChatCompletionRequest, split_validation_error
 
 __all__ = [
     "CountTokensRequest",

@@ -1,6 +1,6 @@
 """Anthropic's Messages API, the answer half: a chat completion as a ``message`` object, and a chat stream's typed
 events as Anthropic's stream events (``message_start`` ... ``message_stop``). The request half is
-:mod:`gateway.protocols.anthropic`."""
+:mod:`minigate.gateway.protocols.anthropic`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.errors import GatewayError, anthropic_error_body
-from gateway.core.sse import named_frame
-from gateway.serving.events import Chunk, Outcome
+from minigate.gateway.core.errors import GatewayError, anthropic_error_body
+from minigate.gateway.core.sse import named_frame
+from minigate.gateway.serving.events import Chunk, Outcome
 
 __all__ = [
     "MessageObject",

@@ -1,6 +1,6 @@
 """OpenAI's Responses API, the request half: the request checked, its input items normalised (each with an id, as
 they are stored) and translated onto a chat-completions body. The answer half is
-:mod:`gateway.protocols.responses_out`."""
+:mod:`minigate.gateway.protocols.responses_out`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from gateway.core.errors import GatewayError, InvalidRequest
-from gateway.core.wire import MAX_TOKENS, ChatCompletionRequest, split_validation_error
+from minigate.gateway.core.errors import GatewayError, InvalidRequest
+from minigate.gateway.core.wire import MAX_TOKENS, ChatCompletionRequest, split_validation_error
 
 __all__ = ["ResponsesRequest", "chat_body", "chat_request", "input_items", "new_id", "not_found"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.errors import GatewayError
-from gateway.core.tokens import valid_count
-from gateway.protocols.responses import ResponsesRequest, new_id
-from gateway.serving.events import Chunk
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.core.tokens import valid_count
+from minigate.gateway.protocols.responses import ResponsesRequest, new_id
+from minigate.gateway.serving.events import Chunk
 
 __all__ = [
     "DeletedResponse",

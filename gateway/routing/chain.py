@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gateway.core.errors import ChainFailed, GatewayError
-from gateway.routing.cooldowns import HealthBook
-from gateway.routing.routes import Deployment, Route
-from providers.base import Provider, ProviderError, UpstreamUnavailable
-from providers.limits import cut
+from minigate.gateway.core.errors import ChainFailed, GatewayError
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.routes import Deployment, Route
+from minigate.providers.base import Provider, ProviderError, UpstreamUnavailable
+from minigate.providers.limits import cut
 
 __all__ = ["ChainExhausted", "Hop", "cause_of", "chain_error", "run_chain"]
 
@@ -58,7 +58,7 @@ def cause_of(error: ProviderError | None) -> tuple[str, str]:
     """``(error class, code)`` labels for a failed or skipped deployment."""
     if error is None:
         return "Cooling", "cooling_down"
-    kind = type(error).__name__ if type(error).__module__ == "providers.base" else "ProviderError"
+    kind = type(error).__name__ if type(error).__module__ == "minigate.providers.base" else "ProviderError"
     if error.code in _OWN_CODES:
         return kind, str(error.code)
     if isinstance(error, UpstreamUnavailable):

@@ -9,9 +9,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from gateway.config.schema import CooldownConfig
-from gateway.storage import SharedCooldowns
-from providers.base import ProviderError
+from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.storage import SharedCooldowns
+from minigate.providers.base import ProviderError
 
 __all__ = ["HealthBook"]
 

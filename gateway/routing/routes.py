@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config.schema import Config
-from gateway.core.errors import InvalidRequest
+from minigate.gateway.config.schema import Config
+from minigate.gateway.core.errors import InvalidRequest
 
 __all__ = ["MAX_MODEL_NAME", "Deployment", "Route", "RouteTable", "check_model_name"]
 
@@ -58,7 +58,7 @@ class Route:
     """The ordered chain a request follows; ``agent`` is set when the name was an agent or led to one.
 
     ``local`` names the providers whose requests stay on this machine; ``capability_fallback`` lets a
-    deployment's capability refusal hand the request on to one that is not local (see ``gateway.routing.chain``).
+    deployment's capability refusal hand the request on to one that is not local (see ``minigate.gateway.routing.chain``).
     """
 
     requested: str

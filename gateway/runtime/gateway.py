@@ -13,19 +13,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config.schema import Config
-from gateway.core.errors import AuthenticationFailed, GatewayError
-from gateway.ops.drain import Drain
-from gateway.ops.logs import env_secrets
-from gateway.ops.monitor import GatewayMetrics
-from gateway.plugins.loader import Extensions
-from gateway.routing.cooldowns import HealthBook
-from gateway.routing.routes import RouteTable
-from gateway.runtime.jobs import JobBoard
-from gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
-from gateway.storage.responses import ResponseStore
-from providers.base import ManagesModels, Provider, ProviderError
-from providers.registry import ProviderContext, ProviderRegistry
+from minigate.gateway.config.schema import Config
+from minigate.gateway.core.errors import AuthenticationFailed, GatewayError
+from minigate.gateway.ops.drain import Drain
+from minigate.gateway.ops.logs import env_secrets
+from minigate.gateway.ops.monitor import GatewayMetrics
+from minigate.gateway.plugins.loader import Extensions
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.routes import RouteTable
+from minigate.gateway.runtime.jobs import JobBoard
+from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
+from minigate.gateway.storage.responses import ResponseStore
+from minigate.providers.base import ManagesModels, Provider, ProviderError
+from minigate.providers.registry import ProviderContext, ProviderRegistry
 
 __all__ = ["ADMIN_KEY_ENV", "Gateway", "ProviderSpec", "build_providers", "provider_specs"]
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.base import ProviderError
+from minigate.providers.base import ProviderError
 
 __all__ = ["Job", "JobBoard"]
 

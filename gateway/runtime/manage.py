@@ -3,9 +3,9 @@ both call it, so neither imports the other."""
 
 from __future__ import annotations
 
-from gateway.core.errors import GatewayError
-from gateway.runtime.gateway import Gateway
-from providers.base import ManagesModels, ProviderError
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.providers.base import ManagesModels, ProviderError
 
 __all__ = ["manage_model", "managed"]
 

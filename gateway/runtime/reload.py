@@ -18,12 +18,12 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from gateway.config.schema import Config, ConfigError
-from gateway.core.errors import error_body
-from gateway.plugins.loader import configure_file
-from gateway.routing.cooldowns import HealthBook
-from gateway.routing.routes import RouteTable
-from gateway.runtime.gateway import Gateway, build_providers, close_providers, provider_specs, start_providers
+from minigate.gateway.config.schema import Config, ConfigError
+from minigate.gateway.core.errors import error_body
+from minigate.gateway.plugins.loader import configure_file
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.routes import RouteTable
+from minigate.gateway.runtime.gateway import Gateway, build_providers, close_providers, provider_specs, start_providers
 
 __all__ = ["ReloadResult", "Reloader", "config_path", "reload_handler"]
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.errors import GatewayError
-from gateway.routing.chain import Hop
-from gateway.routing.routes import Deployment
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.routing.chain import Hop
+from minigate.gateway.routing.routes import Deployment
 
 __all__ = ["Chunk", "Event", "EventStream", "Outcome", "Reply", "Usage"]
 
@@ -65,7 +65,7 @@ class Chunk:
 
 @dataclass(slots=True, eq=False)
 class Usage:
-    """The answer's token counts, as the client is sent them (checked, see ``gateway.core.tokens``)."""
+    """The answer's token counts, as the client is sent them (checked, see ``minigate.gateway.core.tokens``)."""
 
     counts: dict[str, Any]
 

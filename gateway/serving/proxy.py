@@ -1,11 +1,11 @@
-"""Serving one call: route it along its chain, answer with a typed :class:`~gateway.serving.events.Reply`, store
+"""Serving one call: route it along its chain, answer with a typed :class:`~minigate.gateway.serving.events.Reply`, store
 its row.
 
 The client's body is forwarded unchanged apart from ``model`` and the routing fields a client must never
 control (``api_base``, ``base_url``, ``api_key``, extra headers). For streams the upstream is always asked for
 usage, and the usage chunk is removed again when the client did not ask for it, so every row has real token
 counts. The row is committed before the answer is handed over. Streaming answers are served by
-:mod:`gateway.serving.streaming` with the same :class:`Call`.
+:mod:`minigate.gateway.serving.streaming` with the same :class:`Call`.
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ from typing import Any
 
 import anyio
 
-from gateway.core.errors import GatewayError, ModelNotFound
-from gateway.core.tokens import TokenCounts, checked_usage, token_counts
-from gateway.ops.observe import Trace, new_request_id
-from gateway.plugins.loader import Pipeline, plugin_hooks
-from gateway.routing.chain import ChainExhausted, Hop, run_chain
-from gateway.routing.cooldowns import HealthBook
-from gateway.routing.routes import Deployment, Route, RouteTable, check_model_name
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Outcome, Reply
-from gateway.storage import UsageRecord, UsageWriteError
-from providers.base import Endpoint, Provider, ProviderError, ProviderRequest
+from minigate.gateway.core.errors import GatewayError, ModelNotFound
+from minigate.gateway.core.tokens import TokenCounts, checked_usage, token_counts
+from minigate.gateway.ops.observe import Trace, new_request_id
+from minigate.gateway.plugins.loader import Pipeline, plugin_hooks
+from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.routes import Deployment, Route, RouteTable, check_model_name
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Outcome, Reply
+from minigate.gateway.storage import UsageRecord, UsageWriteError
+from minigate.providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
-# The helpers after ``start_call`` are shared with gateway.serving.streaming, which serves the streaming half of a call.
+# The helpers after ``start_call`` are shared with minigate.gateway.serving.streaming, which serves the streaming half of a call.
 __all__ = [
     "ROUTING_FIELDS",
     "SHUTDOWN",
@@ -93,7 +93,7 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     deadline: float = 0.0
     trace: Trace | None = None
-    task: asyncio.Task[Any] | None = None  # what a shutdown cancels (see gateway.ops.drain)
+    task: asyncio.Task[Any] | None = None  # what a shutdown cancels (see minigate.gateway.ops.drain)
     cut: bool = False  # set when a shutdown ended the call
     hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
     label: str | None = None  # the usage row's endpoint when a translated protocol (responses, messages) made the call
@@ -166,7 +166,7 @@ class Call:
             log.exception("usage row %s was not stored", self.request_id)
 
     def _tokens(self, deployment: Deployment | None, usage: Any) -> TokenCounts:
-        """The checked token counts of the answer's ``usage`` as the upstream sent it (see ``gateway.core.tokens``);
+        """The checked token counts of the answer's ``usage`` as the upstream sent it (see ``minigate.gateway.core.tokens``);
         invalid ones are counted and logged once per deployment."""
         counts, problems = token_counts(usage)
         if problems and deployment is not None:
@@ -185,7 +185,7 @@ def start_call(
 ) -> Call:
     """Resolve the route and prepare the forwarded body; 404 when no route knows the model.
 
-    ``trace`` (the request wrapper's, see ``gateway.ops.observe``) gives the call its request id and learns who
+    ``trace`` (the request wrapper's, see ``minigate.gateway.ops.observe``) gives the call its request id and learns who
     answered. The x-request-id response header is added by that wrapper. ``label`` names the client's protocol
     in the usage row when it was translated onto ``endpoint`` (``"responses"``, ``"messages"``).
     """

@@ -1,7 +1,7 @@
 """Serving a streaming call: fall back until the first content chunk, then relay chunks as typed events.
 
 Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream
-failure ends the events with an :class:`~gateway.serving.events.Outcome` naming it, never a hang. The usage row is
+failure ends the events with an :class:`~minigate.gateway.serving.events.Outcome` naming it, never a hang. The usage row is
 committed before the outcome is yielded.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import anyio
 
-from gateway.core.errors import GatewayError
-from gateway.core.tokens import checked_usage
-from gateway.routing.chain import ChainExhausted, Hop, run_chain
-from gateway.routing.routes import Deployment
-from gateway.serving.events import Chunk, Event, EventStream, Outcome, Usage
-from gateway.serving.proxy import SHUTDOWN, Call, cancelled, check_serves_endpoint, failed, uncancel
-from providers.base import ChunkStream, Provider, ProviderError
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.core.tokens import checked_usage
+from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
+from minigate.gateway.routing.routes import Deployment
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Usage
+from minigate.gateway.serving.proxy import SHUTDOWN, Call, cancelled, check_serves_endpoint, failed, uncancel
+from minigate.providers.base import ChunkStream, Provider, ProviderError
 
 __all__ = ["serve_stream"]
 
@@ -102,7 +102,7 @@ class _Deadline:
 
     While the relay is held at a ``yield`` (its consumer writes to the client) the deadline only marks itself
     expired, and the relay ends with a 504 once resumed; a write that does not end is bounded where it is made
-    (``gateway.core.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the chunk.
+    (``minigate.gateway.core.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the chunk.
     """
 
     __slots__ = ("_base", "_handle", "_task", "cancelled", "expired", "waiting")

@@ -23,19 +23,19 @@ from litestar import Request, Response, route
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from gateway.config.schema import Config
-from gateway.config.workflow_steps import LLMInference, Workflow, sandbox
-from gateway.core.errors import GatewayError, InvalidRequest, error_body
-from gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
-from gateway.core.tokens import token_counts
-from gateway.core.wire import ChatCompletionRequest, decode_json
-from gateway.core.writes import close_at_end
-from gateway.ops.observe import Trace, trace_of
-from gateway.runtime.gateway import Gateway
-from gateway.serving.events import Chunk, Event, Outcome, Usage
-from gateway.serving.proxy import serve_json, start_call
-from gateway.serving.streaming import serve_stream
-from web.markdown import MarkdownRenderer
+from minigate.gateway.config.schema import Config
+from minigate.gateway.config.workflow_steps import LLMInference, Workflow, sandbox
+from minigate.gateway.core.errors import GatewayError, InvalidRequest, error_body
+from minigate.gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
+from minigate.gateway.core.tokens import token_counts
+from minigate.gateway.core.wire import ChatCompletionRequest, decode_json
+from minigate.gateway.core.writes import close_at_end
+from minigate.gateway.ops.observe import Trace, trace_of
+from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.serving.events import Chunk, Event, Outcome, Usage
+from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.streaming import serve_stream
+from minigate.web.markdown import MarkdownRenderer
 
 __all__ = ["Run", "workflow_routes"]
 
@@ -63,7 +63,7 @@ class _Tools:
 
 
 class Run:
-    """One run of one workflow; its steps use it as their ``StepContext`` (see ``gateway.config.workflow_steps``)."""
+    """One run of one workflow; its steps use it as their ``StepContext`` (see ``minigate.gateway.config.workflow_steps``)."""
 
     def __init__(
         self,
@@ -217,7 +217,7 @@ async def _sse(run: Run) -> AsyncGenerator[bytes, None]:
 async def _unless_client_leaves(request: Request[Any, Any, Any], work: Coroutine[Any, Any, Any]) -> Any:
     """Await ``work``; if the client hangs up first, cancel it (its upstream calls with it) and return None.
 
-    (``gateway.http.api`` has a tuned variant for /v1's millisecond answers; a workflow runs for seconds.)
+    (``minigate.gateway.http.api`` has a tuned variant for /v1's millisecond answers; a workflow runs for seconds.)
     """
     task = asyncio.ensure_future(work)
 

@@ -12,11 +12,11 @@ Typical startup::
     await db.close()
 """
 
-from gateway.storage.conversations import ConversationStore
-from gateway.storage.cooldowns import SharedCooldown, SharedCooldowns
-from gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
-from gateway.storage.keys import ApiKeyInfo, KeyStore
-from gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
+from minigate.gateway.storage.conversations import ConversationStore
+from minigate.gateway.storage.cooldowns import SharedCooldown, SharedCooldowns
+from minigate.gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
+from minigate.gateway.storage.keys import ApiKeyInfo, KeyStore
+from minigate.gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
 
 __all__ = [
     "ApiKeyInfo",

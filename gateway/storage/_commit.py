@@ -1,6 +1,6 @@
 """The usage writer's thread: group commit, and rows held in memory while the database refuses them.
 
-Private to :mod:`gateway.storage.usage`, whose docstring describes the behaviour; this module is the mechanics.
+Private to :mod:`minigate.gateway.storage.usage`, whose docstring describes the behaviour; this module is the mechanics.
 Callers hand ``(params, future)`` pairs to :attr:`CommitThread.queue` (``None`` stops the thread); each future
 gets True (committed), False (held for a later attempt) or a :class:`UsageWriteError`.
 """
@@ -19,11 +19,11 @@ from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
 
-from gateway.storage.tables import UsageRow
+from minigate.gateway.storage.tables import UsageRow
 
 __all__ = ["CommitThread", "UsageWriteError", "retrieve"]
 
-logger = logging.getLogger("gateway.storage.usage")
+logger = logging.getLogger("minigate.gateway.storage.usage")
 
 _USAGE = cast(Table, UsageRow.__table__)
 _RETRY_FIRST, _RETRY_MAX = 0.25, 5.0  # backoff between attempts to store held rows (seconds)

@@ -1,6 +1,6 @@
 """The web UI's tables (conversations, messages, sessions, chain overrides) and the conversation queries.
 
-Like :mod:`gateway.storage.tables`, the schema's source of truth for queries; migration ``0003_web_ui`` creates
+Like :mod:`minigate.gateway.storage.tables`, the schema's source of truth for queries; migration ``0003_web_ui`` creates
 the tables.
 """
 
@@ -14,9 +14,9 @@ import msgspec
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.core.tokens import valid_count
-from gateway.storage.db import Database
-from gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
+from minigate.gateway.core.tokens import valid_count
+from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
 
 __all__ = [
     "ChainOverrideRow",

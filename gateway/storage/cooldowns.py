@@ -20,9 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.storage.db import Database
-from gateway.storage.sql import greatest
-from gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime
+from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.sql import greatest
+from minigate.gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime
 
 __all__ = ["CooldownRow", "SharedCooldown", "SharedCooldowns"]
 

@@ -17,8 +17,8 @@ from typing import cast
 import msgspec
 from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 
-from gateway.storage.db import Database
-from gateway.storage.tables import ApiKeyRow, UTCDateTime, utcnow
+from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.tables import ApiKeyRow, UTCDateTime, utcnow
 
 __all__ = ["KEY_PREFIX", "ApiKeyInfo", "KeyStore", "hash_key"]
 

@@ -15,8 +15,8 @@ from typing import Any, cast
 import msgspec
 from sqlalchemy import ColumnElement, Table, delete, insert, select
 
-from gateway.storage.db import Database
-from gateway.storage.tables import ResponseRow, utcnow
+from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.tables import ResponseRow, utcnow
 
 __all__ = ["ResponseStore", "StoredResponse"]
 

@@ -15,11 +15,11 @@ import msgspec
 from sqlalchemy import Table, case, func, select
 from sqlalchemy.pool import NullPool
 
-from gateway.core.tokens import COUNT_FIELDS, MAX_TOKENS, MAX_TOTAL, token_counts
-from gateway.storage._commit import CommitThread, UsageWriteError, retrieve
-from gateway.storage.db import Database, create_sync_engine
-from gateway.storage.sql import count_sum
-from gateway.storage.tables import UsageRow, utcnow
+from minigate.gateway.core.tokens import COUNT_FIELDS, MAX_TOKENS, MAX_TOTAL, token_counts
+from minigate.gateway.storage._commit import CommitThread, UsageWriteError, retrieve
+from minigate.gateway.storage.db import Database, create_sync_engine
+from minigate.gateway.storage.sql import count_sum
+from minigate.gateway.storage.tables import UsageRow, utcnow
 
 __all__ = ["UsageRecord", "UsageWriteError", "UsageWriter"]
 
@@ -201,7 +201,7 @@ class UsageWriter:
 
     async def totals(self) -> dict[str, int]:
         """Aggregates over all rows: ``requests``, ``errors`` (status >= 400) and token sums (of valid counts:
-        see :func:`~gateway.storage.sql.count_sum`)."""
+        see :func:`~minigate.gateway.storage.sql.count_sum`)."""
         c = _USAGE.c
         stmt = select(
             func.count().label("requests"),

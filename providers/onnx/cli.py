@@ -1,4 +1,4 @@
-"""``python -m providers.onnx.cli``: pull, import, list, verify and remove local models."""
+"""``python -m minigate.providers.onnx.cli``: pull, import, list, verify and remove local models."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from providers.onnx.convert import import_model
-from providers.onnx.progress import Progress
-from providers.onnx.pull import pull_model
-from providers.onnx.store import (
+from minigate.providers.onnx.convert import import_model
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.pull import pull_model
+from minigate.providers.onnx.store import (
     ModelStoreError,
     list_models,
     model_path,
@@ -19,7 +19,7 @@ from providers.onnx.store import (
     validate_model_dir,
     verify_manifest,
 )
-from providers.onnx.tools import (
+from minigate.providers.onnx.tools import (
     EXECUTION_PROVIDERS,
     PRECISIONS,
     ConvertError,
@@ -27,13 +27,13 @@ from providers.onnx.tools import (
     MissingToolsError,
     SourceError,
 )
-from providers.onnx.wheel import CATALOG, DEFAULT_MODEL
+from minigate.providers.onnx.wheel import CATALOG, DEFAULT_MODEL
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m providers.onnx.cli", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m minigate.providers.onnx.cli", description=__doc__)
     parser.add_argument("--models-dir", default="./models", help="the models folder (default ./models)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     sub = parser.add_subparsers(dest="command")

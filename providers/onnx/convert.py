@@ -1,8 +1,8 @@
 """Make onnxruntime-genai models from files on disk: the model builder, the test load, imports into the models folder.
 
-GGUF -> Hugging Face folder (:mod:`providers.onnx.gguf`) -> onnxruntime-genai model (:func:`build_onnx`), made in a
+GGUF -> Hugging Face folder (:mod:`minigate.providers.onnx.gguf`) -> onnxruntime-genai model (:func:`build_onnx`), made in a
 :func:`staging` folder, validated and renamed into place. The conversion tools are the ``convert`` extra, imported
-lazily; the commands are :mod:`providers.onnx.cli`.
+lazily; the commands are :mod:`minigate.providers.onnx.cli`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from providers.onnx.gguf import fix_tokenizer_config, gguf_to_hf
-from providers.onnx.progress import Progress
-from providers.onnx.store import (
+from minigate.providers.onnx.gguf import fix_tokenizer_config, gguf_to_hf
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.store import (
     ModelStoreError,
     model_path,
     read_manifest,
@@ -27,7 +27,7 @@ from providers.onnx.store import (
     verify_manifest,
     write_manifest,
 )
-from providers.onnx.tools import (
+from minigate.providers.onnx.tools import (
     EXECUTION_PROVIDERS,
     PRECISIONS,
     ConvertError,

@@ -1,10 +1,10 @@
-"""The worker process of one model: ``python -m providers.onnx.engine MODEL_DIR OPTIONS_JSON``.
+"""The worker process of one model: ``python -m minigate.providers.onnx.engine MODEL_DIR OPTIONS_JSON``.
 
 onnxruntime-genai holds the GIL during its calls, so it never runs in the gateway's process: each loaded model
 gets a process of its own running this module, which reads requests from stdin and streams tokens back on
-stdout (see :mod:`providers.onnx.protocol`), single-threaded.
+stdout (see :mod:`minigate.providers.onnx.protocol`), single-threaded.
 
-Batching and scheduling are in :mod:`providers.onnx.scheduler`.
+Batching and scheduling are in :mod:`minigate.providers.onnx.scheduler`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Any
 
-from providers.onnx.prompt import PromptBuilder
-from providers.onnx.protocol import FrameReader, encode_frame, write_all
-from providers.onnx.scheduler import Scheduler, Sequence
+from minigate.providers.onnx.prompt import PromptBuilder
+from minigate.providers.onnx.protocol import FrameReader, encode_frame, write_all
+from minigate.providers.onnx.scheduler import Scheduler, Sequence
 
 __all__ = ["Worker", "main"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from providers.onnx.progress import Progress
+from minigate.providers.onnx.progress import Progress
 
 __all__ = ["fix_tokenizer_config", "gguf_to_hf"]
 
@@ -17,7 +17,7 @@ def gguf_to_hf(gguf_file: Path, hf_dir: Path, progress: Progress) -> Path:
     into a fresh model of the same config works. The end-of-turn token ``<|im_end|>`` (ChatML) becomes EOS
     when the vocabulary has it, and the tokenizer class is pinned to one onnxruntime-genai knows.
     """
-    from providers.onnx.tools import ConvertError, require_tools
+    from minigate.providers.onnx.tools import ConvertError, require_tools
 
     tools = require_tools(("torch", "transformers", "gguf", "safetensors"))
     torch, transformers = tools["torch"], tools["transformers"]

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from providers.onnx.hub_errors import translate
-from providers.onnx.progress import Progress
-from providers.onnx.store import _allowed_file
-from providers.onnx.tools import ConvertError, MissingToolsError, SourceError, name_from
+from minigate.providers.onnx.hub_errors import translate
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.store import _allowed_file
+from minigate.providers.onnx.tools import ConvertError, MissingToolsError, SourceError, name_from
 
 __all__ = [
     "HubFile",

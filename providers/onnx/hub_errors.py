@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from providers.onnx.tools import DownloadError, SourceError
+from minigate.providers.onnx.tools import DownloadError, SourceError
 
 __all__ = ["HubSourceLike", "translate"]
 
 
 class HubSourceLike(Protocol):
-    """What a message needs of the pulled repository (``providers.onnx.hub.HubSource`` is one): its name,
+    """What a message needs of the pulled repository (``minigate.providers.onnx.hub.HubSource`` is one): its name,
     revision, and ``str()`` for both."""
 
     @property

@@ -2,7 +2,7 @@
 
 What it cannot honour is refused with a 400, never dropped: ``n`` > 1 and non-text content for good; legacy
 ``functions``, tools other than functions, ``logprobs`` and unknown ``response_format`` types with ``fallback``
-set (a remote deployment may). Function tools are :mod:`providers.onnx.toolspec`'s.
+set (a remote deployment may). Function tools are :mod:`minigate.providers.onnx.toolspec`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from providers.onnx.protocol import GenRequest
-from providers.onnx.toolcalls import ToolCall
-from providers.onnx.toolspec import bad_request, call_guidance, check_tools
+from minigate.providers.onnx.protocol import GenRequest
+from minigate.providers.onnx.toolcalls import ToolCall
+from minigate.providers.onnx.toolspec import bad_request, call_guidance, check_tools
 
 __all__ = ["ChatJob", "StopMatcher", "chunk", "parse_request", "response_body", "usage"]
 

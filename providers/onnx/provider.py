@@ -17,14 +17,14 @@ from typing import Any
 
 import msgspec
 
-import providers.onnx.store as store
-from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from providers.onnx.config import OnnxProviderConfig, check_config, parse_size
-from providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
-from providers.onnx.stream import OnnxStream, pieces
-from providers.onnx.toolcalls import parse_tool_calls
-from providers.onnx.worker import Generation, WorkerClient, WorkerOptions
-from providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
+import minigate.providers.onnx.store as store
+from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
+from minigate.providers.onnx.config import OnnxProviderConfig, check_config, parse_size
+from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
+from minigate.providers.onnx.stream import OnnxStream, pieces
+from minigate.providers.onnx.toolcalls import parse_tool_calls
+from minigate.providers.onnx.worker import Generation, WorkerClient, WorkerOptions
+from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
 
@@ -218,7 +218,7 @@ class OnnxProvider(Provider):
         return await self._convert([*args, *(["--force"] if force else [])], on_progress)
 
     async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
-        cmd = [sys.executable, "-m", "providers.onnx.cli", "--models-dir", str(self.models_dir), *args]
+        cmd = [sys.executable, "-m", "minigate.providers.onnx.cli", "--models-dir", str(self.models_dir), *args]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

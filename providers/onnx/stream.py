@@ -6,10 +6,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from providers.base import ChunkStream, ProviderError, ProviderRequest
-from providers.onnx.openai_mapping import ChatJob, StopMatcher, chunk, new_id, usage
-from providers.onnx.toolcalls import ToolCall, ToolCallParser
-from providers.onnx.worker import Generation
+from minigate.providers.base import ChunkStream, ProviderError, ProviderRequest
+from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, chunk, new_id, usage
+from minigate.providers.onnx.toolcalls import ToolCall, ToolCallParser
+from minigate.providers.onnx.worker import Generation
 
 __all__ = ["OnnxStream", "pieces"]
 

@@ -1,6 +1,6 @@
 """What model conversion shares: its errors, the precisions and execution providers, the optional tools.
 
-Kept apart from :mod:`providers.onnx.convert` so that the hub and wheel modules can raise the same errors
+Kept apart from :mod:`minigate.providers.onnx.convert` so that the hub and wheel modules can raise the same errors
 without importing the whole conversion pipeline.
 """
 

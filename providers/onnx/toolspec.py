@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import ProviderError
+from minigate.providers.base import ProviderError
 
 __all__ = ["ToolPlan", "bad_request", "call_guidance", "call_schema", "check_tools"]
 

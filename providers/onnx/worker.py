@@ -1,6 +1,6 @@
 """The gateway's side of a model's worker process: :class:`WorkerClient` and each request's :class:`Generation`.
 
-The model runs in ``python -m providers.onnx.engine`` (onnxruntime-genai holds the GIL). A dead worker fails its
+The model runs in ``python -m minigate.providers.onnx.engine`` (onnxruntime-genai holds the GIL). A dead worker fails its
 requests with one shared ``cause``, so the crash counts as one failure of the deployment.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProviderError, UpstreamUnavailable
-from providers.onnx.protocol import GenRequest, encode_frame, read_frame
+from minigate.providers.base import ProviderError, UpstreamUnavailable
+from minigate.providers.onnx.protocol import GenRequest, encode_frame, read_frame
 
 __all__ = ["Generation", "Piece", "WorkerClient", "WorkerOptions"]
 
@@ -136,7 +136,7 @@ class WorkerClient:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "providers.onnx.engine",
+            "minigate.providers.onnx.engine",
             str(self.model_dir),
             json.dumps(opts),
             stdin=asyncio.subprocess.PIPE,

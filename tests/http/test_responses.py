@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.storage import KeyStore, open_database
+from minigate.gateway.storage import KeyStore, open_database
 from tests.conftest import one_provider_config
 from tests.fakes.behaviours import Reply, ResetAfter, Status, ToolCalls
 from tests.fakes.upstream import FakeUpstream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.plugins.loader import Rejected
+from minigate.gateway.plugins.loader import Rejected
 
 
 def process(event: Any) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.core.errors import InvalidRequest
-from gateway.core.wire import ChatCompletionRequest, decode_request
-from gateway.protocols.anthropic import (
+from minigate.gateway.core.errors import InvalidRequest
+from minigate.gateway.core.wire import ChatCompletionRequest, decode_request
+from minigate.gateway.protocols.anthropic import (
     CHARS_PER_TOKEN,
     TOKENS_PER_IMAGE,
     TOKENS_PER_MESSAGE,

@@ -11,10 +11,10 @@ import httpx2
 import pytest
 from anthropic.types import Message
 
-from gateway.core.errors import GatewayError
-from gateway.protocols.anthropic_out import PING_AFTER, MessageStream, message_from_chat, stop_reason, usage_from_chat
-from gateway.routing.routes import Deployment
-from gateway.serving.events import Chunk, Outcome
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.protocols.anthropic_out import PING_AFTER, MessageStream, message_from_chat, stop_reason, usage_from_chat
+from minigate.gateway.routing.routes import Deployment
+from minigate.gateway.serving.events import Chunk, Outcome
 
 pytestmark = pytest.mark.fast
 

@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.core.errors import GatewayError, InvalidRequest
-from gateway.core.wire import decode_request
-from gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
+from minigate.gateway.core.errors import GatewayError, InvalidRequest
+from minigate.gateway.core.wire import decode_request
+from minigate.gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
 
 pytestmark = pytest.mark.fast
 

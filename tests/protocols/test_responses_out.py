@@ -10,10 +10,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.core.errors import GatewayError
-from gateway.protocols.responses import ResponsesRequest
-from gateway.protocols.responses_out import ResponseEvents, from_chat, response_base, usage_of
-from gateway.serving.events import Chunk
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.protocols.responses import ResponsesRequest
+from minigate.gateway.protocols.responses_out import ResponseEvents, from_chat, response_base, usage_of
+from minigate.gateway.serving.events import Chunk
 
 pytestmark = pytest.mark.fast
 

@@ -119,8 +119,8 @@ async def get_outcome(connector: aiohttp.BaseConnector, url: str) -> str:
 
 
 async def _provider(endpoint: str) -> str:
-    from providers.base import ProviderError, ProviderRequest
-    from providers.openai_compat import ApiAuth, OpenAIProvider, OpenAIProviderConfig
+    from minigate.providers.base import ProviderError, ProviderRequest
+    from minigate.providers.openai_compat import ApiAuth, OpenAIProvider, OpenAIProviderConfig
 
     config = OpenAIProviderConfig(endpoint=endpoint, auth=ApiAuth(type="api_key", value=CANARY), connect_timeout=3)
     provider = OpenAIProvider("evil", config)
@@ -137,7 +137,7 @@ async def _provider(endpoint: str) -> str:
 
 
 async def _probe() -> dict[str, str]:
-    from providers.netguard import guarded_connector, guarded_socket_factory
+    from minigate.providers.netguard import guarded_connector, guarded_socket_factory
 
     base = f":{PORT}"
     literal = [

@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from providers.anthropic import AnthropicProvider, AnthropicProviderConfig
-from providers.base import ProviderError, ProviderRequest
-from providers.openai_compat import ApiAuth
-from providers.registry import ProviderRegistry
+from minigate.providers.anthropic import AnthropicProvider, AnthropicProviderConfig
+from minigate.providers.base import ProviderError, ProviderRequest
+from minigate.providers.openai_compat import ApiAuth
+from minigate.providers.registry import ProviderRegistry
 from tests.fakes.anthropic_upstream import Answer, AnthropicUpstream, ErrorEvent, Failure, Truncated
 
 pytestmark = pytest.mark.fast
@@ -229,7 +229,7 @@ async def test_a_refused_request_never_reaches_the_upstream(
 
 def check(section: dict[str, Any]) -> list[tuple[str, str]]:
     registry = ProviderRegistry()
-    from providers import anthropic
+    from minigate.providers import anthropic
 
     anthropic.register(registry)
     kind = registry.get("anthropic")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from providers.anthropic_answer import ChunkMaker, Malformed, chat_completion, chat_usage, status_error
+from minigate.providers.anthropic_answer import ChunkMaker, Malformed, chat_completion, chat_usage, status_error
 
 pytestmark = pytest.mark.fast
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from providers.anthropic_request import messages_request, tool_id
-from providers.base import ProviderError
+from minigate.providers.anthropic_request import messages_request, tool_id
+from minigate.providers.base import ProviderError
 from tests.fakes.anthropic_upstream import request_problem
 
 pytestmark = pytest.mark.fast

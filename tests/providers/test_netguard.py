@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from providers.netguard import (
+from minigate.providers.netguard import (
     AddrInfo,
     GuardedResolver,
     check_connect_address,
     guarded_connector,
     guarded_socket_factory,
 )
-from providers.registry import check_endpoint_url, forbidden_address
+from minigate.providers.registry import check_endpoint_url, forbidden_address
 from tests.fakes.upstream import FakeUpstream
 from tests.providers.ssrf_netns import FixedAnswers, get_outcome, run_in_namespaces
 

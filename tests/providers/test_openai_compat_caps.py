@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from providers.base import ProviderError, ProviderRequest, UpstreamStatusError, UpstreamTooLarge
-from providers.limits import UpstreamLimits
-from providers.openai_compat import ApiAuth, OpenAIProvider, OpenAIProviderConfig, _SSEStream
+from minigate.providers.base import ProviderError, ProviderRequest, UpstreamStatusError, UpstreamTooLarge
+from minigate.providers.limits import UpstreamLimits
+from minigate.providers.openai_compat import ApiAuth, OpenAIProvider, OpenAIProviderConfig, _SSEStream
 from tests.fakes import hostile
 from tests.fakes.behaviours import Custom
 from tests.fakes.upstream import FakeUpstream

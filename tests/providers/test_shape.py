@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from providers.shape import answer_problem, chunk_problem
+from minigate.providers.shape import answer_problem, chunk_problem
 
 GOOD_ANSWERS: list[tuple[str, dict[str, Any]]] = [
     ("chat/completions", {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}]}),

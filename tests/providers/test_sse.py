@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from providers.base import UpstreamTooLarge
-from providers.limits import UpstreamLimits
-from providers.sse import DataLines
+from minigate.providers.base import UpstreamTooLarge
+from minigate.providers.limits import UpstreamLimits
+from minigate.providers.sse import DataLines
 
 STREAM = (
     b": a comment\n"

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.config.schema import CooldownConfig
-from gateway.routing.chain import ChainExhausted, run_chain
-from gateway.routing.cooldowns import HealthBook
-from gateway.routing.routes import Deployment, Route
-from providers.base import Provider, ProviderError, UpstreamUnavailable
-from providers.fake import FakeProvider, FakeProviderConfig
+from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.routing.chain import ChainExhausted, run_chain
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.routes import Deployment, Route
+from minigate.providers.base import Provider, ProviderError, UpstreamUnavailable
+from minigate.providers.fake import FakeProvider, FakeProviderConfig
 
 LOCAL_A, LOCAL_B, REMOTE = Deployment("local", "a"), Deployment("local2", "b"), Deployment("cloud", "c")
 PROVIDERS: dict[str, Provider] = {

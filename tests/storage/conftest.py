@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from gateway.storage import Database, open_database, sync_url
+from minigate.gateway.storage import Database, open_database, sync_url
 from tests.pgserver import Databases, postgres_server
 
 BACKENDS = ("sqlite", "postgresql")

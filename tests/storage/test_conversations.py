@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.storage import ConversationStore, Database, UsageRecord, UsageWriter
+from minigate.gateway.storage import ConversationStore, Database, UsageRecord, UsageWriter
 from tests.storage.conftest import Backend
 
 

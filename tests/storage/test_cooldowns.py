@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway.storage import Database, SharedCooldowns, open_database
+from minigate.gateway.storage import Database, SharedCooldowns, open_database
 from tests.storage.conftest import Backend
 
 

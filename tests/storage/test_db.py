@@ -19,10 +19,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import gateway
-from gateway.storage import Database, migrate, open_database, sync_url
-from gateway.storage.db import MIGRATION_LOCK_ID, alembic_config, async_url, redacted
-from gateway.storage.tables import Base
+import minigate.gateway
+from minigate.gateway.storage import Database, migrate, open_database, sync_url
+from minigate.gateway.storage.db import MIGRATION_LOCK_ID, alembic_config, async_url, redacted
+from minigate.gateway.storage.tables import Base
 from tests import pgserver
 from tests.storage.conftest import Backend
 
@@ -146,7 +146,7 @@ def test_concurrent_migrations_serialise(backend: Backend) -> None:
     # Alembic keeps per-process global state, so one process migrates one database at a time.) SQLite takes
     # the write lock for the whole upgrade; PostgreSQL an advisory lock.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")])}
-    code = "import sys; from gateway.storage import migrate; migrate(sys.argv[1])"
+    code = "import sys; from minigate.gateway.storage import migrate; migrate(sys.argv[1])"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, backend.url], env=env, stderr=subprocess.PIPE) for _ in range(6)
     ]

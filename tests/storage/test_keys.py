@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway.storage import Database, KeyStore, open_database
+from minigate.gateway.storage import Database, KeyStore, open_database
 from tests.storage.conftest import Backend
 
 MALFORMED = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.storage import Database
-from gateway.storage.responses import ResponseStore
+from minigate.gateway.storage import Database
+from minigate.gateway.storage.responses import ResponseStore
 from tests.storage.conftest import Backend
 
 

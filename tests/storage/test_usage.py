@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import text
 
-import gateway
-from gateway.storage import Database, KeyStore, UsageRecord, UsageWriteError, UsageWriter, open_database
+import minigate.gateway
+from minigate.gateway.storage import Database, KeyStore, UsageRecord, UsageWriteError, UsageWriter, open_database
 from tests.storage.conftest import Backend
 
 _REPO = str(Path(gateway.__file__).resolve().parent.parent)
@@ -69,7 +69,7 @@ def test_rows_survive_kill_9(db: Database, backend: Backend) -> None:
     # The child records rows, reports how many calls returned, and is killed without any cleanup.
     code = """
 import asyncio, sys
-from gateway.storage import UsageRecord, UsageWriter, open_database
+from minigate.gateway.storage import UsageRecord, UsageWriter, open_database
 
 async def main():
     db = await open_database(sys.argv[1])

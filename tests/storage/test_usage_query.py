@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import Integer, column, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.storage import Database, UsageRecord, UsageWriter
-from gateway.storage.sql import epoch_bucket, floor_int
-from gateway.storage.tables import utcnow
+from minigate.gateway.storage import Database, UsageRecord, UsageWriter
+from minigate.gateway.storage.sql import epoch_bucket, floor_int
+from minigate.gateway.storage.tables import utcnow
 from tests.storage.conftest import Backend
-from web.usage_query import RANGES, Filters, recent_rows, usage_stats
+from minigate.web.usage_query import RANGES, Filters, recent_rows, usage_stats
 
 
 def _bin(latency_ms: float) -> int:

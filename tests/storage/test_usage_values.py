@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter
+from minigate.gateway.storage import Database, UsageRecord, UsageWriteError, UsageWriter
 from tests.storage.conftest import Backend
 
 HUGE = 10**30
@@ -88,7 +88,7 @@ async def test_a_value_the_driver_cannot_send_is_set_aside(
 async def test_counts_are_checked_again_in_the_row(
     writer: UsageWriter, backend: Backend, given: tuple[Any, ...], stored: tuple[Any, ...]
 ) -> None:
-    # Defence in depth: a caller that skipped gateway.core.tokens cannot store a count the reports would choke on.
+    # Defence in depth: a caller that skipped minigate.gateway.core.tokens cannot store a count the reports would choke on.
     prompt, completion, total = given
     row = _row("r", prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
     assert await writer.record(row) is True

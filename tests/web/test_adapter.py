@@ -6,10 +6,10 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from gateway.config.schema import CooldownConfig
-from gateway.routing.cooldowns import HealthBook
-from providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from web.adapter import import_progress, model_action, provider_views
+from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
+from minigate.web.adapter import import_progress, model_action, provider_views
 
 
 class _Local(Provider):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.plugins.loader import builtin_extensions
+from minigate.gateway.plugins.loader import builtin_extensions
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
 from tests.web.helpers import web_config

@@ -11,7 +11,7 @@ from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, sse_data
 from tests.web.test_auth import ADMIN_POSTS, CHAT_POSTS
-from web.markdown import MarkdownRenderer
+from minigate.web.markdown import MarkdownRenderer
 
 PAYLOADS = {
     "script": "<script>alert(1)</script>",

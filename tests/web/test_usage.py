@@ -7,12 +7,12 @@ import io
 import math
 import sqlite3
 
-from gateway.storage import Database
+from minigate.gateway.storage import Database
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 from tests.web.usage_rows import fill_usage
-from web.charts import Series, line_chart, nice_ticks
-from web.usage_query import Totals
+from minigate.web.charts import Series, line_chart, nice_ticks
+from minigate.web.usage_query import Totals
 
 
 def _count(server: InProcessGateway, where: str = "1=1") -> int:
@@ -134,8 +134,8 @@ def test_charts_are_svg_with_text_alternatives() -> None:
 async def test_stats_query_runs_on_sqlite(tmp_path: object) -> None:
     from pathlib import Path
 
-    from gateway.storage import open_database
-    from web.usage_query import Filters, usage_stats
+    from minigate.gateway.storage import open_database
+    from minigate.web.usage_query import Filters, usage_stats
 
     path = Path(str(tmp_path)) / "u.db"
     database: Database = await open_database(f"sqlite+aiosqlite:///{path}")

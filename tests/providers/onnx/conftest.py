@@ -46,7 +46,7 @@ def models_dir(tiny_model_source: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture
 async def make_provider(models_dir: Path) -> AsyncIterator[Any]:
     """A factory of started OnnxProviders on the tiny models folder; all closed at the end of the test."""
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     made: list[OnnxProvider] = []
 

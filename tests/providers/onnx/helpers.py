@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from providers.base import ProviderRequest
+from minigate.providers.base import ProviderRequest
 
 TINY = "tiny"
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from providers.onnx import convert, pull, store, wheel
-from providers.onnx.cli import main
-from providers.onnx.progress import Progress
-from providers.onnx.pull import pull_model
-from providers.onnx.tools import CONVERT_TOOLS, ConvertError, DownloadError, SourceError
+from minigate.providers.onnx import convert, pull, store, wheel
+from minigate.providers.onnx.cli import main
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.pull import pull_model
+from minigate.providers.onnx.tools import CONVERT_TOOLS, ConvertError, DownloadError, SourceError
 from tests.providers.onnx.fakehub import FakeHub
 from tests.providers.onnx.helpers import chat
 
@@ -125,7 +125,7 @@ def _leftovers(models_dir: Path) -> list[str]:
 
 
 async def _answer(models_dir: Path, model: str) -> str:
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(models_dir), idle_ttl=None))
     try:
@@ -136,7 +136,7 @@ async def _answer(models_dir: Path, model: str) -> str:
 
 
 async def test_pull_a_ready_onnx_folder_through_the_provider(hub_env: FakeHub, tmp_path: Path) -> None:
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     models = tmp_path / "models"
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(models), idle_ttl=None))
@@ -176,7 +176,7 @@ def test_pull_a_subfolder_when_the_repository_holds_several(hub_env: FakeHub, tm
 async def test_pull_a_hugging_face_model_runs_the_builder(hub_env: FakeHub, tmp_path: Path) -> None:
     for tool in BUILD_TOOLS:
         pytest.importorskip(tool)
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     models = tmp_path / "models"
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(models), idle_ttl=None))
@@ -201,8 +201,8 @@ async def test_a_missing_repository_or_revision_is_refused(
     assert f"repository {OWNER}/no-such-model not found on {hub_env.url}" in capsys.readouterr().err
     assert main(["--models-dir", models, "--quiet", "pull", f"hf:{OWNER}/tiny-onnx@v9"]) == 1
     assert "revision 'v9' not found" in capsys.readouterr().err
-    from providers.base import ProviderError
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.base import ProviderError
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=models, idle_ttl=None))
     with pytest.raises(ProviderError, match="not found") as info:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from providers.base import ProviderError
-from providers.onnx.openai_mapping import StopMatcher
+from minigate.providers.base import ProviderError
+from minigate.providers.onnx.openai_mapping import StopMatcher
 from tests.providers.onnx.helpers import TINY, chat, collect
 
 
@@ -117,7 +117,7 @@ async def test_n_above_one_is_refused_without_fallback(provider: Any) -> None:
 async def test_max_tokens_past_the_context_is_clamped_and_only_a_prompt_that_does_not_fit_is_refused(
     make_provider: Any,
 ) -> None:
-    from providers.onnx.engine import MIN_ROOM
+    from minigate.providers.onnx.engine import MIN_ROOM
 
     provider = await make_provider(max_context=64)
     prompt_tokens = (await provider.complete(chat(max_tokens=1)))["usage"]["prompt_tokens"]
@@ -264,7 +264,7 @@ async def test_staggered_requests_join_a_young_batch(provider: Any) -> None:
 
 
 async def test_legacy_completions_endpoint(provider: Any) -> None:
-    from providers.base import ProviderRequest
+    from minigate.providers.base import ProviderRequest
 
     body = {"model": TINY, "prompt": "def main():", "max_tokens": 5}
     request = ProviderRequest("completions", TINY, body, False, time.monotonic() + 30)
@@ -306,7 +306,7 @@ async def test_newcomers_get_a_batch_of_their_own_then_join_one_when_every_slot_
 
 
 def test_costs_take_the_fixed_part_of_a_step_as_the_saving_of_one_batch_less() -> None:
-    from providers.onnx.scheduler import Costs
+    from minigate.providers.onnx.scheduler import Costs
 
     costs = Costs(prefill_per_token=0.002)
     assert costs.overhead() == pytest.approx(0.010)  # nothing measured yet: five tokens of prefill

@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from providers.onnx import OnnxProviderConfig, register
-from providers.onnx.config import check_config, parse_size
-from providers.registry import ProviderContext, ProviderRegistry
+from minigate.providers.onnx import OnnxProviderConfig, register
+from minigate.providers.onnx.config import check_config, parse_size
+from minigate.providers.registry import ProviderContext, ProviderRegistry
 
 
 def test_sizes() -> None:

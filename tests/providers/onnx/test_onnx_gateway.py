@@ -120,7 +120,7 @@ def test_admin_api_needs_an_admin_key(gateway_factory: Callable[..., GatewayServ
     assert httpx.post(f"{base}/models/local/{TINY}/unload").status_code == 401
     import asyncio
 
-    from gateway.storage import KeyStore, open_database
+    from minigate.gateway.storage import KeyStore, open_database
 
     async def user_key() -> str:
         db = await open_database(gateway.config.database_url())
@@ -143,7 +143,7 @@ def engine_pids() -> set[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"providers.onnx.engine" in cmdline:
+            if b"minigate.providers.onnx.engine" in cmdline:
                 found.add(int(entry))
     return found
 

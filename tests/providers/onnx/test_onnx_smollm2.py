@@ -10,7 +10,7 @@ MODEL = "smollm2-135m-instruct"
 
 
 async def test_smollm2_knows_the_capital_of_france(default_models_dir: Path) -> None:
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
 
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(default_models_dir), idle_ttl=None))
     try:
@@ -48,7 +48,7 @@ async def test_smollm2_required_tool_calls_validate_every_time(default_models_di
 
     import jsonschema_rs
 
-    from providers.onnx.provider import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.onnx.provider import OnnxProvider, OnnxProviderConfig
     from tests.providers.onnx.test_onnx_tools import TOOLS, streamed_calls
 
     prompts = _tool_prompts()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from providers.onnx import store
-from providers.onnx.convert import import_model
-from providers.onnx.progress import Progress
-from providers.onnx.tools import ConvertError, check_combination
+from minigate.providers.onnx import store
+from minigate.providers.onnx.convert import import_model
+from minigate.providers.onnx.progress import Progress
+from minigate.providers.onnx.tools import ConvertError, check_combination
 from tests.providers.onnx.helpers import TINY
 
 QUIET = Progress(3, quiet=True)
@@ -131,7 +131,7 @@ def test_precision_and_provider_combinations() -> None:
 
 
 def test_missing_conversion_tools_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from providers.onnx import tools
+    from minigate.providers.onnx import tools
 
     monkeypatch.setitem(sys.modules, "gguf", None)  # makes ``import gguf`` fail
     with pytest.raises(tools.MissingToolsError, match=r"minigate\[convert\]") as info:
@@ -140,7 +140,7 @@ def test_missing_conversion_tools_name_the_extra(monkeypatch: pytest.MonkeyPatch
 
 
 def test_cli_list_and_verify(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from providers.onnx.cli import main
+    from minigate.providers.onnx.cli import main
 
     assert main(["--models-dir", os.fspath(models_dir), "list"]) == 0
     assert f'"name": "{TINY}"' in capsys.readouterr().out
@@ -149,8 +149,8 @@ def test_cli_list_and_verify(models_dir: Path, capsys: pytest.CaptureFixture[str
 
 
 async def test_admin_import_and_remove_through_the_provider(models_dir: Path, tmp_path: Path) -> None:
-    from providers.base import ProviderError
-    from providers.onnx import OnnxProvider, OnnxProviderConfig
+    from minigate.providers.base import ProviderError
+    from minigate.providers.onnx import OnnxProvider, OnnxProviderConfig
 
     provider = OnnxProvider("local", OnnxProviderConfig(models_dir=str(tmp_path / "models"), idle_ttl=None))
     lines: list[str] = []

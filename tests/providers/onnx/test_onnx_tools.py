@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from providers.base import ProviderError
+from minigate.providers.base import ProviderError
 from tests.providers.onnx.helpers import TINY, chat, collect
 from tests.providers.onnx.templates import QWEN_STYLE, with_template
 
@@ -196,8 +196,8 @@ def template_models(tiny_model_source: Path, tmp_path: Path) -> Path:
 async def test_tool_results_go_back_through_the_template(make_provider: Any, template_models: Path) -> None:
     import onnxruntime_genai as og
 
-    from providers.onnx.openai_mapping import parse_request
-    from providers.onnx.prompt import PromptBuilder
+    from minigate.providers.onnx.openai_mapping import parse_request
+    from minigate.providers.onnx.prompt import PromptBuilder
 
     job = parse_request("chat/completions", {"messages": HISTORY, "tools": [WEATHER]})
     assert job.message["messages"] == WORKER_HISTORY

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config.schema import CooldownConfig
-from gateway.routing.cooldowns import HealthBook
-from providers.base import ProviderError, UpstreamUnavailable
+from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.providers.base import ProviderError, UpstreamUnavailable
 from tests.providers.onnx.helpers import TINY, chat, collect
 
 
@@ -169,7 +169,7 @@ async def test_idle_ttl_unloads(make_provider: Any) -> None:
 async def test_memory_budget_unloads_least_recently_used(make_provider: Any, models_dir: Path) -> None:
     if not (models_dir / "tiny-b").exists():
         shutil.copytree(models_dir / TINY, models_dir / "tiny-b")
-    from providers.onnx.provider import _estimate_bytes
+    from minigate.providers.onnx.provider import _estimate_bytes
 
     budget = _estimate_bytes(models_dir / TINY) + (4 << 20)  # room for one worker, not two
     provider = await make_provider(memory_budget=str(budget))

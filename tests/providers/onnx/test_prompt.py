@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from providers.onnx.prompt import TOOLS_SECTION, PromptBuilder, fallback_messages
+from minigate.providers.onnx.prompt import TOOLS_SECTION, PromptBuilder, fallback_messages
 from tests.providers.onnx.templates import NO_SYSTEM, QWEN_STYLE, with_template
 
 WEATHER = {

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from providers.onnx.toolcalls import ToolCall, ToolCallParser, parse_tool_calls
+from minigate.providers.onnx.toolcalls import ToolCall, ToolCallParser, parse_tool_calls
 
 pytestmark = pytest.mark.fast
 

@@ -7,8 +7,8 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from providers.base import ProviderError
-from providers.onnx.toolspec import call_schema, check_tools
+from minigate.providers.base import ProviderError
+from minigate.providers.onnx.toolspec import call_schema, check_tools
 
 pytestmark = pytest.mark.fast
 

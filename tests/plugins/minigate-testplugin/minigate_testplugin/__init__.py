@@ -8,10 +8,10 @@ from typing import ClassVar
 
 from litestar import Response, get
 
-from gateway.config.workflow_steps import Step, StepContext
-from gateway.plugins.loader import Event, PluginAPI, Rejected
-from providers.fake import FakeProvider, FakeProviderConfig
-from providers.registry import ProviderContext, ProviderType
+from minigate.gateway.config.workflow_steps import Step, StepContext
+from minigate.gateway.plugins.loader import Event, PluginAPI, Rejected
+from minigate.providers.fake import FakeProvider, FakeProviderConfig
+from minigate.providers.registry import ProviderContext, ProviderType
 
 
 class Shout(Step, kw_only=True):
