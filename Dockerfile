@@ -54,10 +54,14 @@ WORKDIR /src
 COPY deploy/install.sh deploy/requirements-*.lock ./deploy/
 RUN sh deploy/install.sh /opt/minigate deps
 COPY pyproject.toml README.md ./
+# minigate/ holds relative symlinks (minigate/gateway -> ../gateway): COPY keeps them as symlinks, and they resolve
+# to the folders copied beside it. The wheel installs minigate and minigate_plugins only.
+COPY minigate ./minigate
 COPY gateway ./gateway
 COPY providers ./providers
 COPY web ./web
 COPY migrations ./migrations
+COPY minigate_plugins ./minigate_plugins
 # minigate itself (non-editable, no dependencies, no index), then `pip check` and an import of the engine.
 RUN sh deploy/install.sh /opt/minigate minigate
 

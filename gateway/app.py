@@ -117,10 +117,11 @@ def create_app(
 ) -> Litestar:
     """Build the Litestar app for ``config``; the gateway's resources open and close with the app's lifespan.
 
-    ``app.state.drain`` is what ``minigate serve`` tells about SIGTERM; ``redactor`` (the log formatter's) learns
-    the configured secrets at startup and after each reload; ``access_line`` writes request log lines (default:
-    through the ``minigate.access`` logger). ``extensions`` are the plugins ``config`` was checked with
-    (``minigate.gateway.plugins.loader.configure``); without them, the plugins its ``plugins`` section names are loaded here.
+    ``app.state.drain`` is what ``minigate serve`` tells about SIGTERM; ``redactor`` (the log formatter's) learns the
+    configured secrets at startup and after each reload; ``access_line`` writes request log lines (default: through the
+    ``minigate.access`` logger). ``extensions`` are the plugins ``config`` was checked with
+    (``minigate.gateway.plugins.loader.configure``); without them, the plugins its ``plugins`` section names are loaded
+    here.
     """
     if extensions is None:
         extensions = builtin_extensions()

@@ -1,5 +1,5 @@
-"""An example plugin using every hook of ``minigate.gateway.plugins.hookspecs``: refuse prompts over ``max_chars`` before
-routing.
+"""An example plugin using every hook of ``minigate.gateway.plugins.hookspecs``: refuse prompts over ``max_chars``
+before routing.
 
 Enable it with ``{"plugins": {"modules": ["minigate_plugins.prompt_limit:PromptLimit"],
 "settings": {"prompt_limit": {"options": {"max_chars": 8000}}}}}``.

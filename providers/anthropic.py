@@ -20,8 +20,21 @@ from minigate.providers.anthropic_request import DEFAULT_MAX_TOKENS, messages_re
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderRequest, UpstreamUnavailable
 from minigate.providers.limits import UpstreamLimits, read_capped
 from minigate.providers.netguard import guarded_connector
-from minigate.providers.openai_compat import NETWORK_ERRORS, ApiAuth, error_of, parse_retry_after, short_error, unavailable
-from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
+from minigate.providers.openai_compat import (
+    NETWORK_ERRORS,
+    ApiAuth,
+    error_of,
+    parse_retry_after,
+    short_error,
+    unavailable,
+)
+from minigate.providers.registry import (
+    ProviderContext,
+    ProviderRegistry,
+    ProviderType,
+    check_endpoint_url,
+    loopback_url,
+)
 from minigate.providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = ["AnthropicProvider", "AnthropicProviderConfig", "register"]

@@ -27,7 +27,13 @@ from minigate.providers.base import (
 )
 from minigate.providers.limits import UpstreamLimits, cut, read_capped
 from minigate.providers.netguard import guarded_connector
-from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, check_endpoint_url, loopback_url
+from minigate.providers.registry import (
+    ProviderContext,
+    ProviderRegistry,
+    ProviderType,
+    check_endpoint_url,
+    loopback_url,
+)
 from minigate.providers.shape import answer_problem, chunk_problem
 from minigate.providers.sse import YIELD_EVERY, DataLines, pause
 
@@ -138,8 +144,9 @@ def _stream_status(error: dict[str, Any]) -> int:
 class _SSEStream(ChunkStream):
     """Parses an upstream ``text/event-stream`` body into chunk dicts, ending at ``data: [DONE]``.
 
-    It pauses every :data:`~minigate.providers.sse.YIELD_EVERY` s of work (:func:`~minigate.providers.sse.pause`): relaying bytes
-    that are already buffered never suspends otherwise, and a flood of tiny chunks would keep everyone waiting.
+    It pauses every :data:`~minigate.providers.sse.YIELD_EVERY` s of work (:func:`~minigate.providers.sse.pause`):
+    relaying bytes that are already buffered never suspends otherwise, and a flood of tiny chunks would keep everyone
+    waiting.
     """
 
     def __init__(

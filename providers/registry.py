@@ -67,7 +67,8 @@ def always_local(config: Any) -> bool:
 
 @dataclass(slots=True)
 class ProviderRegistry:
-    """Provider types by name: the built-in ones and plugins' (``minigate.gateway.plugins.loader.Extensions`` holds one)."""
+    """Provider types by name: the built-in ones and plugins' (``minigate.gateway.plugins.loader.Extensions`` holds
+    one)."""
 
     types: dict[str, ProviderType] = field(default_factory=dict)
 

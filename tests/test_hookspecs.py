@@ -93,7 +93,8 @@ def test_the_example_plugin_refuses_long_prompts_in_a_running_gateway(
 
 
 def test_plugins_written_against_the_old_import_paths_still_import() -> None:
-    """``minigate.gateway.plugins`` and ``minigate.gateway.workflow_steps`` were modules before the regrouping; plugins import them."""
+    """``minigate.gateway.plugins`` and ``minigate.gateway.workflow_steps`` were modules before the regrouping; plugins
+    import them."""
     import minigate.gateway.config.workflow_steps as steps
     import minigate.gateway.plugins.hookspecs as hookspecs
     from minigate.gateway.plugins import Event, PluginAPI, Rejected, UILink

@@ -1,21 +1,31 @@
 """The layer map, and the test that keeps imports pointing down it with no cycle.
 
-Every module of ``gateway``, ``providers``, ``web`` and ``minigate_plugins`` is named in :data:`LAYERS`, bottom
-first. A module may import modules of its own group or of a lower layer; groups sharing a layer are independent
-of each other. Every import counts: at module level, in a function, under ``if TYPE_CHECKING:`` (only an
-``if __name__ == "__main__":`` block is left out: it runs the file as a script, never as this module).
+Every module of ``minigate`` (``minigate.gateway``, ``minigate.providers``, ``minigate.web``: the folders gateway/,
+providers/ and web/, reached through the symlinks in minigate/) and ``minigate_plugins`` is named in :data:`LAYERS`,
+bottom first; ``minigate.migrations`` is not, as Alembic loads its files by path. A module may import modules of its own
+group or of a lower layer; groups sharing a layer are independent of each other. Every import counts: at module level,
+in a function, under ``if TYPE_CHECKING:`` (only an ``if __name__ == "__main__":`` block is left out: it runs the file
+as a script, never as this module).
 
 A small AST walk rather than import-linter: it reads the same files mypy and ruff read, needs no package to be
 installed (the tests run from a source tree), and the map stays a plain Python value this file can explain.
+
+The same walk, over every Python file of the repository, keeps the bare names out: gateway, providers, web and
+migrations are importable as top-level packages from the repository root, but only ``minigate.*`` is installed,
+and a module imported under both names is two modules.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gateway", "providers", "web", "minigate_plugins")
+PACKAGES = ("minigate", "minigate_plugins")
+UNMAPPED = ("minigate.migrations",)  # Alembic's env.py and versions/, loaded by path
+BARE = ("gateway", "providers", "web", "migrations")  # the folders minigate/ links to, never imported by these names
 
 Layer = tuple[str, dict[str, tuple[str, ...]]]  # (name, {group: modules})
 
@@ -24,7 +34,8 @@ LAYERS: list[Layer] = [
         "core",  # wire structs and errors, token counts, byte formats: no gateway state
         {
             "core": (
-                "gateway",
+                "minigate",
+                "minigate.gateway",
                 "minigate.gateway.core",
                 "minigate.gateway.core.errors",
                 "minigate.gateway.core.headers",
@@ -32,13 +43,13 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.core.tokens",
                 "minigate.gateway.core.wire",
                 "minigate.gateway.core.writes",
-                "minigate_plugins",
-                "providers",
+                "minigate.providers",
                 "minigate.providers.base",
                 "minigate.providers.limits",
                 "minigate.providers.shape",
                 "minigate.providers.sse",
                 "minigate.web.markdown",  # Markdown to safe HTML; the workflows' markdown_render step uses it too
+                "minigate_plugins",
             )
         },
     ),
@@ -108,7 +119,13 @@ LAYERS: list[Layer] = [
     ),
     (
         "plugins",  # the hook specs and the loader, which holds the provider registry plugins extend
-        {"plugins": ("minigate.gateway.plugins", "minigate.gateway.plugins.hookspecs", "minigate.gateway.plugins.loader")},
+        {
+            "plugins": (
+                "minigate.gateway.plugins",
+                "minigate.gateway.plugins.hookspecs",
+                "minigate.gateway.plugins.loader",
+            )
+        },
     ),
     (
         "built-in plugins",  # plugins like any other: they use the plugin API
@@ -195,7 +212,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.http.ws",
             ),
             "web": (
-                "web",
+                "minigate.web",
                 "minigate.web.adapter",
                 "minigate.web.auth",
                 "minigate.web.chains",
@@ -234,11 +251,16 @@ def _where() -> dict[str, tuple[int, str]]:
 
 
 def _modules() -> dict[str, Path]:
+    """Every mapped module by its installed name, ``minigate.gateway.app``: the walk follows minigate/'s symlinks."""
     found: dict[str, Path] = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+        for folder, dirs, files in os.walk(ROOT / package, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(f for f in files if f.endswith(".py")):
+                parts = (Path(folder) / name).relative_to(ROOT).with_suffix("").parts
+                module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+                if not any(module == u or module.startswith(f"{u}.") for u in UNMAPPED):
+                    found[module] = Path(folder) / name
     return found
 
 
@@ -305,18 +327,20 @@ def test_imports_point_down() -> None:
     assert wrong == []
 
 
-# Modules of a gateway/ subpackage that sit in another layer than the subpackage itself, and why.
-_ELSEWHERE = {"minigate.gateway.plugins.builtin_steps": "the built-in steps are a plugin like any other, beside the loader"}
+# Modules of a minigate.gateway subpackage that sit in another layer than the subpackage itself, and why.
+_ELSEWHERE = {
+    "minigate.gateway.plugins.builtin_steps": "the built-in steps are a plugin like any other, beside the loader"
+}
 
 
 def test_each_subpackage_is_one_layer() -> None:
-    """A subpackage of ``gateway`` holds one layer, so a module's folder says where it belongs."""
+    """A subpackage of ``minigate.gateway`` holds one layer, so a module's folder says where it belongs."""
     where = _where()
     wrong = [
         module
         for module in sorted(where)
-        if module.startswith("gateway.")
-        and module.count(".") == 2
+        if module.startswith("minigate.gateway.")
+        and module.count(".") == 3
         and module not in _ELSEWHERE
         and where[module] != where[module.rpartition(".")[0]]
     ]
@@ -375,3 +399,76 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+_SKIPPED = {".git", ".venv", "node_modules", "build", "dist", "test-artifacts", "__pycache__"}
+
+
+def _python_files() -> list[Path]:
+    """Every Python file of the repository (its own files, not minigate/'s links to them, nor venvs and caches)."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):  # does not follow minigate/'s symlinks: each file once
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED and not d.startswith(".") and not d.endswith(".egg-info"))
+        found.extend(Path(folder) / name for name in sorted(files) if name.endswith(".py"))
+    return found
+
+
+def _bare_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, what)`` for each import of a bare name, and each string naming a bare module path or package."""
+    dotted = re.compile(rf"(?<![\w./-])({'|'.join(BARE)})\.(\w+)")
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] in BARE]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in BARE:
+            found.append((node.lineno, f"from {node.module} import"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # A real module's dotted path without its minigate. prefix: -m arguments, mock targets, plugin paths.
+            for match in dotted.finditer(node.value):
+                top, second = match.groups()
+                if (ROOT / top / f"{second}.py").is_file() or (ROOT / top / second / "__init__.py").is_file():
+                    found.append((node.lineno, repr(match.group(0))))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.resources.files() or importlib.import_module() given a bare package's name
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in ("files", "import_module", "find_spec") and node.args[0].value in BARE:
+                found.append((node.lineno, f"{name}({node.args[0].value!r})"))
+    return sorted(found)
+
+
+def test_first_party_names_start_with_minigate() -> None:
+    """Every import of minigate's code, and every string naming one of its modules, says ``minigate.``.
+
+    From the repository root the bare names import too (gateway/ is a package folder), but as a second copy of
+    every module (its own classes, its own registries), and an installed minigate has no ``gateway`` package at all.
+    """
+    wrong = []
+    for path in _python_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        wrong += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in _bare_uses(tree)]
+    assert wrong == [], "use minigate.gateway, minigate.providers, minigate.web, minigate.migrations"
+
+
+def test_the_bare_name_check_finds_bare_names() -> None:
+    """The check above sees each kind of bare name, and lets the namespaced ones and look-alikes through."""
+    names = {"g": "gateway", "p": "providers", "w": "web", "m": "migrations"}  # spelled apart: this file is checked
+    source = """
+import {g}.app
+import {p}.onnx.store as store
+from {w} import web_routes
+from {m}.versions import x
+files("{m}")
+cmd = ["-m", "{g}.cli"]
+kind = "{p}.base"
+"""
+    assert [line for line, _ in _bare_uses(ast.parse(source.format(**names)))] == [2, 3, 4, 5, 6, 7, 8]
+    fine = """
+import minigate.{g}.app
+from minigate.{w} import web_routes
+from minigate_plugins.redact import Redact
+files("minigate.{m}")
+cmd = ["-m", "minigate.{g}.cli"]
+log = "{g}.log"
+url = f"{{{g}.url}}/v1"
+"""
+    assert _bare_uses(ast.parse(fine.format(**names))) == []

@@ -148,7 +148,8 @@ def test_the_builder_stage_installs_the_lock(variant: str, tmp_path: Path) -> No
                 for found in matches:
                     if found.is_dir():
                         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-                        shutil.copytree(found, destination, ignore=ignore, dirs_exist_ok=True)
+                        # Docker's COPY keeps a symlink inside a copied folder as a symlink (minigate/gateway).
+                        shutil.copytree(found, destination, ignore=ignore, dirs_exist_ok=True, symlinks=True)
                     else:
                         folder = destination if target.endswith("/") else destination.parent
                         folder.mkdir(parents=True, exist_ok=True)
@@ -234,7 +235,7 @@ def test_ci_installs_the_test_lock(tmp_path: Path) -> None:
     ignore = shutil.ignore_patterns(
         ".git", ".venv", "__pycache__", "*.pyc", "*.egg-info", "node_modules", ".*cache", ".hypothesis"
     )
-    shutil.copytree(ROOT, src, ignore=ignore)
+    shutil.copytree(ROOT, src, ignore=ignore, symlinks=True)  # minigate/'s symlinks stay symlinks
     env = registry_env(PIP_FIND_LINKS=str(torch_cpu_wheel().parent), PYTHON=shutil.which("python3") or "python3")
     command = line.replace("$torch", "cpu")
     result = subprocess.run(command, shell=True, cwd=src, env=env, capture_output=True, text=True, check=False)
@@ -255,14 +256,20 @@ def test_ci_installs_the_test_lock(tmp_path: Path) -> None:
     assert versions["torch"].endswith("+cpu") and not any(CUDA_ONLY.fullmatch(name) for name in versions)
     # Editable: the copy's source is what runs, and the test tools are there.
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import minigate.gateway, pytest, hypothesis; print(gateway.__file__)"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import minigate.gateway, pytest, hypothesis; print(minigate.gateway.__file__)",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert probe.stdout.strip() == str(src / "gateway" / "__init__.py"), probe.stdout + probe.stderr
+    assert probe.stdout.strip() == str(src / "minigate" / "gateway" / "__init__.py"), probe.stdout + probe.stderr
+    # minigate/gateway is the copy's symlink to its gateway/ folder, as in a git checkout.
+    assert (src / "minigate" / "gateway").is_symlink(), "the copy must keep minigate/'s symlinks"
     assert subprocess.run([str(venv / "bin" / "minigate"), "--help"], env=env, capture_output=True).returncode == 0
 
 

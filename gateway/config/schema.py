@@ -135,7 +135,8 @@ class PluginSettings(_Strict):
 
 
 class PluginsConfig(_Strict):
-    """The ``plugins`` config section: which plugins ``minigate.gateway.plugins.loader`` loads, and how their failures count."""
+    """The ``plugins`` config section: which plugins ``minigate.gateway.plugins.loader`` loads, and how their failures
+    count."""
 
     modules: list[str] = msgspec.field(default_factory=list)  # "package.module" or "package.module:Class"
     entry_points: bool = True  # load every installed package's minigate.plugins entry points
@@ -144,7 +145,8 @@ class PluginsConfig(_Strict):
 
 
 class Registries(Protocol):
-    """The types a config is checked against (``minigate.gateway.plugins.loader.Extensions`` holds them, extended by plugins)."""
+    """The types a config is checked against (``minigate.gateway.plugins.loader.Extensions`` holds them, extended by
+    plugins)."""
 
     providers: ProviderRegistry
     steps: StepRegistry
@@ -309,8 +311,8 @@ def parse_config(
 ) -> Config:
     """Check a decoded JSON document against ``types`` and build a :class:`Config`, or raise :class:`ConfigError`.
 
-    Loads nothing: provider sections and workflow steps of types no plugin registered yet are refused; the
-    ``plugins`` section is kept for ``minigate.gateway.plugins.loader.configure``, which loads the plugins before this check."""
+    Loads nothing: provider sections and workflow steps of types no plugin registered yet are refused; the ``plugins``
+    section is kept for ``minigate.gateway.plugins.loader.configure``, which loads the plugins before this check."""
     issues: list[tuple[str, str]] = []
     if not isinstance(raw, dict):
         raise ConfigError([("", "the config must be a JSON object")])

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible ``/v1`` handlers: each checks the API key, hands over to ``minigate.gateway.serving.proxy``, and encodes
-the typed answer it gets back as JSON or as chat-completions SSE (the only place /v1's bytes are written)."""
+"""The OpenAI-compatible ``/v1`` handlers: each checks the API key, hands over to ``minigate.gateway.serving.proxy``,
+and encodes the typed answer it gets back as JSON or as chat-completions SSE (the only place /v1's bytes are
+written)."""
 
 from __future__ import annotations
 

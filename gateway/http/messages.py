@@ -1,6 +1,6 @@
 """Anthropic's Messages API, ``/v1/messages`` and ``/v1/messages/count_tokens``: translated onto chat completions
-(see minigate.gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /`` probe that
-agents on that API send to the base URL first. Errors under ``/v1/messages`` are in Anthropic's shape
+(see minigate.gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /``
+probe that agents on that API send to the base URL first. Errors under ``/v1/messages`` are in Anthropic's shape
 (minigate.gateway.core.errors)."""
 
 from __future__ import annotations

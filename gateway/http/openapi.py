@@ -132,7 +132,8 @@ class Liveness(msgspec.Struct, kw_only=True):
 
 
 class Reloaded(msgspec.Struct, kw_only=True):
-    """``POST /admin/reload`` when the new config was taken (see ``minigate.gateway.runtime.reload.ReloadResult.view``)."""
+    """``POST /admin/reload`` when the new config was taken (see
+    ``minigate.gateway.runtime.reload.ReloadResult.view``)."""
 
     status: str
     source: str

@@ -1,6 +1,6 @@
-"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see minigate.gateway.protocols.responses),
-answered as a Response object or its event stream, and stored (``store``) for ``previous_response_id`` and the
-``GET``/``DELETE`` routes."""
+"""OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see
+minigate.gateway.protocols.responses), answered as a Response object or its event stream, and stored (``store``) for
+``previous_response_id`` and the ``GET``/``DELETE`` routes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from minigate.gateway.core.wire import decode_request
 from minigate.gateway.core.writes import close_at_end, limit_writes
 from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
 from minigate.gateway.ops.observe import trace_of
-from minigate.gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
+from minigate.gateway.protocols.responses import (
+    ResponsesRequest,
+    chat_body,
+    chat_request,
+    input_items,
+    new_id,
+    not_found,
+)
 from minigate.gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage

@@ -79,8 +79,8 @@ class GatewayMetrics:
         usage: TokenCounts,
         ttft_ms: float | None,
     ) -> None:
-        """Count what one stored usage row says: tokens (checked by ``minigate.gateway.core.tokens``, so the counter only
-        grows), time to first token, fallback causes."""
+        """Count what one stored usage row says: tokens (checked by ``minigate.gateway.core.tokens``, so the counter
+        only grows), time to first token, fallback causes."""
         for hop in hops:
             self.fallbacks.inc((hop.deployment.provider, *cause_of(hop.error)))
         if deployment is None:
@@ -95,9 +95,10 @@ class GatewayMetrics:
             self.ttft.observe(labels, ttft_ms / 1000)
 
     def rejected_counts(self, deployment: Deployment, listed: bool, problems: dict[str, str]) -> None:
-        """Count the invalid token counts of one answer (``problems`` from ``minigate.gateway.core.tokens.token_counts``); the
-        first answer with any, per deployment, is logged (event ``usage_counts_invalid``): a broken upstream
-        sends them with every answer, and one line says as much as a thousand."""
+        """Count the invalid token counts of one answer (``problems`` from
+        ``minigate.gateway.core.tokens.token_counts``); the first answer with any, per deployment, is logged (event
+        ``usage_counts_invalid``): a broken upstream sends them with every answer, and one line says as much as a
+        thousand."""
         for name in problems:
             self.rejected.inc((deployment.provider, name))
         key = (deployment.provider, deployment.model if listed else "other")  # bounded: clients choose models

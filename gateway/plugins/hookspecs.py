@@ -1,7 +1,7 @@
 """The plugin hooks: what a minigate plugin may define, and the objects its hooks are given.
 
-A plugin is a module, or a class (instantiated once), with any of the hooks below; ``minigate.gateway.plugins.loader`` loads it
-and checks each hook against its spec here. ``minigate_plugins/prompt_limit.py`` is a short example.
+A plugin is a module, or a class (instantiated once), with any of the hooks below; ``minigate.gateway.plugins.loader``
+loads it and checks each hook against its spec here. ``minigate_plugins/prompt_limit.py`` is a short example.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Plugins: loaded from entry points (group ``minigate.plugins``) or modules in config; their ``process`` pipeline.
 
-The hooks and what they are given are specified in :mod:`minigate.gateway.plugins.hookspecs`; isolation and ``on_error`` are in
-docs/architecture.md, "Plugins".
+The hooks and what they are given are specified in :mod:`minigate.gateway.plugins.hookspecs`; isolation and ``on_error``
+are in docs/architecture.md, "Plugins".
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ __all__ = [
 log = logging.getLogger("minigate.plugins")
 
 ENTRY_POINT_GROUP = "minigate.plugins"
-BUILTIN_PLUGINS = {"builtin-providers": "minigate.providers.builtins", "builtin-steps": "minigate.gateway.plugins.builtin_steps"}
+BUILTIN_PLUGINS = {
+    "builtin-providers": "minigate.providers.builtins",
+    "builtin-steps": "minigate.gateway.plugins.builtin_steps",
+}
 
 
 @dataclass(slots=True)
@@ -83,7 +86,8 @@ class Target(Protocol):
 
 
 class Origin(Protocol):
-    """What the hooks read of a call, and how a refused answer is stored (``minigate.gateway.serving.proxy.Call`` is one)."""
+    """What the hooks read of a call, and how a refused answer is stored (``minigate.gateway.serving.proxy.Call`` is
+    one)."""
 
     @property
     def endpoint(self) -> str: ...

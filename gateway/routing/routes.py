@@ -58,7 +58,8 @@ class Route:
     """The ordered chain a request follows; ``agent`` is set when the name was an agent or led to one.
 
     ``local`` names the providers whose requests stay on this machine; ``capability_fallback`` lets a
-    deployment's capability refusal hand the request on to one that is not local (see ``minigate.gateway.routing.chain``).
+    deployment's capability refusal hand the request on to one that is not local (see
+    ``minigate.gateway.routing.chain``).
     """
 
     requested: str

@@ -1,5 +1,5 @@
-"""Serving one call: route it along its chain, answer with a typed :class:`~minigate.gateway.serving.events.Reply`, store
-its row.
+"""Serving one call: route it along its chain, answer with a typed :class:`~minigate.gateway.serving.events.Reply`,
+store its row.
 
 The client's body is forwarded unchanged apart from ``model`` and the routing fields a client must never
 control (``api_base``, ``base_url``, ``api_key``, extra headers). For streams the upstream is always asked for
@@ -30,7 +30,8 @@ from minigate.gateway.serving.events import Outcome, Reply
 from minigate.gateway.storage import UsageRecord, UsageWriteError
 from minigate.providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
-# The helpers after ``start_call`` are shared with minigate.gateway.serving.streaming, which serves the streaming half of a call.
+# The helpers after ``start_call`` are shared with minigate.gateway.serving.streaming, which serves the streaming half
+# of a call.
 __all__ = [
     "ROUTING_FIELDS",
     "SHUTDOWN",
@@ -166,8 +167,8 @@ class Call:
             log.exception("usage row %s was not stored", self.request_id)
 
     def _tokens(self, deployment: Deployment | None, usage: Any) -> TokenCounts:
-        """The checked token counts of the answer's ``usage`` as the upstream sent it (see ``minigate.gateway.core.tokens``);
-        invalid ones are counted and logged once per deployment."""
+        """The checked token counts of the answer's ``usage`` as the upstream sent it (see
+        ``minigate.gateway.core.tokens``); invalid ones are counted and logged once per deployment."""
         counts, problems = token_counts(usage)
         if problems and deployment is not None:
             self.gateway.metrics.rejected_counts(deployment, self.routes.listed(deployment), problems)

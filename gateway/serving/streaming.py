@@ -1,7 +1,7 @@
 """Serving a streaming call: fall back until the first content chunk, then relay chunks as typed events.
 
-Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream
-failure ends the events with an :class:`~minigate.gateway.serving.events.Outcome` naming it, never a hang. The usage row is
+Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream failure
+ends the events with an :class:`~minigate.gateway.serving.events.Outcome` naming it, never a hang. The usage row is
 committed before the outcome is yielded.
 """
 
@@ -100,9 +100,10 @@ async def serve_stream(call: Call) -> EventStream:
 class _Deadline:
     """The call's deadline for the relay: it cancels the relay's task only while the relay waits on the upstream.
 
-    While the relay is held at a ``yield`` (its consumer writes to the client) the deadline only marks itself
-    expired, and the relay ends with a 504 once resumed; a write that does not end is bounded where it is made
-    (``minigate.gateway.core.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the chunk.
+    While the relay is held at a ``yield`` (its consumer writes to the client) the deadline only marks itself expired,
+    and the relay ends with a 504 once resumed; a write that does not end is bounded where it is made
+    (``minigate.gateway.core.writes``). One timer per call: an ``asyncio.timeout`` around each chunk cost more than the
+    chunk.
     """
 
     __slots__ = ("_base", "_handle", "_task", "cancelled", "expired", "waiting")

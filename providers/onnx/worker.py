@@ -1,7 +1,7 @@
 """The gateway's side of a model's worker process: :class:`WorkerClient` and each request's :class:`Generation`.
 
-The model runs in ``python -m minigate.providers.onnx.engine`` (onnxruntime-genai holds the GIL). A dead worker fails its
-requests with one shared ``cause``, so the crash counts as one failure of the deployment.
+The model runs in ``python -m minigate.providers.onnx.engine`` (onnxruntime-genai holds the GIL). A dead worker fails
+its requests with one shared ``cause``, so the crash counts as one failure of the deployment.
 """
 
 from __future__ import annotations

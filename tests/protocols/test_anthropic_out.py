@@ -12,7 +12,13 @@ import pytest
 from anthropic.types import Message
 
 from minigate.gateway.core.errors import GatewayError
-from minigate.gateway.protocols.anthropic_out import PING_AFTER, MessageStream, message_from_chat, stop_reason, usage_from_chat
+from minigate.gateway.protocols.anthropic_out import (
+    PING_AFTER,
+    MessageStream,
+    message_from_chat,
+    stop_reason,
+    usage_from_chat,
+)
 from minigate.gateway.routing.routes import Deployment
 from minigate.gateway.serving.events import Chunk, Outcome
 

@@ -10,7 +10,14 @@ import pytest
 
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_request
-from minigate.gateway.protocols.responses import ResponsesRequest, chat_body, chat_request, input_items, new_id, not_found
+from minigate.gateway.protocols.responses import (
+    ResponsesRequest,
+    chat_body,
+    chat_request,
+    input_items,
+    new_id,
+    not_found,
+)
 
 pytestmark = pytest.mark.fast
 

@@ -19,14 +19,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import minigate.gateway
+import minigate
 from minigate.gateway.storage import Database, migrate, open_database, sync_url
 from minigate.gateway.storage.db import MIGRATION_LOCK_ID, alembic_config, async_url, redacted
 from minigate.gateway.storage.tables import Base
 from tests import pgserver
 from tests.storage.conftest import Backend
 
-_REPO = str(Path(gateway.__file__).resolve().parent.parent)
+_REPO = str(Path(minigate.__file__).resolve().parent.parent)
 
 
 def _url(path: Path) -> str:

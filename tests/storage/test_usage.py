@@ -17,11 +17,11 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import text
 
-import minigate.gateway
+import minigate
 from minigate.gateway.storage import Database, KeyStore, UsageRecord, UsageWriteError, UsageWriter, open_database
 from tests.storage.conftest import Backend
 
-_REPO = str(Path(gateway.__file__).resolve().parent.parent)
+_REPO = str(Path(minigate.__file__).resolve().parent.parent)
 
 
 def _row(request_id: str, **kw: Any) -> UsageRecord:

@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from minigate.gateway.storage import Database, UsageRecord, UsageWriter
 from minigate.gateway.storage.sql import epoch_bucket, floor_int
 from minigate.gateway.storage.tables import utcnow
-from tests.storage.conftest import Backend
 from minigate.web.usage_query import RANGES, Filters, recent_rows, usage_stats
+from tests.storage.conftest import Backend
 
 
 def _bin(latency_ms: float) -> int:

@@ -88,7 +88,8 @@ async def test_a_value_the_driver_cannot_send_is_set_aside(
 async def test_counts_are_checked_again_in_the_row(
     writer: UsageWriter, backend: Backend, given: tuple[Any, ...], stored: tuple[Any, ...]
 ) -> None:
-    # Defence in depth: a caller that skipped minigate.gateway.core.tokens cannot store a count the reports would choke on.
+    # Defence in depth: a caller that skipped minigate.gateway.core.tokens cannot store a count the reports would choke
+    # on.
     prompt, completion, total = given
     row = _row("r", prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
     assert await writer.record(row) is True

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
+from minigate.web.markdown import MarkdownRenderer
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, sse_data
 from tests.web.test_auth import ADMIN_POSTS, CHAT_POSTS
-from minigate.web.markdown import MarkdownRenderer
 
 PAYLOADS = {
     "script": "<script>alert(1)</script>",

@@ -8,11 +8,11 @@ import math
 import sqlite3
 
 from minigate.gateway.storage import Database
+from minigate.web.charts import Series, line_chart, nice_ticks
+from minigate.web.usage_query import Totals
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 from tests.web.usage_rows import fill_usage
-from minigate.web.charts import Series, line_chart, nice_ticks
-from minigate.web.usage_query import Totals
 
 
 def _count(server: InProcessGateway, where: str = "1=1") -> int:

@@ -1,0 +1,1 @@
+"""The installed namespace of minigate's packages."""
