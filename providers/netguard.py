@@ -76,8 +76,12 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        """The inner resolver's answers without the forbidden ones; OSError if none is left."""
-        answers = await self._inner.resolve(host, port, family)
+        """The inner resolver's answers without the forbidden ones; OSError if none is left, or if ``host`` is
+        a name no resolver can encode (an empty or over-long IDNA label: UnicodeError, which aiohttp passes on)."""
+        try:
+            answers = await self._inner.resolve(host, port, family)
+        except UnicodeError as err:
+            raise OSError(errno.EINVAL, f"{host!r} cannot be resolved: {err}") from None
         allowed = [a for a in answers if not forbidden_address(str(a["host"]))]
         if not allowed:
             raise _refused(f"{host} resolves only to forbidden addresses")
