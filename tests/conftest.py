@@ -48,6 +48,8 @@ _FAST_MODULES = {
     "tests/test_routing.py",
     "tests/test_wire.py",
     "tests/web/test_adapter.py",
+    "tests/web/test_auth.py",
+    "tests/web/test_security.py",
 }
 
 

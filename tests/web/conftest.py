@@ -59,6 +59,30 @@ def server_client(web_server: GatewayServer) -> Iterator[WebClient]:
     yield from _logged_in(web_server)
 
 
+@pytest.fixture(scope="module")
+def shared_web_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    """:func:`web_app` once for a module, for tests that change nothing (refusals): much faster than one each."""
+    with FakeUpstream("remote", api_key=CONFIG_SECRET) as remote, pytest.MonkeyPatch.context() as env:
+        env.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
+        env.delenv("MINIGATE_CHAT_PUBLIC", raising=False)
+        with InProcessGateway(web_config(remote), tmp_path_factory.mktemp("web")) as app:
+            yield app
+
+
+@pytest.fixture(scope="module")
+def shared_admin(shared_web_app: InProcessGateway) -> Iterator[WebClient]:
+    """A client of :func:`shared_web_app` logged in as admin, shared by the module's tests."""
+    yield from _logged_in(shared_web_app)
+
+
+@pytest.fixture(scope="module")
+def shared_anonymous(shared_web_app: InProcessGateway) -> Iterator[WebClient]:
+    """A client of :func:`shared_web_app` with no session, shared by the module's tests."""
+    web = WebClient(shared_web_app)
+    yield web
+    web.close()
+
+
 @pytest.fixture
 def anonymous(web_app: InProcessGateway) -> Iterator[WebClient]:
     """A client of :func:`web_app` with no session."""

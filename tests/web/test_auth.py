@@ -30,22 +30,23 @@ CHAT_POSTS = [
 
 
 @pytest.mark.parametrize("path", [*ADMIN_PAGES, "/chat", "/chat/1"])
-def test_pages_without_session_go_to_login(anonymous: WebClient, path: str) -> None:
-    response = anonymous.get(path)
+def test_pages_without_session_go_to_login(shared_anonymous: WebClient, path: str) -> None:
+    response = shared_anonymous.get(path)
     assert response.status_code == 303
     assert response.headers["location"].startswith("/login?next=")
 
 
 @pytest.mark.parametrize(("path", "data"), ADMIN_POSTS + CHAT_POSTS)
-def test_posts_without_session_are_refused(anonymous: WebClient, path: str, data: dict[str, str]) -> None:
-    response = anonymous.post(path, data)
+def test_posts_without_session_are_refused(shared_anonymous: WebClient, path: str, data: dict[str, str]) -> None:
+    response = shared_anonymous.post(path, data)
     assert response.status_code == 403
 
 
 @pytest.mark.parametrize(("path", "data"), ADMIN_POSTS + CHAT_POSTS)
 def test_posts_without_or_with_a_wrong_csrf_token_are_refused(
-    client: WebClient, path: str, data: dict[str, str]
+    shared_admin: WebClient, path: str, data: dict[str, str]
 ) -> None:
+    client = shared_admin
     assert client.post(path, data, csrf=False).status_code == 403
     assert client.post(path, {**data, "_csrf": "not-the-token"}, csrf=False).status_code == 403
     assert client.post(path, data, csrf=False, headers={"x-csrf-token": "wrong"}).status_code == 403
