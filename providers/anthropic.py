@@ -1,11 +1,14 @@
 """Remote upstreams that speak Anthropic's Messages API (Anthropic itself, and services compatible with it).
 
 Chat completions are translated to ``POST {endpoint}/messages`` and the answer back (``anthropic_request``,
-``anthropic_answer``); the connection, caps and error handling are the OpenAI-compatible provider's.
+``anthropic_answer``); a native ``/v1/messages`` request (endpoint ``messages``) is passed through as the client sent
+it, with the client's ``anthropic-beta`` header unless the section sets its own. The connection, caps and error
+handling are the OpenAI-compatible provider's.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -38,6 +41,8 @@ from minigate.providers.registry import (
 from minigate.providers.sse import YIELD_EVERY, DataLines, pause
 
 __all__ = ["AnthropicProvider", "AnthropicProviderConfig", "register"]
+
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.]{1,100}")  # written after ``event:`` to the client: nothing to inject
 
 
 class AnthropicProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -81,6 +86,29 @@ def _check(cfg: AnthropicProviderConfig) -> list[tuple[str, str]]:
     return issues
 
 
+class _PassThrough:
+    """A native stream's events as they came (each checked to have a plain ``type``), in place of a
+    :class:`ChunkMaker`: complete at ``message_stop``, or at the ``message_delta`` giving the stop reason."""
+
+    __slots__ = ("finished", "stopped")
+
+    def __init__(self) -> None:
+        self.finished = self.stopped = False
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
+            raise Malformed("an event without a plain type")
+        if kind == "message_stop":
+            self.finished = self.stopped = True
+        elif kind == "message_delta" and isinstance(delta := event.get("delta"), dict) and delta.get("stop_reason"):
+            self.finished = True
+        return [event]
+
+    def end(self) -> list[dict[str, Any]]:
+        return [{"type": "message_stop"}]  # given the stop reason, but cut before its last event
+
+
 class _EventStream(ChunkStream):
     """A Messages event stream as chat-completion chunks; it pauses as the OpenAI-compatible provider's does."""
 
@@ -90,7 +118,7 @@ class _EventStream(ChunkStream):
         provider: str,
         limits: UpstreamLimits,
         error: Callable[[dict[str, Any]], dict[str, Any]],
-        maker: ChunkMaker,
+        maker: ChunkMaker | _PassThrough,
     ) -> None:
         self._response, self._provider, self._limits = response, provider, limits
         self._error, self._maker = error, maker
@@ -149,7 +177,7 @@ class AnthropicProvider(Provider):
     """Serves chat completions from a Messages API upstream over one pooled keep-alive client."""
 
     type_name = "anthropic"
-    endpoints = frozenset({"chat/completions"})
+    endpoints = frozenset({"chat/completions", "messages"})
 
     def __init__(self, name: str, config: AnthropicProviderConfig) -> None:
         super().__init__(name)
@@ -165,6 +193,7 @@ class AnthropicProvider(Provider):
         elif config.auth.type == "header" and config.auth.name and config.auth.value:
             headers[config.auth.name] = config.auth.value
         self._headers = headers
+        self._own_beta = any(name.lower() == "anthropic-beta" for name in config.headers)
         self._url = URL(f"{config.endpoint.rstrip('/')}/messages")
         self._client: aiohttp.ClientSession | None = None
 
@@ -199,7 +228,8 @@ class AnthropicProvider(Provider):
     async def send(self, body: dict[str, Any], request: ProviderRequest) -> aiohttp.ClientResponse:
         """POST a Messages ``body`` within ``request``'s deadline; an error answer is raised as its failure.
 
-        Takes a body already in the Messages API's form, so a native ``/v1/messages`` can pass its own through.
+        Takes a body already in the Messages API's form, so a native ``/v1/messages`` can pass its own through
+        (with the client's ``anthropic-beta``, unless the section's ``headers`` set one).
         """
         if self._client is None:
             raise UpstreamUnavailable(f"{self.name}: provider is not started")
@@ -209,9 +239,12 @@ class AnthropicProvider(Provider):
             connect=min(self.config.connect_timeout, remaining),
             sock_read=min(self.config.timeout, remaining),
         )
+        headers = self._headers
+        if (beta := request.headers.get("anthropic-beta")) and not self._own_beta:
+            headers = {**headers, "anthropic-beta": beta}
         try:
             response = await self._client.post(
-                self._url, data=msgspec.json.encode(body), headers=self._headers, timeout=timeout, allow_redirects=False
+                self._url, data=msgspec.json.encode(body), headers=headers, timeout=timeout, allow_redirects=False
             )
         except NETWORK_ERRORS as err:
             raise unavailable(self.name, err) from None
@@ -245,6 +278,8 @@ class AnthropicProvider(Provider):
         return content
 
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
+        if request.endpoint == "messages":  # the client's own Messages request
+            return request.body
         body = {**request.body, "stream": request.stream}
         return messages_request(body, request.model, default_max_tokens=self.config.default_max_tokens)
 
@@ -254,7 +289,10 @@ class AnthropicProvider(Provider):
         if content is None:
             raise self.config.limits.exceeded(self.name, "max_body_bytes", "the upstream's answer")
         try:
-            return chat_completion(msgspec.json.decode(content), request.model)
+            answer = msgspec.json.decode(content)
+            if request.endpoint == "messages":
+                return _message(answer)
+            return chat_completion(answer, request.model)
         except JSON_DECODE_ERRORS:
             raise UpstreamUnavailable(f"{self.name}: answer is not JSON", code="upstream_malformed") from None
         except Malformed as problem:
@@ -266,8 +304,19 @@ class AnthropicProvider(Provider):
             response.close()
             raise ProviderError(f"{self.name}: expected an event stream, got {response.headers.get('content-type')}")
         options = request.body.get("stream_options")
-        maker = ChunkMaker(request.model, bool(isinstance(options, dict) and options.get("include_usage")))
+        maker: ChunkMaker | _PassThrough = (
+            _PassThrough()
+            if request.endpoint == "messages"
+            else ChunkMaker(request.model, bool(isinstance(options, dict) and options.get("include_usage")))
+        )
         return _EventStream(response, self.name, self.config.limits, self._error, maker)
+
+
+def _message(answer: Any) -> dict[str, Any]:
+    """A native answer as passed on: a ``message`` object with a list of content blocks."""
+    if not isinstance(answer, dict) or answer.get("type") != "message" or not isinstance(answer.get("content"), list):
+        raise Malformed("not a message object with a list of content blocks")
+    return answer
 
 
 def _factory(name: str, config: AnthropicProviderConfig, context: ProviderContext) -> Provider:

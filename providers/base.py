@@ -31,7 +31,9 @@ __all__ = [
     "classify_status",
 ]
 
-Endpoint = Literal["chat/completions", "completions", "embeddings"]
+# "responses" and "messages" are the Responses and Messages APIs, served only by providers that speak them natively
+# (the client's own request passed through; see minigate.gateway.serving.proxy.Passthrough).
+Endpoint = Literal["chat/completions", "completions", "embeddings", "responses", "messages"]
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class ProviderRequest:
     request_id: str = ""
     # What the provider tells the client about how it served the call: ``x-minigate-<name>`` response headers.
     notes: dict[str, str] = field(default_factory=dict)
+    # Protocol headers of the client's that a native upstream may be sent (``anthropic-beta``); empty otherwise.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline (never negative)."""

@@ -114,6 +114,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.wheel",
                 "minigate.providers.onnx.worker",
                 "minigate.providers.openai_compat",
+                "minigate.providers.openai_responses",
             )
         },
     ),
@@ -193,6 +194,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.protocols",
                 "minigate.gateway.protocols.anthropic",
                 "minigate.gateway.protocols.anthropic_out",
+                "minigate.gateway.protocols.native",
                 "minigate.gateway.protocols.responses",
                 "minigate.gateway.protocols.responses_out",
             )

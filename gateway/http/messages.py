@@ -1,7 +1,8 @@
 """Anthropic's Messages API, ``/v1/messages`` and ``/v1/messages/count_tokens``: translated onto chat completions
-(see minigate.gateway.protocols.anthropic) and answered as a ``message`` or its event stream; and the ``HEAD /``
-probe that agents on that API send to the base URL first. Errors under ``/v1/messages`` are in Anthropic's shape
-(minigate.gateway.core.errors)."""
+(see minigate.gateway.protocols.anthropic), or passed through to a deployment that speaks it (``anthropic``
+providers, with the client's ``anthropic-beta`` header), and answered as a ``message`` or its event stream; and the
+``HEAD /`` probe that agents on that API send to the base URL first. Errors under ``/v1/messages`` are in
+Anthropic's shape (minigate.gateway.core.errors)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from minigate.gateway.core.errors import AuthenticationFailed, ModelNotFound
-from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS
+from minigate.gateway.core.headers import header_value
+from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
 from minigate.gateway.core.wire import decode_request
 from minigate.gateway.core.writes import close_at_end, limit_writes
 from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
@@ -28,11 +30,12 @@ from minigate.gateway.protocols.anthropic import (
     prompt_body,
     translate,
 )
-from minigate.gateway.protocols.anthropic_out import MessageStream, message_from_chat
+from minigate.gateway.protocols.anthropic_out import MessageStream, error_frame, message_from_chat
+from minigate.gateway.protocols.native import message_model
 from minigate.gateway.routing.routes import check_model_name
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
-from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Native, Outcome, Reply, Usage
+from minigate.gateway.serving.proxy import Passthrough, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 
 __all__ = ["DROPPED_HEADER", "messages_handlers", "root_probe"]
@@ -40,6 +43,7 @@ __all__ = ["DROPPED_HEADER", "messages_handlers", "root_probe"]
 DROPPED_HEADER = "x-minigate-dropped"  # request fields that would change the answer but were not honoured
 
 _encode = msgspec.json.encode
+_PASSED_ON = ("anthropic-beta",)  # the client's headers a native deployment is sent
 
 
 async def _authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> int | None:
@@ -69,16 +73,31 @@ async def _frames(events: AsyncGenerator[Event, None], stream: MessageStream) ->
         await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
 
 
+async def _native_frames(events: AsyncGenerator[Event, None], model: str) -> AsyncGenerator[bytes, None]:
+    """A native deployment's events as they came (``model`` the client's name), or the error that ended them."""
+    try:
+        async for event in events:
+            if type(event) is Native:
+                yield named_frame(event.event, message_model(event, model))
+            elif type(event) is Outcome and event.failure is not None:
+                yield error_frame(event.failure)
+    finally:
+        await events.aclose()
+
+
 @post("/messages", status_code=200)
 async def create_message(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
     """Anthropic ``POST /v1/messages``, JSON or ``stream: true`` (``?beta=true`` and the ``anthropic-*`` headers
-    are accepted and ignored)."""
+    are accepted; ``anthropic-beta`` and ``thinking`` reach only a deployment that speaks the Messages API)."""
     key_id = await _authenticate(request, gateway)
-    parsed, _ = decode_request(await request.body(), MessagesRequest)
-    translated = translate(parsed)
+    parsed, raw = decode_request(await request.body(), MessagesRequest)
+    translated = translate(parsed)  # also checks that any deployment of the chain could be sent the request
     body = translated.body
+    passed = {name: header_value(value) for name in _PASSED_ON if (value := request.headers.get(name))}
+    trace = trace_of(request.scope)
+    native = Passthrough("messages", raw, passed)
     call = start_call(
-        gateway, "chat/completions", chat_request(body), body, key_id, trace_of(request.scope), label="messages"
+        gateway, "chat/completions", chat_request(body), body, key_id, trace, label="messages", native=native
     )
     limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
     try:
@@ -88,13 +107,19 @@ async def create_message(request: Request[Any, Any, Any], gateway: NamedDependen
     except ClientGone:
         return Response(b"", status_code=499)
     headers = answer_headers(served.outcome)
-    if translated.dropped:
+    if translated.dropped and not served.outcome.native:
         headers[DROPPED_HEADER] = ", ".join(translated.dropped)
     if isinstance(served, Reply):
-        message = message_from_chat(served.body, translated.model, translated.stop_sequences)
+        if served.outcome.native:
+            message = {**served.body, "model": translated.model}
+        else:
+            message = message_from_chat(served.body, translated.model, translated.stop_sequences)
         return Response(_encode(message), media_type="application/json", headers=headers)
-    stream = MessageStream(translated.model, translated.stop_sequences, estimate_tokens(body))
-    frames = _frames(served.events, stream)
+    if served.outcome.native:
+        frames = _native_frames(served.events, translated.model)
+    else:
+        stream = MessageStream(translated.model, translated.stop_sequences, estimate_tokens(body))
+        frames = _frames(served.events, stream)
     # However the response ends: closing the events stores the row (``frames`` may never have been started).
     close_at_end(request.scope, frames)
     close_at_end(request.scope, served.events)

@@ -1,5 +1,6 @@
 """OpenAI's Responses API, ``/v1/responses``: translated onto chat completions (see
-minigate.gateway.protocols.responses), answered as a Response object or its event stream, and stored (``store``) for
+minigate.gateway.protocols.responses), or passed through to a deployment that speaks it (see
+minigate.gateway.protocols.native), answered as a Response object or its event stream, and stored (``store``) for
 ``previous_response_id`` and the ``GET``/``DELETE`` routes."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from minigate.gateway.core.wire import decode_request
 from minigate.gateway.core.writes import close_at_end, limit_writes
 from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
 from minigate.gateway.ops.observe import trace_of
+from minigate.gateway.protocols.native import NativeResponseEvents, native_response, responses_passthrough
 from minigate.gateway.protocols.responses import (
     ResponsesRequest,
     chat_body,
@@ -29,14 +31,16 @@ from minigate.gateway.protocols.responses import (
 )
 from minigate.gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply, Usage
-from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Native, Outcome, Reply, Usage
+from minigate.gateway.serving.proxy import Passthrough, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 from minigate.gateway.storage.responses import ResponseStore
 
 __all__ = ["responses_handlers"]
 
 _encode = msgspec.json.encode
+
+Kept = tuple[ResponseStore, int | None, list[dict[str, Any]]]  # where a stored response goes, and its input
 
 
 def _json(body: Any, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -49,16 +53,15 @@ def _store(gateway: Gateway) -> ResponseStore:
     return store
 
 
+def _named(out: list[dict[str, Any]]) -> bytes:
+    return b"".join(named_frame(event["type"], event) for event in out)
+
+
 async def _frames(
-    events: AsyncGenerator[Event, None],
-    stream: ResponseEvents,
-    keep: tuple[ResponseStore, int | None, list[dict[str, Any]]] | None,
+    events: AsyncGenerator[Event, None], stream: ResponseEvents, keep: Kept | None
 ) -> AsyncGenerator[bytes, None]:
     """The Responses event stream from the serving layer's events; the response is kept before it completes."""
-
-    def frames(out: list[dict[str, Any]]) -> bytes:
-        return b"".join(named_frame(event["type"], event) for event in out)
-
+    frames = _named
     try:
         yield frames(stream.start())
         async for event in events:
@@ -76,21 +79,43 @@ async def _frames(
         await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
 
 
+async def _native_frames(
+    events: AsyncGenerator[Event, None], stream: NativeResponseEvents, keep: Kept | None
+) -> AsyncGenerator[bytes, None]:
+    """A native deployment's Responses events, passed on with the gateway's own fields; kept as :func:`_frames`."""
+    try:
+        async for event in events:
+            if type(event) is Native:
+                data = stream.event(event)
+                if stream.completed and keep is not None:
+                    keep[0].keep(keep[1], keep[2], stream.response)
+                    keep = None
+                yield named_frame(event.event, data)
+            elif type(event) is Outcome and event.failure is not None:
+                yield _named([stream.failed(event.failure)])
+    finally:
+        await events.aclose()
+
+
 @post("/responses", status_code=200)
 async def create_response(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[Any]:
     """OpenAI ``POST /v1/responses``, JSON or ``stream: true``."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    parsed, _ = decode_request(await request.body(), ResponsesRequest)
+    parsed, raw = decode_request(await request.body(), ResponsesRequest)
     store = _store(gateway)
     items = input_items(parsed.input)
+    history = None
     if parsed.previous_response_id is not None:
         previous = await store.get(key_id, parsed.previous_response_id)
         if previous is None:
             raise not_found(parsed.previous_response_id, "previous_response_id")
-        items = previous.conversation + items
-    body = chat_body(parsed, items)
+        history = previous.conversation
+        items = history + items
+    body = chat_body(parsed, items)  # also checks that any deployment of the chain could be sent the request
+    native = Passthrough("responses", responses_passthrough(raw, history))
+    trace = trace_of(request.scope)
     call = start_call(
-        gateway, "chat/completions", chat_request(body), body, key_id, trace_of(request.scope), label="responses"
+        gateway, "chat/completions", chat_request(body), body, key_id, trace, label="responses", native=native
     )
     limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
     try:
@@ -102,11 +127,14 @@ async def create_response(request: Request[Any, Any, Any], gateway: NamedDepende
     base = response_base(parsed, new_id("resp"), served.outcome.deployment.ref)
     keep = (store, key_id, items) if parsed.store is not False else None
     if isinstance(served, Reply):
-        response = from_chat(base, served.body)
+        response = native_response(served.body, base) if served.outcome.native else from_chat(base, served.body)
         if keep is not None:
             store.keep(key_id, items, response)
         return _json(response, answer_headers(served.outcome))
-    frames = _frames(served.events, ResponseEvents(base), keep)
+    if served.outcome.native:
+        frames = _native_frames(served.events, NativeResponseEvents(base), keep)
+    else:
+        frames = _frames(served.events, ResponseEvents(base), keep)
     # However the response ends: closing the events stores the row (``frames`` may never have been started).
     close_at_end(request.scope, frames)
     close_at_end(request.scope, served.events)

@@ -1,7 +1,8 @@
 """What the serving layer hands outward: typed events and answers, never bytes or HTTP headers.
 
-A streamed call is an :class:`EventStream`: :class:`Chunk` and :class:`Usage` events, then its :class:`Outcome`.
-A non-streamed call is a :class:`Reply`. Each wire protocol maps these to its own frames (see
+A streamed call is an :class:`EventStream`: :class:`Chunk` and :class:`Usage` events, then its :class:`Outcome`;
+when a deployment that speaks the client's own protocol answered (``Outcome.native``), :class:`Native` events
+instead of chunks. A non-streamed call is a :class:`Reply`. Each wire protocol maps these to its own frames (see
 docs/architecture.md, "The request path").
 """
 
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.core.tokens import valid_count
 from minigate.gateway.routing.chain import Hop
 from minigate.gateway.routing.routes import Deployment
 
-__all__ = ["Chunk", "Event", "EventStream", "Outcome", "Reply", "Usage"]
+__all__ = ["PREAMBLE", "Chunk", "Event", "EventStream", "Native", "Outcome", "Reply", "Usage", "native_counts"]
 
 
 @dataclass(slots=True, eq=False)
@@ -32,6 +34,7 @@ class Outcome:
     error: str | None = None
     failure: GatewayError | None = None
     notes: dict[str, str] = field(default_factory=dict)  # the answering provider's notes (ProviderRequest.notes)
+    native: bool = False  # answered in the client's own protocol: a native Reply body, Native events
 
     @property
     def fallbacks(self) -> int:
@@ -70,7 +73,45 @@ class Usage:
     counts: dict[str, Any]
 
 
-Event = Chunk | Usage | Outcome
+# Native events that come before anything the model generated: until another event, the chain may still fall back.
+PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued", "message_start", "ping"})
+
+
+@dataclass(slots=True, eq=False)
+class Native:
+    """One event of a native protocol's stream (Responses, Anthropic Messages), as the upstream sent it.
+
+    ``event`` is its type (``data["type"]``, checked by the provider to be a plain name); the edge handler of
+    that protocol passes it on, fixing only what the gateway owns (ids, ``model``, sequence numbers).
+    """
+
+    event: str
+    data: dict[str, Any]
+
+
+def native_counts(usage: Any) -> dict[str, Any] | None:
+    """A native answer's ``usage`` as chat-completions counts, for the usage row.
+
+    Responses (``input_tokens``, ``output_tokens``, cached ones in ``input_tokens_details``) and Anthropic
+    (``input_tokens`` plus ``cache_read_input_tokens`` and ``cache_creation_input_tokens``, ``output_tokens``)."""
+    if not isinstance(usage, dict):
+        return None
+    given, output = valid_count(usage.get("input_tokens")), valid_count(usage.get("output_tokens"))
+    details = usage.get("input_tokens_details")
+    cached = valid_count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    read = valid_count(usage.get("cache_read_input_tokens")) or 0
+    written = valid_count(usage.get("cache_creation_input_tokens")) or 0
+    counts: dict[str, Any] = {}
+    if given is not None:
+        counts["prompt_tokens"] = given + read + written  # Anthropic's input_tokens leaves the cached ones out
+    if output is not None:
+        counts["completion_tokens"] = output
+    if cached is not None or read:
+        counts["prompt_tokens_details"] = {"cached_tokens": (cached or 0) + read}
+    return counts
+
+
+Event = Chunk | Usage | Native | Outcome
 
 
 @dataclass(slots=True, eq=False)

@@ -5,7 +5,9 @@ The client's body is forwarded unchanged apart from ``model`` and the routing fi
 control (``api_base``, ``base_url``, ``api_key``, extra headers). For streams the upstream is always asked for
 usage, and the usage chunk is removed again when the client did not ask for it, so every row has real token
 counts. The row is committed before the answer is handed over. Streaming answers are served by
-:mod:`minigate.gateway.serving.streaming` with the same :class:`Call`.
+:mod:`minigate.gateway.serving.streaming` with the same :class:`Call`. A call made for another protocol may carry
+the client's own request (:class:`Passthrough`): a deployment that speaks that protocol gets it instead of the
+chat body.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.gateway.routing.routes import Deployment, Route, RouteTable, check_model_name
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.serving.events import Outcome, Reply
+from minigate.gateway.serving.events import Outcome, Reply, native_counts
 from minigate.gateway.storage import UsageRecord, UsageWriteError
 from minigate.providers.base import Endpoint, Provider, ProviderError, ProviderRequest
 
@@ -36,6 +38,7 @@ __all__ = [
     "ROUTING_FIELDS",
     "SHUTDOWN",
     "Call",
+    "Passthrough",
     "cancelled",
     "check_serves_endpoint",
     "failed",
@@ -72,6 +75,19 @@ ROUTING_FIELDS = frozenset(
 SHUTDOWN = "the gateway shut down before the answer was complete"
 
 
+@dataclass(slots=True)
+class Passthrough:
+    """The client's own request in a protocol some providers speak natively (``"responses"``, ``"messages"``).
+
+    A deployment whose provider lists ``endpoint`` among its endpoints is sent ``body`` (routing fields removed,
+    ``model`` set to the deployment's) and ``headers``; any other is sent the call's chat body.
+    """
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True, eq=False)
 class Call:
     """One client request on its way through the gateway.
@@ -98,9 +114,26 @@ class Call:
     cut: bool = False  # set when a shutdown ended the call
     hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
     label: str | None = None  # the usage row's endpoint when a translated protocol (responses, messages) made the call
+    native: Passthrough | None = None  # the client's own request, for deployments that speak its protocol
 
-    def provider_request(self, deployment: Deployment) -> ProviderRequest:
-        """The body aimed at one deployment."""
+    def serves_natively(self, provider: Provider) -> bool:
+        """Whether ``provider`` is sent the client's own request rather than the chat body."""
+        return self.native is not None and self.native.endpoint in provider.endpoints
+
+    def provider_request(self, deployment: Deployment, provider: Provider | None = None) -> ProviderRequest:
+        """The body aimed at one deployment: the client's own when its ``provider`` speaks the client's protocol."""
+        if provider is not None and self.native is not None and self.serves_natively(provider):
+            native = self.native
+            body = {**native.body, "model": deployment.model}
+            return ProviderRequest(
+                native.endpoint,
+                deployment.model,
+                body,
+                self.stream,
+                self.deadline,
+                self.request_id,
+                headers=dict(native.headers),
+            )
         body = dict(self.forward)
         body["model"] = deployment.model
         if self.hooks is not None:  # plugins see (and may change or refuse) what leaves for this deployment
@@ -183,12 +216,15 @@ def start_call(
     key_id: int | None,
     trace: Trace | None = None,
     label: str | None = None,
+    native: Passthrough | None = None,
 ) -> Call:
     """Resolve the route and prepare the forwarded body; 404 when no route knows the model.
 
     ``trace`` (the request wrapper's, see ``minigate.gateway.ops.observe``) gives the call its request id and learns who
     answered. The x-request-id response header is added by that wrapper. ``label`` names the client's protocol
-    in the usage row when it was translated onto ``endpoint`` (``"responses"``, ``"messages"``).
+    in the usage row when it was translated onto ``endpoint`` (``"responses"``, ``"messages"``); ``native`` is the
+    client's request in that protocol, passed through to deployments that speak it. Not while a plugin has a
+    ``process`` hook: plugins see chat bodies and chunks, so then every deployment gets the translation.
     """
     check_model_name(parsed.model)  # before plugins, routing or any upstream see it
     routes = gateway.routes
@@ -203,6 +239,9 @@ def start_call(
     if trace is not None:
         call.trace, call.request_id = trace, trace.request_id
     call.hooks, call.label = hooks, label
+    if native is not None and hooks is None:
+        body = {k: v for k, v in native.body.items() if k not in ROUTING_FIELDS}
+        call.native = Passthrough(native.endpoint, body, native.headers)
     call.deadline = call.started + gateway.config.router.timeout
     if stream:
         options = raw.get("stream_options")
@@ -212,8 +251,9 @@ def start_call(
 
 
 def check_serves_endpoint(provider: Provider, call: Call, deployment: Deployment) -> None:
-    """Refuse (400, no fallback) a deployment whose provider does not serve the call's endpoint."""
-    if call.endpoint not in provider.endpoints:
+    """Refuse (400, no fallback) a deployment whose provider does not serve the call's endpoint (or its native
+    protocol)."""
+    if call.endpoint not in provider.endpoints and not call.serves_natively(provider):
         raise ProviderError(
             f"{deployment.ref} does not serve /v1/{call.endpoint}",
             status=400,
@@ -259,15 +299,15 @@ async def serve_json(call: Call) -> Reply:
     """Answer a non-streaming call; raises GatewayError (already stored) when the chain fails."""
     hops: list[Hop] = []
 
-    async def attempt(provider: Provider, deployment: Deployment) -> tuple[dict[str, Any], dict[str, str]]:
+    async def attempt(provider: Provider, deployment: Deployment) -> tuple[dict[str, Any], ProviderRequest]:
         check_serves_endpoint(provider, call, deployment)
-        request = call.provider_request(deployment)
-        return await provider.complete(request), request.notes
+        request = call.provider_request(deployment, provider)
+        return await provider.complete(request), request
 
     drain = call.gateway.drain
     drain.add(call)
     try:
-        deployment, (body, notes), _ = await run_chain(
+        deployment, (body, request), _ = await run_chain(
             call.route, call.providers, call.health, call.deadline, attempt, hops
         )
     except ChainExhausted as exhausted:
@@ -280,10 +320,13 @@ async def serve_json(call: Call) -> Reply:
         raise cut from None
     finally:
         drain.discard(call)
+    if request.endpoint != call.endpoint:  # the client's own protocol: its edge handler fixes what it must
+        await call.store(200, deployment, hops, usage=native_counts(body.get("usage")))
+        return Reply(body, Outcome(deployment, hops, notes=request.notes, native=True))
     body["model"] = deployment.ref
     if call.hooks is not None:
         body = await call.hooks.response(call, deployment, hops, body)
     if (usage := body.get("usage")) is not None:  # the client is sent the counts that are stored
         body["usage"] = checked_usage(usage)[0]
     await call.store(200, deployment, hops, usage=usage)
-    return Reply(body, Outcome(deployment, hops, notes=notes))
+    return Reply(body, Outcome(deployment, hops, notes=request.notes))

@@ -2,14 +2,16 @@
 
 Until a chunk with content is ready the chain can still move on to the next deployment; after that an upstream failure
 ends the events with an :class:`~minigate.gateway.serving.events.Outcome` naming it, never a hang. The usage row is
-committed before the outcome is yielded.
+committed before the outcome is yielded. A deployment that speaks the client's own protocol streams
+:class:`~minigate.gateway.serving.events.Native` events instead: its first content is the first event past the
+protocol's preamble, and its usage is read from the events that carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -18,9 +20,9 @@ from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.core.tokens import checked_usage
 from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
 from minigate.gateway.routing.routes import Deployment
-from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Usage
+from minigate.gateway.serving.events import PREAMBLE, Chunk, Event, EventStream, Native, Outcome, Usage, native_counts
 from minigate.gateway.serving.proxy import SHUTDOWN, Call, cancelled, check_serves_endpoint, failed, uncancel
-from minigate.providers.base import ChunkStream, Provider, ProviderError
+from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderRequest
 
 __all__ = ["serve_stream"]
 
@@ -37,7 +39,13 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
-async def _prime(stream: ChunkStream) -> tuple[AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
+def _native_content(event: dict[str, Any]) -> bool:
+    return event.get("type") not in PREAMBLE
+
+
+async def _prime(
+    stream: ChunkStream, has_content: Callable[[dict[str, Any]], bool] = _has_content
+) -> tuple[AsyncIterator[dict[str, Any]], list[dict[str, Any]]]:
     """Read up to the first chunk with content: until then a failure can still fall back."""
     iterator = stream.__aiter__()
     buffered: list[dict[str, Any]] = []
@@ -48,7 +56,7 @@ async def _prime(stream: ChunkStream) -> tuple[AsyncIterator[dict[str, Any]], li
             except StopAsyncIteration:
                 break
             buffered.append(chunk)
-            if _has_content(chunk):
+            if has_content(chunk):
                 break
     except BaseException:
         await stream.aclose()
@@ -63,17 +71,19 @@ async def serve_stream(call: Call) -> EventStream:
 
     async def attempt(
         provider: Provider, deployment: Deployment
-    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    ) -> tuple[ChunkStream, AsyncIterator[dict[str, Any]], list[dict[str, Any]], ProviderRequest]:
         check_serves_endpoint(provider, call, deployment)
-        request = call.provider_request(deployment)
+        request = call.provider_request(deployment, provider)
         stream = await provider.open_stream(request)
-        iterator, buffered = await _prime(stream)
-        return stream, iterator, buffered, request.notes
+        iterator, buffered = await _prime(
+            stream, _native_content if request.endpoint != call.endpoint else _has_content
+        )
+        return stream, iterator, buffered, request
 
     drain = gateway.drain
     drain.add(call)
     try:
-        deployment, (stream, iterator, buffered, notes), _ = await run_chain(
+        deployment, (stream, iterator, buffered, request), _ = await run_chain(
             call.route, call.providers, call.health, call.deadline, attempt, hops
         )
     except ChainExhausted as exhausted:
@@ -89,7 +99,7 @@ async def serve_stream(call: Call) -> EventStream:
     # own); no task is cancelled meanwhile: a cut in that moment is seen by the relay's first step.
     call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
-    outcome = Outcome(deployment, hops, notes=notes)
+    outcome = Outcome(deployment, hops, notes=request.notes, native=request.endpoint != call.endpoint)
     relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms)
     # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
     # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
@@ -165,6 +175,23 @@ async def _relay(
                 counts = chunk.get("usage")  # as the plugins left it
         return Chunk(chunk)
 
+    native_usage: dict[str, Any] = {}  # a native stream's usage as sent so far (Anthropic's comes in two parts)
+
+    def native(data: dict[str, Any]) -> Native:
+        nonlocal usage
+        kind, found = data["type"], None
+        if kind == "message_start" and isinstance(message := data.get("message"), dict):
+            found = message.get("usage")
+        elif kind == "message_delta":
+            found = data.get("usage")
+        elif kind in ("response.completed", "response.incomplete") and isinstance(body := data.get("response"), dict):
+            found = body.get("usage")
+        if isinstance(found, dict):
+            native_usage.update(found)
+            usage = native_counts(native_usage)
+        return Native(kind, data)
+
+    convert: Callable[[dict[str, Any]], Chunk | Native | None] = native if outcome.native else event
     deadline: _Deadline | None = None
     try:
         yield outcome  # taken by serve_stream: from here on the finally below runs however the relay ends
@@ -174,7 +201,7 @@ async def _relay(
         deadline = _Deadline(call.deadline)
         try:
             for chunk in buffered:
-                if (data := event(chunk)) is not None:
+                if (data := convert(chunk)) is not None:
                     yield data
                 if counts is not None:
                     if counts:
@@ -184,7 +211,7 @@ async def _relay(
             deadline.waiting = True
             async for chunk in iterator:
                 deadline.waiting = False
-                if (data := event(chunk)) is not None:
+                if (data := convert(chunk)) is not None:
                     yield data
                     if deadline.expired:  # it passed while the client was being written to
                         raise TimeoutError
