@@ -8,7 +8,7 @@ from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.core.sse import DONE, SSE_HEADERS, frame
 from minigate.gateway.routing.chain import Hop
 from minigate.gateway.routing.routes import Deployment
-from minigate.gateway.serving.events import Chunk, Outcome
+from minigate.gateway.serving.events import Chunk, Outcome, native_counts
 
 
 def test_a_chunk_gives_its_content_and_tool_call_deltas_and_keeps_unknown_fields() -> None:
@@ -50,3 +50,30 @@ def test_frames_are_data_lines_of_json_and_done() -> None:
     }
     assert DONE == b"data: [DONE]\n\n"
     assert SSE_HEADERS == {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def test_native_usage_becomes_the_rows_chat_counts() -> None:
+    responses = {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens": 3,
+        "total_tokens": 15,
+    }
+    assert native_counts(responses) == {
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    }
+    anthropic = {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 5,
+        "output_tokens": 7,
+    }
+    assert native_counts(anthropic) == {
+        "prompt_tokens": 115,
+        "completion_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
+    assert native_counts({"output_tokens": -1, "input_tokens": "x"}) == {}
+    assert native_counts(None) is None and native_counts([1]) is None

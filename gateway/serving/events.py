@@ -73,8 +73,20 @@ class Usage:
     counts: dict[str, Any]
 
 
-# Native events that come before anything the model generated: until another event, the chain may still fall back.
-PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued", "message_start", "ping"})
+# Native events that come before anything the model generated (an item or block begun, still empty, counts too):
+# until another event, the chain may still fall back.
+PREAMBLE = frozenset(
+    {
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+        "response.output_item.added",
+        "response.content_part.added",
+        "message_start",
+        "content_block_start",
+        "ping",
+    }
+)
 
 
 @dataclass(slots=True, eq=False)
