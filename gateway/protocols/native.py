@@ -15,9 +15,17 @@ __all__ = ["NativeResponseEvents", "message_model", "native_response", "response
 _GATEWAY_OWNED = ("id", "model", "store", "previous_response_id")  # a Response's fields the gateway answers for
 
 
-def _upstream_item(item: dict[str, Any]) -> dict[str, Any]:
-    """A stored history item as an upstream that keeps nothing takes it: without the id it was stored under."""
-    return {k: v for k, v in item.items() if k != "id"}
+def _upstream_items(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored history items as an upstream that keeps nothing takes them: without the ids they were stored under;
+    a reasoning item only with its ``encrypted_content`` (and then as it came: the upstream reads it by its id)."""
+    items = []
+    for item in history:
+        if item.get("type") == "reasoning":
+            if item.get("encrypted_content"):
+                items.append(item)
+        else:
+            items.append({k: v for k, v in item.items() if k != "id"})
+    return items
 
 
 def responses_passthrough(raw: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -29,7 +37,7 @@ def responses_passthrough(raw: dict[str, Any], history: list[dict[str, Any]] | N
     if history is not None:
         given = raw.get("input")
         current = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
-        body["input"] = [_upstream_item(item) for item in history] + current
+        body["input"] = _upstream_items(history) + current
     return body
 
 

@@ -38,6 +38,8 @@ def test_the_request_keeps_the_clients_fields_and_stores_nothing_upstream() -> N
 def test_a_continued_response_resends_its_history_without_the_stored_ids() -> None:
     history = [
         {"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "A"}]},
+        {"id": "rs_1", "type": "reasoning", "summary": []},  # nothing an upstream that keeps nothing can use
+        {"id": "rs_2", "type": "reasoning", "summary": [], "encrypted_content": "gAAA"},
         {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
     ]
     raw = {"model": "default", "previous_response_id": "resp_before", "input": "B"}
@@ -45,11 +47,12 @@ def test_a_continued_response_resends_its_history_without_the_stored_ids() -> No
     assert "previous_response_id" not in body and body["store"] is False
     assert body["input"] == [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "A"}]},
+        {"id": "rs_2", "type": "reasoning", "summary": [], "encrypted_content": "gAAA"},
         {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
         {"role": "user", "content": "B"},
     ]
     output = [{"type": "function_call_output", "call_id": "c1", "output": "ok"}]
-    assert responses_passthrough({**raw, "input": output}, history)["input"][2:] == output
+    assert responses_passthrough({**raw, "input": output}, history)["input"][3:] == output
     assert responses_passthrough({**raw, "input": None}, [])["input"] == []
 
 
