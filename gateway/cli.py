@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from minigate.gateway.config.schema import Config, ConfigError, ServerConfig
+from minigate.gateway.config.schema import Config, ConfigError
+from minigate.gateway.config.sections import ServerConfig
 from minigate.gateway.models_cli import ensure_default_models, run_models_command
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
 

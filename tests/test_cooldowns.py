@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.config.sections import CooldownConfig
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.providers.base import ProviderError
 

@@ -59,6 +59,7 @@ LAYERS: list[Layer] = [
             "config": (
                 "minigate.gateway.config",
                 "minigate.gateway.config.schema",
+                "minigate.gateway.config.sections",
                 "minigate.gateway.config.workflow_steps",
                 "minigate.gateway.workflow_steps",  # the old import path of the step specs, for plugins
                 "minigate.providers.registry",

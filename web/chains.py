@@ -12,7 +12,8 @@ from typing import cast
 import msgspec
 from sqlalchemy import Table, delete, insert, select
 
-from minigate.gateway.config.schema import AgentConfig, AgentModel, Config, check_references
+from minigate.gateway.config.schema import Config, check_references
+from minigate.gateway.config.sections import AgentConfig, AgentModel
 from minigate.gateway.routing.routes import RouteTable
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage import Database

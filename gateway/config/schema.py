@@ -10,25 +10,27 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
+from minigate.gateway.config.sections import (
+    AgentConfig,
+    ModelsConfig,
+    PluginsConfig,
+    RouterConfig,
+    ServerConfig,
+    Strict,
+)
 from minigate.gateway.config.workflow_steps import StepRegistry, Workflow, WorkflowSpec, check_workflows, model_checker
 from minigate.gateway.core.wire import JSON_DECODE_ERRORS, split_validation_error
 from minigate.providers.registry import ProviderRegistry
 
 __all__ = [
-    "AgentConfig",
-    "AgentModel",
     "Config",
     "ConfigError",
-    "PluginSettings",
-    "PluginsConfig",
     "Registries",
-    "Resources",
-    "RouterConfig",
-    "ServerConfig",
+    "check_private",
     "check_references",
     "load_config",
     "parse_config",
@@ -45,105 +47,6 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in issues))
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class AgentModel(_Strict):
-    """An agent's chain: ``primary`` then ``fallbacks`` (``fallback`` is the same, one reference or a list)."""
-
-    primary: str
-    fallbacks: list[str] | None = None
-    fallback: str | list[str] | None = None
-
-    def chain(self) -> list[str]:
-        """The ordered model references of the chain."""
-        extra = self.fallback if self.fallback is not None else (self.fallbacks or [])
-        return [self.primary, *([extra] if isinstance(extra, str) else extra)]
-
-
-class Resources(_Strict):
-    """Machine resources for local models: ``gpu_memory`` as ``"80%"`` or bytes, ``cpu_threads`` > 0."""
-
-    gpu_memory: str | int | None = None
-    cpu_threads: int | None = None
-
-
-class AgentConfig(_Strict):
-    """A virtual model: requests naming the agent follow its chain.
-
-    ``private``: its chain may hold only deployments whose requests stay on this machine (checked at startup).
-    ``capability_fallback``: a deployment that cannot do what was asked (images, logprobs...) may hand the
-    request on to a remote deployment; without it the client gets that deployment's 400.
-    """
-
-    model: AgentModel
-    resources: Resources | None = None
-    description: str | None = None
-    private: bool = False
-    capability_fallback: bool = False
-
-
-class ModelsConfig(_Strict):
-    """``models``: provider sections (typed later by their provider type) and aliases."""
-
-    providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
-    aliases: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class CooldownConfig(_Strict):
-    """A deployment failing ``failures`` times in a row cools down ``initial`` s, doubling up to ``max`` s."""
-
-    failures: int = 3
-    initial: float = 5.0
-    max: float = 300.0
-
-
-class RouterConfig(_Strict):
-    """Routing policy: one deadline per request, what unknown model names do, cooldowns."""
-
-    timeout: float = 600.0
-    unknown_model: Literal["error", "default"] = "error"
-    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
-
-
-class ServerConfig(_Strict):
-    """Where to listen and where to keep data. Relative paths are taken from the config file's folder."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    data_dir: str = "./data"
-    database_url: str | None = None
-    max_body_bytes: int = 8 * 1024 * 1024
-    body_timeout: float = 30.0  # seconds for a request's headers, then for its whole body, to arrive (else 408)
-    shutdown_grace: float = 30.0  # seconds open calls get to finish after SIGTERM
-    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default,
-    # so a client cannot pick the address it is throttled under by sending the header itself.
-    trusted_proxies: list[str] = msgspec.field(default_factory=list)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-Policy = Literal["reject", "skip"]
-
-
-class PluginSettings(_Strict):
-    """``plugins.settings.NAME``: whether the plugin loads, what its failures do, and its own options."""
-
-    enabled: bool = True
-    on_error: Policy | None = None  # None: plugins.on_error
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class PluginsConfig(_Strict):
-    """The ``plugins`` config section: which plugins ``minigate.gateway.plugins.loader`` loads, and how their failures
-    count."""
-
-    modules: list[str] = msgspec.field(default_factory=list)  # "package.module" or "package.module:Class"
-    entry_points: bool = True  # load every installed package's minigate.plugins entry points
-    on_error: Policy = "reject"
-    settings: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
-
-
 class Registries(Protocol):
     """The types a config is checked against (``minigate.gateway.plugins.loader.Extensions`` holds them, extended by
     plugins)."""
@@ -152,7 +55,7 @@ class Registries(Protocol):
     steps: StepRegistry
 
 
-class _RawConfig(_Strict):
+class _RawConfig(Strict):
     # Sections keyed by user-chosen names are converted one entry at a time, so errors can name the key.
     agents: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)

@@ -20,16 +20,8 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 import msgspec
 
-from minigate.gateway.config.schema import (
-    Config,
-    ConfigError,
-    PluginsConfig,
-    PluginSettings,
-    Policy,
-    parse_config,
-    plugins_section,
-    read_json,
-)
+from minigate.gateway.config.schema import Config, ConfigError, parse_config, plugins_section, read_json
+from minigate.gateway.config.sections import PluginsConfig, PluginSettings, Policy
 from minigate.gateway.config.workflow_steps import StepRegistry
 from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.plugins.hookspecs import HOOKS, Event, PluginAPI, Rejected, UILink, hook_problem

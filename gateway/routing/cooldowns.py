@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.config.sections import CooldownConfig
 from minigate.gateway.storage import SharedCooldowns
 from minigate.providers.base import ProviderError
 

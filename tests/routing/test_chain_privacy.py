@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.config.sections import CooldownConfig
 from minigate.gateway.routing.chain import ChainExhausted, run_chain
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.gateway.routing.routes import Deployment, Route

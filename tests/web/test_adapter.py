@@ -6,7 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.config.sections import CooldownConfig
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from minigate.web.adapter import import_progress, model_action, provider_views

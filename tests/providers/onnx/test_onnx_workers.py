@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from minigate.gateway.config.schema import CooldownConfig
+from minigate.gateway.config.sections import CooldownConfig
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.providers.base import ProviderError, UpstreamUnavailable
 from tests.providers.onnx.helpers import TINY, chat, collect
