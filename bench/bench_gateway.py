@@ -79,8 +79,12 @@ async def _one(session: Any, url: str, payload: bytes, stream: bool) -> tuple[fl
 Samples = dict[str, list[tuple[float, list[float]]]]
 
 
-async def interleaved(cases: dict[str, tuple[str, bytes]], n: int, warm: int, stream: bool, budget: float) -> Samples:
-    """Sequential requests, one keep-alive connection per case, cases alternating in order."""
+async def interleaved(
+    cases: dict[str, tuple[str, bytes]], n: int, warm: int, stream: bool, budget: float, one: Any = None
+) -> Samples:
+    """Sequential requests, one keep-alive connection per case, cases alternating in order; ``one(session, url,
+    payload, stream)`` sends one and returns what is kept (default: :func:`_one`)."""
+    one = one or _one
     import aiohttp
 
     out: Samples = {name: [] for name in cases}
@@ -92,7 +96,7 @@ async def interleaved(cases: dict[str, tuple[str, bytes]], n: int, warm: int, st
                 print(f"  (time budget reached after {i - warm} requests per case)", file=sys.stderr)
                 break
             for name in list(cases) if i % 2 == 0 else list(reversed(cases)):
-                result = await _one(sessions[name], *cases[name], stream)
+                result = await one(sessions[name], *cases[name], stream)
                 if i >= warm:
                     out[name].append(result)
     finally:

@@ -21,13 +21,12 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_gateway import pct, start_gateway, start_upstream
+from bench_gateway import interleaved, pct, start_gateway, start_upstream
 from procs import HEADERS, HOST, Proc, stop
 
 TARGET_MS = 0.3
@@ -67,28 +66,13 @@ async def _one(session: Any, url: str, payload: bytes, stream: bool) -> tuple[fl
         return first, (time.perf_counter() - t0) * 1e3
 
 
-async def interleaved(ports: dict[str, int], stream: bool, n: int, warm: int, budget: float) -> dict[str, Any]:
-    import aiohttp
-
-    cases = payloads(stream)
-    out: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
-    sessions = {name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for name in cases}
-    end = time.monotonic() + budget
-    try:
-        for i in range(warm + n):
-            if time.monotonic() > end:
-                print(f"  (time budget reached after {max(0, i - warm)} requests per case)", file=sys.stderr)
-                break
-            for name in list(cases) if i % 2 == 0 else list(reversed(cases)):
-                path, body = cases[name]
-                port = ports["upstream" if name == "direct" else "gateway"]
-                result = await _one(sessions[name], f"http://{HOST}:{port}{path}", body, stream)
-                if i >= warm:
-                    out[name].append(result)
-    finally:
-        for s in sessions.values():
-            await s.close()
-    return out
+async def measure(ports: dict[str, int], stream: bool, n: int, warm: int, budget: float) -> Any:
+    """Every case of :func:`payloads`, interleaved (``bench_gateway.interleaved``)."""
+    cases = {
+        name: (f"http://{HOST}:{ports['upstream' if name == 'direct' else 'gateway']}{path}", body)
+        for name, (path, body) in payloads(stream).items()
+    }
+    return await interleaved(cases, n, warm, stream, budget, _one)
 
 
 def summarize(samples: dict[str, list[tuple[float, float]]]) -> dict[str, dict[str, float]]:
@@ -110,7 +94,7 @@ def run(quick: bool) -> dict[str, Any]:
             _, gport, _ = start_gateway(tmp, {"fast": upstream, "paced": upstream}, procs, None)
             ports = {"upstream": upstream, "gateway": gport}
             for kind, stream in (("json", False), ("stream", True)):
-                res[kind] = summarize(asyncio.run(interleaved(ports, stream, n, 40, 150)))
+                res[kind] = summarize(asyncio.run(measure(ports, stream, n, 40, 150)))
         finally:
             for proc in reversed(procs):
                 stop(proc)
