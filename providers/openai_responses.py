@@ -6,27 +6,16 @@ Used by the ``openai`` provider with ``"api": "responses"``; the connection, cap
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
-import msgspec
+from minigate.providers.base import UpstreamStatusError
+from minigate.providers.upstream import EVENT_NAME, ErrorFilter, StreamReader, malformed
 
-from minigate.gateway.core.wire import JSON_DECODE_ERRORS
-from minigate.providers.base import UpstreamStatusError, UpstreamUnavailable
+__all__ = ["LAST_EVENTS", "ResponsesReader", "checked_response"]
 
-__all__ = ["EVENT_NAME", "LAST_EVENTS", "ResponsesReader", "checked_response"]
-
-# An event type as it may be written after ``event:`` to the client: a plain dotted name, nothing to inject.
-EVENT_NAME = re.compile(r"[A-Za-z0-9_.]{1,100}")
 LAST_EVENTS = frozenset({"response.completed", "response.incomplete"})
 _RATE_LIMITED = ("rate_limit_exceeded", "insufficient_quota")
-
-ErrorFilter = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _malformed(provider: str, what: str) -> UpstreamUnavailable:
-    return UpstreamUnavailable(f"{provider}: {what}", code="upstream_malformed")
 
 
 def _failure(error: Any, scrub: ErrorFilter) -> UpstreamStatusError:
@@ -41,50 +30,47 @@ def _failure(error: Any, scrub: ErrorFilter) -> UpstreamStatusError:
 def checked_response(provider: str, body: Any, scrub: ErrorFilter) -> dict[str, Any]:
     """A JSON answer as passed on: a Response object with an ``output`` list (a failed one is its failure)."""
     if not isinstance(body, dict) or not isinstance(body.get("output"), list):
-        raise _malformed(provider, "malformed answer: not a Response object with an output list")
+        raise malformed(provider, "malformed answer: not a Response object with an output list")
     if not all(isinstance(item, dict) for item in body["output"]):
-        raise _malformed(provider, "malformed answer: output is not a list of objects")
+        raise malformed(provider, "malformed answer: output is not a list of objects")
     if body.get("status") == "failed":
         raise _failure(body.get("error"), scrub)
     return body
 
 
-class ResponsesReader:
+class ResponsesReader(StreamReader):
     """Turns the ``data:`` payloads of a Responses event stream into event dicts for the provider's stream.
 
     ``error`` events and ``response.failed`` become the provider's failure (before the first content the chain
     falls back); the stream is complete at ``response.completed`` or ``response.incomplete`` (``done``).
     """
 
-    __slots__ = ("_provider", "_scrub", "done", "finished")
+    __slots__ = ("_scrub",)
 
     def __init__(self, provider: str, scrub: ErrorFilter) -> None:
-        self._provider, self._scrub = provider, scrub
-        self.done = self.finished = False
+        super().__init__(provider)
+        self._scrub = scrub
 
-    def read(self, data: bytes) -> dict[str, Any] | None:
-        """The event of one payload, or None for one to skip (``[DONE]``, which some servers add, ends it)."""
+    def read(self, data: bytes) -> Sequence[dict[str, Any]]:
+        """The event of one payload, or none for one to skip (``[DONE]``, which some servers add, ends it)."""
         if data == b"[DONE]":
             self.done = True
-            return None
-        try:
-            event = msgspec.json.decode(data)
-        except JSON_DECODE_ERRORS:
-            raise _malformed(self._provider, "malformed event in the upstream stream") from None
-        if not isinstance(event, dict):
-            return None
+            return ()
+        event = self.decode(data)
+        if event is None:
+            return ()
         kind = event.get("type")
         if not isinstance(kind, str) or not EVENT_NAME.fullmatch(kind):
-            raise _malformed(self._provider, "malformed event in the upstream stream: no plain type")
+            raise self.malformed("malformed event in the upstream stream: no plain type")
         if kind == "error":
             raise _failure(event.get("error", event), self._scrub)
         if kind == "response.failed":
             response = event.get("response")
             raise _failure(response.get("error") if isinstance(response, dict) else None, self._scrub)
         if kind.startswith("response.") and "response" in event and not isinstance(event["response"], dict):
-            raise _malformed(self._provider, f"malformed event in the upstream stream: {kind} without a response")
+            raise self.malformed(f"malformed event in the upstream stream: {kind} without a response")
         if kind in LAST_EVENTS:
             if not isinstance(event.get("response"), dict):
-                raise _malformed(self._provider, f"malformed event in the upstream stream: {kind} without a response")
+                raise self.malformed(f"malformed event in the upstream stream: {kind} without a response")
             self.done = self.finished = True
-        return event
+        return (event,)

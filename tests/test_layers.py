@@ -116,6 +116,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.worker",
                 "minigate.providers.openai_compat",
                 "minigate.providers.openai_responses",
+                "minigate.providers.upstream",
             )
         },
     ),

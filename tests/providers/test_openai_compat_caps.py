@@ -18,7 +18,8 @@ from aiohttp import web
 
 from minigate.providers.base import ProviderError, ProviderRequest, UpstreamStatusError, UpstreamTooLarge
 from minigate.providers.limits import UpstreamLimits
-from minigate.providers.openai_compat import ApiAuth, OpenAIProvider, OpenAIProviderConfig, _SSEStream
+from minigate.providers.openai_compat import ApiAuth, ChatReader, OpenAIProvider, OpenAIProviderConfig
+from minigate.providers.upstream import EventStream
 from tests.fakes import hostile
 from tests.fakes.behaviours import Custom
 from tests.fakes.upstream import FakeUpstream
@@ -104,7 +105,8 @@ async def test_a_buffered_flood_still_lets_the_event_loop_run() -> None:
     chunk = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
     finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     chunks = 200_000
-    stream = _SSEStream(_Response(chunk * chunks + finish), "primary", UpstreamLimits(), lambda e: e)  # type: ignore[arg-type]
+    response = _Response(chunk * chunks + finish)
+    stream = EventStream(response, "primary", UpstreamLimits(), ChatReader("primary", lambda e: e))  # type: ignore[arg-type]
     ticks = 0
 
     async def ticker() -> None:

@@ -19,7 +19,10 @@ def scrub(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(reader: ResponsesReader, event: dict[str, Any]) -> dict[str, Any] | None:
-    return reader.read(json.dumps(event).encode())
+    """The one event the reader passes on for ``event``, None for one it skips."""
+    events = reader.read(json.dumps(event).encode())
+    assert len(events) <= 1
+    return events[0] if events else None
 
 
 def test_events_pass_until_the_response_completes() -> None:
@@ -28,14 +31,14 @@ def test_events_pass_until_the_response_completes() -> None:
     assert read(reader, created) == created and not reader.done
     delta = {"type": "response.output_text.delta", "delta": "Hi", "item_id": "msg_1"}
     assert read(reader, delta) == delta
-    assert reader.read(b"[1, 2]") is None  # not an event: skipped
+    assert not reader.read(b"[1, 2]")  # not an event: skipped
     completed = {"type": "response.completed", "response": {"id": "resp_1", "output": [], "usage": {}}}
     assert read(reader, completed) == completed and reader.done and reader.finished
 
 
 def test_done_ends_a_stream_without_finishing_it() -> None:
     reader = ResponsesReader("up", scrub)
-    assert reader.read(b"[DONE]") is None and reader.done and not reader.finished
+    assert not reader.read(b"[DONE]") and reader.done and not reader.finished
 
 
 @pytest.mark.parametrize(
