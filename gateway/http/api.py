@@ -5,7 +5,7 @@ written)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -32,11 +32,11 @@ from minigate.gateway.routing.chain import cause_of
 from minigate.gateway.routing.routes import check_model_name
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply
-from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.proxy import Call, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 from minigate.providers.base import Endpoint
 
-__all__ = ["ClientGone", "answer_headers", "cancel_on_disconnect", "v1_handlers"]
+__all__ = ["ClientGone", "answer_headers", "cancel_on_disconnect", "serve", "stream_response", "v1_handlers"]
 
 T = TypeVar("T")
 
@@ -112,14 +112,38 @@ async def _frames(events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, 
         await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
 
 
+async def serve(
+    request: Request[Any, Any, Any], call: Call, respond: Callable[[EventStream | Reply], Response[Any]]
+) -> Response[Any]:
+    """Serve ``call`` (a stream or one JSON answer) and ``respond`` with what it gives; the answer's writes too end
+    by the call's deadline, and a client that hangs up first cancels it (a 499 nobody reads)."""
+    limit_writes(request.scope, call.deadline)
+    try:
+        served: EventStream | Reply = await cancel_on_disconnect(
+            request, serve_stream(call) if call.stream else serve_json(call)
+        )
+    except ClientGone:
+        return Response(b"", status_code=499)
+    return respond(served)
+
+
+def stream_response(
+    request: Request[Any, Any, Any],
+    frames: AsyncGenerator[bytes, None],
+    events: AsyncGenerator[Event, None],
+    headers: dict[str, str],
+) -> Stream:
+    """The streamed answer of ``frames``, written from ``events``."""
+    # However the response ends: closing the events stores the row (``frames`` may never have been started).
+    close_at_end(request.scope, frames)
+    close_at_end(request.scope, events)
+    return Stream(frames, media_type=MEDIA_TYPE, headers={**headers, **SSE_HEADERS})
+
+
 def _respond(request: Request[Any, Any, Any], served: EventStream | Reply) -> Response[Any]:
     if isinstance(served, Reply):
         return Response(_encode(served.body), media_type="application/json", headers=answer_headers(served.outcome))
-    frames = _frames(served.events)
-    # However the response ends: closing the events stores the row (``frames`` may never have been started).
-    close_at_end(request.scope, frames)
-    close_at_end(request.scope, served.events)
-    return Stream(frames, media_type=MEDIA_TYPE, headers={**answer_headers(served.outcome), **SSE_HEADERS})
+    return stream_response(request, _frames(served.events), served.events, answer_headers(served.outcome))
 
 
 async def _serve(
@@ -128,14 +152,7 @@ async def _serve(
     key_id = await gateway.authenticate(request.headers.get("authorization"))
     parsed, raw = decode_request(await request.body(), struct)
     call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
-    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
-    try:
-        served: EventStream | Reply = await cancel_on_disconnect(
-            request, serve_stream(call) if call.stream else serve_json(call)
-        )
-    except ClientGone:
-        return Response(b"", status_code=499)
-    return _respond(request, served)
+    return await serve(request, call, lambda served: _respond(request, served))
 
 
 @post("/chat/completions", status_code=200)

@@ -12,19 +12,18 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.response import Stream
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from minigate.gateway.core.errors import AuthenticationFailed, ModelNotFound
 from minigate.gateway.core.headers import header_value
-from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
+from minigate.gateway.core.sse import named_frame
 from minigate.gateway.core.wire import decode_request
-from minigate.gateway.core.writes import close_at_end, limit_writes
-from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from minigate.gateway.http.api import answer_headers, serve, stream_response
 from minigate.gateway.ops.observe import trace_of
 from minigate.gateway.protocols.anthropic import (
     CountTokensRequest,
     MessagesRequest,
+    Translated,
     chat_request,
     estimate_tokens,
     prompt_body,
@@ -35,8 +34,7 @@ from minigate.gateway.protocols.native import message_model
 from minigate.gateway.routing.routes import check_model_name
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, Event, EventStream, Native, Outcome, Reply, Usage
-from minigate.gateway.serving.proxy import Passthrough, serve_json, start_call
-from minigate.gateway.serving.streaming import serve_stream
+from minigate.gateway.serving.proxy import Passthrough, start_call
 
 __all__ = ["DROPPED_HEADER", "messages_handlers", "root_probe"]
 
@@ -99,13 +97,13 @@ async def create_message(request: Request[Any, Any, Any], gateway: NamedDependen
     call = start_call(
         gateway, "chat/completions", chat_request(body), body, key_id, trace, label="messages", native=native
     )
-    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
-    try:
-        served: EventStream | Reply = await cancel_on_disconnect(
-            request, serve_stream(call) if call.stream else serve_json(call)
-        )
-    except ClientGone:
-        return Response(b"", status_code=499)
+    return await serve(request, call, lambda served: _answer(request, served, translated, body))
+
+
+def _answer(
+    request: Request[Any, Any, Any], served: EventStream | Reply, translated: Translated, body: dict[str, Any]
+) -> Response[Any]:
+    """The Messages answer to ``served``: a ``message``, or its event stream."""
     headers = answer_headers(served.outcome)
     if translated.dropped and not served.outcome.native:
         headers[DROPPED_HEADER] = ", ".join(translated.dropped)
@@ -120,10 +118,7 @@ async def create_message(request: Request[Any, Any, Any], gateway: NamedDependen
     else:
         stream = MessageStream(translated.model, translated.stop_sequences, estimate_tokens(body))
         frames = _frames(served.events, stream)
-    # However the response ends: closing the events stores the row (``frames`` may never have been started).
-    close_at_end(request.scope, frames)
-    close_at_end(request.scope, served.events)
-    return Stream(frames, media_type=MEDIA_TYPE, headers={**headers, **SSE_HEADERS})
+    return stream_response(request, frames, served.events, headers)
 
 
 @post("/messages/count_tokens", status_code=200)

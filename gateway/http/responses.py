@@ -12,13 +12,11 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.response import Stream
 
 from minigate.gateway.core.errors import InvalidRequest
-from minigate.gateway.core.sse import MEDIA_TYPE, SSE_HEADERS, named_frame
+from minigate.gateway.core.sse import named_frame
 from minigate.gateway.core.wire import decode_request
-from minigate.gateway.core.writes import close_at_end, limit_writes
-from minigate.gateway.http.api import ClientGone, answer_headers, cancel_on_disconnect
+from minigate.gateway.http.api import answer_headers, serve, stream_response
 from minigate.gateway.ops.observe import trace_of
 from minigate.gateway.protocols.native import NativeResponseEvents, native_response, responses_passthrough
 from minigate.gateway.protocols.responses import (
@@ -32,8 +30,7 @@ from minigate.gateway.protocols.responses import (
 from minigate.gateway.protocols.responses_out import ResponseEvents, from_chat, response_base
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, Event, EventStream, Native, Outcome, Reply, Usage
-from minigate.gateway.serving.proxy import Passthrough, serve_json, start_call
-from minigate.gateway.serving.streaming import serve_stream
+from minigate.gateway.serving.proxy import Passthrough, start_call
 from minigate.gateway.storage.responses import ResponseStore
 
 __all__ = ["responses_handlers"]
@@ -117,28 +114,25 @@ async def create_response(request: Request[Any, Any, Any], gateway: NamedDepende
     call = start_call(
         gateway, "chat/completions", chat_request(body), body, key_id, trace, label="responses", native=native
     )
-    limit_writes(request.scope, call.deadline)  # the answer's writes too end by the call's deadline
-    try:
-        served: EventStream | Reply = await cancel_on_disconnect(
-            request, serve_stream(call) if call.stream else serve_json(call)
-        )
-    except ClientGone:
-        return Response(b"", status_code=499)
-    base = response_base(parsed, new_id("resp"), served.outcome.deployment.ref)
     keep = (store, key_id, items) if parsed.store is not False else None
+    return await serve(request, call, lambda served: _answer(request, served, parsed, keep))
+
+
+def _answer(
+    request: Request[Any, Any, Any], served: EventStream | Reply, parsed: ResponsesRequest, keep: Kept | None
+) -> Response[Any]:
+    """The Responses answer to ``served``: a Response object (kept unless ``store`` is false), or its events."""
+    base = response_base(parsed, new_id("resp"), served.outcome.deployment.ref)
     if isinstance(served, Reply):
         response = native_response(served.body, base) if served.outcome.native else from_chat(base, served.body)
         if keep is not None:
-            store.keep(key_id, items, response)
+            keep[0].keep(keep[1], keep[2], response)
         return _json(response, answer_headers(served.outcome))
     if served.outcome.native:
         frames = _native_frames(served.events, NativeResponseEvents(base), keep)
     else:
         frames = _frames(served.events, ResponseEvents(base), keep)
-    # However the response ends: closing the events stores the row (``frames`` may never have been started).
-    close_at_end(request.scope, frames)
-    close_at_end(request.scope, served.events)
-    return Stream(frames, media_type=MEDIA_TYPE, headers={**answer_headers(served.outcome), **SSE_HEADERS})
+    return stream_response(request, frames, served.events, answer_headers(served.outcome))
 
 
 @get("/responses/{response_id:str}")
