@@ -211,7 +211,9 @@ def start_gateway(tmp: Path, ports: dict[str, int], procs: list[Proc], root: str
     config = {"agents": agents, "models": {"providers": providers}, "server": server}
     (tmp / "config.json").write_text(json.dumps(config))
     exe = shutil.which("minigate") or str(Path(sys.executable).with_name("minigate"))
-    cmd = [exe] if root is None else [sys.executable, "-m", "minigate.gateway.cli"]  # root: another copy's code
+    # root: another copy's code, from before the minigate namespace (bare ``gateway``) or after it
+    cli = "minigate.gateway.cli" if root is None or (Path(root) / "minigate").is_dir() else "gateway.cli"
+    cmd = [exe] if root is None else [sys.executable, "-m", cli]
     env = {"MINIGATE_ADMIN_KEY": KEY, **({"PYTHONPATH": root} if root else {})}
     args = [*cmd, "serve", "--config", str(tmp / "config.json"), "--port", str(port)]
     t0 = time.monotonic()
