@@ -212,7 +212,9 @@ def start_gateway(tmp: Path, ports: dict[str, int], procs: list[Proc], root: str
     (tmp / "config.json").write_text(json.dumps(config))
     exe = shutil.which("minigate") or str(Path(sys.executable).with_name("minigate"))
     # root: another copy's code, from before the minigate namespace (bare ``gateway``) or after it
-    cli = "minigate.gateway.cli" if root is None or (Path(root) / "minigate").is_dir() else "gateway.cli"
+    cli = "minigate.gateway.cli"
+    if root is not None and not (Path(root) / "minigate").is_dir():
+        cli = cli.removeprefix("minigate.")
     cmd = [exe] if root is None else [sys.executable, "-m", cli]
     env = {"MINIGATE_ADMIN_KEY": KEY, **({"PYTHONPATH": root} if root else {})}
     args = [*cmd, "serve", "--config", str(tmp / "config.json"), "--port", str(port)]
