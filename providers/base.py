@@ -164,6 +164,10 @@ class ChunkStream(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None: ...
 
+    def usage_so_far(self) -> dict[str, int] | None:
+        """The tokens used so far, for a stream cut before its usage chunk (None: only the chunks tell)."""
+        return None
+
 
 @dataclass(slots=True)
 class ProviderInfo:

@@ -18,7 +18,7 @@ from minigate.web.charts import Series, line_chart
 from minigate.web.render import SECURITY_HEADERS, page
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
-from minigate.web.usage_query import DIMENSIONS, RANGES, RECENT_COLUMNS, Filters, Stats, recent_rows, usage_stats
+from minigate.web.usage_query import CSV_COLUMNS, DIMENSIONS, RANGES, Filters, Stats, recent_rows, usage_stats
 
 __all__ = ["usage_handlers"]
 
@@ -33,7 +33,7 @@ def _filters(
         model=model[:300],
         provider=provider[:200],
         key=key if key == "none" or key.isdigit() else "",
-        status=status if status in ("ok", "error") else "",
+        status=status if status in ("ok", "error", "stopped") else "",
         fallback=fallback in ("1", "on", "true"),
     )
 
@@ -57,7 +57,7 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
         ),
         line_chart(
             "c-latency",
-            f"Latency p50 and p95 (ms), {label}",
+            f"Latency p50 and p95 (ms, stopped answers left out), {label}",
             stats.labels,
             [
                 Series("p50", [t.percentile(0.5) for t in stats.per_bucket]),
@@ -68,11 +68,12 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
         ),
         line_chart(
             "c-errors",
-            f"Errors and fallbacks, {label}",
+            f"Errors and fallbacks, and stopped answers, {label}",
             stats.labels,
             [
                 Series("errors", [float(t.errors) for t in stats.per_bucket]),
                 Series("with fallbacks", [float(t.fallbacks) for t in stats.per_bucket]),
+                Series("stopped", [float(t.stopped) for t in stats.per_bucket]),
             ],
         ),
     ]
@@ -143,12 +144,12 @@ async def usage_csv(
     async def lines() -> AsyncIterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(RECENT_COLUMNS)
+        writer.writerow(CSV_COLUMNS)
         before: int | None = None
         while True:
             rows = await recent_rows(gateway.database, filters, limit=2000, before=before)
             for row in rows:
-                writer.writerow([_cell(row[name]) for name in RECENT_COLUMNS])
+                writer.writerow([_cell(row[name]) for name in CSV_COLUMNS])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

@@ -1,7 +1,8 @@
 """Usage aggregates for the usage page: one grouped SQL query per page over the ``usage`` table.
 
 Percentiles come from a latency histogram the database builds in one pass (bins of ``ln(ms + 1) * 12``, about
-9 % wide), not from every latency sent to Python; no stored value can break the page.
+9 % wide), not from every latency sent to Python; no stored value can break the page. Answers the client stopped
+are counted apart (neither errors nor in the percentiles).
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from minigate.gateway.core.tokens import MAX_TOTAL, valid_count
 from minigate.gateway.storage import Database
 from minigate.gateway.storage.sql import count_sum, epoch_bucket, floor_int
 from minigate.gateway.storage.tables import UsageRow, utcnow
+from minigate.gateway.storage.usage import STOPPED, outcome
 
-__all__ = ["DIMENSIONS", "RANGES", "Filters", "Stats", "Totals", "recent_rows", "usage_stats"]
+__all__ = [
+    "CSV_COLUMNS",
+    "DIMENSIONS",
+    "RANGES",
+    "RECENT_COLUMNS",
+    "Filters",
+    "Stats",
+    "Totals",
+    "recent_rows",
+    "usage_stats",
+]
 
 _USAGE = cast(Table, UsageRow.__table__)
 c = _USAGE.c
@@ -59,7 +71,7 @@ class Filters:
     model: str = ""  # provider/model
     provider: str = ""
     key: str = ""  # key id, or "none" for requests without a key
-    status: str = ""  # "", "ok" or "error"
+    status: str = ""  # "", "ok", "error" or "stopped"
     fallback: bool = False
 
     def since(self, now: datetime) -> datetime:
@@ -84,7 +96,9 @@ class Filters:
         if self.status == "ok":
             stmt = stmt.where(c.status < 400)
         elif self.status == "error":
-            stmt = stmt.where(c.status >= 400)
+            stmt = stmt.where(c.status >= 400, c.status != STOPPED)
+        elif self.status == "stopped":
+            stmt = stmt.where(c.status == STOPPED)
         if self.fallback:
             stmt = stmt.where(c.fallbacks > 0)
         return stmt
@@ -92,20 +106,25 @@ class Filters:
 
 @dataclass(slots=True)
 class Totals:
-    """Aggregates of one group (or of everything)."""
+    """Aggregates of one group (or of everything). Stopped answers are neither errors nor in the latency
+    histogram: their latency is how long the client read before it stopped."""
 
     requests: int = 0
     tokens: int = 0
     errors: int = 0
     fallbacks: int = 0
+    stopped: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
 
-    def add(self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int | None) -> None:
-        """Count one row of the grouped query (``latency_bin`` None: no valid latency)."""
+    def add(
+        self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int | None, stopped: int = 0
+    ) -> None:
+        """Count one row of the grouped query (``latency_bin`` None: no valid latency, or stopped answers)."""
         self.requests += requests
         self.tokens += tokens
         self.errors += errors
         self.fallbacks += fallbacks
+        self.stopped += stopped
         if latency_bin is not None:
             self.histogram[latency_bin] = self.histogram.get(latency_bin, 0) + requests
 
@@ -146,7 +165,7 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     first = int(filters.since(now).timestamp()) // bucket
     time_bucket = epoch_bucket(c.created_at, bucket).label("b")
     group = _group_expr(filters.by).label("g")
-    valid_latency = c.latency_ms.between(0, literal_column(repr(_MAX_MS)))
+    valid_latency = c.latency_ms.between(0, literal_column(repr(_MAX_MS))) & (c.status != STOPPED)
     latency_bin = case((valid_latency, floor_int(func.ln(c.latency_ms + 1) * _BIN_SCALE))).label("l")
     stmt = select(
         time_bucket,
@@ -154,8 +173,9 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
         latency_bin,
         func.count().label("n"),
         count_sum(c.total_tokens, MAX_TOTAL).label("t"),
-        func.sum(case((c.status >= 400, 1), else_=0)).label("e"),
+        func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)).label("e"),
         func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
+        func.sum(case((c.status == STOPPED, 1), else_=0)).label("s"),
     )
     # Grouped by the output columns' names: the group expression holds bound values ("(none)"), and PostgreSQL
     # would take the same expression repeated in GROUP BY, with parameters of its own, for a different one.
@@ -170,18 +190,18 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
 
     names = {g: name(g) for g in {row[1] for row in rows}}
     overall, per_group = Totals(), {label: Totals() for label in names.values()}
-    for _, g, lat, n, t, e, f in rows:
-        overall.add(n, int(t), e, f, lat)
-        per_group[names[g]].add(n, int(t), e, f, lat)
+    for _, g, lat, n, t, e, f, s in rows:
+        overall.add(n, int(t), e, f, lat, s)
+        per_group[names[g]].add(n, int(t), e, f, lat, s)
     ranked = sorted(per_group, key=lambda k: -per_group[k].requests)
     groups = ranked[:_TOP_GROUPS] + (["other"] if len(ranked) > _TOP_GROUPS else [])
     target = {g: (label if label in groups else "other") for g, label in names.items()}
     per_bucket = [Totals() for _ in range(count)]
     per_bucket_group = {g: [Totals() for _ in range(count)] for g in groups}
-    for b, g, lat, n, t, e, f in rows:
+    for b, g, lat, n, t, e, f, s in rows:
         index = min(max(b - first - 1, 0), count - 1)
-        per_bucket[index].add(n, int(t), e, f, lat)
-        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat)
+        per_bucket[index].add(n, int(t), e, f, lat, s)
+        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat, s)
     starts = [datetime.fromtimestamp((first + 1 + i) * bucket, now.tzinfo) for i in range(count)]
     return Stats([_label(s, bucket) for s in starts], groups, overall, per_group, per_bucket, per_bucket_group)
 
@@ -190,6 +210,7 @@ RECENT_COLUMNS = (
     "id", "created_at", "key_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
     "status", "error", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "streamed",
 )  # fmt: skip
+CSV_COLUMNS = (*RECENT_COLUMNS, "outcome")  # outcome: "ok", "stopped" or "error" (see storage.usage.outcome)
 
 
 async def recent_rows(
@@ -216,4 +237,5 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         row[name] = value if ok else None
     for name in ("status", "fallbacks"):
         row[name] = row[name] if type(row[name]) is int else 0
+    row["outcome"] = outcome(row["status"])
     return row

@@ -39,6 +39,20 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
+def _generates(chunk: dict[str, Any]) -> int:
+    """1 when the chunk carries generated content (about one token, for most upstreams), else 0."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("text") or delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+            return 1
+    return 0
+
+
+def _counted(generated: int) -> dict[str, int] | None:
+    """The usage of a cut stream from its content chunks counted: completion tokens only, the prompt unknown."""
+    return {"completion_tokens": generated, "total_tokens": generated} if generated else None
+
+
 def _native_content(event: dict[str, Any]) -> bool:
     return event.get("type") not in PREAMBLE
 
@@ -158,9 +172,11 @@ async def _relay(
     counts: Any = None  # the usage the client was just sent, for a Usage event after its chunk
     status, error = 200, None
     failure: GatewayError | None = None
+    generated = 0  # chunks of generated content relayed: a cut stream's completion tokens when nothing better is known
 
     def event(chunk: dict[str, Any]) -> Chunk | None:
-        nonlocal usage, counts
+        nonlocal usage, counts, generated
+        generated += _generates(chunk)
         if "usage" in chunk:
             usage = chunk["usage"] or usage  # stored as sent: Call.store checks and reports its counts
             chunk["usage"] = counts = checked_usage(chunk["usage"])[0]  # the client is sent the counts stored
@@ -259,5 +275,7 @@ async def _relay(
         outcome.status, outcome.error, outcome.failure = status, error, failure
         with anyio.CancelScope(shield=True):
             await stream.aclose()
+            if usage is None and status != 200:  # cut before the upstream's usage came: keep what was generated
+                usage = stream.usage_so_far() or _counted(generated)
             await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
     yield outcome

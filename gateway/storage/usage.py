@@ -21,7 +21,7 @@ from minigate.gateway.storage.db import Database, create_sync_engine
 from minigate.gateway.storage.sql import count_sum
 from minigate.gateway.storage.tables import UsageRow, utcnow
 
-__all__ = ["UsageRecord", "UsageWriteError", "UsageWriter"]
+__all__ = ["STOPPED", "UsageRecord", "UsageWriteError", "UsageWriter", "outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ _MAX_ERROR = 4000
 _MAX_MS = 1e9  # eleven days: longer than any request runs (and than NaN, which fails every comparison)
 
 _USAGE = cast(Table, UsageRow.__table__)
+
+STOPPED = 499
+"""The status stored for an answer the client stopped (or left) before it ended: not an error, and its latency
+says how long the client read, not how fast the gateway answered."""
+
+
+def outcome(status: int) -> str:
+    """What a stored status means: ``"ok"``, ``"stopped"`` (the client stopped the answer) or ``"error"``."""
+    if status == STOPPED:
+        return "stopped"
+    return "error" if status >= 400 else "ok"
 
 
 class UsageRecord(msgspec.Struct, kw_only=True):
@@ -200,12 +211,13 @@ class UsageWriter:
         return rows
 
     async def totals(self) -> dict[str, int]:
-        """Aggregates over all rows: ``requests``, ``errors`` (status >= 400) and token sums (of valid counts:
-        see :func:`~minigate.gateway.storage.sql.count_sum`)."""
+        """Aggregates over all rows: ``requests``, ``errors`` (status >= 400 but :data:`STOPPED`), ``stopped`` and
+        token sums (of valid counts: see :func:`~minigate.gateway.storage.sql.count_sum`)."""
         c = _USAGE.c
         stmt = select(
             func.count().label("requests"),
-            func.coalesce(func.sum(case((c.status >= 400, 1), else_=0)), 0).label("errors"),
+            func.coalesce(func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)), 0).label("errors"),
+            func.coalesce(func.sum(case((c.status == STOPPED, 1), else_=0)), 0).label("stopped"),
             count_sum(c.prompt_tokens, MAX_TOKENS).label("prompt_tokens"),
             count_sum(c.completion_tokens, MAX_TOKENS).label("completion_tokens"),
             count_sum(c.total_tokens, MAX_TOTAL).label("total_tokens"),

@@ -42,6 +42,11 @@ class OnnxStream(ChunkStream):
         self.request = request
         self.job = job
         self.generation = generation
+        self.completion = 0  # tokens generated so far
+
+    def usage_so_far(self) -> dict[str, int] | None:
+        """What the worker generated until now, for a stream cut before its usage chunk."""
+        return usage(self.generation.prompt_tokens, self.completion) if self.generation.prompt_tokens else None
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         job, model, generation = self.job, self.request.model, self.generation
@@ -54,6 +59,7 @@ class OnnxStream(ChunkStream):
         try:
             async for text, ntok, fin in pieces(generation, StopMatcher(job.stop), self.request):
                 completion += ntok
+                self.completion = completion
                 finish = fin or finish
                 if parser is None:
                     if text:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 import minigate
 from minigate.gateway.storage import Database, KeyStore, UsageRecord, UsageWriteError, UsageWriter, open_database
+from minigate.gateway.storage.usage import STOPPED, outcome
 from tests.storage.conftest import Backend
 
 _REPO = str(Path(minigate.__file__).resolve().parent.parent)
@@ -276,6 +277,7 @@ async def test_fields_round_trip(writer: UsageWriter) -> None:
     assert totals == {
         "requests": 2,
         "errors": 1,
+        "stopped": 0,
         "prompt_tokens": 3,
         "completion_tokens": 4,
         "total_tokens": 7,
@@ -311,6 +313,7 @@ async def test_empty_totals(writer: UsageWriter) -> None:
     assert await writer.totals() == {
         "requests": 0,
         "errors": 0,
+        "stopped": 0,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,
@@ -339,3 +342,12 @@ async def test_dropped_connections_cost_no_row(pg_backend: Backend) -> None:
         await writer.close()
         await db.close()
     assert [r[0] for r in pg_backend.rows("SELECT request_id FROM usage ORDER BY id")] == ["before", "after"]
+
+
+async def test_stopped_answers_are_counted_apart_from_errors(writer: UsageWriter) -> None:
+    await writer.record(_row("ok"))
+    await writer.record(_row("stopped", status=STOPPED, completion_tokens=7, total_tokens=7))
+    await writer.record(_row("failed", status=502))
+    totals = await writer.totals()
+    assert (totals["requests"], totals["errors"], totals["stopped"], totals["completion_tokens"]) == (3, 1, 1, 7)
+    assert [outcome(s) for s in (200, 302, STOPPED, 400, 502)] == ["ok", "ok", "stopped", "error", "error"]
