@@ -1,12 +1,13 @@
 """An in-process provider that echoes the last user message: try the gateway without any model.
 
-``{"type": "fake", "models": ["echo"]}`` answers ``You said: <last user message>``, word by word when
-streaming, with honest word counts as usage. It is also the zero-cost upstream of the gateway's benchmark.
+``{"type": "fake", "models": ["echo"]}`` answers ``You said: <last user message>`` (its own whitespace kept), word
+by word when streaming, with honest word counts as usage. It is also the zero-cost upstream of the gateway's benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,16 +37,26 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+_WORD = re.compile(r"\s*\S+")
+
+
+def _words(text: str) -> list[str]:
+    """``text`` as streamed pieces, each word with the whitespace before it (newlines and indentation kept); the
+    first one opens with a single space, and the ends are trimmed."""
+    pieces = _WORD.findall(text.strip())
+    return [" " + pieces[0], *pieces[1:]] if pieces else []
+
+
 def _answer(request: ProviderRequest) -> tuple[list[str], int]:
     body = request.body
     if request.endpoint == "completions":
         prompt = body.get("prompt")
-        words = _text_of(prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))).split()
-        return [f" {w}" for w in words] or [" ..."], len(words)
+        words = _words(_text_of(prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))))
+        return words or [" ..."], len(words)
     messages = body.get("messages") or []
     last = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
-    words = ["You", " said:"] + [f" {w}" for w in last.split()]
+    words = ["You", " said:", *_words(last)]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return (words[:limit] if isinstance(limit, int) and limit > 0 else words), prompt_tokens
 
