@@ -5,6 +5,7 @@ Sending a message and regenerating an answer stream; they live in :mod:`minigate
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -25,6 +26,8 @@ from minigate.web.state import WebState
 __all__ = ["chat_handlers", "model_choices"]
 
 NEW_TITLE = "New chat"
+# A stopped answer is stored by its own cancelled stream, a moment after the browser let go of it.
+_STOP_WAIT, _STOP_POLL = 5.0, 0.05
 
 
 def model_choices(gateway: Gateway) -> list[tuple[str, list[str]]]:
@@ -116,6 +119,34 @@ async def chat_page(
     return await _page(web, gateway, user, conversation, cookies)
 
 
+@get("/chat/{conversation_id:int}/messages/{message_id:int}")
+async def chat_message(
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    chat_user: NamedDependency[Session],
+    conversation_id: FromPath[int],
+    message_id: FromPath[int],
+) -> Response[Any]:
+    """One message as the page shows it: the page asks for a stopped answer again, rendered and with its footer.
+
+    An answer still streaming is waited for (a few seconds at most): after Stop, its stream stores it.
+    """
+    store = ConversationStore(gateway.database)
+    message = None
+    if await store.get(chat_user.owner, conversation_id) is not None:
+        message = await store.get_message(message_id)
+    if message is None or message.conversation_id != conversation_id:
+        return error_page(web, 404, "There is no such message.")
+    for _ in range(int(_STOP_WAIT / _STOP_POLL)):
+        if message is None or message.status != "streaming":
+            break
+        await asyncio.sleep(_STOP_POLL)
+        message = await store.get_message(message_id)
+    if message is None:
+        return error_page(web, 404, "There is no such message.")
+    return page(web, "_message.html", chat_user, message=message, last=False)
+
+
 @post("/chat/new", status_code=303)
 async def chat_new(
     request: Request[Any, Any, Any],
@@ -195,4 +226,4 @@ async def chat_delete(
 
 def chat_handlers() -> list[Any]:
     """The chat page routes."""
-    return [home, chat_index, chat_page, chat_new, chat_settings, chat_rename, chat_delete]
+    return [home, chat_index, chat_page, chat_message, chat_new, chat_settings, chat_rename, chat_delete]

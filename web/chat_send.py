@@ -20,9 +20,22 @@ from minigate.web.render import SECURITY_HEADERS, is_htmx
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
 
-__all__ = ["send_handlers"]
+__all__ = ["send_handlers", "short_title"]
 
 MAX_MESSAGE = 100_000
+MAX_TITLE = 60
+
+
+def short_title(text: str, limit: int = MAX_TITLE) -> str:
+    """A conversation's title from its first message: one line, cut at a word with an ellipsis when too long."""
+    words = " ".join(text.split())
+    if len(words) <= limit:
+        return words
+    cut = words[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 3:  # a word boundary not too far back; one very long word is cut where it must be
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:-") + "…"
 
 
 def _plain(request: Request[Any, Any, Any], status: int, text: str, **headers: str) -> ASGIApp:
@@ -85,7 +98,7 @@ async def chat_send(
         return _plain(request, 400, f"Write a message of 1 to {MAX_MESSAGE:,} characters.")
     title_changed = conversation.title == NEW_TITLE
     if title_changed:
-        title = " ".join(content.split())[:60]
+        title = short_title(content)
         await store.update(chat_user.owner, conversation_id, title=title)
         conversation.title = title
     await store.add_message(conversation_id, "user", content)

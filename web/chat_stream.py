@@ -1,16 +1,17 @@
 """One chat answer, streamed into the page while it is generated, through the same router as ``/v1``.
 
 The serving layer's typed events become Server-Sent Events of HTML for htmx; if the browser goes away (Stop) the
-upstream call is cancelled and the text so far kept as a stopped answer.
+upstream call is cancelled and the text so far kept as a stopped answer. A history the model refuses as longer than
+its context is sent again without its oldest turns (see :func:`leave_out_more`); the stored conversation keeps them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import msgspec
@@ -22,26 +23,77 @@ from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.core.wire import ChatCompletionRequest
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, EventStream, Outcome, Usage
-from minigate.gateway.serving.proxy import serve_json, start_call
+from minigate.gateway.serving.proxy import Call, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.tables import UsageRow
 
-__all__ = ["Answer", "chat_body", "complete_answer", "stream_answer"]
+__all__ = [
+    "Answer",
+    "chat_body",
+    "complete_answer",
+    "leave_out_more",
+    "left_out_note",
+    "sendable",
+    "stream_answer",
+    "too_long",
+]
 
 _USAGE = cast(Table, UsageRow.__table__)
+# How a provider says the prompt is longer than the model's context (OpenAI's code, llama.cpp's and vLLM's words).
+_TOO_LONG = ("context_length", "context length", "maximum context", "context window", "too many tokens")
+_T = TypeVar("_T")
 
 
-def chat_body(conversation: ConversationInfo, history: list[MessageInfo], stream: bool) -> dict[str, Any]:
-    """The OpenAI request for the next answer: system prompt, the conversation so far, its settings."""
+def sendable(history: list[MessageInfo]) -> list[MessageInfo]:
+    """The messages a model is sent: the user's, and the answers that ended well or were stopped."""
+    return [
+        m
+        for m in history
+        if m.content and (m.role == "user" or (m.role == "assistant" and m.status in ("ok", "stopped")))
+    ]
+
+
+def leave_out_more(history: list[MessageInfo], left_out: int) -> int | None:
+    """How many of the oldest sendable messages to leave out next, after ``left_out`` did not fit; None: no more.
+
+    Half of the earlier messages still sent go (at least one), then any answer left at the front, so the request
+    starts with a user turn; the last user message always stays. Halving reaches a fit in few calls.
+    """
+    messages = sendable(history)
+    earlier = len(messages) - 1 - left_out
+    if earlier <= 0:
+        return None
+    more = left_out + (earlier + 1) // 2
+    while more < len(messages) - 1 and messages[more].role != "user":
+        more += 1
+    return more
+
+
+def too_long(err: GatewayError) -> bool:
+    """True if the chain refused the request as longer than the model's context."""
+    text = f"{err.code or ''} {err.message}".lower()
+    return any(marker in text for marker in _TOO_LONG)
+
+
+def left_out_note(count: int) -> str:
+    """What the answer says when ``count`` messages were not sent."""
+    what = "1 earlier message was" if count == 1 else f"{count} earlier messages were"
+    return f"{what} not sent: the conversation no longer fits the model's context. They are kept here."
+
+
+def chat_body(
+    conversation: ConversationInfo, history: list[MessageInfo], stream: bool, left_out: int = 0
+) -> dict[str, Any]:
+    """The OpenAI request for the next answer: system prompt, the conversation so far, its settings.
+
+    ``left_out`` oldest messages are not sent (see :func:`leave_out_more`).
+    """
     messages: list[dict[str, Any]] = []
     if conversation.system_prompt:
         messages.append({"role": "system", "content": conversation.system_prompt})
-    for message in history:
-        answered = message.role == "assistant" and message.status in ("ok", "stopped")
-        if (message.role == "user" or answered) and message.content:
-            messages.append({"role": message.role, "content": message.content})
+    messages += [{"role": m.role, "content": m.content} for m in sendable(history)[left_out:]]
     body: dict[str, Any] = {"model": conversation.model, "messages": messages, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -63,6 +115,7 @@ class Answer:
     provider: str | None = None
     model: str | None = None
     usage: dict[str, Any] | None = None
+    left_out: int = 0
 
     def fields(self, row: dict[str, Any] | None, started: float, ttft: float | None) -> dict[str, Any]:
         """The message columns, preferring the usage row's figures (the router's own measurements)."""
@@ -79,9 +132,14 @@ class Answer:
             "latency_ms": (time.monotonic() - started) * 1000,
             "ttft_ms": ttft,
         }
+        if self.left_out and self.status != "error":
+            values["error"] = left_out_note(self.left_out)  # an answer's error column holds its warning
         if row is not None:
-            values["fallbacks"] = row["fallbacks"]
-            values["hops"] = msgspec.json.decode(row["hops"]) if row["hops"] else None
+            hops = msgspec.json.decode(row["hops"]) if row["hops"] else None
+            # The row counts every failed hop; with no one answering, the first was the primary, not a fallback.
+            answered = row["provider"] is not None
+            values["fallbacks"] = row["fallbacks"] if answered else max(len(hops or []) - 1, 0)
+            values["hops"] = hops
             values["provider"] = values["provider"] or row["provider"]
             values["model"] = values["model"] or row["model"]
             for key in ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms"):
@@ -97,6 +155,30 @@ async def _usage_row(gateway: Gateway, request_id: str | None) -> dict[str, Any]
     async with gateway.database.engine.connect() as conn:
         row = (await conn.execute(stmt)).mappings().first()
     return None if row is None else dict(row)
+
+
+async def _call(
+    gateway: Gateway,
+    conversation: ConversationInfo,
+    history: list[MessageInfo],
+    key_id: int | None,
+    answer: Answer,
+    stream: bool,
+    serve: Callable[[Call], Awaitable[_T]],
+) -> _T | None:
+    """Start the answer's call; a context-length refusal is tried again with fewer old turns. None: it failed."""
+    while True:
+        raw = chat_body(conversation, history, stream, answer.left_out)
+        try:
+            call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
+            answer.request_id = call.request_id
+            return await serve(call)
+        except GatewayError as err:
+            more = leave_out_more(history, answer.left_out) if too_long(err) else None
+            if more is None:
+                answer.status, answer.error = "error", err.message
+                return None
+            answer.left_out = more
 
 
 async def stream_answer(
@@ -115,14 +197,7 @@ async def stream_answer(
     parts: list[str] = []
     opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="beforeend">'
     try:
-        raw = chat_body(conversation, history, stream=True)
-        served: EventStream | None = None
-        try:
-            call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
-            answer.request_id = call.request_id
-            served = await serve_stream(call)
-        except GatewayError as err:
-            answer.status, answer.error = "error", err.message
+        served: EventStream | None = await _call(gateway, conversation, history, key_id, answer, True, serve_stream)
         if served is not None:
             answer.provider = served.outcome.deployment.provider
             answer.model = served.outcome.deployment.model
@@ -164,17 +239,12 @@ async def complete_answer(
 ) -> None:
     """The same answer without streaming, for a browser without JavaScript (the page then reloads)."""
     answer, started = Answer(), time.monotonic()
-    raw = chat_body(conversation, history, stream=False)
-    try:
-        call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
-        answer.request_id = call.request_id
-        reply = await serve_json(call)
+    reply = await _call(gateway, conversation, history, key_id, answer, False, serve_json)
+    if reply is not None:
         body = reply.body
         answer.text = str(((body.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
         answer.usage = body.get("usage")
         answer.provider = reply.outcome.deployment.provider
         answer.model = reply.outcome.deployment.model
-    except GatewayError as err:
-        answer.status, answer.error = "error", err.message
     row = await _usage_row(gateway, answer.request_id)
     await store.finish_message(message_id, **answer.fields(row, started, None))

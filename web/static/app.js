@@ -16,15 +16,43 @@
     if (regenerate) regenerate.disabled = busy;
   }
 
-  function scrollDown() {
-    var composer = byId("composer");
-    if (composer) composer.scrollIntoView({block: "end"});
+  // The chat follows the newest message while the reader is at the bottom; scrolling up to read stops that.
+  // (Scrolling the sticky composer into view did nothing: it always counts as visible.)
+  var follow = true;
+  function atBottom() {
+    var root = document.documentElement;
+    return root.scrollHeight - (window.scrollY + window.innerHeight) < 120;
   }
+  function scrollDown() {
+    if (byId("messages")) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+  window.addEventListener("scroll", function () { follow = atBottom(); }, {passive: true});
+
+  // After Stop the answer's stream is gone before its end: ask for the stored (stopped) answer, rendered.
+  function renderStopped() {
+    var messages = byId("messages"), raw = messages && messages.querySelector(".raw[aria-busy=true]");
+    var article = raw && raw.closest(".msg");
+    var base = messages && messages.getAttribute("data-message-url");
+    if (!article || !base) return;
+    fetch(base + article.id.replace("msg-", ""), {credentials: "same-origin"})
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html || !article.isConnected) return;
+        var template = document.createElement("template");
+        template.innerHTML = html.trim();
+        var fresh = template.content.firstElementChild;
+        if (fresh && fresh.id === article.id) article.replaceWith(fresh);
+        if (follow) scrollDown();
+      });
+  }
+  var stopped = null; // the streaming element the Stop button aborted
 
   document.addEventListener("htmx:before:request", function (evt) {
     var elt = evt.target;
     if (elt && elt.hasAttribute && elt.hasAttribute("data-stream")) {
       streaming = elt;
+      stopped = null;
+      follow = true; // sending shows the answer
       setBusy(true);
     }
   });
@@ -37,18 +65,19 @@
         var content = byId("content");
         if (content && content.value) content.value = "";
       }
-      scrollDown();
+      if (follow) scrollDown();
     }
   });
 
   document.addEventListener("htmx:sse:after:message", function () {
-    if (streaming) scrollDown();
+    if (streaming && follow) scrollDown();
     document.querySelectorAll(".import-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
   });
 
   document.addEventListener("htmx:finally:request", function (evt) {
     if (evt.target === streaming) {
-      streaming = null;
+      if (stopped === streaming) renderStopped();
+      streaming = stopped = null;
       setBusy(false);
       var content = byId("content");
       if (content) content.focus();
@@ -58,6 +87,7 @@
   document.addEventListener("click", function (evt) {
     var target = evt.target;
     if (target && target.id === "stop" && streaming) {
+      stopped = streaming;
       htmx.trigger(streaming, "htmx:abort");
     }
   });
