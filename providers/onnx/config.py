@@ -15,7 +15,8 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     """An ``onnxruntime-genai`` provider section.
 
     ``memory_budget`` and ``gpu_memory`` take sizes like ``"6GiB"`` or ``"512MB"``; ``idle_ttl`` is seconds
-    (None: never unload); ``cpu_threads`` None lets onnxruntime choose.
+    (None: never unload); ``cpu_threads`` None lets onnxruntime choose. ``default_max_tokens`` caps an answer
+    whose request gives no ``max_tokens``, for models whose ``generation_config.json`` names no ``max_new_tokens``.
     """
 
     type: str = "onnxruntime-genai"
@@ -23,6 +24,7 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     execution_provider: str = "cpu"
     max_batch_size: int = 8
     max_context: int = 2048
+    default_max_tokens: int = 1024
     queue_size: int = 64
     idle_ttl: float | None = 900
     memory_budget: str | None = None
@@ -63,7 +65,7 @@ def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
     problems = []
     if config.execution_provider not in EXECUTION_PROVIDERS:
         problems.append(("execution_provider", f"must be one of {', '.join(EXECUTION_PROVIDERS)}"))
-    for name in ("max_batch_size", "max_context", "cpu_threads"):
+    for name in ("max_batch_size", "max_context", "default_max_tokens", "cpu_threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
             problems.append((name, "must be at least 1"))

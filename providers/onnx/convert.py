@@ -35,7 +35,7 @@ from minigate.providers.onnx.tools import (
     require_tools,
 )
 
-__all__ = ["build_onnx", "import_model", "probe_load", "staging"]
+__all__ = ["build_onnx", "copy_generation_config", "import_model", "probe_load", "staging"]
 
 
 def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: str, progress: Progress) -> None:
@@ -66,6 +66,15 @@ def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: 
     if proc.returncode != 0 or not (out_dir / "genai_config.json").is_file():
         raise ConvertError(f"model builder failed (exit {proc.returncode}):\n" + "\n".join(tail))
     fix_tokenizer_config(out_dir)
+    copy_generation_config(hf_dir, out_dir)
+
+
+def copy_generation_config(hf_dir: Path, out_dir: Path) -> None:
+    """Keep the source's ``generation_config.json`` beside the model (the builder does not copy it): the worker
+    takes each request's sampling defaults and answer cap from it."""
+    source = hf_dir / "generation_config.json"
+    if source.is_file() and not (out_dir / source.name).exists():
+        shutil.copyfile(source, out_dir / source.name)
 
 
 _PROBE = """

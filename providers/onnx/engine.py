@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from minigate.providers.onnx.gguf import GENERATION_KEYS, GGUF_SAMPLING
 from minigate.providers.onnx.prompt import PromptBuilder
 from minigate.providers.onnx.protocol import FrameReader, encode_frame, write_all
 from minigate.providers.onnx.scheduler import Scheduler, Sequence
@@ -51,6 +52,10 @@ class Worker(Scheduler):
         with open(os.path.join(model_dir, "genai_config.json"), encoding="utf-8") as fh:
             genai = json.load(fh)
         self.defaults = genai.get("search", {})
+        # The model's own defaults for what a request leaves unset; its answer cap, else the provider's.
+        sampling = generation_defaults(model_dir)
+        self.max_new = int(sampling.pop("max_new_tokens", None) or options.get("default_max_tokens") or 1024)
+        self.sampling = sampling
         model_ctx = int(genai["model"].get("context_length") or 2048)
         self.context = min(model_ctx, int(options.get("max_context") or model_ctx))
         self.load_seconds = time.monotonic() - started
@@ -148,7 +153,8 @@ class Worker(Scheduler):
                 }
             )
             return
-        search = {k: message["search"][k] for k in _SEARCH_KEYS if message.get("search", {}).get(k) is not None}
+        asked_search = message.get("search") or {}
+        search = {**self.sampling, **{k: asked_search[k] for k in _SEARCH_KEYS if asked_search.get(k) is not None}}
         given = message.get("guidance") or []
         guidance = (str(given[0]), str(given[1])) if given else None
         if guidance is not None and (problem := self.check_guidance(guidance, len(ids))):
@@ -167,7 +173,9 @@ class Worker(Scheduler):
         # onnxruntime-genai 0.18 fails a whole batch once one guided sequence's grammar has ended ("compute_mask()
         # called after stop") while others still run: a guided sequence gets a batch of its own.
         key = json.dumps([sorted(search.items()), guidance, rid if guidance else None])
-        limit = room if asked is None else min(int(asked), room)  # a max_tokens past the context is clamped
+        # No max_tokens: the model's cap (a small model may ramble to the end of its context); a max_tokens past
+        # the context is clamped to the room left.
+        limit = min(self.max_new if asked is None else int(asked), room)
         seq = Sequence(rid, ids, limit, key, search, guidance)
         self.pending.append(seq)
         self.stats["requests"] += 1
@@ -209,6 +217,44 @@ class Worker(Scheduler):
                     self.groups.remove(group)
                     self.fail(group.seqs, exc)
             self.flush()
+
+
+def generation_defaults(model_dir: str) -> dict[str, Any]:
+    """The sampling defaults and ``max_new_tokens`` of a model folder's ``generation_config.json``.
+
+    A folder without one that minigate made from a GGUF file (before conversions wrote it) gets the defaults
+    conversions write now; any other gets none (its genai_config.json search section applies).
+    """
+    try:
+        with open(os.path.join(model_dir, "generation_config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except FileNotFoundError:
+        config = dict(GGUF_SAMPLING) if _from_gguf(model_dir) else {}
+    except (OSError, ValueError):
+        config = {}
+    if not isinstance(config, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in GENERATION_KEYS:
+        value = config.get(key)
+        if key == "do_sample" and isinstance(value, bool):
+            out[key] = value
+        elif key in ("top_k", "max_new_tokens") and isinstance(value, int) and not isinstance(value, bool):
+            if value > 0:
+                out[key] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[key] = float(value)
+    return out
+
+
+def _from_gguf(model_dir: str) -> bool:
+    try:
+        with open(os.path.join(model_dir, "manifest.json"), encoding="utf-8") as fh:
+            source = json.load(fh).get("source") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    kind = source.get("kind") if isinstance(source, dict) else None
+    return kind in ("pypi-wheel", "gguf-file") or (kind == "hf-hub" and source.get("format") == "gguf")
 
 
 def _configure_provider(og: Any, config: Any, options: dict[str, Any]) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from minigate.providers.onnx.progress import Progress
 
-__all__ = ["fix_tokenizer_config", "gguf_to_hf"]
+__all__ = ["GENERATION_KEYS", "GGUF_SAMPLING", "fix_tokenizer_config", "gguf_to_hf"]
+
+# The fields of a model's generation_config.json that are its defaults for a request that does not set them.
+GENERATION_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+# A GGUF file carries no sampling defaults. Small models loop on longer answers when decoded greedily without a
+# repetition penalty (SmolLM2-135M int4 rambles to the end of the context); 1.1 ends its answers (1.2 loops again).
+GGUF_SAMPLING = {"do_sample": False, "repetition_penalty": 1.1}
 
 
 def gguf_to_hf(gguf_file: Path, hf_dir: Path, progress: Progress) -> Path:
@@ -47,6 +53,8 @@ def gguf_to_hf(gguf_file: Path, hf_dir: Path, progress: Progress) -> Path:
     gen = transformers.GenerationConfig.from_model_config(config)
     if eos_id is not None:
         gen.eos_token_id = eos_id
+    for key, value in GGUF_SAMPLING.items():
+        setattr(gen, key, value)
     gen.save_pretrained(hf_dir)
     if eos_id is not None:
         tokenizer.eos_token = "<|im_end|>"

@@ -1,8 +1,9 @@
 """OpenAI request and response shapes for the local provider: body -> worker request, pieces -> chunks.
 
 What it cannot honour is refused with a 400, never dropped: ``n`` > 1 and non-text content for good; legacy
-``functions``, tools other than functions, ``logprobs`` and unknown ``response_format`` types with ``fallback``
-set (a remote deployment may). Function tools are :mod:`minigate.providers.onnx.toolspec`'s.
+``functions``, tools other than functions, ``logprobs``, non-zero ``presence_penalty``/``frequency_penalty``,
+a non-empty ``logit_bias`` and unknown ``response_format`` types with ``fallback`` set (a remote deployment may).
+Function tools are :mod:`minigate.providers.onnx.toolspec`'s.
 """
 
 from __future__ import annotations
@@ -127,6 +128,32 @@ def _guidance(body: dict[str, Any]) -> list[str] | None:
     )
 
 
+def _check_penalties(body: dict[str, Any]) -> None:
+    """Refuse what onnxruntime-genai cannot apply (it has ``repetition_penalty`` only); zeros and an empty
+    ``logit_bias``, which OpenAI clients send by default and which change nothing, pass."""
+    for name in ("presence_penalty", "frequency_penalty"):
+        if _number(body, name, -2.0, 2.0):
+            raise bad_request(
+                f"{name} is not supported by this model (onnxruntime-genai has repetition_penalty only): "
+                "send 0 or leave it out",
+                name,
+                fallback=True,
+                code="unsupported_parameter",
+            )
+    bias = body.get("logit_bias")
+    if bias is None:
+        return
+    if not isinstance(bias, dict):
+        raise bad_request("logit_bias must be an object of token ids to numbers", "logit_bias")
+    if any(value != 0 for value in bias.values()):
+        raise bad_request(
+            "logit_bias is not supported by this model: send {} or leave it out",
+            "logit_bias",
+            fallback=True,
+            code="unsupported_parameter",
+        )
+
+
 def parse_request(endpoint: str, body: dict[str, Any]) -> ChatJob:
     """Check an OpenAI body and turn it into a worker request (raises ProviderError 400 for what is refused)."""
     n = body.get("n")
@@ -175,6 +202,7 @@ def parse_request(endpoint: str, body: dict[str, Any]) -> ChatJob:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise bad_request("seed must be an integer", "seed")
         search["random_seed"] = seed % (2**31)
+    _check_penalties(body)
     message["search"] = search
     message["guidance"] = _guidance(body)
     if plan is not None and plan.mode == "required":  # the answer must be a call: its grammar wins

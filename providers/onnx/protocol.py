@@ -23,7 +23,7 @@ class GenRequest(TypedDict, total=False):
     messages: list[dict[str, Any]]
     prompt: str
     tools: list[dict[str, Any]]  # OpenAI function tools, rendered by the chat template (or its fallback)
-    max_tokens: int | None  # None: the room left; past the room left: clamped to it (see "accepted")
+    max_tokens: int | None  # None: the model's cap (generation_config or the provider default), within the room left
     search: dict[str, Any]
     guidance: list[str] | None  # [kind, grammar, source]: source ("response_format", "tools") names errors
 

@@ -66,6 +66,7 @@ class OnnxProvider(Provider):
             max_batch_size=config.max_batch_size,
             queue_size=config.queue_size,
             max_context=config.max_context,
+            default_max_tokens=config.default_max_tokens,
             cpu_threads=config.cpu_threads,
             gpu_memory_bytes=parse_size(config.gpu_memory),
             **(worker_options or {}),

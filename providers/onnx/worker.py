@@ -43,6 +43,7 @@ class WorkerOptions:
     max_groups: int = 4
     queue_size: int = 64
     max_context: int = 2048
+    default_max_tokens: int = 1024
     cpu_threads: int | None = None
     gpu_memory_bytes: int | None = None
     merge_tokens: int = 64
