@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import Router
+from litestar import Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
@@ -27,6 +27,7 @@ from minigate.web.usage import usage_handlers
 __all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
 
 _STATIC = Path(__file__).resolve().parent / "static"
+_FAVICON = "favicon-1.ico"  # vendored, versioned in its name like the other static files
 
 
 def web_routes(state: WebState | None = None) -> list[Any]:
@@ -71,4 +72,12 @@ def web_routes(state: WebState | None = None) -> list[Any]:
         include_in_schema=False,
         cache_control=None,
     )
-    return [public, admin, static]
+    icon = (_STATIC / _FAVICON).read_bytes()
+
+    @get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
+    def favicon() -> Response[bytes]:
+        """The site icon, where browsers look for it."""
+        cache = "public, max-age=604800"  # a week: its address has no version to change when the icon does
+        return Response(icon, media_type="image/x-icon", headers={"cache-control": cache})
+
+    return [public, admin, static, favicon]
