@@ -1,4 +1,5 @@
-"""The API keys page (admin): create (the key is shown once), list, revoke."""
+"""The API keys page (admin): create (the key is shown once, with a copy button), list, revoke (after a confirm
+step that works without JavaScript; with it, the browser's own dialog asks instead)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ __all__ = ["key_handlers"]
 
 
 async def _render(web: WebState, gateway: Gateway, admin: Session, status: int = 200, **extra: Any) -> Response[str]:
-    context: dict[str, Any] = {"created": None, "secret": None, "error": None, "revoked": None, **extra}
+    context: dict[str, Any] = {"created": None, "secret": None, "error": None, "revoked": None, "confirm": None}
+    context.update(extra)
     return page(web, "keys.html", admin, status=status, keys=await gateway.keys.list(), **context)
 
 
@@ -46,6 +48,20 @@ async def keys_create(
     return await _render(web, gateway, admin, created=info, secret=secret)
 
 
+@get("/keys/{key_id:int}/revoke")
+async def keys_revoke_confirm(
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+    key_id: FromPath[int],
+) -> Response[str]:
+    """Ask before revoking: the page's Revoke buttons lead here when JavaScript does not ask first."""
+    key = next((k for k in await gateway.keys.list() if k.id == key_id and k.revoked_at is None), None)
+    if key is None:
+        return await _render(web, gateway, admin, status=404, error=f"There is no active key {key_id}.")
+    return await _render(web, gateway, admin, confirm=key)
+
+
 @post("/keys/{key_id:int}/revoke")
 async def keys_revoke(
     gateway: NamedDependency[Gateway],
@@ -61,4 +77,4 @@ async def keys_revoke(
 
 def key_handlers() -> list[Any]:
     """The keys page routes."""
-    return [keys_page, keys_create, keys_revoke]
+    return [keys_page, keys_create, keys_revoke_confirm, keys_revoke]
