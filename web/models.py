@@ -1,9 +1,17 @@
-"""The models page (admin): providers and models with their state, model actions, and chain editing."""
+"""The models page (admin): providers and models with their state, model actions, and chain editing.
+
+A remote upstream's models are "reachable" when a TCP connection to its endpoint opens now, and "unreachable" when
+none does or the deployment cools down after failures; "unknown" when there is nothing to try. The probe sends no
+request and no credentials, and never connects where the providers may not (link-local, metadata addresses).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
@@ -12,7 +20,9 @@ from markupsafe import escape
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.web.adapter import ActionResult, dom_id, import_progress, model_action, provider_views
+from minigate.providers.netguard import check_connect_address
+from minigate.providers.upstream import HttpProvider
+from minigate.web.adapter import ActionResult, ProviderView, dom_id, import_progress, model_action, provider_views
 from minigate.web.chains import (
     apply_stored_overrides,
     base_config,
@@ -51,6 +61,57 @@ def _known_refs(gateway: Gateway) -> list[str]:
     return sorted({ident for ident, kind, _ in gateway.routes.listing() if kind == "model"})
 
 
+_PROBE_TIMEOUT = 1.0  # seconds for every probe of the page together
+
+
+async def _connects(endpoint: str) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host and port opens (at an address providers may use)."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        raise ValueError("no host")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except OSError:  # the name does not resolve
+        return False
+    for family, _, _, _, address in found:
+        try:
+            check_connect_address(family, address)
+            _, writer = await asyncio.open_connection(str(address[0]), int(address[1]))
+        except OSError:
+            continue
+        writer.close()
+        return True
+    return False
+
+
+async def _reachability(gateway: Gateway, views: list[ProviderView]) -> list[ProviderView]:
+    """``views`` with each remote model's claimed "available" replaced by what is known now (see the module
+    docstring)."""
+    probes: dict[str, asyncio.Task[bool]] = {}
+    for view in views:
+        provider = gateway.providers.get(view.name)
+        if isinstance(provider, HttpProvider) and view.endpoint:
+            probes[view.name] = asyncio.ensure_future(_connects(view.endpoint))
+    if probes:
+        await asyncio.wait(probes.values(), timeout=_PROBE_TIMEOUT)
+    for view in views:
+        probe = probes.get(view.name)
+        if probe is None:
+            continue
+        if not probe.done():
+            probe.cancel()
+        found = probe.result() if probe.done() and not probe.cancelled() and probe.exception() is None else None
+        for model in view.models:
+            if model.state != "available":
+                continue
+            if model.cooldown_s > 0 or found is False:
+                model.state = "unreachable"
+            else:
+                model.state = "reachable" if found else "unknown"
+    return views
+
+
 async def _render(web: WebState, gateway: Gateway, admin: Session, status: int = 200, **extra: Any) -> Response[str]:
     context: dict[str, Any] = {"message": None, "chain_errors": {}, "chain_saved": None, **extra}
     return page(
@@ -58,7 +119,7 @@ async def _render(web: WebState, gateway: Gateway, admin: Session, status: int =
         "models.html",
         admin,
         status=status,
-        providers=provider_views(gateway),
+        providers=await _reachability(gateway, provider_views(gateway)),
         agents=await _agents(gateway, web),
         known_refs=_known_refs(gateway),
         **context,
