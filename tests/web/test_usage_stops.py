@@ -8,12 +8,20 @@ import io
 import re
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
+from tests.web.test_browser import _base, _login, browser, expect
+
+__all__ = ["browser"]  # the module-scoped fixture, shared with test_browser
+
+Browser = pytest.importorskip("playwright.sync_api").Browser
+SHOTS = Path("/tmp/shots-h15u")
 
 
 def _insert(db_path: object, rows: list[tuple[str, str, int, float, int | None]]) -> None:
@@ -107,3 +115,48 @@ def test_a_stopped_stream_keeps_the_tokens_it_generated(web_server: GatewayServe
     # The four words the client read were generated and are counted (one more may have been on its way).
     assert row["completion_tokens"] is not None and 4 <= row["completion_tokens"] <= 6
     assert row["total_tokens"] is not None and row["total_tokens"] >= row["completion_tokens"]
+
+
+def test_a_chat_answer_stopped_in_the_web_ui_is_stopped_with_its_tokens(
+    server_client: WebClient, web_server: GatewayServer
+) -> None:
+    conversation = server_client.new_chat("slow")
+    words = " ".join(f"w{i}" for i in range(40))
+    fields = {"content": words, "_csrf": server_client.csrf or ""}
+    pieces = 0
+    with server_client.http.stream(
+        "POST", f"/chat/{conversation}/send", data=fields, headers={"hx-request": "true"}
+    ) as response:
+        assert response.status_code == 200
+        deadline = time.monotonic() + 10
+        for line in response.iter_lines():
+            pieces += line.startswith("data:") and 'hx-swap="beforeend"' in line
+            if pieces >= 4 or time.monotonic() > deadline:
+                break
+    assert pieces >= 4
+    row = web_server.wait_rows(1)[0]
+    assert row["status"] == 499 and row["completion_tokens"] is not None and row["completion_tokens"] >= 4
+    page = server_client.get("/usage").text
+    assert _total(page, "Stopped") == "1" and _total(page, "Errors") == "0"
+
+
+def test_the_usage_page_in_a_browser(browser: Browser, web_server: GatewayServer) -> None:
+    rows: list[tuple[str, str, int, float, int | None]] = [(f"ok{i}", "defaults", 200, 90.0 + i, 12) for i in range(8)]
+    rows += [("stopped", "slow", 499, 120_000.0, 1995), ("failed", "remote", 502, 40.0, None)]
+    _insert(web_server.db_path, rows)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(web_server))
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    _login(tab)
+    tab.goto("/usage")
+    stopped = tab.locator("table.recent tr.stopped")
+    expect(stopped).to_have_count(1)
+    expect(stopped.locator(".badge")).to_have_text("stopped")
+    assert tab.locator("table.recent tr.err").count() == 1
+    SHOTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(SHOTS / "usage-1280.png"), full_page=True)
+    tab.set_viewport_size({"width": 390, "height": 844})
+    tab.screenshot(path=str(SHOTS / "usage-390.png"))
+    stopped.scroll_into_view_if_needed()
+    tab.screenshot(path=str(SHOTS / "usage-390-stopped.png"))
+    context.close()
