@@ -126,3 +126,27 @@ def test_conversion_keeps_the_generation_config_beside_the_model(tmp_path: Path)
     (hf_dir / "generation_config.json").write_text(json.dumps(written))
     path = import_model(hf_dir, tmp_path / "models", "from-hf", progress=Progress(3, quiet=True))
     assert generation_defaults(str(path)) == {"top_k": 20, "repetition_penalty": 1.15, "max_new_tokens": 300}
+
+
+def test_penalties_through_the_gateway_zero_passes_and_non_zero_is_a_400(
+    gateway_factory: Callable[..., GatewayServer], default_models_dir: Path
+) -> None:
+    local = {"type": "onnxruntime-genai", "models_dir": str(default_models_dir), "idle_ttl": None}
+    gateway = gateway_factory(
+        {
+            "agents": {"defaults": {"model": {"primary": "local/smollm2-135m-instruct"}}},
+            "models": {"providers": {"local": local}},
+        }
+    )
+    client = gateway.client()
+    question = [{"role": "user", "content": QUESTION}]
+    answer = client.chat.completions.create(
+        model="default", messages=question, presence_penalty=0, frequency_penalty=0, logit_bias={}
+    )
+    assert "Paris" in (answer.choices[0].message.content or "")
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    for field, value in (("presence_penalty", 0.6), ("frequency_penalty", 1.0), ("logit_bias", {"42": -100})):
+        body = {"model": "default", "messages": question, field: value}
+        raw = httpx.post(f"{gateway.url}/chat/completions", json=body, headers=headers, timeout=60)
+        error = raw.json()["error"]
+        assert (raw.status_code, error["code"], error["param"]) == (400, "unsupported_parameter", field), error
