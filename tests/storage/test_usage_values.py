@@ -133,4 +133,11 @@ async def test_no_stored_value_breaks_the_totals(writer: UsageWriter, backend: B
     for i, (p, c, t) in enumerate([(top, top, top), (top, top, top), (-1998674, -3, -1998677), (2, 3, 5)]):
         backend.execute(insert, {"id": f"s{i}", "p": p, "c": c, "t": t})
     totals = await writer.totals()
-    assert totals == {"requests": 4, "errors": 0, "prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert totals == {
+        "requests": 4,
+        "errors": 0,
+        "stopped": 0,
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+    }
