@@ -3,13 +3,16 @@ browser and socket tests), and logged-in clients."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
 from tests.inprocess import InProcessGateway
+from tests.web.browser import CHROMIUM, CHROMIUM_ARGS, base_url, login
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, web_config
 
 
@@ -89,3 +92,25 @@ def anonymous(web_app: InProcessGateway) -> Iterator[WebClient]:
     web = WebClient(web_app)
     yield web
     web.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless (the README's test command installs it)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the README's test command does)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, web_server: GatewayServer) -> Iterator[Page]:
+    """A fresh browser context (own cookies) at 1280x800 on :func:`web_server`, logged in as admin."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(web_server))
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    login(tab)
+    yield tab
+    context.close()

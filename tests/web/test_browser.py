@@ -5,31 +5,19 @@ Screenshots of every page, desktop and 390 px wide, go to ``test-artifacts/`` (l
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.gateway_server import GatewayServer
+from tests.web.browser import base_url, login, shoot, start_chat
 from tests.web.helpers import PASSWORD
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Browser, Page, expect = playwright_sync.Browser, playwright_sync.Page, playwright_sync.expect
 
-CHROMIUM = os.environ.get("MINIGATE_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 XSS_ANSWER = (
     'Inert: <script>window.__pwned = 1</script> and <img src=x onerror="window.__pwned = 2"> '
     "and [click](javascript:window.__pwned=3) and ![tracker](http://127.0.0.9:9/leak.png?q=secret) "
@@ -37,61 +25,8 @@ XSS_ANSWER = (
 )
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless (the README's test command installs it)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the README's test command does)")
-    with playwright_sync.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser, web_server: GatewayServer) -> Iterator[Page]:
-    """A fresh browser context (own cookies) at 1280x800, logged in as admin."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(web_server))
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    _login(tab)
-    yield tab
-    context.close()
-
-
-def _base(server: GatewayServer) -> str:
-    return f"http://127.0.0.1:{server.port}"
-
-
-def _login(tab: Page) -> None:
-    tab.goto("/login")
-    tab.get_by_label("Password or admin key").fill(PASSWORD)
-    tab.get_by_role("button", name="Log in").click()
-    expect(tab).to_have_url(re.compile(r"/chat$"))
-
-
-def shoot(tab: Page, name: str) -> None:
-    """Save ``name``-desktop.png and ``name``-390.png (full page) under test-artifacts/."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(100)
-    tab.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
-    overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    tab.set_viewport_size(size)
-    assert overflow <= 0, f"{name} scrolls sideways at 390 px ({overflow} px too wide)"
-
-
-def _start_chat(tab: Page, model: str) -> None:
-    tab.goto("/chat")
-    tab.get_by_label("Model or agent").select_option(model)
-    tab.get_by_role("button", name="Start chat").click()
-    expect(tab).to_have_url(re.compile(r"/chat/\d+$"))
-
-
 def test_login_page(browser: Browser, web_server: GatewayServer) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(web_server))
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(web_server))
     tab = context.new_page()
     tab.goto("/models")
     expect(tab).to_have_url(re.compile(r"/login\?next=/models$"))
@@ -103,7 +38,7 @@ def test_login_page(browser: Browser, web_server: GatewayServer) -> None:
 
 
 def test_chat_streams_the_answer_token_by_token(page: Page, web_server: GatewayServer) -> None:
-    _start_chat(page, "slow")
+    start_chat(page, "slow")
     words = " ".join(f"w{i}" for i in range(12))
     page.get_by_label("Message", exact=True).fill(f"Stream {words}")
     page.keyboard.press("Enter")
@@ -127,7 +62,7 @@ def test_chat_streams_the_answer_token_by_token(page: Page, web_server: GatewayS
 
 
 def test_stop_generation(page: Page, web_server: GatewayServer) -> None:
-    _start_chat(page, "slow")
+    start_chat(page, "slow")
     page.get_by_label("Message", exact=True).fill("Stop me " + " ".join(f"x{i}" for i in range(60)))
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".msg-assistant .raw")).to_contain_text("said:")
@@ -143,7 +78,7 @@ def test_stop_generation(page: Page, web_server: GatewayServer) -> None:
 
 
 def test_settings_regenerate_rename_and_delete(page: Page) -> None:
-    _start_chat(page, "default")
+    start_chat(page, "default")
     page.get_by_label("Message", exact=True).fill("first question")
     page.keyboard.press("Enter")
     expect(page.locator(".msg-assistant .md")).to_contain_text("You said: first question")
@@ -170,7 +105,7 @@ def test_settings_regenerate_rename_and_delete(page: Page) -> None:
 def test_fallback_hops_are_shown(page: Page, remote: FakeUpstream) -> None:
     remote.set_default(Reply(content="unused"))
     remote.script(*[__import__("tests.fakes.upstream", fromlist=["Status"]).Status(503)])
-    _start_chat(page, "remote")
+    start_chat(page, "remote")
     page.get_by_label("Message", exact=True).fill("who answers?")
     page.keyboard.press("Enter")
     answer = page.locator(".msg-assistant").last
@@ -186,7 +121,7 @@ def test_answer_markup_is_inert(page: Page, remote: FakeUpstream) -> None:
     page.on("request", lambda request: requested.append(request.url))
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    _start_chat(page, "remote")
+    start_chat(page, "remote")
     page.get_by_label("Message", exact=True).fill("say something nasty")
     page.keyboard.press("Enter")
     answer = page.locator(".msg-assistant .md").last
@@ -223,7 +158,7 @@ def test_edit_a_fallback_chain(page: Page, web_server: GatewayServer) -> None:
 
 
 def test_usage_page_shows_the_request(page: Page) -> None:
-    _start_chat(page, "default")
+    start_chat(page, "default")
     page.get_by_label("Message", exact=True).fill("count me")
     page.keyboard.press("Enter")
     expect(page.locator(".msg-assistant .md")).to_contain_text("You said: count me")
@@ -257,10 +192,10 @@ def test_create_and_revoke_a_key(page: Page, web_server: GatewayServer) -> None:
 
 
 def test_chat_page_weight(browser: Browser, web_server: GatewayServer) -> None:
-    context = browser.new_context(base_url=_base(web_server))
+    context = browser.new_context(base_url=base_url(web_server))
     tab = context.new_page()
-    _login(tab)
-    _start_chat(tab, "default")
+    login(tab)
+    start_chat(tab, "default")
     sizes: dict[str, int] = {}
     tab.on("response", lambda response: sizes.__setitem__(response.url, len(response.body())))
     tab.reload(wait_until="networkidle")
@@ -271,7 +206,7 @@ def test_chat_page_weight(browser: Browser, web_server: GatewayServer) -> None:
 
 
 def test_keyboard_only_login_and_chat(browser: Browser, web_server: GatewayServer) -> None:
-    context = browser.new_context(base_url=_base(web_server))
+    context = browser.new_context(base_url=base_url(web_server))
     tab = context.new_page()
     tab.goto("/login")
     # The field takes the focus by itself (autofocus); wait for that before typing, or a loaded machine can

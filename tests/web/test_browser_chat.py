@@ -4,42 +4,17 @@ settings summary after saving, the cursor in the message box after Start chat.""
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.gateway_server import GatewayServer
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, _base, _login, _start_chat
+from tests.web.browser import start_chat
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Browser, Page, expect = playwright_sync.Browser, playwright_sync.Page, playwright_sync.expect
 
 SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-chat"))
 LONG = " ".join(f"line{i} of a long message that wraps over the width of the page" for i in range(40))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the README's test command does)")
-    with playwright_sync.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser, web_server: GatewayServer) -> Iterator[Page]:
-    """A fresh browser context at 1280x800, logged in as admin."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(web_server))
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    _login(tab)
-    yield tab
-    context.close()
 
 
 def _shots() -> Path:
@@ -77,7 +52,7 @@ def _wait_in_view(tab: Page) -> bool:
 
 
 def test_the_newest_message_is_in_view(page: Page) -> None:
-    _start_chat(page, "default")
+    start_chat(page, "default")
     box = page.get_by_label("Message", exact=True)
     for n in range(3):
         box.fill(f"{n} {LONG}")
@@ -102,7 +77,7 @@ def test_the_newest_message_is_in_view(page: Page) -> None:
 
 
 def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
-    _start_chat(page, "slow")
+    start_chat(page, "slow")
     page.get_by_label("Message", exact=True).fill("**Stop** me " + " ".join(f"x{i}" for i in range(60)))
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".msg-assistant .raw")).to_contain_text("Stop**")  # raw markdown while it streams
@@ -117,7 +92,7 @@ def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
 
 
 def test_saving_settings_updates_the_summary(page: Page) -> None:
-    _start_chat(page, "default")
+    start_chat(page, "default")
     summary = page.locator(".settings > summary")
     expect(summary).to_have_text("Settings: default")
     summary.click()
@@ -131,7 +106,7 @@ def test_saving_settings_updates_the_summary(page: Page) -> None:
 
 
 def test_start_chat_puts_the_cursor_in_the_message_box(page: Page) -> None:
-    _start_chat(page, "default")
+    start_chat(page, "default")
     expect(page.get_by_label("Message", exact=True)).to_be_focused()
     page.keyboard.type("typed straight away")
     page.keyboard.press("Enter")

@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from minigate.gateway.plugins.loader import builtin_extensions
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer
+from tests.web.browser import base_url, login, shoot
 from tests.web.helpers import web_config
-from tests.web.test_browser import _base, _login, browser, expect, shoot
-
-__all__ = ["browser"]  # the module-scoped fixture, shared with test_browser
 
 Page = pytest.importorskip("playwright.sync_api").Page
 
@@ -52,10 +51,10 @@ def local_server(
 
 @pytest.fixture
 def local_page(browser: object, local_server: GatewayServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(local_server))  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(local_server))  # type: ignore[attr-defined]
     tab = context.new_page()
     tab.set_default_timeout(30_000)
-    _login(tab)
+    login(tab)
     yield tab
     context.close()
 

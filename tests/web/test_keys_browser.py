@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.gateway_server import GatewayServer
+from tests.web.browser import base_url, login
 from tests.web.helpers import WebClient
-from tests.web.test_browser import _base, _login, browser, expect
-
-__all__ = ["browser"]  # the module-scoped fixture, shared with test_browser
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Browser, Page = playwright_sync.Browser, playwright_sync.Page
@@ -21,7 +20,7 @@ SHOTS = Path("/tmp/shots-h15u")
 
 
 def _tab(browser: Browser, server: GatewayServer, **options: object) -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(server), **options)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(server), **options)
     tab = context.new_page()
     tab.set_default_timeout(10_000)
     return tab
@@ -31,7 +30,7 @@ def _tab(browser: Browser, server: GatewayServer, **options: object) -> Page:
 def keys_page(browser: Browser, web_server: GatewayServer) -> Iterator[Page]:
     """Logged in, with clipboard access granted (as a user clicking "Copy" on localhost has)."""
     tab = _tab(browser, web_server, permissions=["clipboard-read", "clipboard-write"])
-    _login(tab)
+    login(tab)
     yield tab
     tab.context.close()
 
@@ -70,7 +69,7 @@ def test_copy_falls_back_to_selecting_the_key_without_the_clipboard_api(
 ) -> None:
     tab = _tab(browser, web_server)
     tab.add_init_script("Object.defineProperty(navigator, 'clipboard', {value: undefined})")  # as on plain http
-    _login(tab)
+    login(tab)
     secret = _create(tab, "no clipboard")
     tab.get_by_role("button", name="Copy the key").click()
     selected = tab.evaluate("(() => { const i = document.getElementById('new-key');"
@@ -102,7 +101,7 @@ def test_revoking_asks_first(keys_page: Page, web_server: GatewayServer) -> None
 
 def test_revoking_asks_first_without_javascript(browser: Browser, web_server: GatewayServer) -> None:
     tab = _tab(browser, web_server, java_script_enabled=False)
-    _login(tab)
+    login(tab)
     secret = _create(tab, "tablet")
     tab.get_by_role("button", name="Revoke key tablet").click()
     expect(tab.get_by_role("heading", name=re.compile("Revoke key “tablet”"))).to_be_visible()

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_server import GatewayServer, free_port
+from tests.web.browser import base_url, login
 from tests.web.helpers import PASSWORD, web_config
-from tests.web.test_browser import _base, _login, browser, expect
-
-__all__ = ["browser"]  # the module-scoped fixture, shared with test_browser
 
 Browser = pytest.importorskip("playwright.sync_api").Browser
 SHOTS = Path("/tmp/shots-h15u")
@@ -28,10 +27,10 @@ def test_an_unreachable_upstream_reads_unreachable(
     config = web_config(remote)
     config["models"]["providers"]["down"] = {"endpoint": f"http://127.0.0.1:{free_port()}/v1", "models": ["gpt-4o"]}
     server = gateway_factory(config)
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(server))
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(server))
     tab = context.new_page()
     tab.set_default_timeout(10_000)
-    _login(tab)
+    login(tab)
     tab.goto("/models")
     down = tab.locator("section.provider", has_text="down").locator(".state")
     expect(down).to_have_text("unreachable")

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.gateway_server import ADMIN_KEY, GatewayServer
 from tests.inprocess import InProcessGateway
+from tests.web.browser import base_url, login
 from tests.web.helpers import WebClient
-from tests.web.test_browser import _base, _login, browser, expect
-
-__all__ = ["browser"]  # the module-scoped fixture, shared with test_browser
 
 Browser = pytest.importorskip("playwright.sync_api").Browser
 SHOTS = Path("/tmp/shots-h15u")
@@ -144,10 +143,10 @@ def test_the_usage_page_in_a_browser(browser: Browser, web_server: GatewayServer
     rows: list[tuple[str, str, int, float, int | None]] = [(f"ok{i}", "defaults", 200, 90.0 + i, 12) for i in range(8)]
     rows += [("stopped", "slow", 499, 120_000.0, 1995), ("failed", "remote", 502, 40.0, None)]
     _insert(web_server.db_path, rows)
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=_base(web_server))
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url(web_server))
     tab = context.new_page()
     tab.set_default_timeout(10_000)
-    _login(tab)
+    login(tab)
     tab.goto("/usage")
     stopped = tab.locator("table.recent tr.stopped")
     expect(stopped).to_have_count(1)

@@ -1,0 +1,60 @@
+"""What the browser tests share: Debian's chromium and how to start it, the gateway's base URL, logging in,
+screenshots and starting a chat (the ``browser`` and ``page`` fixtures are in ``tests/web/conftest.py``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.gateway_server import GatewayServer
+from tests.web.helpers import PASSWORD
+
+__all__ = ["ARTIFACTS", "CHROMIUM", "CHROMIUM_ARGS", "base_url", "login", "shoot", "start_chat"]
+
+CHROMIUM = os.environ.get("MINIGATE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def base_url(server: GatewayServer) -> str:
+    """Where ``server``'s pages are."""
+    return f"http://127.0.0.1:{server.port}"
+
+
+def login(tab: Page) -> None:
+    """Log ``tab`` in as admin with the password."""
+    tab.goto("/login")
+    tab.get_by_label("Password or admin key").fill(PASSWORD)
+    tab.get_by_role("button", name="Log in").click()
+    expect(tab).to_have_url(re.compile(r"/chat$"))
+
+
+def shoot(tab: Page, name: str) -> None:
+    """Save ``name``-desktop.png and ``name``-390.png (full page) under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    size = tab.viewport_size or {"width": 1280, "height": 800}
+    tab.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    tab.set_viewport_size({"width": 390, "height": 844})
+    tab.wait_for_timeout(100)
+    tab.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
+    overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    tab.set_viewport_size(size)
+    assert overflow <= 0, f"{name} scrolls sideways at 390 px ({overflow} px too wide)"
+
+
+def start_chat(tab: Page, model: str) -> None:
+    """Start a conversation with ``model`` from the chat page."""
+    tab.goto("/chat")
+    tab.get_by_label("Model or agent").select_option(model)
+    tab.get_by_role("button", name="Start chat").click()
+    expect(tab).to_have_url(re.compile(r"/chat/\d+$"))
