@@ -276,6 +276,8 @@ async def _relay(
         with anyio.CancelScope(shield=True):
             await stream.aclose()
             if usage is None and status != 200:  # cut before the upstream's usage came: keep what was generated
-                usage = stream.usage_so_far() or _counted(generated)
+                # exact where the provider knows it (a local worker); counted chunks only for a client's stop,
+                # since an upstream that broke off never said what it used
+                usage = stream.usage_so_far() or (_counted(generated) if status == 499 else None)
             await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
     yield outcome
