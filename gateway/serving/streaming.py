@@ -27,25 +27,26 @@ from minigate.providers.base import ChunkStream, Provider, ProviderError, Provid
 __all__ = ["serve_stream"]
 
 
+def _generated(choice: dict[str, Any], delta: dict[str, Any]) -> bool:
+    """Whether a choice carries generated output: text, content, tool calls or reasoning."""
+    return bool(choice.get("text") or delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+
+
 def _has_content(chunk: dict[str, Any]) -> bool:
     if chunk.get("usage"):
         return True
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        if choice.get("finish_reason") or choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+        if choice.get("finish_reason") or _generated(choice, delta):
             return True
-        if delta.get("function_call") or delta.get("refusal") or delta.get("reasoning_content"):
+        if delta.get("function_call") or delta.get("refusal"):
             return True
     return False
 
 
 def _generates(chunk: dict[str, Any]) -> int:
     """1 when the chunk carries generated content (about one token, for most upstreams), else 0."""
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if choice.get("text") or delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
-            return 1
-    return 0
+    return int(any(_generated(c, c.get("delta") or {}) for c in chunk.get("choices") or ()))
 
 
 def _counted(generated: int) -> dict[str, int] | None:
