@@ -45,6 +45,7 @@ _FAST_MODULES = {
     "tests/test_hookspecs.py",
     "tests/test_hostile_upstream.py",
     "tests/test_layers.py",
+    "tests/test_namespace.py",
     "tests/test_routing.py",
     "tests/test_wire.py",
     "tests/web/test_adapter.py",
