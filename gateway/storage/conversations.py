@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, Table, delete, func, insert, select, update
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from minigate.gateway.core.tokens import valid_count
@@ -23,6 +23,7 @@ __all__ = [
     "ConversationInfo",
     "ConversationRow",
     "ConversationStore",
+    "MessageImageRow",
     "MessageInfo",
     "MessageRow",
     "WebSessionRow",
@@ -43,6 +44,9 @@ class ConversationRow(Base):
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    repetition_penalty: Mapped[float | None] = mapped_column(Float)
+    current_message_id: Mapped[int | None] = mapped_column(Integer)  # the leaf of the branch the page shows
 
 
 class MessageRow(Base):
@@ -66,6 +70,19 @@ class MessageRow(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(SafeText)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the message this one follows
+
+
+class MessageImageRow(Base):
+    """An image attached to a user message (sent to the model as an OpenAI ``image_url`` data URL)."""
+
+    __tablename__ = "message_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    media_type: Mapped[str] = mapped_column(SafeString(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class WebSessionRow(Base):
@@ -108,6 +125,9 @@ class ConversationInfo(msgspec.Struct, kw_only=True):
     max_tokens: int | None
     created_at: datetime
     updated_at: datetime
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    current_message_id: int | None = None
 
 
 class MessageInfo(msgspec.Struct, kw_only=True):
@@ -129,6 +149,7 @@ class MessageInfo(msgspec.Struct, kw_only=True):
     latency_ms: float | None = None
     ttft_ms: float | None = None
     error: str | None = None
+    parent_id: int | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
