@@ -101,6 +101,10 @@ def chat_body(
         body["temperature"] = conversation.temperature
     if conversation.max_tokens is not None:
         body["max_tokens"] = conversation.max_tokens
+    if conversation.top_p is not None:
+        body["top_p"] = conversation.top_p
+    if conversation.repetition_penalty is not None:  # not OpenAI's: local engines, vLLM and llama.cpp take it
+        body["repetition_penalty"] = conversation.repetition_penalty
     return body
 
 

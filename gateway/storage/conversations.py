@@ -203,7 +203,10 @@ class ConversationStore:
 
     async def update(self, owner: str, conversation_id: int, **values: Any) -> bool:
         """Change a conversation's title or settings; False when the owner has no such conversation."""
-        allowed = {"title", "model", "system_prompt", "temperature", "max_tokens"}
+        allowed = {
+            "title", "model", "system_prompt", "temperature", "max_tokens", "top_p", "repetition_penalty",
+            "current_message_id",
+        }  # fmt: skip
         if not values.keys() <= allowed:
             raise ValueError(f"cannot update {sorted(values.keys() - allowed)}")
         stmt = (
