@@ -157,4 +157,4 @@ def register(registry: ProviderRegistry) -> None:
     def factory(name: str, config: FakeProviderConfig, context: ProviderContext) -> Provider:
         return FakeProvider(name, config)
 
-    registry.register(ProviderType("fake", FakeProviderConfig, factory, local=always_local))
+    registry.register(ProviderType("fake", FakeProviderConfig, factory, local=always_local, vision=False))

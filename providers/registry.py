@@ -50,6 +50,9 @@ class ProviderType:
     # Whether a section's requests stay on this machine (``always_local``, or a test of the section: a remote
     # type whose endpoint is a loopback address). None: they may leave it.
     local: Callable[[Any], bool] | None = None
+    # Whether its models take images when a section's ``vision`` key does not say: None, unknown (the upstream
+    # decides); False for a type whose models read text only.
+    vision: bool | None = None
 
     def check(self, config: Any) -> list[tuple[str, str]]:
         """``(sub-path, message)`` for each problem in a converted section."""

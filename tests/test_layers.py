@@ -70,6 +70,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.storage.cooldowns",
                 "minigate.gateway.storage.db",
                 "minigate.gateway.storage.keys",
+                "minigate.gateway.storage.images",
                 "minigate.gateway.storage.responses",
                 "minigate.gateway.storage.sql",
                 "minigate.gateway.storage.tables",

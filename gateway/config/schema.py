@@ -78,11 +78,19 @@ class Config(msgspec.Struct, kw_only=True):
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
     workflows: list[Workflow] = msgspec.field(default_factory=list)
     local_providers: frozenset[str] = frozenset()  # providers whose requests stay on this machine
+    # Which models take images, by provider (the sections' ``vision`` key, else the type's default): True all,
+    # False none, a set the models named; None: unknown, the upstream decides. See :meth:`takes_images`.
+    vision: dict[str, bool | frozenset[str] | None] = msgspec.field(default_factory=dict)
 
     @property
     def default_agent(self) -> AgentConfig | None:
         """``agents.defaults`` (``agents.default`` is accepted too)."""
         return self.agents.get("defaults") or self.agents.get("default")
+
+    def takes_images(self, provider: str, model: str) -> bool | None:
+        """Whether ``provider/model`` takes images: True, False, or None when only the upstream can tell."""
+        vision = self.vision.get(provider)
+        return model in vision if isinstance(vision, frozenset) else vision
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the config file's folder."""
@@ -140,6 +148,22 @@ def _check_percent_or_bytes(value: str | int, path: str, issues: list[tuple[str,
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
     if m is None or not 0 < float(m.group(1)) <= 100:
         issues.append((path, f"not a percentage between 0% and 100% or a byte count: {value!r}"))
+
+
+def _vision(
+    section: dict[str, Any], default: bool | None, path: str, issues: list[tuple[str, str]]
+) -> tuple[dict[str, Any], bool | frozenset[str] | None]:
+    """A provider section without its ``vision`` key (any provider type may have it), and what the key says."""
+    if "vision" not in section:
+        return section, default
+    rest = {k: v for k, v in section.items() if k != "vision"}
+    value = section["vision"]
+    if isinstance(value, bool):
+        return rest, value
+    if isinstance(value, list) and all(isinstance(name, str) and name for name in value):
+        return rest, frozenset(value)
+    issues.append((path, "must be true, false or a list of the provider's model names that take images"))
+    return rest, default
 
 
 def check_references(
@@ -232,6 +256,7 @@ def parse_config(
             issues.append(_validation_issue(err, f"agents.{name}"))
     providers: dict[str, tuple[str, Any]] = {}
     local: set[str] = set()
+    vision: dict[str, bool | frozenset[str] | None] = {}
     for name, section in cfg.models.providers.items():
         path = f"models.providers.{name}"
         if "/" in name or not name:
@@ -243,6 +268,7 @@ def parse_config(
             known = ", ".join(types.providers.names())
             issues.append((f"{path}.type", f"unknown provider type {type_name!r} (known: {known})"))
             continue
+        section, vision[name] = _vision(section, kind.vision, f"{path}.vision", issues)
         try:
             typed = msgspec.convert(section, kind.config_type)
         except msgspec.ValidationError as err:
@@ -282,6 +308,7 @@ def parse_config(
         plugins=cfg.plugins,
         workflows=workflows,
         local_providers=frozenset(local),
+        vision={name: vision[name] for name in providers},
     )
 
 

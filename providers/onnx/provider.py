@@ -378,5 +378,8 @@ def register(registry: ProviderRegistry) -> None:
         return OnnxProvider(name, config, base_dir=context.base_dir)
 
     registry.register(
-        ProviderType("onnxruntime-genai", OnnxProviderConfig, factory, check_config, local=always_local), "onnx"
+        # vision=False: the engine is sent text only (openai_mapping refuses other content parts), whatever
+        # a model's genai_config.json holds.
+        ProviderType("onnxruntime-genai", OnnxProviderConfig, factory, check_config, local=always_local, vision=False),
+        "onnx",
     )
