@@ -213,6 +213,7 @@ LAYERS: list[Layer] = [
             "web": (
                 "minigate.web",
                 "minigate.web.adapter",
+                "minigate.web.assets",
                 "minigate.web.auth",
                 "minigate.web.chains",
                 "minigate.web.charts",

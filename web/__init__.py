@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from litestar import Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.static_files import create_static_files_router
 
+from minigate.web.assets import gzip_html
 from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
 from minigate.web.chains import apply_stored_overrides
 from minigate.web.chat import chat_handlers
@@ -26,7 +25,6 @@ from minigate.web.usage import usage_handlers
 
 __all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
 
-_STATIC = Path(__file__).resolve().parent / "static"
 _FAVICON = "favicon-1.ico"  # vendored, versioned in its name like the other static files
 
 
@@ -52,6 +50,7 @@ def web_routes(state: WebState | None = None) -> list[Any]:
             "chat_user": Provide(provide_chat_user),
         },
         exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
+        middleware=[gzip_html],  # complete HTML pages only: SSE streams pass through as they come
         include_in_schema=False,
     )
     admin = Router(
@@ -63,16 +62,11 @@ def web_routes(state: WebState | None = None) -> list[Any]:
             "admin": Provide(provide_admin),
         },
         exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
+        middleware=[gzip_html],  # complete HTML pages only: SSE streams pass through as they come
         include_in_schema=False,
     )
-    static = create_static_files_router(
-        path="/static",
-        directories=[_STATIC],
-        name="static",
-        include_in_schema=False,
-        cache_control=None,
-    )
-    icon = (_STATIC / _FAVICON).read_bytes()
+    static = web.assets.handler()  # from memory, gzipped once; hashed addresses are cached for a year
+    icon = web.assets.files[_FAVICON].body
 
     @get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
     def favicon() -> Response[bytes]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from minigate.web.assets import StaticAssets
 from minigate.web.markdown import MarkdownRenderer
 
 __all__ = ["ADMIN_PASSWORD_ENV", "CHAT_PUBLIC_ENV", "LoginThrottle", "WebSettings", "WebState"]
@@ -76,6 +77,7 @@ class WebState:
     settings: WebSettings
     templates: Environment
     markdown: MarkdownRenderer
+    assets: StaticAssets
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # id() of the Gateway objects whose chain overrides were applied, and their configs as loaded
     # (see minigate.web.chains).
@@ -84,7 +86,7 @@ class WebState:
 
     @classmethod
     def create(cls, settings: WebSettings | None = None) -> WebState:
-        """Read the settings from the environment and load the templates."""
+        """Read the settings from the environment, load the templates and the static files (hashed, gzipped)."""
         env = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -92,22 +94,19 @@ class WebState:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        markdown = MarkdownRenderer()
-        env.globals["static"] = _static_url
+        markdown = MarkdownRenderer(code_tools=True)  # code blocks get a header and a Copy button
+        assets = StaticAssets.load(_HERE / "static")
+        env.globals["static"] = assets.url  # /static/app.3f2a9c1b.css: the content's hash, so cached for a year
         env.globals["markdown"] = markdown.render
         env.filters["when"] = _when
         env.filters["number"] = _number
         env.filters["ms"] = _ms
         env.filters["dom_id"] = lambda name: "p" + str(name).encode().hex()  # as minigate.web.adapter.dom_id
-        return cls(settings or WebSettings.from_env(), env, markdown)
+        return cls(settings or WebSettings.from_env(), env, markdown, assets)
 
     def render(self, template: str, **context: Any) -> str:
         """Render a template to a string."""
         return self.templates.get_template(template).render(**context)
-
-
-def _static_url(name: str) -> str:
-    return f"/static/{name}"
 
 
 def _when(value: datetime | None) -> str:
