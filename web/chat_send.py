@@ -75,7 +75,9 @@ async def _answer(
     def final(message: MessageInfo) -> str:
         return web.render("_message.html", message=message, last=True)
 
-    events = stream_answer(gateway, store, conversation, history, assistant.id, user.key_id, first, final)
+    events = stream_answer(
+        gateway, store, conversation, history, assistant.id, user.key_id, first, final, render=web.markdown.render
+    )
     # sse-starlette adds the SSE headers itself (x-accel-buffering among them); the page's own come first.
     return cast(ASGIApp, EventSourceResponse(events, ping=15, headers=SECURITY_HEADERS))
 

@@ -30,11 +30,13 @@ from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.tables import UsageRow
 
 __all__ = [
+    "RENDER_EVERY",
     "Answer",
     "chat_body",
     "complete_answer",
     "leave_out_more",
     "left_out_note",
+    "render_due",
     "sendable",
     "stream_answer",
     "too_long",
@@ -44,6 +46,7 @@ _USAGE = cast(Table, UsageRow.__table__)
 # How a provider says the prompt is longer than the model's context (OpenAI's code, llama.cpp's and vLLM's words).
 _TOO_LONG = ("context_length", "context length", "maximum context", "context window", "too many tokens")
 _T = TypeVar("_T")
+RENDER_EVERY = 0.08  # seconds between renders of a streaming answer: about 12 a second look continuous
 
 
 def sendable(history: list[MessageInfo]) -> list[MessageInfo]:
@@ -185,6 +188,13 @@ async def _call(
             answer.left_out = more
 
 
+def render_due(now: float, shown_at: float | None, cost: float) -> bool:
+    """Whether to render the streaming answer again at ``now``: the first piece at once, then after
+    :data:`RENDER_EVERY` seconds, or ten times as long as the last render took (so a huge answer's renders take at
+    most a tenth of the event loop's time)."""
+    return shown_at is None or now - shown_at >= max(RENDER_EVERY, 10 * cost)
+
+
 async def stream_answer(
     gateway: Gateway,
     store: ConversationStore,
@@ -194,12 +204,20 @@ async def stream_answer(
     key_id: int | None,
     first_html: str,
     final_html: Callable[[MessageInfo], str],
+    render: Callable[[str], str] = escape,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of one answer; see the module docstring."""
+    """The SSE events of one answer; see the module docstring.
+
+    While it streams, the whole answer so far is rendered again (``render``: the chat's sanitising Markdown) and
+    replaces the answer's body: the first piece at once, then at most every :data:`RENDER_EVERY` seconds, and
+    less often when rendering a long answer gets slow (see :func:`render_due`); the final event renders it all.
+    """
     yield ServerSentEvent(data=first_html)
     answer, started, ttft = Answer(), time.monotonic(), None
     parts: list[str] = []
-    opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="beforeend">'
+    opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="innerHTML">'
+    shown_at: float | None = None  # when the answer so far was last rendered, and what that render cost
+    cost = 0.0
     try:
         served: EventStream | None = await _call(gateway, conversation, history, key_id, answer, True, serve_stream)
         if served is not None:
@@ -208,10 +226,17 @@ async def stream_answer(
             try:
                 async for event in served.events:
                     if isinstance(event, Chunk):
-                        for piece in event.pieces():
-                            ttft = ttft or (time.monotonic() - started) * 1000
-                            parts.append(piece)
-                            yield ServerSentEvent(data=f"{opening}{escape(piece)}</hx-partial>")
+                        pieces = event.pieces()
+                        if not pieces:
+                            continue
+                        now = time.monotonic()
+                        ttft = ttft or (now - started) * 1000
+                        parts += pieces
+                        if render_due(now, shown_at, cost):
+                            html = render("".join(parts))
+                            shown_at = time.monotonic()
+                            cost = shown_at - now
+                            yield ServerSentEvent(data=f"{opening}{html}</hx-partial>")
                     elif isinstance(event, Usage):
                         answer.usage = event.counts
                     elif isinstance(event, Outcome) and event.failure is not None:

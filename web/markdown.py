@@ -1,7 +1,10 @@
 """Markdown of model answers, rendered on the server and sanitised: an answer is untrusted text.
 
 Raw HTML shows as text, images become a placeholder (a remote image would leak the conversation), links keep only
-http(s) and mailto, and nh3 removes every tag and attribute not on a short allow-list.
+http(s) and mailto, and nh3 removes every tag and attribute not on a short allow-list. Code blocks are highlighted
+by Pygments into a few ``hl-*`` classes (no inline style: CSP) when their language is named; the chat's renderer
+also wraps each in a header with the language and a Copy button (markup only the renderer writes: the answer's
+own HTML is off).
 """
 
 from __future__ import annotations
@@ -10,19 +13,58 @@ from collections.abc import Sequence
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml, unescapeAll
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup, escape
+from pygments import lex
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
+from pygments.token import Comment, Generic, Keyword, Name, Number, Operator, String, _TokenType
+from pygments.util import ClassNotFound
 
-__all__ = ["MarkdownRenderer"]
+__all__ = ["HIGHLIGHT_LIMIT", "MarkdownRenderer"]
+
+HIGHLIGHT_LIMIT = 50_000  # characters: a bigger code block is shown plain (lexing it would hold the event loop)
+_LEXERS_KEPT = 256  # lexers looked up by language name, kept for reuse (unknown names too, as None)
+
+# Pygments' token types folded into a dozen classes, most specific first; tokens of none stay unwrapped text.
+_CLASSES: tuple[tuple[_TokenType, str], ...] = (
+    (Comment.Preproc, "hl-d"),
+    (Comment, "hl-c"),
+    (Keyword.Constant, "hl-m"),
+    (Keyword, "hl-k"),
+    (Operator.Word, "hl-k"),
+    (Name.Builtin, "hl-b"),
+    (Name.Function, "hl-f"),
+    (Name.Class, "hl-f"),
+    (Name.Exception, "hl-f"),
+    (Name.Decorator, "hl-d"),
+    (Name.Tag, "hl-t"),
+    (Name.Attribute, "hl-a"),
+    (Name.Variable, "hl-v"),
+    (Name.Constant, "hl-v"),
+    (String, "hl-s"),
+    (Number, "hl-m"),
+    (Generic.Inserted, "hl-gi"),
+    (Generic.Deleted, "hl-gd"),
+    (Generic.Heading, "hl-gh"),
+    (Generic.Subheading, "hl-gh"),
+)
+HIGHLIGHT_CLASSES = frozenset(name for _, name in _CLASSES)
 
 _TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code", "pre",
-    "blockquote", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "a", "span",
+    "blockquote", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "a", "span", "div", "button",
 }  # fmt: skip
-_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
+_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "button": {"type", "aria-label"}}
 _SCHEMES = {"http", "https", "mailto"}
+_CLASSES_ALLOWED = {
+    "span": {"img-placeholder", "code-lang", *HIGHLIGHT_CLASSES},
+    "div": {"code-block", "code-head"},
+    "button": {"copy-code"},
+}
 
 
 def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
@@ -30,15 +72,36 @@ def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: Optio
     return f'<span class="img-placeholder">[image: {escape(alt or "no description")}]</span>'
 
 
-class MarkdownRenderer:
-    """CommonMark with tables and strikethrough, no raw HTML, no images; output sanitised by nh3."""
+def _class_of(ttype: _TokenType) -> str | None:
+    for kind, name in _CLASSES:
+        if ttype in kind:
+            return name
+    return None
 
-    def __init__(self) -> None:
+
+class MarkdownRenderer:
+    """CommonMark with tables and strikethrough, no raw HTML, no images; output sanitised by nh3.
+
+    ``code_tools``: each code block gets a header with its language and a Copy button (the chat's page script
+    makes it work); without it (a workflow's HTML output) a code block is a plain ``<pre>``.
+    """
+
+    def __init__(self, code_tools: bool = False) -> None:
         """Build the parser (once per app: it is reused for every answer)."""
         md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+        md.options["highlight"] = self._highlight
         md.enable(["table", "strikethrough"])
         md.add_render_rule("image", _image)
+        fence = self._fence
+
+        def fence_rule(_r: RendererHTML, tokens: Sequence[Token], idx: int, _o: OptionsDict, _e: EnvType) -> str:
+            return fence(tokens[idx])
+
+        md.add_render_rule("fence", fence_rule)
+        md.add_render_rule("code_block", fence_rule)
         self._md = md
+        self._code_tools = code_tools
+        self._lexers: dict[str, Lexer | None] = {}
 
     def render(self, text: str) -> Markup:
         """Safe HTML for ``text``."""
@@ -50,6 +113,53 @@ class MarkdownRenderer:
             url_schemes=_SCHEMES,
             link_rel="noopener noreferrer nofollow",
             strip_comments=True,
-            allowed_classes={"span": {"img-placeholder"}},
+            allowed_classes=_CLASSES_ALLOWED,
         )
         return Markup(clean)
+
+    def _lexer(self, language: str) -> Lexer | None:
+        """Pygments' lexer for a fence's language name, or None: no guessing from the code."""
+        key = language.lower()
+        if key not in self._lexers:
+            if len(self._lexers) >= _LEXERS_KEPT:
+                self._lexers.clear()
+            try:
+                self._lexers[key] = get_lexer_by_name(key, stripnl=False, stripall=False, ensurenl=False)
+            except ClassNotFound:
+                self._lexers[key] = None
+        return self._lexers[key]
+
+    def _highlight(self, code: str, language: str, _attrs: str) -> str:
+        """The code as escaped HTML with ``hl-*`` spans (markdown-it's ``highlight`` option); '' leaves it plain."""
+        lexer = self._lexer(language) if language and len(code) <= HIGHLIGHT_LIMIT else None
+        if lexer is None:
+            return ""
+        out: list[str] = []
+        run_class: str | None = None
+        run: list[str] = []
+        for ttype, value in lex(code, lexer):
+            name = _class_of(ttype) if value.strip() else run_class  # whitespace joins the run it is in
+            if name != run_class and run:
+                text = escapeHtml("".join(run))
+                out.append(f'<span class="{run_class}">{text}</span>' if run_class else text)
+                run = []
+            run_class = name
+            run.append(value)
+        if run:
+            text = escapeHtml("".join(run))
+            out.append(f'<span class="{run_class}">{text}</span>' if run_class else text)
+        return "".join(out)
+
+    def _fence(self, token: Token) -> str:
+        """A code block: highlighted when its language is known, with a header and Copy button for the chat."""
+        info = unescapeAll(token.info).strip() if token.info else ""
+        language = info.split(maxsplit=1)[0] if info else ""
+        body = self._highlight(token.content, language, "") or escapeHtml(token.content)
+        pre = f"<pre><code>{body}</code></pre>\n"
+        if not self._code_tools:
+            return pre
+        label = escapeHtml(language[:40]) or "code"
+        return (
+            f'<div class="code-block"><div class="code-head"><span class="code-lang">{label}</span>'
+            f'<button type="button" class="copy-code" aria-label="Copy code">Copy</button></div>{pre}</div>\n'
+        )

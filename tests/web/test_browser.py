@@ -42,7 +42,7 @@ def test_chat_streams_the_answer_token_by_token(page: Page, web_server: GatewayS
     words = " ".join(f"w{i}" for i in range(12))
     page.get_by_label("Message", exact=True).fill(f"Stream {words}")
     page.keyboard.press("Enter")
-    streaming = page.locator(".msg-assistant .raw[aria-busy=true]")
+    streaming = page.locator(".msg-assistant .streaming[aria-busy=true]")
     expect(streaming).to_contain_text("You said:")  # part of the answer is there...
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
     assert "w11" not in streaming.inner_text()  # ...before the rest of it
@@ -65,7 +65,7 @@ def test_stop_generation(page: Page, web_server: GatewayServer) -> None:
     start_chat(page, "slow")
     page.get_by_label("Message", exact=True).fill("Stop me " + " ".join(f"x{i}" for i in range(60)))
     page.get_by_role("button", name="Send").click()
-    expect(page.locator(".msg-assistant .raw")).to_contain_text("said:")
+    expect(page.locator(".msg-assistant .streaming")).to_contain_text("said:")
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     rows = web_server.wait_rows(1)

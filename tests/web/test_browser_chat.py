@@ -80,13 +80,13 @@ def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
     start_chat(page, "slow")
     page.get_by_label("Message", exact=True).fill("**Stop** me " + " ".join(f"x{i}" for i in range(60)))
     page.get_by_role("button", name="Send").click()
-    expect(page.locator(".msg-assistant .raw")).to_contain_text("Stop**")  # raw markdown while it streams
+    expect(page.locator(".msg-assistant .streaming strong")).to_have_text("Stop")  # rendered while it streams
     page.get_by_role("button", name="Stop").click()
     answer = page.locator(".msg-assistant").last
     expect(answer.locator(".md strong")).to_have_text("Stop")  # rendered without a reload
     expect(answer.locator(".note")).to_have_text("Stopped before the end.")
     expect(answer.locator(".meta")).to_contain_text("answered by slow/echo")
-    assert answer.locator(".raw").count() == 0
+    assert answer.locator(".streaming").count() == 0
     expect(page.get_by_label("Message", exact=True)).to_be_focused()
     _shoot(page, "chat-stopped")
 
@@ -94,14 +94,14 @@ def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
 def test_saving_settings_updates_the_summary(page: Page) -> None:
     start_chat(page, "default")
     summary = page.locator(".settings > summary")
-    expect(summary).to_have_text("Settings: default")
+    expect(summary).to_have_text("Settings: model defaults")
     summary.click()
     settings = page.locator("#settings")
-    settings.get_by_label("Temperature").fill("0.7")
+    settings.get_by_label("Temperature (0–2)").fill("0.7")
     settings.get_by_label("Max tokens").fill("40")
     settings.get_by_role("button", name="Save settings").click()
     expect(page.locator("#settings [role=status]")).to_have_text("Saved.")
-    expect(summary).to_have_text("Settings: default, temperature 0.7, max 40 tokens")
+    expect(summary).to_have_text("Settings: temperature 0.7, max 40 tokens")
     _shoot(page, "chat-settings")
 
 

@@ -30,7 +30,7 @@
 
   // After Stop the answer's stream is gone before its end: ask for the stored (stopped) answer, rendered.
   function renderStopped() {
-    var messages = byId("messages"), raw = messages && messages.querySelector(".raw[aria-busy=true]");
+    var messages = byId("messages"), raw = messages && messages.querySelector(".streaming[aria-busy=true]");
     var article = raw && raw.closest(".msg");
     var base = messages && messages.getAttribute("data-message-url");
     if (!article || !base) return;
