@@ -15,6 +15,9 @@ from minigate.web.assets import gzip_html
 from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
 from minigate.web.chains import apply_stored_overrides
 from minigate.web.chat import chat_handlers
+from minigate.web.chat_branch import branch_handlers
+from minigate.web.chat_images import image_handlers
+from minigate.web.chat_export import export_handlers
 from minigate.web.chat_send import send_handlers
 from minigate.web.keys import key_handlers
 from minigate.web.login import login_handlers
@@ -43,7 +46,14 @@ def web_routes(state: WebState | None = None) -> list[Any]:
 
     public = Router(
         "/",
-        route_handlers=[*login_handlers(), *chat_handlers(), *send_handlers()],
+        route_handlers=[
+            *login_handlers(),
+            *chat_handlers(),
+            *send_handlers(),
+            *branch_handlers(),
+            *image_handlers(),
+            *export_handlers(),
+        ],
         dependencies={
             "web": Provide(provide_web, sync_to_thread=False),
             "session": Provide(provide_session),

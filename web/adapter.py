@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +19,7 @@ __all__ = [
     "ActionResult",
     "ModelView",
     "ProviderView",
+    "context_windows",
     "dom_id",
     "import_progress",
     "model_action",
@@ -173,3 +174,19 @@ async def import_progress(
     finally:
         if not task.done():
             task.cancel()  # the admin went away: stop the conversion too
+
+
+def context_windows(gateway: Gateway, names: Iterable[str]) -> dict[str, int]:
+    """The context window, in tokens, of each name's first deployment where its provider reports one (local)."""
+    by_ref: dict[str, int] = {}
+    for provider_name, provider in gateway.providers.items():
+        for info in _infos(provider):
+            length = info.details.get("context_length")
+            if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+                by_ref[f"{provider_name}/{info.id}"] = length
+    windows: dict[str, int] = {}
+    for name in names:
+        route = gateway.routes.resolve(name)
+        if route is not None and route.chain and route.chain[0].ref in by_ref:
+            windows[name] = by_ref[route.chain[0].ref]
+    return windows

@@ -1,6 +1,7 @@
-"""Chat pages: the conversation list, one conversation, and renaming, settings and deleting.
+"""Chat pages: the conversation list and its search, one conversation, and renaming, settings and deleting.
 
-Sending a message and regenerating an answer stream; they live in :mod:`minigate.web.chat_send`.
+``/chat`` is a new chat: type and send, and the first message creates the conversation. Sending a message and
+regenerating an answer stream; they live in :mod:`minigate.web.chat_send`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from litestar.params import FromPath
 
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage import ConversationStore
-from minigate.gateway.storage.conversations import ConversationInfo
+from minigate.gateway.storage.chat_search import search_conversations
+from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.gateway.storage.images import ImageStore
+from minigate.web.adapter import context_windows
 from minigate.web.auth import LoginRequired, sessions
 from minigate.web.chains import ensure_overrides
-from minigate.web.forms import FormError, parse_settings
+from minigate.web.chat_images import vision_models
+from minigate.web.forms import FormError, parse_model, parse_settings
 from minigate.web.render import error_page, page, redirect
 from minigate.web.sessions import COOKIE, Session
 from minigate.web.state import WebState
 
-__all__ = ["chat_handlers", "model_choices"]
+__all__ = ["chat_context", "chat_handlers", "context_used", "model_choices"]
 
 NEW_TITLE = "New chat"
 # A stopped answer is stored by its own cancelled stream, a moment after the browser let go of it.
@@ -37,6 +42,29 @@ def model_choices(gateway: Gateway) -> list[tuple[str, list[str]]]:
         groups.setdefault(kind, []).append(ident)
     labels = {"agent": "Agents", "alias": "Aliases", "model": "Models"}
     return [(labels.get(kind, kind), names) for kind, names in groups.items() if names]
+
+
+def context_used(messages: list[MessageInfo] | Any) -> int | None:
+    """Tokens the last answer's exchange took (its prompt and completion): the next request is at least as long."""
+    for message in reversed(list(messages)):
+        if message.role == "assistant" and message.prompt_tokens is not None:
+            return int(message.prompt_tokens) + int(message.completion_tokens or 0)
+    return None
+
+
+def chat_context(gateway: Gateway, conversation: ConversationInfo | None, messages: Any) -> dict[str, Any]:
+    """What every render of the chat's header, picker and context meter needs."""
+    choices = model_choices(gateway)
+    windows = context_windows(gateway, [name for _, names in choices for name in names])
+    model = conversation.model if conversation else "default"
+    return {
+        "models": choices,
+        "context_windows": windows,
+        "default_model": "default" if any("default" in names for _, names in choices) else "",
+        "context_window": windows.get(model),
+        "context_used": context_used(messages),
+        "vision_models": vision_models(gateway),  # issue 15: the picker's names that take images
+    }
 
 
 async def _chat_user(
@@ -78,7 +106,8 @@ async def _page(
         conversations=await store.list(session.owner),
         conversation=conversation,
         messages=messages,
-        models=model_choices(gateway),
+        image_ids=await ImageStore(gateway.database).ids(conversation.id) if conversation else {},  # issue 15
+        **chat_context(gateway, conversation, messages),
         **extra,
     )
 
@@ -96,7 +125,7 @@ async def chat_index(
     web: NamedDependency[WebState],
     session: NamedDependency[Session | None],
 ) -> Response[str]:
-    """The conversation list and a form to start a new one."""
+    """A new chat: the conversation list, and the composer with the default agent picked."""
     await ensure_overrides(gateway, web)
     user, cookies = await _chat_user(request, gateway, web, session)
     return await _page(web, gateway, user, None, cookies)
@@ -156,12 +185,15 @@ async def chat_new(
 ) -> Response[Any]:
     """Start a conversation with the chosen model and settings."""
     form = await request.form()
+    names = {name for _, names in model_choices(gateway) for name in names}
     try:
-        settings = parse_settings(form, {name for _, names in model_choices(gateway) for name in names})
+        model = parse_model(form, names)
+        settings = parse_settings(form, names)
     except FormError as err:
-        return await _page(web, gateway, chat_user, None, [], form_error=str(err))
+        return error_page(web, 422, str(err))
+    settings.pop("model", None)
     store = ConversationStore(gateway.database)
-    conversation_id = await store.create(chat_user.owner, title=NEW_TITLE, model=settings.pop("model"))
+    conversation_id = await store.create(chat_user.owner, title=NEW_TITLE, model=model)
     await store.update(chat_user.owner, conversation_id, **settings)
     return redirect(request, f"/chat/{conversation_id}")
 
@@ -184,16 +216,35 @@ async def chat_settings(
         settings = parse_settings(form, {name for _, names in model_choices(gateway) for name in names})
     except FormError as err:
         return page(
-            web, "_settings.html", chat_user, status=422, conversation=conversation,
-            models=model_choices(gateway), error=str(err), saved=False,
-        )  # fmt: skip
+            web, "_settings.html", chat_user, status=422, conversation=conversation, error=str(err), saved=False
+        )
     await store.update(chat_user.owner, conversation_id, **settings)
     conversation = await store.get(chat_user.owner, conversation_id)
     if request.headers.get("hx-request") != "true":
         return redirect(request, f"/chat/{conversation_id}")
+    return page(web, "_settings.html", chat_user, conversation=conversation, error=None, saved=True)
+
+
+@get("/chat/search")
+async def chat_search(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    chat_user: NamedDependency[Session],
+) -> Response[str]:
+    """Conversations whose title or messages contain ``q``: the sidebar's list (htmx), or the chat page."""
+    query = str(request.query_params.get("q") or "").strip()[:200]
+    store = ConversationStore(gateway.database)
+    if query:
+        found, snippets = await search_conversations(gateway.database, chat_user.owner, query)
+    else:
+        found, snippets = list(await store.list(chat_user.owner)), {}
+    if request.headers.get("hx-request") == "true":
+        return page(web, "_conversation_list.html", chat_user, conversations=found, snippets=snippets,
+                    query=query, conversation=None)  # fmt: skip
     return page(
-        web, "_settings.html", chat_user, conversation=conversation, models=model_choices(gateway),
-        error=None, saved=True,
+        web, "chat.html", chat_user, conversations=found, snippets=snippets, query=query, conversation=None,
+        messages=[], **chat_context(gateway, None, []),
     )  # fmt: skip
 
 
@@ -226,4 +277,4 @@ async def chat_delete(
 
 def chat_handlers() -> list[Any]:
     """The chat page routes."""
-    return [home, chat_index, chat_page, chat_message, chat_new, chat_settings, chat_rename, chat_delete]
+    return [home, chat_index, chat_search, chat_page, chat_message, chat_new, chat_settings, chat_rename, chat_delete]

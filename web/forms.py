@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Any
 
-__all__ = ["FormError", "parse_settings", "text_field"]
+__all__ = ["FormError", "parse_model", "parse_settings", "text_field"]
 
 _MAX_SYSTEM_PROMPT = 20_000
+# (field, what the error calls it, lowest, highest, whole numbers only)
+_NUMBERS = (
+    ("temperature", "temperature", 0.0, 2.0, False),
+    ("top_p", "top p", 0.0, 1.0, False),
+    ("max_tokens", "max tokens", 1, 1_000_000, True),
+    ("repetition_penalty", "repetition penalty", 0.01, 10.0, False),
+)
 
 
 class FormError(ValueError):
@@ -23,29 +30,36 @@ def text_field(form: Any, name: str, limit: int) -> str:
     return text
 
 
-def parse_settings(form: Any, models: Container[str]) -> dict[str, Any]:
-    """``model``, ``system_prompt``, ``temperature`` (0-2) and ``max_tokens`` (1-1,000,000) of a chat."""
+def parse_model(form: Any, models: Container[str]) -> str:
+    """The form's ``model``, which must be one the chat offers."""
     model = text_field(form, "model", 256)
     if model not in models:
         raise FormError(f"unknown model {model!r}")
-    settings: dict[str, Any] = {"model": model}
+    return model
+
+
+def _number(form: Any, name: str, label: str, low: float, high: float, whole: bool) -> float | int | None:
+    text = text_field(form, name, 20)
+    if not text:
+        return None
+    what = f"{label} must be a {'whole number' if whole else 'number'} between {low:,g} and {high:,g}"
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        raise FormError(what) from None
+    if not low <= value <= high:  # NaN fails this too
+        raise FormError(what)
+    return value
+
+
+def parse_settings(form: Any, models: Container[str]) -> dict[str, Any]:
+    """A chat's settings: ``system_prompt``, ``temperature`` (0-2), ``top_p`` (0-1), ``max_tokens`` (1-1,000,000),
+    ``repetition_penalty`` (0.01-10; 1 is none), and ``model`` when the form has one. Empty means the model's default.
+    """
+    settings: dict[str, Any] = {}
+    if form.get("model") is not None:
+        settings["model"] = parse_model(form, models)
     settings["system_prompt"] = text_field(form, "system_prompt", _MAX_SYSTEM_PROMPT) or None
-    temperature = text_field(form, "temperature", 20)
-    if temperature:
-        try:
-            value = float(temperature)
-        except ValueError:
-            raise FormError("temperature must be a number between 0 and 2") from None
-        if not 0 <= value <= 2:
-            raise FormError("temperature must be a number between 0 and 2")
-        settings["temperature"] = value
-    else:
-        settings["temperature"] = None
-    max_tokens = text_field(form, "max_tokens", 20)
-    if max_tokens:
-        if not max_tokens.isdigit() or not 1 <= int(max_tokens) <= 1_000_000:
-            raise FormError("max tokens must be a whole number between 1 and 1,000,000")
-        settings["max_tokens"] = int(max_tokens)
-    else:
-        settings["max_tokens"] = None
+    for name, label, low, high, whole in _NUMBERS:
+        settings[name] = _number(form, name, label, low, high, whole)
     return settings

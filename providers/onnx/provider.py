@@ -111,8 +111,11 @@ class OnnxProvider(Provider):
             manifest = store.read_manifest(self.models_dir / name) or {}
             details: dict[str, Any] = {"precision": manifest.get("precision"), "created": manifest.get("created")}
             client = loaded.get(name)
+            # The engine's window once loaded; until then the configured cap (the model's own may be smaller).
+            details["context_length"] = self.worker_options.max_context
             if client is not None:
                 details.update(
+                    context_length=client.context_length,
                     pid=client.pid,
                     rss_bytes=client.rss_bytes(),
                     inflight=len(client.inflight),

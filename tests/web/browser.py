@@ -53,8 +53,11 @@ def shoot(tab: Page, name: str) -> None:
 
 
 def start_chat(tab: Page, model: str) -> None:
-    """Start a conversation with ``model`` from the chat page."""
+    """Open a new, empty conversation with ``model`` (as a form without JavaScript would: /chat itself starts the
+    conversation with its first message; tests/web/test_browser_compose.py covers that)."""
     tab.goto("/chat")
-    tab.get_by_label("Model or agent").select_option(model)
-    tab.get_by_role("button", name="Start chat").click()
+    csrf = tab.locator("#composer input[name=_csrf]").get_attribute("value")
+    response = tab.request.post("/chat/new", form={"model": model, "_csrf": csrf or ""}, max_redirects=0)
+    assert response.status == 303, response.text()
+    tab.goto(response.headers["location"])
     expect(tab).to_have_url(re.compile(r"/chat/\d+$"))

@@ -74,8 +74,8 @@ def test_load_chat_and_unload_a_local_model(local_page: Page) -> None:
     shoot(page, "models-local")
     page.goto("/chat")
     page.get_by_label("Model or agent").select_option("local/tiny")
-    page.locator("#new-max-tokens").fill("12")  # the tiny model babbles: keep the answer short
-    page.get_by_role("button", name="Start chat").click()
+    page.locator("#settings-panel summary").click()
+    page.get_by_label("Max tokens").fill("12")  # the tiny model babbles: keep the answer short
     page.get_by_label("Message", exact=True).fill("hello tiny model")
     page.keyboard.press("Enter")
     answer = page.locator(".msg-assistant").last

@@ -50,9 +50,10 @@ def test_saving_settings_updates_the_summary(client: WebClient) -> None:
     assert ok.status_code == 200 and "Saved." in ok.text
     partial = re.search(r'<hx-partial hx-target="#settings-summary" hx-swap="innerHTML">(.*?)</hx-partial>', ok.text)
     assert partial is not None, ok.text
-    assert partial.group(1) == "slow, temperature 0.4, max 12 tokens, system prompt"
+    assert partial.group(1) == "temperature 0.4, max 12 tokens, system prompt"
     page = client.get(f"/chat/{conversation}").text
-    assert '<span class="hint" id="settings-summary">slow, temperature 0.4, max 12 tokens, system prompt</span>' in page
+    assert '<span class="hint" id="settings-summary">temperature 0.4, max 12 tokens, system prompt</span>' in page
+    assert '<option value="slow" selected>slow</option>' in page  # the model shows in the header's picker
 
 
 def test_a_stopped_answer_is_rendered_as_a_message(client: WebClient, web_app: InProcessGateway) -> None:

@@ -7,6 +7,7 @@ Skipped where the onnxruntime-genai provider or the tiny model cannot be had, as
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -64,3 +65,17 @@ def test_a_history_past_the_context_of_a_local_model_still_gets_answers(small_co
     with sqlite3.connect(web.server.db_path) as db:
         statuses = [r[0] for r in db.execute("SELECT status FROM messages WHERE role = 'assistant'")]
     assert statuses == ["ok"] * 4
+
+
+def test_the_page_shows_how_full_the_local_models_context_is(small_context: WebClient) -> None:
+    web = small_context
+    conversation = web.new_chat("local/tiny", max_tokens="4")
+    fresh = web.get(f"/chat/{conversation}").text
+    assert '<div class="context" id="context" role="status" aria-live="polite" hidden>' in fresh  # nothing used yet
+    web.send(conversation, "how full is it")
+    page = web.get(f"/chat/{conversation}").text
+    used = re.search(r'data-context-tokens="(\d+)"', page)
+    assert used is not None and 0 < int(used.group(1)) <= CONTEXT
+    assert f'<option value="local/tiny" data-context="{CONTEXT}" selected>' in page
+    percent = round(100 * int(used.group(1)) / CONTEXT)
+    assert f"Context {int(used.group(1)):,} of {CONTEXT} tokens ({percent}%)" in page

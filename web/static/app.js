@@ -28,13 +28,44 @@
   }
   window.addEventListener("scroll", function () { follow = atBottom(); }, {passive: true});
 
+  function conversationId() {
+    var field = byId("conversation-id");
+    return field && field.value ? field.value : "";
+  }
+
+  // A new chat (/chat) becomes a conversation with its first message: its address follows.
+  function followConversation() {
+    var id = conversationId();
+    if (id && window.location.pathname !== "/chat/" + id) window.history.replaceState(null, "", "/chat/" + id);
+  }
+
+  // How full the context window is: the last answer's tokens against the picked model's window.
+  function updateContext() {
+    var box = byId("context"), meter = byId("context-meter"), text = byId("context-text");
+    if (!box || !meter || !text) return;
+    var answers = document.querySelectorAll("#messages .msg-assistant[data-context-tokens]");
+    var used = answers.length ? parseInt(answers[answers.length - 1].getAttribute("data-context-tokens"), 10) : 0;
+    var picker = byId("model"), option = picker && picker.selectedOptions[0];
+    var size = option && option.getAttribute("data-context") ? parseInt(option.getAttribute("data-context"), 10) : 0;
+    box.hidden = !used;
+    meter.hidden = !size;
+    var n = function (v) { return v.toLocaleString("en-US"); };
+    if (size) {
+      meter.max = size; meter.low = Math.floor(size * 0.7); meter.high = Math.floor(size * 0.9); meter.value = used;
+      text.textContent = "Context " + n(used) + " of " + n(size) + " tokens (" + Math.round(100 * used / size) + "%)";
+    } else {
+      text.textContent = n(used) + " tokens in context";
+    }
+  }
+  document.addEventListener("change", function (evt) { if (evt.target && evt.target.id === "model") updateContext(); });
+
   // After Stop the answer's stream is gone before its end: ask for the stored (stopped) answer, rendered.
   function renderStopped() {
     var messages = byId("messages"), raw = messages && messages.querySelector(".streaming[aria-busy=true]");
     var article = raw && raw.closest(".msg");
-    var base = messages && messages.getAttribute("data-message-url");
-    if (!article || !base) return;
-    fetch(base + article.id.replace("msg-", ""), {credentials: "same-origin"})
+    var id = conversationId();
+    if (!article || !id) return;
+    fetch("/chat/" + id + "/messages/" + article.id.replace("msg-", ""), {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
         if (!html || !article.isConnected) return;
@@ -42,6 +73,7 @@
         template.innerHTML = html.trim();
         var fresh = template.content.firstElementChild;
         if (fresh && fresh.id === article.id) article.replaceWith(fresh);
+        updateContext();
         if (follow) scrollDown();
       });
   }
@@ -65,6 +97,7 @@
         var content = byId("content");
         if (content && content.value) content.value = "";
       }
+      followConversation();
       if (follow) scrollDown();
     }
   });
@@ -79,6 +112,7 @@
       if (stopped === streaming) renderStopped();
       streaming = stopped = null;
       setBusy(false);
+      updateContext();
       var content = byId("content");
       if (content) content.focus();
     }
@@ -92,19 +126,27 @@
     }
   });
 
-  // Enter sends, Shift+Enter adds a line (as in most chat apps).
+  // Enter sends, Shift+Enter adds a line (as in most chat apps). On a touch screen, whose keyboard has no
+  // Shift, Enter adds a line and the Send button sends; the placeholder says which.
+  var touch = window.matchMedia("(pointer: coarse)");
   document.addEventListener("keydown", function (evt) {
     var target = evt.target;
-    if (target && target.id === "content" && evt.key === "Enter" && !evt.shiftKey && !evt.isComposing) {
+    if (target && target.id === "content" && evt.key === "Enter" && !evt.shiftKey && !evt.isComposing
+        && !touch.matches) {
       evt.preventDefault();
       if (!streaming && target.value.trim()) target.form.requestSubmit();
     }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var content = byId("content");
+    if (content && touch.matches) content.placeholder = "Write a message (tap Send to send)";
   });
 
   document.addEventListener("DOMContentLoaded", function () {
     if (window.matchMedia("(min-width: 900px)").matches) {
       document.querySelectorAll("details.side-panel").forEach(function (d) { d.open = true; });
     }
+    updateContext();
     scrollDown();
   });
 })();
