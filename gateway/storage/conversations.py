@@ -15,6 +15,7 @@ from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, Table, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from minigate.gateway.core.tokens import valid_count
+from minigate.gateway.storage.branches import Tree
 from minigate.gateway.storage.db import Database
 from minigate.gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime, utcnow
 
@@ -111,6 +112,7 @@ class ChainOverrideRow(Base):
 
 _CONV = cast(Table, ConversationRow.__table__)
 _MSG = cast(Table, MessageRow.__table__)
+_IMAGES = cast(Table, MessageImageRow.__table__)
 
 
 class ConversationInfo(msgspec.Struct, kw_only=True):
@@ -150,6 +152,27 @@ class MessageInfo(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     error: str | None = None
     parent_id: int | None = None
+    siblings: list[int] = msgspec.field(default_factory=list)  # this message's versions (ids), oldest first
+
+    @property
+    def version(self) -> int:
+        """Which of its versions this message is, from 1 (1 when it has no others)."""
+        return self.siblings.index(self.id) + 1 if self.id in self.siblings else 1
+
+    @property
+    def versions(self) -> int:
+        """How many versions of this message there are (edits of a user message, answers to the same one)."""
+        return max(len(self.siblings), 1)
+
+    @property
+    def previous_version(self) -> int | None:
+        """The id of the version before this one, if any."""
+        return self.siblings[self.version - 2] if self.version > 1 else None
+
+    @property
+    def next_version(self) -> int | None:
+        """The id of the version after this one, if any."""
+        return self.siblings[self.version] if self.version < len(self.siblings) else None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -167,7 +190,12 @@ def _message(row: Any) -> MessageInfo:
     return MessageInfo(**data)
 
 
-_MESSAGE_FIELDS = frozenset(MessageInfo.__struct_fields__) - {"id", "conversation_id", "created_at", "role"}
+# What finish_message may set: not the message's place in the tree.
+_MESSAGE_FIELDS = frozenset(MessageInfo.__struct_fields__) - {
+    "id", "conversation_id", "created_at", "role", "parent_id", "siblings",
+}  # fmt: skip
+# add_message's default parent: the leaf the page shows, read in the INSERT itself (no read-then-write race).
+_CURRENT = object()
 
 
 class ConversationStore:
@@ -218,35 +246,95 @@ class ConversationStore:
             return (await conn.execute(stmt)).rowcount == 1
 
     async def delete(self, owner: str, conversation_id: int) -> bool:
-        """Delete a conversation and its messages."""
+        """Delete a conversation and its messages, every branch and image of them."""
         async with self._db.engine.begin() as conn:
             owned = select(_CONV.c.id).where(_CONV.c.id == conversation_id, _CONV.c.owner == owner)
+            # Not left to ON DELETE CASCADE: a SQLite connection opened without foreign_keys=ON ignores it.
+            ids = select(_MSG.c.id).where(_MSG.c.conversation_id.in_(owned))
+            await conn.execute(delete(_IMAGES).where(_IMAGES.c.message_id.in_(ids)))
             await conn.execute(delete(_MSG).where(_MSG.c.conversation_id.in_(owned)))
             result = await conn.execute(delete(_CONV).where(_CONV.c.id == conversation_id, _CONV.c.owner == owner))
         return result.rowcount == 1
 
-    async def messages(self, conversation_id: int) -> Sequence[MessageInfo]:
-        """Every message of a conversation, oldest first (check ownership with :meth:`get` first)."""
-        stmt = select(_MSG).where(_MSG.c.conversation_id == conversation_id).order_by(_MSG.c.id)
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return [_message(row) for row in rows]
+    async def _tree(self, conn: Any, conversation_id: int) -> tuple[Tree, int | None]:
+        """The conversation's message tree and the leaf the page shows."""
+        links = select(_MSG.c.id, _MSG.c.parent_id).where(_MSG.c.conversation_id == conversation_id)
+        tree = Tree((int(i), p) for i, p in (await conn.execute(links)).all())
+        current = select(_CONV.c.current_message_id).where(_CONV.c.id == conversation_id)
+        return tree, tree.leaf((await conn.execute(current)).scalar())
 
-    async def add_message(self, conversation_id: int, role: str, content: str, status: str = "ok") -> MessageInfo:
-        """Append a message and mark the conversation active."""
+    async def messages(self, conversation_id: int) -> Sequence[MessageInfo]:
+        """The branch the page shows, oldest first, each with its versions (check ownership with :meth:`get`).
+
+        That is the path from the first message to ``current_message_id``: what the model is sent.
+        """
+        async with self._db.engine.connect() as conn:
+            tree, leaf = await self._tree(conn, conversation_id)
+            return await self._branch(conn, tree, leaf)
+
+    async def branch(self, conversation_id: int, leaf_id: int) -> Sequence[MessageInfo]:
+        """The messages from the first one down to ``leaf_id`` (empty if it is not in the conversation)."""
+        async with self._db.engine.connect() as conn:
+            tree, _ = await self._tree(conn, conversation_id)
+            return await self._branch(conn, tree, leaf_id)
+
+    async def _branch(self, conn: Any, tree: Tree, leaf: int | None) -> Sequence[MessageInfo]:
+        path = tree.path(leaf) if leaf is not None else []
+        if not path:
+            return []
+        rows = (await conn.execute(select(_MSG).where(_MSG.c.id.in_(path)))).mappings().all()
+        by_id = {row["id"]: _message(row) for row in rows}
+        branch = [by_id[i] for i in path if i in by_id]
+        for message in branch:
+            message.siblings = tree.siblings(message.id)
+        return branch
+
+    async def show(self, conversation_id: int, message_id: int) -> int | None:
+        """Show the branch through ``message_id``: its newest leaf becomes the current one; returns that leaf.
+
+        None when the message is not in the conversation (nothing changes).
+        """
+        async with self._db.engine.begin() as conn:
+            tree, _ = await self._tree(conn, conversation_id)
+            if message_id not in tree:
+                return None
+            leaf = tree.latest_leaf(message_id)
+            stmt = update(_CONV).where(_CONV.c.id == conversation_id).values(current_message_id=leaf)
+            await conn.execute(stmt)
+        return leaf
+
+    async def add_message(
+        self, conversation_id: int, role: str, content: str, status: str = "ok", *, parent_id: Any = _CURRENT
+    ) -> MessageInfo:
+        """Add a message after ``parent_id`` (default: the current leaf; None: a first message), make it the
+        current leaf and mark the conversation active."""
         now = utcnow()
+        if parent_id is _CURRENT:
+            parent: Any = select(_CONV.c.current_message_id).where(_CONV.c.id == conversation_id).scalar_subquery()
+        else:
+            parent = parent_id
         async with self._db.engine.begin() as conn:
             result = await conn.execute(
                 insert(_MSG).values(
-                    conversation_id=conversation_id, role=role, content=content, status=status, created_at=now
+                    conversation_id=conversation_id,
+                    role=role,
+                    content=content,
+                    status=status,
+                    created_at=now,
+                    parent_id=parent,
                 )
             )
-            await conn.execute(update(_CONV).where(_CONV.c.id == conversation_id).values(updated_at=now))
-        pk = result.inserted_primary_key
-        assert pk is not None
+            pk = result.inserted_primary_key
+            assert pk is not None
+            new_id = int(pk[0])
+            if parent_id is _CURRENT:
+                parent_id = (await conn.execute(select(_MSG.c.parent_id).where(_MSG.c.id == new_id))).scalar()
+            stmt = update(_CONV).where(_CONV.c.id == conversation_id)
+            await conn.execute(stmt.values(updated_at=now, current_message_id=new_id))
         return MessageInfo(
-            id=int(pk[0]), conversation_id=conversation_id, role=role, content=content, status=status, created_at=now
-        )
+            id=new_id, conversation_id=conversation_id, role=role, content=content, status=status, created_at=now,
+            parent_id=parent_id,
+        )  # fmt: skip
 
     async def finish_message(self, message_id: int, **values: Any) -> None:
         """Store an assistant message's final text, status and answer details."""
@@ -261,16 +349,16 @@ class ConversationStore:
             await conn.execute(update(_MSG).where(_MSG.c.id == message_id).values(**values))
 
     async def get_message(self, message_id: int) -> MessageInfo | None:
-        """One message by id."""
+        """One message by id, with its versions."""
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(select(_MSG).where(_MSG.c.id == message_id))).mappings().first()
-        return None if row is None else _message(row)
-
-    async def truncate_after(self, conversation_id: int, message_id: int) -> None:
-        """Delete the messages after ``message_id`` (to regenerate an answer)."""
-        stmt = delete(_MSG).where(_MSG.c.conversation_id == conversation_id, _MSG.c.id > message_id)
-        async with self._db.engine.begin() as conn:
-            await conn.execute(stmt)
+            if row is None:
+                return None
+            message = _message(row)
+            parent = _MSG.c.parent_id.is_(None) if message.parent_id is None else _MSG.c.parent_id == message.parent_id
+            stmt = select(_MSG.c.id).where(_MSG.c.conversation_id == message.conversation_id, parent)
+            message.siblings = sorted(int(i) for i in (await conn.execute(stmt.order_by(_MSG.c.id))).scalars())
+        return message
 
     async def count(self, owner: str) -> int:
         """How many conversations the owner has."""
