@@ -220,6 +220,7 @@ LAYERS: list[Layer] = [
                 "minigate.web.chains",
                 "minigate.web.charts",
                 "minigate.web.chat",
+                "minigate.web.chat_images",
                 "minigate.web.chat_branch",
                 "minigate.web.chat_export",
                 "minigate.web.chat_send",

@@ -8,6 +8,7 @@ its context is sent again without its oldest turns (see :func:`leave_out_more`);
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from minigate.gateway.serving.proxy import Call, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.gateway.storage.images import ImageStore, StoredImage
 from minigate.gateway.storage.tables import UsageRow
 
 __all__ = [
@@ -86,17 +88,34 @@ def left_out_note(count: int) -> str:
     return f"{what} not sent: the conversation no longer fits the model's context. They are kept here."
 
 
+def _content(message: MessageInfo, images: dict[int, list[StoredImage]]) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or (images, issue 15) its text and images as OpenAI content parts."""
+    attached = images.get(message.id) if message.role == "user" else None
+    if not attached:
+        return message.content
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    for image in attached:
+        url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
 def chat_body(
-    conversation: ConversationInfo, history: list[MessageInfo], stream: bool, left_out: int = 0
+    conversation: ConversationInfo,
+    history: list[MessageInfo],
+    stream: bool,
+    left_out: int = 0,
+    images: dict[int, list[StoredImage]] | None = None,
 ) -> dict[str, Any]:
     """The OpenAI request for the next answer: system prompt, the conversation so far, its settings.
 
-    ``left_out`` oldest messages are not sent (see :func:`leave_out_more`).
+    ``left_out`` oldest messages are not sent (see :func:`leave_out_more`); ``images``: the conversation's images
+    by message id (``ImageStore.for_conversation``), sent as ``image_url`` parts with their messages.
     """
     messages: list[dict[str, Any]] = []
     if conversation.system_prompt:
         messages.append({"role": "system", "content": conversation.system_prompt})
-    messages += [{"role": m.role, "content": m.content} for m in sendable(history)[left_out:]]
+    messages += [{"role": m.role, "content": _content(m, images or {})} for m in sendable(history)[left_out:]]
     body: dict[str, Any] = {"model": conversation.model, "messages": messages, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -174,8 +193,9 @@ async def _call(
     serve: Callable[[Call], Awaitable[_T]],
 ) -> _T | None:
     """Start the answer's call; a context-length refusal is tried again with fewer old turns. None: it failed."""
+    images = await ImageStore(gateway.database).for_conversation(conversation.id)  # issue 15: one query
     while True:
-        raw = chat_body(conversation, history, stream, answer.left_out)
+        raw = chat_body(conversation, history, stream, answer.left_out, images)
         try:
             call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
             answer.request_id = call.request_id
