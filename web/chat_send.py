@@ -222,7 +222,7 @@ async def _regenerate(
     return await _answer(request, gateway, web, user, conversation, history, False)
 
 
-@post("/chat/regenerate")
+@post("/chat/regenerate", request_max_body_size=SEND_BODY_LIMIT)  # the composer's images come along, unused
 async def chat_regenerate_from_composer(
     request: Request[Any, Any, Any],
     gateway: NamedDependency[Gateway],
@@ -244,7 +244,7 @@ async def chat_regenerate_from_composer(
     return await _regenerate(request, gateway, web, chat_user, found)
 
 
-@post("/chat/{conversation_id:int}/regenerate")
+@post("/chat/{conversation_id:int}/regenerate", request_max_body_size=SEND_BODY_LIMIT)
 async def chat_regenerate(
     request: Request[Any, Any, Any],
     gateway: NamedDependency[Gateway],

@@ -63,6 +63,12 @@ def test_images_go_to_the_model_as_image_url_parts(client: WebClient, remote: Fa
     assert image.headers["content-security-policy"] == "default-src 'none'"
     assert client.get(f"/chat/{conversation}/images/{shown[1]}").headers["content-type"] == "image/jpeg"
 
+    regenerate = client.http.post(  # the composer's images come along with Regenerate too; it ignores them
+        f"/chat/{conversation}/regenerate", data={"_csrf": client.csrf or ""},
+        files=[("images", (f"{n}.png", PNG + bytes(4_000_000), "image/png")) for n in range(3)],
+        headers={"hx-request": "true"},
+    )  # fmt: skip
+    assert regenerate.status_code == 200, regenerate.text
     client.send(conversation, "And now?")  # a later message: the earlier one is sent with its images again
     later = remote.requests[-1].body
     assert later is not None
@@ -90,6 +96,9 @@ def test_a_model_without_images_refuses_them_before_any_call(
         assert refused.text == f"{model} does not take images: remove them, or choose a model that does."
         assert refused.headers["hx-reswap"] == "none"
         assert "What is this?" not in web.get(f"/chat/{conversation}").text  # nothing stored
+    big = [(f"{n}.png", PNG + bytes(4_000_000), "image/png") for n in range(3)]  # 12 MB: above max_body_bytes
+    refused = send(web, web.new_chat(model="default"), "Three", big)
+    assert (refused.status_code, refused.text[:28]) == (400, "default does not take images")  # read, not a 413
     assert remote.requests == []  # nothing reached the upstream
     page = web.get("/chat").text
     assert re.search(r"data-vision-models='\[\]'", page)  # the page knows before sending
