@@ -168,3 +168,21 @@ def test_the_vision_key_of_a_provider_section() -> None:
     with pytest.raises(ConfigError) as err:
         configure(base, builtin_extensions(), env={})
     assert "models.providers.up.vision: must be true, false or a list" in str(err.value)
+
+
+def test_a_first_message_on_a_new_chat_takes_images(client: WebClient, remote: FakeUpstream) -> None:
+    remote.set_default(Reply(content="Blue."))
+    files = [("images", ("cat.png", PNG, "image/png"))]
+
+    def first(model: str) -> Any:
+        fields = {"content": "What is this?", "conversation": "", "model": model, "_csrf": client.csrf or ""}
+        return client.http.post("/chat/send", data=fields, files=files, headers={"hx-request": "true"})
+
+    before = client.get("/chat").text.count('<span class="title">')
+    refused = first("default")  # the default agent reads text only: no conversation is left behind
+    assert (refused.status_code, refused.text[:28]) == (400, "default does not take images")
+    assert client.get("/chat").text.count('<span class="title">') == before
+    assert first("remote").status_code == 200
+    assert client.get("/chat").text.count('<span class="title">') == before + 1
+    sent = remote.requests[-1].body
+    assert sent is not None and sent["messages"][-1]["content"][1]["image_url"]["url"] == data_url("image/png", PNG)
