@@ -53,25 +53,27 @@ async def chat_edit_form(
     return page(web, template, chat_user, conversation=conversation, message=message)
 
 
-@post("/chat/{conversation_id:int}/edit")
+@post("/chat/edit")
 async def chat_edit(
     request: Request[Any, Any, Any],
     gateway: NamedDependency[Gateway],
     web: NamedDependency[WebState],
     chat_user: NamedDependency[Session],
-    conversation_id: FromPath[int],
 ) -> ASGIApp:
     """Send an edited user message as a new version of it (a new branch) and answer it.
 
     The form names the message (its Save button's value) and carries the text as ``content-<id>``, so editors
-    open on several messages at once do not mix.
+    open on several messages at once do not mix. The conversation is the message's (like ``/chat/send``, the
+    form is the same on every chat page, a new chat's too).
     """
     store = ConversationStore(gateway.database)
     form = await request.form()
-    try:
-        message_id = int(str(form.get("message") or ""))
-    except ValueError:
+    ident = str(form.get("message") or "")
+    if not ident.isdigit() or len(ident) > 12:
         return _plain(request, 400, "Which message is edited?")
+    message_id = int(ident)
+    message = await store.get_message(message_id)
+    conversation_id = message.conversation_id if message is not None else 0
     found = await _owned(store, chat_user, conversation_id, message_id)
     if found is None or found[1].role != "user":
         return _plain(request, 404, "There is no such message.")

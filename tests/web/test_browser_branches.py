@@ -108,3 +108,21 @@ def test_versions_and_edited_branches(page: Page, remote: FakeUpstream) -> None:
     page.reload()
     expect(page.locator(".msg")).to_have_count(4)
     _shoot(page, "branches-old-branch")
+    page.emulate_media(color_scheme="dark")
+    _shoot(page, "branches-dark")
+
+
+def test_editing_on_a_new_chat_without_a_reload(page: Page) -> None:
+    page.goto("/chat")  # type first: the first message creates the conversation
+    box = page.get_by_label("Message", exact=True)
+    box.fill("hello there")
+    box.press("Enter")
+    expect(page.locator(".msg-assistant").last).to_contain_text("You said: hello there")
+    _idle(page)
+    page.locator(".msg-user").first.get_by_role("link", name="Edit").click()
+    page.get_by_label("Edited message").fill("hello again")
+    page.get_by_role("button", name="Save and send").click()
+    expect(page.locator(".msg-assistant").last).to_contain_text("You said: hello again")
+    _idle(page)
+    expect(page.locator(".msg-user .version")).to_have_text("2 / 2")
+    expect(page.get_by_label("Message", exact=True)).to_be_focused()

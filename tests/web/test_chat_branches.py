@@ -64,12 +64,10 @@ def test_editing_a_message_starts_a_branch(client: WebClient, remote: FakeUpstre
     assert form.status_code == 200 and "<html" not in form.text
     assert f'name="content-{q1}" form="branch-edit"' in form.text and "first question</textarea>" in form.text
     page = client.get(f"/chat/{conversation}").text
-    assert re.search(r'<form id="branch-edit"[^>]*hx-post="/chat/\d+/edit"', page)  # outside #messages
+    assert re.search(r'<form id="branch-edit"[^>]*hx-post="/chat/edit"', page)  # outside #messages
     assert page.index('id="branch-edit"') > page.index('id="messages"')
 
-    response = client.post(
-        f"/chat/{conversation}/edit", {"message": str(q1), f"content-{q1}": "first, edited"}, htmx=True
-    )
+    response = client.post("/chat/edit", {"message": str(q1), f"content-{q1}": "first, edited"}, htmx=True)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = sse_data(response.text)
     assert "first, edited" in events[0] and "second question" not in events[0]
@@ -105,7 +103,7 @@ def test_branches_without_javascript(client: WebClient) -> None:
     edit_page = client.get(edit_link.group(1))
     assert edit_page.status_code == 200 and '<form id="branch-edit" method="post"' in edit_page.text
     message = edit_link.group(2)
-    sent = client.post(f"/chat/{conversation}/edit", {"message": message, f"content-{message}": "plain, edited"})
+    sent = client.post("/chat/edit", {"message": message, f"content-{message}": "plain, edited"})
     assert sent.status_code == 303
     page = client.get(f"/chat/{conversation}").text
     assert "<p>You said: plain, edited</p>" in page and "<p>You said: plain</p>" not in page
@@ -118,9 +116,14 @@ def test_edits_and_flips_are_checked(client: WebClient, web_app: InProcessGatewa
     client.send(other, "elsewhere")
     question, _ = _ids(web_app, "user")
     answer = _ids(web_app, "assistant")[0]
-    path = f"/chat/{conversation}/edit"
+    path = "/chat/edit"
     assert client.post(path, {"message": str(answer), f"content-{answer}": "x"}, htmx=True).status_code == 404
-    assert client.post(f"/chat/{other}/edit", {"message": str(question), f"content-{question}": "x"}).status_code == 404
+    with sqlite3.connect(web_app.db_path) as db:  # someone else's conversation
+        db.execute("UPDATE conversations SET owner = 'guest:someone' WHERE id = ?", (other,))
+    other_question = _ids(web_app, "user")[1]
+    theirs = {"message": str(other_question), f"content-{other_question}": "x"}
+    assert client.post(path, theirs, htmx=True).status_code == 404
+    assert client.post(path, {"message": "99999", "content-99999": "x"}, htmx=True).status_code == 404
     assert client.post(path, {"message": str(question), f"content-{question}": " "}, htmx=True).status_code == 400
     assert client.post(path, {"message": "nope"}, htmx=True).status_code == 400
     assert client.get(f"/chat/{other}/messages/{question}/edit").status_code == 404
