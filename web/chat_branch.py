@@ -16,8 +16,9 @@ from litestar.types import ASGIApp
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.web.chat import chat_context
 from minigate.web.chat_send import MAX_MESSAGE, _answer, _plain
-from minigate.web.render import error_page, is_htmx, page, redirect
+from minigate.web.render import SECURITY_HEADERS, error_page, is_htmx, page, redirect
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
 
@@ -103,7 +104,11 @@ async def chat_show_version(
     if not is_htmx(request):
         return redirect(request, f"/chat/{conversation_id}#msg-{message_id}")
     messages = await store.messages(conversation_id)
-    return page(web, "_messages.html", chat_user, messages=messages, conversation=conversation)
+    html = web.render("_messages.html", messages=messages, conversation=conversation, session=chat_user,
+                      csrf=chat_user.csrf)  # fmt: skip
+    context = web.render("_context.html", **chat_context(gateway, conversation, messages))  # this branch's length
+    html += f'<hx-partial hx-target="#context" hx-swap="outerHTML">{context}</hx-partial>'
+    return Response(html, status_code=200, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
 
 def branch_handlers() -> list[Any]:

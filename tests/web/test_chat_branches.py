@@ -46,6 +46,7 @@ def test_regenerated_answers_are_kept_as_versions(
     flipped = client.post(f"/chat/{conversation}/messages/{first}/show", htmx=True)
     assert flipped.status_code == 200 and "answer one" in flipped.text and "1 / 3" in flipped.text
     assert "<html" not in flipped.text  # the messages only, for #messages
+    assert '<hx-partial hx-target="#context"' in flipped.text  # and how full the context is on this branch
     page = client.get(f"/chat/{conversation}").text  # kept across a reload
     assert "answer one" in page and "answer three" not in page and "1 / 3" in page
 
