@@ -28,6 +28,9 @@ __all__ = ["HIGHLIGHT_LIMIT", "MarkdownRenderer"]
 
 HIGHLIGHT_LIMIT = 50_000  # characters: a bigger code block is shown plain (lexing it would hold the event loop)
 _LEXERS_KEPT = 256  # lexers looked up by language name, kept for reuse (unknown names too, as None)
+# Highlighted blocks kept by (language, code): a streaming answer is rendered again every 80 ms, and only its last
+# block is still growing. Bounded by their characters; all are dropped when full.
+_HIGHLIGHTS_KEPT = 2_000_000
 
 # Pygments' token types folded into a dozen classes, most specific first; tokens of none stay unwrapped text.
 _CLASSES: tuple[tuple[_TokenType, str], ...] = (
@@ -72,11 +75,10 @@ def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: Optio
     return f'<span class="img-placeholder">[image: {escape(alt or "no description")}]</span>'
 
 
-def _class_of(ttype: _TokenType) -> str | None:
-    for kind, name in _CLASSES:
-        if ttype in kind:
-            return name
-    return None
+def _class_of(ttype: _TokenType, known: dict[_TokenType, str | None]) -> str | None:
+    if ttype not in known:
+        known[ttype] = next((name for kind, name in _CLASSES if ttype in kind), None)
+    return known[ttype]
 
 
 class MarkdownRenderer:
@@ -102,6 +104,9 @@ class MarkdownRenderer:
         self._md = md
         self._code_tools = code_tools
         self._lexers: dict[str, Lexer | None] = {}
+        self._classes: dict[_TokenType, str | None] = {}
+        self._highlights: dict[tuple[str, str], str] = {}
+        self._highlights_size = 0
 
     def render(self, text: str) -> Markup:
         """Safe HTML for ``text``."""
@@ -134,11 +139,21 @@ class MarkdownRenderer:
         lexer = self._lexer(language) if language and len(code) <= HIGHLIGHT_LIMIT else None
         if lexer is None:
             return ""
+        key = (language.lower(), code)
+        if key not in self._highlights:
+            if self._highlights_size + len(code) > _HIGHLIGHTS_KEPT:
+                self._highlights.clear()
+                self._highlights_size = 0
+            self._highlights[key] = self._spans(code, lexer)
+            self._highlights_size += len(code)
+        return self._highlights[key]
+
+    def _spans(self, code: str, lexer: Lexer) -> str:
         out: list[str] = []
         run_class: str | None = None
         run: list[str] = []
         for ttype, value in lex(code, lexer):
-            name = _class_of(ttype) if value.strip() else run_class  # whitespace joins the run it is in
+            name = _class_of(ttype, self._classes) if value.strip() else run_class  # whitespace joins the run it is in
             if name != run_class and run:
                 text = escapeHtml("".join(run))
                 out.append(f'<span class="{run_class}">{text}</span>' if run_class else text)

@@ -10,11 +10,14 @@
     area.value = text;
     area.setAttribute("readonly", "");
     area.className = "copy-buffer";
+    var active = document.activeElement;
     document.body.appendChild(area);
+    area.focus();
     area.select();
     var done = false;
     try { done = document.execCommand("copy"); } catch (err) { done = false; }
     area.remove();
+    if (active && active.focus) active.focus(); // the Copy button keeps the focus
     return done ? Promise.resolve() : Promise.reject(new Error("copy refused"));
   }
 
