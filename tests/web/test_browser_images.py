@@ -75,6 +75,9 @@ def test_paste_and_attach_send_images_to_the_model(page: Page, remote: FakeUpstr
     expect(thumbs).to_have_count(2)  # Attach adds to the pasted one
     expect(page.locator("#attach-note")).to_be_hidden()
     shoot(page, "images-composer")
+    page.emulate_media(color_scheme="dark")
+    shoot(page, "images-composer-dark")
+    page.emulate_media(color_scheme="light")
     page.get_by_role("button", name="Remove orange.png").click()
     expect(thumbs).to_have_count(1)
 
