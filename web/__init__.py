@@ -16,8 +16,8 @@ from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_u
 from minigate.web.chains import apply_stored_overrides
 from minigate.web.chat import chat_handlers
 from minigate.web.chat_branch import branch_handlers
-from minigate.web.chat_images import image_handlers
 from minigate.web.chat_export import export_handlers
+from minigate.web.chat_images import image_handlers
 from minigate.web.chat_send import send_handlers
 from minigate.web.keys import key_handlers
 from minigate.web.login import login_handlers
