@@ -16,6 +16,7 @@ from litestar.types import ASGIApp
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
+from minigate.gateway.storage.images import ImageStore
 from minigate.web.chat import chat_context
 from minigate.web.chat_send import MAX_MESSAGE, _answer, _plain
 from minigate.web.render import SECURITY_HEADERS, error_page, is_htmx, page, redirect
@@ -104,8 +105,9 @@ async def chat_show_version(
     if not is_htmx(request):
         return redirect(request, f"/chat/{conversation_id}#msg-{message_id}")
     messages = await store.messages(conversation_id)
+    image_ids = await ImageStore(gateway.database).ids(conversation_id)  # images (issue 15): the thumbnails
     html = web.render("_messages.html", messages=messages, conversation=conversation, session=chat_user,
-                      csrf=chat_user.csrf)  # fmt: skip
+                      csrf=chat_user.csrf, image_ids=image_ids)  # fmt: skip
     context = web.render("_context.html", **chat_context(gateway, conversation, messages))  # this branch's length
     html += f'<hx-partial hx-target="#context" hx-swap="outerHTML">{context}</hx-partial>'
     return Response(html, status_code=200, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)

@@ -186,3 +186,14 @@ def test_a_first_message_on_a_new_chat_takes_images(client: WebClient, remote: F
     assert client.get("/chat").text.count('<span class="title">') == before + 1
     sent = remote.requests[-1].body
     assert sent is not None and sent["messages"][-1]["content"][1]["image_url"]["url"] == data_url("image/png", PNG)
+
+
+def test_flipping_versions_keeps_the_thumbnails(client: WebClient, remote: FakeUpstream) -> None:
+    remote.set_default(Reply(content="Blue."))
+    conversation = client.new_chat(model="remote")
+    send(client, conversation, "What is this?", [("cat.png", PNG, "image/png")])
+    client.post(f"/chat/{conversation}/regenerate", htmx=True)  # a second version of the answer
+    first_answer = re.findall(r'id="msg-(\d+)"', client.get(f"/chat/{conversation}").text)[1]
+    flipped = client.post(f"/chat/{conversation}/messages/{int(first_answer) - 1}/show", htmx=True)
+    assert flipped.status_code == 200
+    assert len(re.findall(rf'<img src="/chat/{conversation}/images/\d+"', flipped.text)) == 1
