@@ -87,3 +87,18 @@ def test_copy_falls_back_to_a_textarea_without_the_clipboard_api(page: Page) -> 
     expect(answer.get_by_role("button", name="Copy code")).to_have_text("Copied")
     assert page.evaluate("window.copied") == ["plain <code> & more"]
     assert page.locator("textarea.copy-buffer").count() == 0  # the helper textarea is gone again
+
+
+def test_latex_is_drawn_as_mathml(page: Page) -> None:
+    start_chat(page, "default")
+    formula = "$$\n\\sum_{i=1}^n i = \\frac{n(n+1)}{2}\n$$"
+    page.get_by_label("Message", exact=True).fill(f"Area $\\pi r^2$ for $5 and $10\n{formula}")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg-assistant .md[hx-ignore]").last
+    expect(answer.locator("math")).to_have_count(2)
+    expect(answer).to_contain_text("for $5 and $10")
+    inline = answer.locator("math").first.bounding_box()
+    block = answer.locator(".math-block math").bounding_box()
+    assert inline and block and inline["width"] > 10 and block["height"] > 1.5 * inline["height"]  # drawn, a fraction
+    answer.locator(".math-block").scroll_into_view_if_needed()
+    _shoot(page, "math")

@@ -128,3 +128,34 @@ def test_a_message_keeps_its_markdown_source_for_copy(client: WebClient, remote:
     source = page.split('<template class="msg-source">', 1)[1].split("</template>", 1)[0]
     assert _text(source) == answer and "<b>" not in source  # escaped: inert text
     assert '<div class="body plain">a &lt;question&gt; &amp; **stars**</div>' in page
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Price $5 and $10 today", "costs $5-$10 each", "$HOME and $PATH", "It is $ 5 $", "a `$x$` span", "\\$x\\$"],
+)
+def test_dollar_amounts_and_code_are_not_math(text: str) -> None:
+    assert "<math" not in str(CHAT.render(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Euler: $e^{i\\pi}+1=0$.", '<math display="inline"><mrow><msup><mi>e</mi>'),
+        ("Index \\(x_1\\) here", '<math display="inline"><mrow><msub><mi>x</mi><mn>1</mn></msub></mrow></math>'),
+        ("It costs $5 and $x$ is", "It costs $5 and <math"),
+        ("$$\n\\frac{a}{b}\n$$", '<div class="math-block"><math display="block"><mrow><mfrac>'),
+        ("Then\n\\[ a^2 + b^2 = c^2 \\]\nend", '<div class="math-block"><math display="block"><mrow><msup><mi>a</mi>'),
+    ],
+)
+def test_latex_becomes_mathml(text: str, expected: str) -> None:
+    assert expected in str(CHAT.render(text))
+
+
+def test_math_is_sanitised_and_bad_latex_shows_its_source() -> None:
+    html = str(CHAT.render("$\\href{javascript:alert(1)}{x}\\color{red}{y}\\text{<img src=x onerror=alert(1)>}$"))
+    assert "<math" in html and "javascript" not in html and "mathcolor" not in html and "<img" not in html
+    assert '<code class="math-source">$\\frac{$</code>' in str(CHAT.render("Bad $\\frac{$ x"))
+    assert "<math" not in str(CHAT.render("$" + "x" * 5000 + "$"))  # too long: its source
+    # Mid-stream, an unclosed formula shows as typed, then becomes math.
+    assert str(CHAT.render("So $$\n\\frac{a")) == "<p>So $$\n\\frac{a</p>\n"
