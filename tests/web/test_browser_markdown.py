@@ -66,6 +66,9 @@ def test_code_is_highlighted_with_a_copy_button_while_the_answer_streams(page: P
     assert again.locator(".md").inner_html() == rendered  # a stored conversation renders the same
     again.get_by_role("button", name="Copy code").click()
     assert _clipboard(page) == CODE
+    page.emulate_media(color_scheme="dark")  # the theme "auto" follows it
+    expect(again.locator(".code-block pre")).to_have_css("background-color", "rgb(22, 27, 34)")
+    _shoot(page, "answer-code-dark")
 
 
 def test_copy_falls_back_to_a_textarea_without_the_clipboard_api(page: Page) -> None:
@@ -102,3 +105,5 @@ def test_latex_is_drawn_as_mathml(page: Page) -> None:
     assert inline and block and inline["width"] > 10 and block["height"] > 1.5 * inline["height"]  # drawn, a fraction
     answer.locator(".math-block").scroll_into_view_if_needed()
     _shoot(page, "math")
+    page.emulate_media(color_scheme="dark")
+    _shoot(page, "math-dark")
