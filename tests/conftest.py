@@ -42,6 +42,7 @@ _FAST_MODULES = {
     "tests/test_cooldowns.py",
     "tests/test_deploy.py",
     "tests/test_events.py",
+    "tests/test_streaming_deadline.py",
     "tests/test_hookspecs.py",
     "tests/test_hostile_upstream.py",
     "tests/test_layers.py",

@@ -148,11 +148,17 @@ class _Deadline:
             self._task.cancel()
 
     def took(self) -> bool:
-        """Whether the cancellation being handled is the deadline's own (then taken back)."""
-        if not self.cancelled:
-            return False
-        self.cancelled = False
-        return self._task.uncancel() <= self._base
+        """Whether the cancellation being handled is the deadline's own (then taken back), or, once the deadline has
+        passed, one that nobody requests any more.
+
+        The second kind comes from a client write bounded by the same deadline: Python 3.11's ``asyncio.timeout``
+        that fires as the write ends takes its cancellation back but leaves it pending, and it lands in the relay's
+        next wait on the upstream. A client's disconnect is still requested (``cancelling()`` counts it): a 499.
+        """
+        if self.cancelled:
+            self.cancelled = False
+            return self._task.uncancel() <= self._base
+        return self.expired and self._task.cancelling() <= self._base
 
     def close(self) -> None:
         """Disarm."""
