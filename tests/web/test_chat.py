@@ -16,8 +16,10 @@ def test_an_answer_streams_as_htmx_partials(client: WebClient, web_app: InProces
     conversation = client.new_chat("default", system_prompt="Be brief.", temperature="0.3", max_tokens="50")
     events = sse_data(client.send(conversation, "hello there"))
     assert 'id="msg-1"' in events[0] and "hello there" in events[0]  # the conversation, the empty answer
-    tokens = [e for e in events if 'hx-swap="beforeend"' in e]
-    assert [e.split(">", 1)[1].split("<", 1)[0] for e in tokens] == ["You", " said:", " hello", " there"]
+    # The answer so far, rendered as Markdown into its body: the first piece at once, then at most every 80 ms.
+    renders = [e.split(">", 1)[1] for e in events if 'hx-target="#msg-2-text" hx-swap="innerHTML"' in e]
+    assert renders[0] == "<p>You</p>\n</hx-partial>"
+    assert all(r.startswith("<p>You") for r in renders)
     assert 'hx-target="#msg-2" hx-swap="outerHTML"' in events[-1]
     assert 'answered by <b class="answered-by">echo/echo</b>' in events[-1]
     row = web_app.rows()[-1]
