@@ -143,10 +143,26 @@ async def _send(
     if title_changed:
         conversation.title = short_title(content)
         await store.update(user.owner, conversation.id, title=conversation.title)
-    sent = await store.add_message(conversation.id, "user", content)
+    parent = await _parent(store, conversation, form)
+    if parent is None:
+        return _plain(request, 400, "The message this one follows is not in this conversation: reload the page.")
+    sent = await store.add_message(conversation.id, "user", content, **parent)
     await ImageStore(gateway.database).add(sent.id, images)  # issue 15
     history = list(await store.branch(conversation.id, sent.id))
     return await _answer(request, gateway, web, user, conversation, history, title_changed, fresh)
+
+
+async def _parent(store: ConversationStore, conversation: ConversationInfo, form: Any) -> dict[str, Any] | None:
+    """Where the new message goes: after the last message of the branch the page shows (the composer's ``parent``,
+    so two tabs on two branches each continue their own), else after the conversation's current leaf. None: the
+    named message is not this conversation's."""
+    named = str(form.get("parent") or "").strip()
+    if not named:
+        return {}
+    message = await store.get_message(int(named)) if named.isdigit() and len(named) < 12 else None
+    if message is None or message.conversation_id != conversation.id:
+        return None
+    return {"parent_id": message.id}
 
 
 async def _conversation(

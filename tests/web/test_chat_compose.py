@@ -144,3 +144,25 @@ def test_export_as_markdown_and_json(client: WebClient, anonymous: WebClient) ->
     ]
     assert client.get("/chat/999/export.md").status_code == 404
     assert anonymous.get(f"/chat/{conversation}/export.json").status_code in (303, 401)
+
+
+def test_a_message_follows_the_branch_its_page_shows(client: WebClient, web_app: InProcessGateway) -> None:
+    conversation = client.new_chat()
+    _send(client, {"conversation": str(conversation), "model": "default", "content": "first"})
+    client.post(f"/chat/{conversation}/regenerate", htmx=True)  # answer 2 of 2 is now the leaf
+    with sqlite3.connect(web_app.db_path) as db:
+        (first_answer,) = db.execute("SELECT MIN(id) FROM messages WHERE role = 'assistant'").fetchone()
+    # A tab still showing the first answer sends after it, whatever the stored leaf is.
+    _send(
+        client, {"conversation": str(conversation), "model": "default", "content": "next", "parent": str(first_answer)}
+    )
+    with sqlite3.connect(web_app.db_path) as db:
+        (parent,) = db.execute("SELECT parent_id FROM messages WHERE content = 'next'").fetchone()
+    assert parent == first_answer
+    other = client.new_chat()
+    refused = client.post(
+        "/chat/send",
+        {"conversation": str(other), "model": "default", "content": "x", "parent": str(first_answer)},
+        htmx=True,
+    )
+    assert refused.status_code == 400 and "not in this conversation" in refused.text

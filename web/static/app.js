@@ -33,6 +33,14 @@
     return field && field.value ? field.value : "";
   }
 
+  // The composer's next message follows the last message shown (the branch on screen, not another tab's).
+  function syncParent() {
+    var field = byId("parent-id"), all = document.querySelectorAll("#messages > .msg");
+    if (!field) return;
+    var last = all.length ? all[all.length - 1].id.replace("msg-", "") : "";
+    field.value = /^\d+$/.test(last) ? last : "";
+  }
+
   // A new chat (/chat) becomes a conversation with its first message: its address follows.
   function followConversation() {
     var id = conversationId();
@@ -90,6 +98,7 @@
   });
 
   document.addEventListener("htmx:after:swap", function (evt) {
+    syncParent(); // a version flip or an answer changes which message is last
     if (streaming) {
       var regenerate = byId("regenerate");
       if (regenerate) regenerate.hidden = false;
@@ -113,6 +122,7 @@
       streaming = stopped = null;
       setBusy(false);
       updateContext();
+      syncParent();
       var content = byId("content");
       if (content) content.focus();
     }
@@ -147,6 +157,7 @@
       document.querySelectorAll("details.side-panel").forEach(function (d) { d.open = true; });
     }
     updateContext();
+    syncParent();
     scrollDown();
   });
 })();
