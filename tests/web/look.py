@@ -59,6 +59,7 @@ def rich_conversation(tab: Page, content: str = RICH) -> str:
     tab.get_by_label("Message", exact=True).fill(content)
     tab.get_by_role("button", name="Send", exact=True).click()
     expect(tab.locator(".msg-assistant .md")).to_have_count(1)
+    expect(tab.locator("#messages")).to_have_attribute("aria-busy", "false")  # the stream is over: the box is free
     expect(tab).to_have_url(re.compile(r"/chat/\d+$"))
     return re.sub(r"^https?://[^/]+", "", tab.url)
 

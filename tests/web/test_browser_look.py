@@ -140,6 +140,7 @@ def test_screenshots_of_every_page(browser: Browser, page: Page, tmp_path: Path)
     page.get_by_label("Message", exact=True).fill("And a second question, short.")
     page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator(".msg-assistant .md")).to_have_count(2)
+    expect(page.locator("#messages")).to_have_attribute("aria-busy", "false")
     for theme in ("light", "dark"):
         for width in (1280, 390):
             phone = {"is_mobile": True, "has_touch": True} if width == 390 else {}
