@@ -157,5 +157,6 @@ def test_the_usage_page_in_a_browser(browser: Browser, web_server: GatewayServer
     tab.set_viewport_size({"width": 390, "height": 844})
     tab.screenshot(path=str(SHOTS / "usage-390.png"))
     stopped.scroll_into_view_if_needed()
+    tab.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # drawn, not blank
     tab.screenshot(path=str(SHOTS / "usage-390-stopped.png"))
     context.close()
