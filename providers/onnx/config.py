@@ -30,6 +30,10 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     memory_budget: str | None = None
     cpu_threads: int | None = None
     gpu_memory: str | None = None
+    # Which precision a model reference without "@" gets: None the plain folder, "auto" the smaller one under
+    # load (precision_busy_at requests in flight or more) and the better one when idle, or a precision.
+    precision: str | None = None
+    precision_busy_at: int = 2
 
 
 _UNITS = {
@@ -69,6 +73,10 @@ def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
         value = getattr(config, name)
         if value is not None and value < 1:
             problems.append((name, "must be at least 1"))
+    if config.precision is not None and config.precision not in ("auto", "int4", "int8", "fp16", "fp32"):
+        problems.append(("precision", "must be auto, int4, int8, fp16 or fp32"))
+    if config.precision_busy_at < 1:
+        problems.append(("precision_busy_at", "must be at least 1"))
     if config.queue_size < 0:
         problems.append(("queue_size", "must not be negative"))
     if config.idle_ttl is not None and config.idle_ttl <= 0:
