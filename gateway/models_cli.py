@@ -19,7 +19,7 @@ from typing import Any
 from minigate.gateway.config.schema import Config
 from minigate.gateway.runtime.gateway import ADMIN_KEY_ENV
 
-__all__ = ["ensure_default_models", "local_providers", "run_models_command"]
+__all__ = ["convert_in_child", "ensure_default_models", "local_providers", "run_models_command"]
 
 LOCAL_TYPES = ("onnxruntime-genai", "onnx")
 
@@ -86,29 +86,87 @@ def run_models_command(config: Config, provider: str | None, url: str | None, ke
 
 
 def ensure_default_models(config: Config) -> None:
-    """Convert, on first use, the catalog models that agents' chains name but the models folder lacks."""
+    """Convert, on first use, the catalog models that agents' chains name but the models folder lacks.
+
+    Each conversion runs in a child process (``python -m minigate.providers.onnx.cli pull``), so torch and
+    transformers never enter the gateway's process; its progress lines go to stderr as they come. SIGINT or
+    SIGTERM during a conversion stops the child (and the model builder it runs) and ends ``serve``.
+    """
+    from minigate.providers.onnx.store import split_ref
     from minigate.providers.onnx.wheel import CATALOG
 
     local = local_providers(config)
-    wanted: list[tuple[str, str]] = []
+    wanted: list[tuple[str, str, str | None]] = []
     for agent in config.agents.values():
         for ref in agent.model.chain():
             provider, _, model = ref.partition("/")
-            if provider in local and model in CATALOG and (provider, model) not in wanted:
-                wanted.append((provider, model))
-    for provider, model in wanted:
+            try:
+                base, precision = split_ref(model)
+            except ValueError:
+                continue  # a bad reference is the provider's 400 at request time, not a reason to stop serving
+            precision = None if precision == "auto" else precision
+            if provider in local and base in CATALOG and (provider, base, precision) not in wanted:
+                wanted.append((provider, base, precision))
+    for provider, base, precision in wanted:
         models_dir = local[provider]
-        if (models_dir / model / "genai_config.json").is_file():
+        if _has_variant(models_dir, base, precision):
             continue
-        print(f"minigate: {provider}/{model} is not converted yet; converting it now (once)", file=sys.stderr)
-        from minigate.providers.onnx.cli import main as store_main
-
-        status = store_main(["--models-dir", str(models_dir), "pull", model])
+        label = f"{provider}/{base}" + (f"@{precision}" if precision else "")
+        print(f"minigate: {label} is not converted yet; converting it now (once)", file=sys.stderr)
+        status = convert_in_child(models_dir, ["pull", base, *(["-p", precision] if precision else [])])
         if status == 2:
             print(
                 "minigate: the conversion tools are not installed; run `pip install -e '.[convert]'` "
-                f"(or `minigate models pull` later). Serving without {provider}/{model} for now.",
+                f"(or `minigate models pull` later). Serving without {label} for now.",
                 file=sys.stderr,
             )
         elif status != 0:
-            print(f"minigate: converting {provider}/{model} failed; serving without it", file=sys.stderr)
+            print(f"minigate: converting {label} failed (exit {status}); serving without it", file=sys.stderr)
+
+
+def _has_variant(models_dir: Path, base: str, precision: str | None) -> bool:
+    from minigate.providers.onnx.store import variants
+
+    found = variants(models_dir, base)
+    return bool(found) if precision is None else precision in found
+
+
+STOP_GRACE = 10.0  # seconds a conversion gets to clean up after SIGINT before it is killed
+
+
+def convert_in_child(models_dir: Path, args: list[str]) -> int:
+    """Run ``python -m minigate.providers.onnx.cli --models-dir DIR ARGS`` in a child process; its exit status.
+
+    The child inherits stderr (its progress display) and runs in a session of its own, so that on SIGINT or
+    SIGTERM to the gateway the whole conversion (the child and the model builder it starts) gets SIGINT, cleans
+    its staging folder and exits (SIGKILL after ``STOP_GRACE``); then the gateway exits too (SystemExit 130/143).
+    """
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "minigate.providers.onnx.cli", "--models-dir", str(models_dir), *args]
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print("minigate: conversion stopped", file=sys.stderr)
+        raise SystemExit(128 + (stopped[0] if stopped else signal.SIGINT)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

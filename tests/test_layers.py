@@ -98,6 +98,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.hub",
                 "minigate.providers.onnx.hub_errors",
                 "minigate.providers.onnx.openai_mapping",
+                "minigate.providers.onnx.precision",
                 "minigate.providers.onnx.progress",
                 "minigate.providers.onnx.prompt",
                 "minigate.providers.onnx.protocol",

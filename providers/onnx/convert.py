@@ -21,8 +21,10 @@ from minigate.providers.onnx.gguf import fix_tokenizer_config, gguf_to_hf
 from minigate.providers.onnx.progress import Progress
 from minigate.providers.onnx.store import (
     ModelStoreError,
+    check_name,
     model_path,
     read_manifest,
+    target_name,
     validate_model_dir,
     verify_manifest,
     write_manifest,
@@ -35,7 +37,7 @@ from minigate.providers.onnx.tools import (
     require_tools,
 )
 
-__all__ = ["build_onnx", "copy_generation_config", "import_model", "probe_load", "staging"]
+__all__ = ["build_onnx", "copy_generation_config", "import_model", "precision_for", "probe_load", "staging"]
 
 
 def build_onnx(hf_dir: Path, out_dir: Path, precision: str, execution_provider: str, progress: Progress) -> None:
@@ -146,7 +148,7 @@ def import_model(
     models_dir: str | os.PathLike[str],
     name: str,
     *,
-    precision: str = "int4",
+    precision: str | None = None,
     execution_provider: str = "cpu",
     force: bool = False,
     progress: Progress | None = None,
@@ -155,9 +157,15 @@ def import_model(
 
     ``source`` may be an onnxruntime-genai folder (validated, then copied file by file), a Hugging Face
     folder (``config.json`` and weights; built with the model builder) or a ``.gguf`` file (converted first).
+    ``precision`` (default: the ``@`` suffix of ``name``, else int4 for builds) is what a build makes, and what
+    a ready folder is recorded as when its own manifest says nothing (one that says otherwise is refused).
+    Where ``name`` already holds the model in another precision, the import goes to ``name@precision``.
     """
     src = Path(source).resolve()
     progress = progress or Progress(3)
+    precision = precision_for(name, precision)
+    name = target_name(models_dir, name, precision)
+    build = precision or "int4"
     with staging(Path(models_dir), name, force) as (tmp, out):
         if src.is_dir() and (src / "genai_config.json").is_file():
             progress.stage(f"validating {src}")
@@ -175,17 +183,20 @@ def import_model(
                 shutil.copyfile(path, target)
                 done += path.stat().st_size
                 progress.percent(done, total, path.name)
-            kind, built = "onnxruntime-genai-folder", (manifest or {}).get("precision")
+            built = (manifest or {}).get("precision") or precision
+            if precision and built != precision:
+                raise ModelStoreError(f"{src} holds a {built} model, not {precision}")
+            kind = "onnxruntime-genai-folder"
         elif src.is_dir() and (src / "config.json").is_file():
-            progress.stage(f"Hugging Face folder {src} -> onnxruntime-genai {precision}")
-            build_onnx(src, out, precision, execution_provider, progress)
-            kind, built = "hf-folder", precision
+            progress.stage(f"Hugging Face folder {src} -> onnxruntime-genai {build}")
+            build_onnx(src, out, build, execution_provider, progress)
+            kind, built = "hf-folder", build
         elif src.is_file() and src.suffix == ".gguf":
             progress.stage(f"GGUF {src.name} -> Hugging Face folder")
             hf_dir = gguf_to_hf(src, tmp / "hf", progress)
-            progress.stage(f"Hugging Face -> onnxruntime-genai {precision}")
-            build_onnx(hf_dir, out, precision, execution_provider, progress)
-            kind, built = "gguf-file", precision
+            progress.stage(f"Hugging Face -> onnxruntime-genai {build}")
+            build_onnx(hf_dir, out, build, execution_provider, progress)
+            kind, built = "gguf-file", build
         else:
             raise ModelStoreError(f"{src} is neither an onnxruntime-genai folder, a Hugging Face folder nor a .gguf")
         progress.stage("manifest and a test load")
@@ -193,3 +204,12 @@ def import_model(
         probe_load(out)
     progress.done(f"{name} in {model_path(models_dir, name)}")
     return model_path(models_dir, name)
+
+
+def precision_for(name: str, precision: str | None) -> str | None:
+    """The precision an import of ``name`` makes: ``precision``, else the ``@`` suffix of ``name``; both must agree."""
+    check_name(name)
+    suffix = name.partition("@")[2] or None
+    if suffix and precision and suffix != precision:
+        raise ModelStoreError(f"{name!r} names precision {suffix}, but {precision} was asked for")
+    return precision or suffix

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import minigate.providers.onnx.store as store
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from minigate.providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
+from minigate.providers.onnx.precision import PrecisionRouter
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
 from minigate.providers.onnx.worker import Generation, WorkerClient, WorkerOptions
@@ -75,6 +78,7 @@ class OnnxProvider(Provider):
         self._retired: set[WorkerClient] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self.precisions = PrecisionRouter(self.models_dir, config.precision, config.precision_busy_at)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -130,6 +134,8 @@ class OnnxProvider(Provider):
         slot = self._slots.get(model)
         if slot is not None and slot.client is not None and slot.client.alive:
             return slot.client  # every request comes here: no file system work while the worker runs
+        if "@" in model and model not in self._slots:  # name@precision: the folder holding that precision
+            model = self.precisions.choose(model, self._inflight).folder
         path = self._model_dir(model)  # before a slot exists: a name that is no model must leave nothing behind
         slot = self._slots.setdefault(model, _Slot())
         async with slot.lock:
@@ -176,6 +182,7 @@ class OnnxProvider(Provider):
         await self.unload(model)
         try:
             store.remove_model(self.models_dir, model)
+            self.precisions.forget()
         except store.ModelStoreError as exc:
             raise ProviderError(str(exc), status=400, type="invalid_request_error", fallback=False) from exc
 
@@ -186,7 +193,7 @@ class OnnxProvider(Provider):
         name: str | None = None,
         subfolder: str | None = None,
         file: str | None = None,
-        precision: str = "int4",
+        precision: str | None = None,
         force: bool = False,
         on_progress: Callable[[str], None] | None = None,
     ) -> Path:
@@ -198,7 +205,8 @@ class OnnxProvider(Provider):
                 store.check_name(name)
             except store.ModelStoreError as exc:
                 raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
-        args = ["pull", "-p", precision, "-e", self.config.execution_provider, *(["--force"] if force else [])]
+        args = ["pull", *(["-p", precision] if precision else []), "-e", self.config.execution_provider]
+        args += ["--force"] if force else []
         for flag, value in (("--name", name), ("--subfolder", subfolder), ("--file", file)):
             if value:
                 args.append(f"{flag}={value}")
@@ -209,7 +217,7 @@ class OnnxProvider(Provider):
         source: str,
         model: str,
         *,
-        precision: str = "int4",
+        precision: str | None = None,
         force: bool = False,
         on_progress: Callable[[str], None] | None = None,
     ) -> Path:
@@ -218,24 +226,32 @@ class OnnxProvider(Provider):
             store.check_name(model)
         except store.ModelStoreError as exc:
             raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
-        args = ["import", source, model, "-p", precision, "-e", self.config.execution_provider]
+        args = ["import", source, model, *(["-p", precision] if precision else [])]
+        args += ["-e", self.config.execution_provider]
         return await self._convert([*args, *(["--force"] if force else [])], on_progress)
 
     async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
         cmd = [sys.executable, "-m", "minigate.providers.onnx.cli", "--models-dir", str(self.models_dir), *args]
+        # A session of its own: cancelling (a job at shutdown, an admin who left) stops the model builder too.
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True
         )
         assert proc.stderr is not None and proc.stdout is not None
         last = ""
-        while raw := await proc.stderr.readline():
-            for line in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
-                if line.strip():
-                    last = line.strip()
-                    if on_progress:
-                        on_progress(last)
-        out = (await proc.stdout.read()).decode().strip()
-        if await proc.wait() != 0:
+        try:
+            while raw := await proc.stderr.readline():
+                for line in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
+                    if line.strip():
+                        last = line.strip()
+                        if on_progress:
+                            on_progress(last)
+            out = (await proc.stdout.read()).decode().strip()
+            await proc.wait()
+        except BaseException:
+            await asyncio.shield(_stop_session(proc))
+            raise
+        self.precisions.forget()
+        if proc.returncode != 0:
             code = proc.returncode
             message = last.removeprefix("error: ") or "conversion failed"
             if code == 1:  # the CLI's exit status for refused input (names, folders, files)
@@ -279,7 +295,13 @@ class OnnxProvider(Provider):
                 code="unsupported_endpoint",
                 cooldown=False,
             )
-        client = await self.load(request.model)
+        folder = request.model
+        if "@" in folder or self.config.precision is not None:  # chosen once: a request never changes worker
+            choice = self.precisions.choose(folder, self._inflight)
+            folder = choice.folder
+            if choice.precision:
+                request.notes["precision"] = choice.precision
+        client = await self.load(folder)
         timeout = max(request.remaining(), 0.001)
         try:
             generation = await asyncio.wait_for(client.submit(job.message), timeout)
@@ -289,6 +311,10 @@ class OnnxProvider(Provider):
         if asked is not None and generation.max_tokens < asked:  # past the context: clamped to the room left
             request.notes["max-tokens-clamped"] = str(generation.max_tokens)
         return generation
+
+    def _inflight(self, folder: str) -> int:
+        slot = self._slots.get(folder)
+        return len(slot.client.inflight) if slot is not None and slot.client is not None else 0
 
     def _model_dir(self, model: str) -> Path:
         try:
@@ -353,6 +379,16 @@ class OnnxProvider(Provider):
             await asyncio.wait_for(client.idle.wait(), limit)
         await client.stop()
         self._retired.discard(client)
+
+
+async def _stop_session(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+    """SIGINT to a conversion's whole session (it cleans its staging folder), SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace)
+            return
 
 
 def _estimate_bytes(path: Path) -> int:

