@@ -91,11 +91,11 @@ def test_settings_regenerate_rename_and_delete(page: Page) -> None:
     page.get_by_role("button", name="Regenerate").click()
     expect(page.locator(".msg-assistant .md")).to_have_text("You said: first")  # max 3 tokens now
     expect(page.locator(".msg-assistant")).to_have_count(1)
-    page.get_by_text("Rename or delete").click()
+    page.locator(".conv-tools > summary").click()
     page.get_by_label("New title").fill("Renamed chat")
     page.get_by_role("button", name="Rename").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Renamed chat")
-    page.get_by_text("Rename or delete").click()
+    page.locator(".conv-tools > summary").click()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete conversation").click()
     expect(page).to_have_url(re.compile(r"/chat$"))
@@ -215,6 +215,11 @@ def test_keyboard_only_login_and_chat(browser: Browser, web_server: GatewayServe
     tab.keyboard.type(PASSWORD)
     tab.keyboard.press("Enter")
     expect(tab).to_have_url(re.compile(r"/chat$"))
+    expect(tab.get_by_label("Message", exact=True)).to_be_focused()  # type first: the cursor waits in the box
+    tab.keyboard.type("hello from the keyboard")
+    tab.keyboard.press("Enter")
+    expect(tab.locator(".msg-assistant .md")).to_contain_text("You said: hello from the keyboard")
+    tab.goto("/models")  # a page without a box to type in: the first Tab reaches the skip link
     tab.keyboard.press("Tab")
     assert tab.evaluate("document.activeElement.textContent") == "Skip to content"
     context.close()
