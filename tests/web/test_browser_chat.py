@@ -57,21 +57,21 @@ def test_the_newest_message_is_in_view(page: Page) -> None:
     for n in range(3):
         box.fill(f"{n} {LONG}")
         box.press("Enter")
-        expect(page.locator(".msg-assistant .md")).to_have_count(n + 1)
+        expect(page.locator(".msg-assistant .meta")).to_have_count(n + 1)
     assert page.evaluate("document.documentElement.scrollHeight") > 3 * 800  # a long conversation
     page.reload()
-    expect(page.locator(".msg-assistant .md")).to_have_count(3)
+    expect(page.locator(".msg-assistant .meta")).to_have_count(3)
     assert _wait_in_view(page), "after opening the conversation the newest message is below the fold"
     page.evaluate("window.scrollTo(0, 0)")
     box.fill("and one more")
     box.press("Enter")
-    expect(page.locator(".msg-assistant .md")).to_have_count(4)
+    expect(page.locator(".msg-assistant .meta")).to_have_count(4)
     expect(page.locator(".msg-assistant").last).to_contain_text("You said: and one more")
     assert _wait_in_view(page), "after sending the answer is below the fold"
     page.screenshot(path=str(_shots() / "chat-scrolled-1280.png"))
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
-    expect(page.locator(".msg-assistant .md")).to_have_count(4)
+    expect(page.locator(".msg-assistant .meta")).to_have_count(4)
     assert _wait_in_view(page), "on a phone the newest message is below the fold"
     page.screenshot(path=str(_shots() / "chat-scrolled-390.png"))
 
