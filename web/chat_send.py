@@ -126,13 +126,8 @@ async def _send(
     content = _content(form)
     if content is None:
         return _plain(request, 400, f"Write a message of 1 to {MAX_MESSAGE:,} characters.")
-    model = form.get("model")
-    if not fresh and model is not None and model != conversation.model:
-        try:
-            conversation.model = parse_model(form, _choices(gateway))
-        except FormError as err:
-            return _plain(request, 400, str(err))
-        await store.update(user.owner, conversation.id, model=conversation.model)
+    if not fresh and (refused := await _pick_model(gateway, user, conversation, form)) is not None:
+        return _plain(request, 400, refused)
     try:  # images (issue 15): read and checked before anything is stored or sent
         images = await read_images(form, gateway, conversation.model)
     except ImageRefused as err:
@@ -150,6 +145,19 @@ async def _send(
     await ImageStore(gateway.database).add(sent.id, images)  # issue 15
     history = list(await store.branch(conversation.id, sent.id))
     return await _answer(request, gateway, web, user, conversation, history, title_changed, fresh)
+
+
+async def _pick_model(gateway: Gateway, user: Session, conversation: ConversationInfo, form: Any) -> str | None:
+    """Switch ``conversation`` to the model picked in the header with this message; the refusal, if any."""
+    model = form.get("model")
+    if model is None or model == conversation.model:
+        return None
+    try:
+        conversation.model = parse_model(form, _choices(gateway))
+    except FormError as err:
+        return str(err)
+    await ConversationStore(gateway.database).update(user.owner, conversation.id, model=conversation.model)
+    return None
 
 
 async def _parent(store: ConversationStore, conversation: ConversationInfo, form: Any) -> dict[str, Any] | None:
@@ -250,13 +258,8 @@ async def chat_regenerate_from_composer(
     found = await _conversation(request, gateway, chat_user, form, create=False)
     if not isinstance(found, ConversationInfo):
         return found
-    model = form.get("model")
-    if model is not None and model != found.model:
-        try:
-            found.model = parse_model(form, _choices(gateway))
-        except FormError as err:
-            return _plain(request, 400, str(err))
-        await ConversationStore(gateway.database).update(chat_user.owner, found.id, model=found.model)
+    if (refused := await _pick_model(gateway, chat_user, found, form)) is not None:
+        return _plain(request, 400, refused)
     return await _regenerate(request, gateway, web, chat_user, found)
 
 
