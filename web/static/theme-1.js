@@ -1,5 +1,5 @@
 // minigate's colour theme: loaded without defer in <head>, so data-theme is on <html> before the first paint
-// (no flash of the wrong theme). "auto" follows the browser (app.css's prefers-color-scheme rule).
+// (no flash of the wrong theme). "auto" follows the browser (app.css: color-scheme "light dark" and light-dark()).
 (function () {
   "use strict";
   var KEY = "minigate-theme", root = document.documentElement;
