@@ -104,6 +104,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.hub_errors",
                 "minigate.providers.onnx.openai_mapping",
                 "minigate.providers.onnx.precision",
+                "minigate.providers.onnx.prefix_cache",
                 "minigate.providers.onnx.progress",
                 "minigate.providers.onnx.prompt",
                 "minigate.providers.onnx.protocol",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import msgspec
 
-__all__ = ["EXECUTION_PROVIDERS", "OnnxProviderConfig", "check_config", "parse_size"]
+__all__ = ["EXECUTION_PROVIDERS", "OnnxProviderConfig", "check_config", "parse_budget", "parse_size"]
 
 EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
 
@@ -30,6 +31,9 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     memory_budget: str | None = None
     cpu_threads: int | None = None
     gpu_memory: str | None = None
+    # KV caches of recent sequences kept for reuse by a next request with the same start, per loaded model:
+    # a size ("1GiB"), "N%" of the machine's memory, or "off" (docs/architecture.md, "Local models").
+    prefix_cache: str | int | None = "1GiB"
     # Which precision a model reference without "@" gets: None the plain folder, "auto" the smaller one under
     # load (precision_busy_at requests in flight or more) and the better one when idle, or a precision.
     precision: str | None = None
@@ -64,6 +68,20 @@ def parse_size(text: str | int | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def parse_budget(text: str | int | None, total_memory: int | None = None) -> int:
+    """Bytes in a ``prefix_cache`` option: a size (``"1GiB"``, bytes), ``"N%"`` of the machine's memory
+    (``total_memory``, else what the system says), or ``0`` / ``"off"`` / None for none."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("off", "none", "")):
+        return 0
+    if isinstance(text, str) and (match := re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*", text)):
+        if float(match.group(1)) > 100:
+            raise ValueError(f"not a share of memory: {text!r} (at most 100%)")
+        if total_memory is None:
+            total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(float(match.group(1)) / 100 * total_memory)
+    return max(0, parse_size(text) or 0)
+
+
 def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
     """``(field, problem)`` pairs for values the types cannot rule out."""
     problems = []
@@ -86,4 +104,8 @@ def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
             parse_size(getattr(config, name))
         except ValueError as exc:
             problems.append((name, str(exc)))
+    try:
+        parse_budget(config.prefix_cache)
+    except ValueError as exc:
+        problems.append(("prefix_cache", str(exc)))
     return problems

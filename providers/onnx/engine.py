@@ -16,7 +16,9 @@ import sys
 import time
 from typing import Any
 
+from minigate.providers.onnx.config import parse_budget
 from minigate.providers.onnx.gguf import GENERATION_KEYS, GGUF_SAMPLING
+from minigate.providers.onnx.prefix_cache import PrefixCache, kv_bytes_per_token
 from minigate.providers.onnx.prompt import PromptBuilder
 from minigate.providers.onnx.protocol import FrameReader, encode_frame, write_all
 from minigate.providers.onnx.scheduler import Scheduler, Sequence
@@ -58,6 +60,11 @@ class Worker(Scheduler):
         self.sampling = sampling
         model_ctx = int(genai["model"].get("context_length") or 2048)
         self.context = min(model_ctx, int(options.get("max_context") or model_ctx))
+        budget = parse_budget(options.get("prefix_cache"))
+        if budget > 0:
+            present = str(genai["model"]["decoder"].get("outputs", {}).get("present_key_names", "present.%d.key"))
+            itemsize = _kv_itemsize(og, self.model, present.replace("%d", "0"))
+            self.cache = PrefixCache(budget, kv_bytes_per_token(model_dir, itemsize), self.context)
         self.load_seconds = time.monotonic() - started
         self.reader = FrameReader()
         self.out_fd = 1
@@ -99,6 +106,7 @@ class Worker(Scheduler):
                     "groups": len(self.groups),
                     "context_length": self.context,
                     **self.stats,
+                    **(self.cache.snapshot() if self.cache is not None else {}),
                 }
             )
         elif op == "shutdown":
@@ -205,6 +213,11 @@ class Worker(Scheduler):
         )
         while self.running:
             idle = not self.groups and not self.pending
+            settle = self.cache.unsettled() if idle and self.cache is not None else None
+            if settle is not None:  # idle: prefill a cached sequence's answer, a chunk at a time, for its next turn
+                assert self.cache is not None
+                self.cache.settle(settle)
+                idle = False
             self.poll(None if idle else 0)
             if not self.running:
                 break
@@ -255,6 +268,16 @@ def _from_gguf(model_dir: str) -> bool:
         return False
     kind = source.get("kind") if isinstance(source, dict) else None
     return kind in ("pypi-wheel", "gguf-file") or (kind == "hf-hub" and source.get("format") == "gguf")
+
+
+def _kv_itemsize(og: Any, model: Any, name: str) -> int:
+    """Bytes per value of the model's KV cache, from a one-token generator (4, float32, if it cannot say)."""
+    try:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=2)
+        return int(og.Generator(model, params).get_output(name).dtype.itemsize)
+    except Exception:
+        return 4
 
 
 def _configure_provider(og: Any, config: Any, options: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ class OnnxProvider(Provider):
             max_context=config.max_context,
             default_max_tokens=config.default_max_tokens,
             cpu_threads=config.cpu_threads,
+            prefix_cache=config.prefix_cache,
             gpu_memory_bytes=parse_size(config.gpu_memory),
             **(worker_options or {}),
         )

@@ -1,7 +1,9 @@
 """Batching in a worker process: sequences, static batches ("groups") and the order they advance in.
 
 onnxruntime-genai on CPU cannot add a sequence to a running batch: newcomers get a batch of their own, or join a
-running one when :class:`Costs` (measured here) says it pays (docs/architecture.md, "Local models").
+running one when :class:`Costs` (measured here) says it pays (docs/architecture.md, "Local models"). A batch of
+one keeps its generator in the :class:`~minigate.providers.onnx.prefix_cache.PrefixCache` when it ends, and a
+request that continues a cached sequence runs on that generator, alone, prefilling only its new tokens.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from minigate.providers.onnx.prefix_cache import Entry, PrefixCache
 
 __all__ = ["Costs", "Group", "Scheduler", "Sequence"]
 
@@ -40,6 +44,9 @@ class Group:
     generator: Any
     seqs: list[Sequence]
     started: float = field(default_factory=time.monotonic)
+    # A batch of one that may go to the prefix cache: its KV cache size and how many tokens a prefill computed.
+    max_length: int = 0
+    exact: int = 0
 
 
 @dataclass(slots=True)
@@ -98,6 +105,7 @@ class Scheduler:
         self.costs = Costs()
         self.grow_tokens = max(1, int(options.get("grow_tokens", 256)))
         self.pending: list[Sequence] = []
+        self.cache: PrefixCache | None = None  # the worker sets it up once the model is loaded
         self.groups: list[Group] = []
         self.out: list[list[Any]] = []
         self.stats = {
@@ -145,15 +153,17 @@ class Scheduler:
         free = self.max_batch - sum(1 for g in self.groups for s in g.seqs if not s.done)
         if free <= 0:
             return
+        if self.cache is not None and self._start_cached():
+            return
         fresh = [s for s in self.pending if s.key == key][:free]
         target = self._merge_target(key, fresh)
         if target is None and len(self.groups) >= self.max_groups:
             return
         merged = [s for s in target.seqs if not s.done] if target else []
         seqs = merged + fresh
-        generator, failure = None, None
+        generator, failure, length = None, None, 0
         try:
-            generator = self._generator(seqs)
+            generator, length = self._generator(seqs)
         except Exception as exc:  # nothing changed yet: fail these sequences, the worker goes on
             failure = exc
         if target is not None:
@@ -166,7 +176,8 @@ class Scheduler:
         if failure is not None:
             self.fail(seqs, failure)
             return
-        self.groups.append(Group(generator, seqs))
+        single = length if len(seqs) == 1 and _cacheable(seqs[0]) else 0
+        self.groups.append(Group(generator, seqs, max_length=single, exact=len(seqs[0].ids) + len(seqs[0].tokens)))
         self.stats["batches"] += 1
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(seqs))
 
@@ -201,8 +212,41 @@ class Scheduler:
             return best
         return None
 
-    def _generator(self, seqs: list[Sequence]) -> Any:
-        """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded."""
+    def _start_cached(self) -> bool:
+        """Start the oldest pending request that continues a cached sequence on its generator; False if none does.
+
+        It runs alone (a generator's batch size is fixed): only its new tokens are prefilled, which saves more
+        than a batch would. It counts against ``max_batch_size`` but not ``max_groups``.
+        """
+        assert self.cache is not None
+        for seq in self.pending:
+            if not _cacheable(seq) or seq.tokens:
+                continue
+            hit = self.cache.take(seq.key, seq.ids, len(seq.ids) + self._cap(seq))
+            if hit is None:
+                continue
+            entry, keep = hit
+            self.pending.remove(seq)
+            seq.stream = self.tokenizer.create_stream()
+            try:
+                import numpy as np
+
+                started = time.perf_counter()
+                entry.generator.rewind_to(keep)
+                entry.generator.append_tokens(np.array(seq.ids[keep:], dtype=np.int32))
+                self.costs.prefilled(len(seq.ids) - keep, time.perf_counter() - started)
+            except Exception as exc:
+                self.fail([seq], exc)
+                return True
+            self.groups.append(Group(entry.generator, [seq], max_length=entry.max_length, exact=len(seq.ids)))
+            self.stats["batches"] += 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], 1)
+            return True
+        return False
+
+    def _generator(self, seqs: list[Sequence]) -> tuple[Any, int]:
+        """A generator prefilled with the sequences' prompts (and what they generated so far), right-padded;
+        and its ``max_length``."""
         import numpy as np
 
         og = self.og
@@ -213,7 +257,12 @@ class Scheduler:
         # The KV cache is sized by max_length: grow it in steps (at least ``grow_tokens``, then doubling)
         # rather than for the whole budget at once, which costs memory and first-token time.
         longest = max(self._cap(s) for s in seqs)
-        params.set_search_options(max_length=width + longest, batch_size=len(seqs), **search)
+        length = width + longest
+        if self.cache is not None and len(seqs) == 1 and _cacheable(seqs[0]):
+            # A batch of one may be cached when it ends: room for a next turn, if the budget could hold it.
+            roomy = self.cache.max_length(length)
+            length = roomy if self.cache.fits(roomy) else length
+        params.set_search_options(max_length=length, batch_size=len(seqs), **search)
         if seqs[0].guidance:
             params.set_guidance(*seqs[0].guidance)
         generator = og.Generator(self.model, params)
@@ -224,7 +273,7 @@ class Scheduler:
         started = time.perf_counter()
         generator.append_tokens(batch)
         self.costs.prefilled(batch.size, time.perf_counter() - started)
-        return generator
+        return generator, length
 
     def _cap(self, seq: Sequence) -> int:
         remaining = seq.max_new - seq.generated
@@ -267,7 +316,16 @@ class Scheduler:
         alive = [s for s in group.seqs if not s.done]
         if not alive:
             self.groups.remove(group)
+            if self.cache is not None and group.max_length:
+                seq = group.seqs[0]
+                self.cache.put(Entry(group.generator, seq.key, seq.ids + seq.tokens, group.exact, group.max_length))
         elif group.generator.is_done():
             self.groups.remove(group)
             self.pending[0:0] = alive
             self.stats["regrows"] += 1
+
+
+def _cacheable(seq: Sequence) -> bool:
+    """Whether a sequence may use or leave a cached generator: not guided (a grammar's state is not kept) and
+    without a seed (a cached generator's random state has moved on, a seeded answer would change)."""
+    return seq.guidance is None and seq.search.get("random_seed") is None

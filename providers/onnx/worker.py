@@ -49,6 +49,7 @@ class WorkerOptions:
     merge_tokens: int = 64
     ttft_target: float = 0.5
     grow_tokens: int = 256
+    prefix_cache: str | int | None = "1GiB"  # the worker's prefix cache budget (config.OnnxProviderConfig)
     start_timeout: float = 120.0
 
 
