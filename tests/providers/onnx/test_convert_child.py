@@ -123,3 +123,24 @@ def _is_cli(pid: int) -> bool:
         return b"minigate.providers.onnx.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_first_start_converts_only_what_is_missing(
+    tiny_model_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minigate.gateway.models_cli import ensure_default_models
+    from minigate.gateway.plugins.loader import builtin_extensions, configure
+    from minigate.providers.onnx.convert import import_model
+    from minigate.providers.onnx.progress import Progress
+
+    models = tmp_path / "models"
+    import_model(tiny_model_source, models, "smollm2-135m-instruct@fp32", progress=Progress(3, quiet=True))
+    chain = {"primary": "local/smollm2-135m-instruct@fp32", "fallbacks": ["local/smollm2-135m-instruct@q4"]}
+    raw = {
+        "agents": {"defaults": {"model": chain}},
+        "models": {"providers": {"local": {"type": "onnxruntime-genai", "models_dir": str(models)}}},
+    }
+    ensure_default_models(configure(raw, builtin_extensions(), env={}))
+    # The precision the chain names is there (a bad reference is the provider's 400 later): nothing to convert.
+    assert "converting" not in capsys.readouterr().err
+    assert sorted(p.name for p in models.iterdir()) == ["smollm2-135m-instruct@fp32"]
