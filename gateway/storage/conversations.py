@@ -95,6 +95,7 @@ class WebSessionRow(Base):
     owner: Mapped[str] = mapped_column(SafeString(100))
     admin: Mapped[bool] = mapped_column(Boolean)
     key_id: Mapped[int | None] = mapped_column(Integer)  # the admin API key used to log in, if any
+    user_id: Mapped[int | None] = mapped_column(Integer)  # the person logged in (users.id), if any
     csrf: Mapped[str] = mapped_column(SafeString(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -129,6 +129,21 @@ class UsageRow(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     streamed: Mapped[bool] = mapped_column(Boolean)
+    cost: Mapped[float | None] = mapped_column(Float)  # US dollars, from the price table; None: unpriced
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the person whose key or session it was
+
+
+class UserRow(Base):
+    """A person who logs in to the web UI and owns keys, conversations and usage (issue 17: sharing)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(SafeString(100), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(SafeString(255))  # None: cannot log in with a password
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApiKeyRow(Base):
@@ -144,6 +159,9 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)  # whose key (None: the admin's, as before)
+    policy: Mapped[str | None] = mapped_column(SafeText)  # JSON: allowed models, remote, rate limits, budgets
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ResponseRow(Base):
