@@ -39,14 +39,16 @@ def login(tab: Page) -> None:
     expect(tab).to_have_url(re.compile(r"/chat$"))
 
 
-def shoot(tab: Page, name: str) -> None:
-    """Save ``name``-desktop.png and ``name``-390.png (full page) under test-artifacts/."""
-    ARTIFACTS.mkdir(exist_ok=True)
+def shoot(tab: Page, name: str, *, full_page: bool = True) -> None:
+    """Save ``name``-1280.png and ``name``-390.png (the tab's size, then a phone's) under ``$MINIGATE_SHOTS`` or
+    test-artifacts/, and fail if the page scrolls sideways at 390 px."""
+    folder = Path(os.environ.get("MINIGATE_SHOTS") or ARTIFACTS)
+    folder.mkdir(parents=True, exist_ok=True)
     size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    tab.screenshot(path=str(folder / f"{name}-1280.png"), full_page=full_page)
     tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(100)
-    tab.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
+    tab.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # laid out and drawn
+    tab.screenshot(path=str(folder / f"{name}-390.png"), full_page=full_page)
     overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     tab.set_viewport_size(size)
     assert overflow <= 0, f"{name} scrolls sideways at 390 px ({overflow} px too wide)"

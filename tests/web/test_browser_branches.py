@@ -3,30 +3,13 @@ reload; editing a user message starts a branch with its own answer; the model is
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.web.browser import start_chat
+from tests.web.browser import shoot, start_chat
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page, expect = playwright_sync.Page, playwright_sync.expect
-
-SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-branches"))
-
-
-def _shoot(tab: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(SHOTS / f"{name}-1280.png"), full_page=True)
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(150)
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
-    overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    tab.set_viewport_size(size)
-    assert overflow <= 0, f"{name} scrolls sideways at 390 px"
 
 
 def _sent(remote: FakeUpstream) -> list[str]:
@@ -70,7 +53,7 @@ def test_versions_and_edited_branches(page: Page, remote: FakeUpstream) -> None:
     answer = page.locator(".msg-assistant").last
     expect(answer).to_contain_text("answer one")
     expect(answer.locator(".version")).to_have_text("1 / 3")
-    _shoot(page, "branches-versions")
+    shoot(page, "branches-versions")
 
     box.fill("second question")
     box.press("Enter")
@@ -90,7 +73,7 @@ def test_versions_and_edited_branches(page: Page, remote: FakeUpstream) -> None:
 
     page.locator(".msg-user").first.get_by_role("link", name="Edit").click()
     page.get_by_label("Edited message").fill("first question, edited")
-    _shoot(page, "branches-editing")
+    shoot(page, "branches-editing")
     page.get_by_role("button", name="Save and send").click()
     expect(page.locator(".msg-assistant").last).to_contain_text("edited answer")
     _idle(page)
@@ -107,9 +90,9 @@ def test_versions_and_edited_branches(page: Page, remote: FakeUpstream) -> None:
     expect(page.locator(".msg-user").first.locator(".version")).to_have_text("1 / 2")
     page.reload()
     expect(page.locator(".msg")).to_have_count(4)
-    _shoot(page, "branches-old-branch")
+    shoot(page, "branches-old-branch")
     page.emulate_media(color_scheme="dark")
-    _shoot(page, "branches-dark")
+    shoot(page, "branches-dark")
 
 
 def test_editing_on_a_new_chat_without_a_reload(page: Page) -> None:

@@ -3,33 +3,14 @@ settings summary after saving, the cursor in the message box after Start chat.""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.web.browser import start_chat
+from tests.web.browser import shoot, start_chat
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Browser, Page, expect = playwright_sync.Browser, playwright_sync.Page, playwright_sync.expect
 
-SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-chat"))
 LONG = " ".join(f"line{i} of a long message that wraps over the width of the page" for i in range(40))
-
-
-def _shots() -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return SHOTS
-
-
-def _shoot(tab: Page, name: str) -> None:
-    _shots()
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(SHOTS / f"{name}-1280.png"))
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(150)
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"))
-    tab.set_viewport_size(size)
 
 
 def _last_message_in_view(tab: Page) -> bool:
@@ -68,12 +49,11 @@ def test_the_newest_message_is_in_view(page: Page) -> None:
     expect(page.locator(".msg-assistant .meta")).to_have_count(4)
     expect(page.locator(".msg-assistant").last).to_contain_text("You said: and one more")
     assert _wait_in_view(page), "after sending the answer is below the fold"
-    page.screenshot(path=str(_shots() / "chat-scrolled-1280.png"))
+    shoot(page, "chat-scrolled", full_page=False)
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
     expect(page.locator(".msg-assistant .meta")).to_have_count(4)
     assert _wait_in_view(page), "on a phone the newest message is below the fold"
-    page.screenshot(path=str(_shots() / "chat-scrolled-390.png"))
 
 
 def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
@@ -88,7 +68,7 @@ def test_a_stopped_answer_renders_like_a_finished_one(page: Page) -> None:
     expect(answer.locator(".meta")).to_contain_text("answered by slow/echo")
     assert answer.locator(".streaming").count() == 0
     expect(page.get_by_label("Message", exact=True)).to_be_focused()
-    _shoot(page, "chat-stopped")
+    shoot(page, "chat-stopped")
 
 
 def test_saving_settings_updates_the_summary(page: Page) -> None:
@@ -102,7 +82,7 @@ def test_saving_settings_updates_the_summary(page: Page) -> None:
     settings.get_by_role("button", name="Save settings").click()
     expect(page.locator("#settings [role=status]")).to_have_text("Saved.")
     expect(summary).to_have_text("Settings: temperature 0.7, max 40 tokens")
-    _shoot(page, "chat-settings")
+    shoot(page, "chat-settings")
 
 
 def test_start_chat_puts_the_cursor_in_the_message_box(page: Page) -> None:

@@ -4,28 +4,14 @@ the sidebar, and "New chat" starts over."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.web.browser import shoot
+
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page, expect = playwright_sync.Page, playwright_sync.expect
-
-SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-chat"))
-
-
-def _shoot(tab: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(SHOTS / f"{name}-1280.png"))
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(150)
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"))
-    overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    tab.set_viewport_size(size)
-    assert overflow <= 0, f"{name} scrolls sideways at 390 px"
 
 
 def test_type_first_then_switch_models_between_messages(page: Page) -> None:
@@ -34,7 +20,7 @@ def test_type_first_then_switch_models_between_messages(page: Page) -> None:
     expect(box).to_be_focused()
     picker = page.get_by_label("Model or agent")
     expect(picker).to_have_value("default")
-    _shoot(page, "chat-new")
+    shoot(page, "chat-new")
     page.locator("#settings-panel summary").click()
     page.get_by_label("Temperature").fill("0.3")
     page.keyboard.press("Tab")
@@ -55,7 +41,7 @@ def test_type_first_then_switch_models_between_messages(page: Page) -> None:
     page.reload()
     expect(page.locator(".msg")).to_have_count(4)
     expect(page.get_by_label("Model or agent")).to_have_value("slow")
-    _shoot(page, "chat-two-models")
+    shoot(page, "chat-two-models")
     page.get_by_role("link", name="New chat").click()
     expect(page).to_have_url(re.compile(r"/chat$"))
     expect(page.locator(".msg")).to_have_count(0)
@@ -77,6 +63,6 @@ def test_search_filters_the_sidebar(page: Page) -> None:
     page.get_by_label("Search conversations").fill("said: Recipe")  # words of an answer, not a title
     expect(links).to_have_count(1)
     expect(links.first.locator(".snippet")).to_contain_text("You said: Recipe for bread")
-    _shoot(page, "chat-search")
+    shoot(page, "chat-search")
     page.get_by_label("Search conversations").fill("")
     expect(links).to_have_count(2)

@@ -4,17 +4,13 @@ an OpenAI image part and shows in the message; a model that does not take images
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import zlib
-from pathlib import Path
 
 from playwright.sync_api import FilePayload, Page, expect
 
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.web.browser import start_chat
-
-SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-images"))
+from tests.web.browser import shoot, start_chat
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -53,16 +49,6 @@ def paste(tab: Page, data: bytes, name: str = "") -> None:
         }""",
         [base64.b64encode(data).decode(), name],
     )
-
-
-def shoot(tab: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(SHOTS / f"{name}-1280.png"))
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(150)
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"))
-    tab.set_viewport_size(size)
 
 
 def test_paste_and_attach_send_images_to_the_model(page: Page, remote: FakeUpstream) -> None:

@@ -4,30 +4,16 @@ clipboard (the Clipboard API, and the textarea fallback of plain http on a LAN a
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.web.browser import start_chat
+from tests.web.browser import shoot, start_chat
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page, expect = playwright_sync.Page, playwright_sync.expect
 
-SHOTS = Path(os.environ.get("MINIGATE_SHOTS", "/tmp/shots-stream-md"))
 CODE = "def add(a, b):\n    return a + b  # sum"
 MESSAGE = f"Here is **code**:\n```python\n{CODE}\n```\n" + " ".join(f"tail{i}" for i in range(30))
 ANSWER = f"You said: {MESSAGE}"  # the slow echo model's answer, a word every 0.2 s
-
-
-def _shoot(tab: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    size = tab.viewport_size or {"width": 1280, "height": 800}
-    tab.screenshot(path=str(SHOTS / f"{name}-1280.png"))
-    tab.set_viewport_size({"width": 390, "height": 844})
-    tab.wait_for_timeout(150)
-    tab.screenshot(path=str(SHOTS / f"{name}-390.png"))
-    tab.set_viewport_size(size)
 
 
 def _clipboard(tab: Page) -> str:
@@ -45,7 +31,7 @@ def test_code_is_highlighted_with_a_copy_button_while_the_answer_streams(page: P
     expect(streaming.locator(".code-block .code-lang")).to_have_text("python")
     expect(streaming.get_by_role("button", name="Copy code")).to_be_visible()
     assert "tail25" not in streaming.inner_text()  # all of it before the answer ends
-    _shoot(page, "streaming-code")
+    shoot(page, "streaming-code")
 
     answer = page.locator(".msg-assistant").last
     expect(answer.locator(".md[hx-ignore]")).to_contain_text("tail29", timeout=20_000)
@@ -58,7 +44,7 @@ def test_code_is_highlighted_with_a_copy_button_while_the_answer_streams(page: P
     page.locator(".msg-user").last.get_by_role("button", name="Copy message").click()
     assert _clipboard(page) == MESSAGE
     expect(answer.get_by_role("button", name="Copy code")).to_have_text("Copy", timeout=3_000)
-    _shoot(page, "answer-code")
+    shoot(page, "answer-code")
 
     page.reload()
     again = page.locator(".msg-assistant").last
@@ -68,7 +54,7 @@ def test_code_is_highlighted_with_a_copy_button_while_the_answer_streams(page: P
     assert _clipboard(page) == CODE
     page.emulate_media(color_scheme="dark")  # the theme "auto" follows it
     expect(again.locator(".code-block pre")).to_have_css("background-color", "rgb(22, 27, 34)")
-    _shoot(page, "answer-code-dark")
+    shoot(page, "answer-code-dark")
 
 
 def test_copy_falls_back_to_a_textarea_without_the_clipboard_api(page: Page) -> None:
@@ -104,6 +90,6 @@ def test_latex_is_drawn_as_mathml(page: Page) -> None:
     block = answer.locator(".math-block math").bounding_box()
     assert inline and block and inline["width"] > 10 and block["height"] > 1.5 * inline["height"]  # drawn, a fraction
     answer.locator(".math-block").scroll_into_view_if_needed()
-    _shoot(page, "math")
+    shoot(page, "math")
     page.emulate_media(color_scheme="dark")
-    _shoot(page, "math-dark")
+    shoot(page, "math-dark")
