@@ -18,6 +18,7 @@ from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.images import ImageStore
 from minigate.web.chat import chat_context
+from minigate.web.chat_images import takes_images
 from minigate.web.chat_send import MAX_MESSAGE, _answer, _plain
 from minigate.web.render import SECURITY_HEADERS, error_page, is_htmx, page, redirect
 from minigate.web.sessions import Session
@@ -83,7 +84,11 @@ async def chat_edit(
     content = str(form.get(f"content-{message_id}") or "").strip()
     if not content or len(content) > MAX_MESSAGE:
         return _plain(request, 400, f"Write a message of 1 to {MAX_MESSAGE:,} characters.")
+    kept = (await ImageStore(gateway.database).for_conversation(conversation_id)).get(edited.id, [])
+    if kept and not takes_images(gateway, conversation.model):  # the model was changed since: say so, send nothing
+        return _plain(request, 400, f"{conversation.model} does not take images: choose a model that does.")
     sent = await store.add_message(conversation_id, "user", content, parent_id=edited.parent_id)
+    await ImageStore(gateway.database).add(sent.id, [image.data for image in kept])  # an edit keeps its images
     history = list(await store.branch(conversation_id, sent.id))
     return await _answer(request, gateway, web, chat_user, conversation, history, False)
 

@@ -197,3 +197,22 @@ def test_flipping_versions_keeps_the_thumbnails(client: WebClient, remote: FakeU
     flipped = client.post(f"/chat/{conversation}/messages/{int(first_answer) - 1}/show", htmx=True)
     assert flipped.status_code == 200
     assert len(re.findall(rf'<img src="/chat/{conversation}/images/\d+"', flipped.text)) == 1
+
+
+def test_an_edited_message_keeps_its_images(client: WebClient, remote: FakeUpstream) -> None:
+    remote.set_default(Reply(content="A cat."))
+    conversation = client.new_chat(model="remote")
+    send(client, conversation, "What is this?", [("cat.png", PNG, "image/png")])
+    first = int(re.findall(r'id="msg-(\d+)"', client.get(f"/chat/{conversation}").text)[0])
+    edited = client.post("/chat/edit", {"message": str(first), f"content-{first}": "And what colour?"}, htmx=True)
+    assert edited.status_code == 200, edited.text
+    sent = remote.requests[-1].body
+    assert sent is not None and sent["messages"][-1]["content"] == [
+        {"type": "text", "text": "And what colour?"},
+        {"type": "image_url", "image_url": {"url": data_url("image/png", PNG)}},
+    ]
+    client.post(f"/chat/{conversation}/settings", {"model": "default"}, htmx=True)  # a model without images
+    calls = len(remote.requests)
+    refused = client.post("/chat/edit", {"message": str(first), f"content-{first}": "Once more"}, htmx=True)
+    assert refused.status_code == 400 and "default does not take images" in refused.text
+    assert len(remote.requests) == calls
