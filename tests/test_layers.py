@@ -52,6 +52,7 @@ LAYERS: list[Layer] = [
         {
             "config": (
                 "minigate.gateway.config",
+                "minigate.gateway.config.prices",
                 "minigate.gateway.config.schema",
                 "minigate.gateway.config.sections",
                 "minigate.gateway.config.workflow_steps",
@@ -70,8 +71,10 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.storage.chat_search",
                 "minigate.gateway.storage.conversations",
                 "minigate.gateway.storage.cooldowns",
+                "minigate.gateway.storage.counters",
                 "minigate.gateway.storage.db",
                 "minigate.gateway.storage.images",
+                "minigate.gateway.storage.key_policy",
                 "minigate.gateway.storage.keys",
                 "minigate.gateway.storage.responses",
                 "minigate.gateway.storage.sql",
@@ -162,6 +165,7 @@ LAYERS: list[Layer] = [
             "operations": (
                 "minigate.gateway.ops",
                 "minigate.gateway.ops.drain",
+                "minigate.gateway.ops.limits",
                 "minigate.gateway.ops.logs",
                 "minigate.gateway.ops.metrics",
                 "minigate.gateway.ops.monitor",
@@ -212,6 +216,7 @@ LAYERS: list[Layer] = [
             "http": (
                 "minigate.gateway.http",
                 "minigate.gateway.http.admin",
+                "minigate.gateway.http.admin_keys",
                 "minigate.gateway.http.api",
                 "minigate.gateway.http.limits",
                 "minigate.gateway.http.messages",

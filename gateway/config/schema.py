@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from minigate.gateway.config.prices import PriceTable, check_prices
 from minigate.gateway.config.sections import (
     AgentConfig,
     ModelsConfig,
@@ -81,6 +82,7 @@ class Config(msgspec.Struct, kw_only=True):
     # Which models take images, by provider (the sections' ``vision`` key, else the type's default): True all,
     # False none, a set the models named; None: unknown, the upstream decides. See :meth:`takes_images`.
     vision: dict[str, bool | frozenset[str] | None] = msgspec.field(default_factory=dict)
+    prices: PriceTable = msgspec.field(default_factory=lambda: PriceTable({}, frozenset()))  # models.prices + shipped
 
     @property
     def default_agent(self) -> AgentConfig | None:
@@ -283,6 +285,7 @@ def parse_config(
     check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
     default = cfg.router.unknown_model == "default"
     model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)
+    prices = check_prices(cfg.models.prices, issues)
     workflows, found = check_workflows(cfg.workflows, types.steps, model_problem, _validation_issue)
     issues.extend(found)
     if cfg.router.timeout <= 0:
@@ -309,6 +312,7 @@ def parse_config(
         workflows=workflows,
         local_providers=frozenset(local),
         vision={name: vision[name] for name in providers},
+        prices=PriceTable(prices, frozenset(local)),
     )
 
 

@@ -64,10 +64,11 @@ class AgentConfig(Strict):
 
 
 class ModelsConfig(Strict):
-    """``models``: provider sections (typed later by their provider type) and aliases."""
+    """``models``: provider sections (typed later by their provider type), aliases, and prices per million tokens."""
 
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    prices: dict[str, Any] = msgspec.field(default_factory=dict)  # checked by minigate.gateway.config.prices
 
 
 class CooldownConfig(Strict):

@@ -15,6 +15,7 @@ from litestar.params import FromPath
 
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_json
+from minigate.gateway.http.admin_keys import admin_key_handlers
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.runtime.manage import manage_model, managed
 from minigate.providers.base import ManagesModels
@@ -169,4 +170,13 @@ async def get_job(
 
 def admin_handlers() -> list[Any]:
     """Every admin API handler (mounted under ``/admin/api``)."""
-    return [list_models, model_action, remove_model, pull_model, import_model, list_jobs, get_job]
+    return [
+        list_models,
+        model_action,
+        remove_model,
+        pull_model,
+        import_model,
+        list_jobs,
+        get_job,
+        *admin_key_handlers(),
+    ]

@@ -57,6 +57,7 @@ class Trace:
     model: str | None = None
     fallbacks: int = 0
     error: str | None = None
+    headers: dict[str, str] | None = None  # added to the response (a key's x-ratelimit-* headers)
 
 
 def trace_of(scope: Any) -> Trace | None:
@@ -108,7 +109,8 @@ def observe(app: ASGIApp, metrics: GatewayMetrics, drain: Drain, line: AccessLin
             nonlocal http_status
             if message["type"] == "http.response.start":
                 http_status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                extra = [(k.encode(), v.encode()) for k, v in trace.headers.items()] if trace.headers else []
+                message["headers"] = [*message.get("headers", ()), header, *extra]
             await send(message)
 
         path = scope["path"]

@@ -11,18 +11,20 @@ import hmac
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from minigate.gateway.config.schema import Config
 from minigate.gateway.core.errors import AuthenticationFailed, GatewayError
 from minigate.gateway.ops.drain import Drain
+from minigate.gateway.ops.limits import Limits
 from minigate.gateway.ops.logs import env_secrets
 from minigate.gateway.ops.monitor import GatewayMetrics
 from minigate.gateway.plugins.loader import Extensions
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.gateway.routing.routes import RouteTable
 from minigate.gateway.runtime.jobs import JobBoard
-from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, UsageWriter, open_database
+from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, SharedCounters, UsageWriter, open_database
 from minigate.gateway.storage.responses import ResponseStore
 from minigate.providers.base import ManagesModels, Provider, ProviderError
 from minigate.providers.registry import ProviderContext, ProviderRegistry
@@ -115,6 +117,7 @@ class Gateway:
     retiring: set[Provider] = field(default_factory=set)  # replaced by a reload, closed once unused
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     responses: ResponseStore | None = None  # stored Responses API answers (set by ``open``)
+    limits: Limits | None = None  # keys' rate limits and budgets over counters shared by replicas (set by ``open``)
 
     @classmethod
     async def open(
@@ -156,6 +159,9 @@ class Gateway:
             provider_specs(config),
         )
         gateway.responses = ResponseStore(database)
+        counters = SharedCounters(database)
+        await counters.start()
+        gateway.limits = Limits(counters)
         gateway.drain.bind(asyncio.get_running_loop(), config.server.shutdown_grace)
         gateway._background.append(asyncio.create_task(gateway._flush_key_use()))
         await gateway.preload_default()
@@ -213,6 +219,8 @@ class Gateway:
             await self.cooldowns.close()
         if self.responses is not None:
             await self.responses.close()
+        if self.limits is not None:
+            await self.limits.counters.close()
         await self.usage.close()
         await self.database.close()
 
@@ -227,6 +235,10 @@ class Gateway:
             return None, True
         identity = await self.keys.identify(token)
         if identity is None:
+            if (ended := self.keys.expired(token)) is not None:
+                raise AuthenticationFailed(
+                    f"This API key expired on {datetime.fromtimestamp(ended, UTC):%Y-%m-%d %H:%M} UTC."
+                )
             raise AuthenticationFailed()
         return identity
 

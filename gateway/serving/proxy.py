@@ -22,6 +22,7 @@ import anyio
 
 from minigate.gateway.core.errors import GatewayError, ModelNotFound
 from minigate.gateway.core.tokens import TokenCounts, checked_usage, token_counts
+from minigate.gateway.ops.limits import Ticket, allowed_route
 from minigate.gateway.ops.observe import Trace, new_request_id
 from minigate.gateway.plugins.loader import Pipeline, plugin_hooks
 from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
@@ -112,6 +113,7 @@ class Call:
     trace: Trace | None = None
     task: asyncio.Task[Any] | None = None  # what a shutdown cancels (see minigate.gateway.ops.drain)
     cut: bool = False  # set when a shutdown ended the call
+    ticket: Ticket | None = None  # the key's admission under its policy (minigate.gateway.ops.limits)
     hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
     label: str | None = None  # the usage row's endpoint when a translated protocol (responses, messages) made the call
     native: Passthrough | None = None  # the client's own request, for deployments that speak its protocol
@@ -173,6 +175,7 @@ class Call:
         Returns once the row is committed, or kept in memory by the writer while the database refuses rows.
         """
         tokens = self._tokens(deployment, usage)
+        cost = self._cost(deployment, tokens)
         self.gateway.metrics.call(
             deployment, deployment is not None and self.routes.listed(deployment), hops, tokens, ttft_ms
         )
@@ -189,6 +192,7 @@ class Call:
             hops=[h.record() for h in hops] or None,
             error=error,
             ttft_ms=ttft_ms,
+            cost=cost,
             **tokens,
         )
         try:
@@ -198,6 +202,21 @@ class Call:
             log.error("usage row %s was not stored: %s", self.request_id, err, extra={"event": "usage_not_stored"})
         except Exception:
             log.exception("usage row %s was not stored", self.request_id)
+
+    def _cost(self, deployment: Deployment | None, tokens: TokenCounts) -> float | None:
+        """What the answer cost (None: unpriced), counted against the key's budgets; its concurrency slot ends."""
+        if self.ticket is not None:
+            self.ticket.release()
+        prompt, completion = tokens["prompt_tokens"], tokens["completion_tokens"]
+        cost = (
+            None
+            if deployment is None
+            else self.gateway.config.prices.cost(deployment.provider, deployment.model, prompt, completion)
+        )
+        if self.key_id is not None and self.gateway.limits is not None:
+            used = tokens["total_tokens"] or (prompt or 0) + (completion or 0)
+            self.gateway.limits.used(self.key_id, used, cost)
+        return cost
 
     def _tokens(self, deployment: Deployment | None, usage: Any) -> TokenCounts:
         """The checked token counts of the answer's ``usage`` as the upstream sent it (see
@@ -233,9 +252,18 @@ def start_call(
     route = routes.resolve(parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
+    policy = gateway.keys.policies.get(key_id) if key_id is not None else None  # cached with the key
+    ticket = None
+    if policy is not None:  # 403 and 429 before any upstream is called
+        route = allowed_route(policy, route)
+        if gateway.limits is not None:
+            ticket = gateway.limits.admit(key_id, policy)  # type: ignore[arg-type]  # not None with a policy
+            if trace is not None and ticket.headers:
+                trace.headers = ticket.headers
     forward = {k: v for k, v in raw.items() if k not in ROUTING_FIELDS}
     stream = bool(getattr(parsed, "stream", False))
     call = Call(gateway, endpoint, route, forward, key_id, gateway.providers, gateway.health, routes, stream=stream)
+    call.ticket = ticket
     if trace is not None:
         call.trace, call.request_id = trace, trace.request_id
     call.hooks, call.label = hooks, label

@@ -14,6 +14,7 @@ Typical startup::
 
 from minigate.gateway.storage.conversations import ConversationStore
 from minigate.gateway.storage.cooldowns import SharedCooldown, SharedCooldowns
+from minigate.gateway.storage.counters import SharedCounters
 from minigate.gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
 from minigate.gateway.storage.keys import ApiKeyInfo, KeyStore
 from minigate.gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
@@ -25,6 +26,7 @@ __all__ = [
     "KeyStore",
     "SharedCooldown",
     "SharedCooldowns",
+    "SharedCounters",
     "UsageRecord",
     "UsageWriteError",
     "UsageWriter",

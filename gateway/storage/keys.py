@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 
 from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.key_policy import KeyPolicy, decode_policy, encode_policy, store_policy
 from minigate.gateway.storage.tables import ApiKeyRow, UTCDateTime, utcnow
 
 __all__ = ["KEY_PREFIX", "ApiKeyInfo", "KeyStore", "hash_key"]
@@ -43,6 +44,8 @@ class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
     admin: bool = False  # may use the admin API and pages
+    policy: KeyPolicy | None = None  # models, remote, rate limits, budgets (None: none)
+    expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -81,8 +84,12 @@ class KeyStore:
         self._cache: dict[str, tuple[tuple[int, bool] | None, float]] = {}
         # key id -> when verify() last accepted it; written out by flush_last_used()
         self._used: dict[int, datetime] = {}
+        self.policies: dict[int, KeyPolicy] = {}  # key id -> its policy, as identify() last read it
+        self._expires: dict[int, float] = {}  # key id -> when it expires (wall clock), as identify() last read it
 
-    async def create(self, name: str, *, admin: bool = False) -> tuple[ApiKeyInfo, str]:
+    async def create(
+        self, name: str, *, admin: bool = False, policy: KeyPolicy | None = None, expires_at: datetime | None = None
+    ) -> tuple[ApiKeyInfo, str]:
         """Create a key called ``name``; returns its info and the plaintext key (shown only this once)."""
         name = name.strip()
         if not name or len(name) > _MAX_NAME_LEN:
@@ -91,13 +98,21 @@ class KeyStore:
         prefix = token[:_DISPLAY_PREFIX_LEN]
         created_at = utcnow()
         stmt = insert(_KEYS).values(
-            name=name, prefix=prefix, key_hash=hash_key(token), created_at=created_at, admin=admin
+            name=name,
+            prefix=prefix,
+            key_hash=hash_key(token),
+            created_at=created_at,
+            admin=admin,
+            policy=encode_policy(policy),
+            expires_at=expires_at,
         )
         async with self._db.engine.begin() as conn:
             pk = (await conn.execute(stmt)).inserted_primary_key
         assert pk is not None  # always set for a single-row insert
         key_id = int(pk[0])
-        return ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at, admin=admin), token
+        info = ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at, admin=admin)
+        info = msgspec.structs.replace(info, policy=policy, expires_at=expires_at)
+        return info, token
 
     async def list(self) -> builtins.list[ApiKeyInfo]:
         """All keys, revoked ones included, oldest first."""
@@ -109,10 +124,12 @@ class KeyStore:
             _KEYS.c.revoked_at,
             _KEYS.c.last_used_at,
             _KEYS.c.admin,
+            _KEYS.c.policy,
+            _KEYS.c.expires_at,
         ).order_by(_KEYS.c.id)
         async with self._db.engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [ApiKeyInfo(**row) for row in rows]
+        return [ApiKeyInfo(**{**row, "policy": decode_policy(row["policy"])}) for row in rows]
 
     async def revoke(self, key_id: int) -> bool:
         """Revoke key ``key_id``; False if there is no such key or it was already revoked."""
@@ -140,16 +157,50 @@ class KeyStore:
         if cached is not None and cached[1] > now:
             identity = cached[0]
         else:
-            stmt = select(_KEYS.c.id, _KEYS.c.admin).where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None))
+            stmt = select(_KEYS.c.id, _KEYS.c.admin, _KEYS.c.policy, _KEYS.c.expires_at).where(
+                _KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None)
+            )
             async with self._db.engine.connect() as conn:
                 row = (await conn.execute(stmt)).first()
             identity = None if row is None else (int(row[0]), bool(row[1]))
+            if row is not None:
+                self._remember(int(row[0]), row[2], row[3])
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[digest] = (identity, now + self._ttl)
         if identity is not None:
+            if (ends := self._expires.get(identity[0])) is not None and ends <= time.time():
+                return None  # expired: :meth:`expired` tells it from an unknown key
             self._used[identity[0]] = utcnow()
         return identity
+
+    def _remember(self, key_id: int, policy: str | None, expires_at: datetime | None) -> None:
+        parsed = decode_policy(policy)
+        if parsed is None:
+            self.policies.pop(key_id, None)
+        else:
+            self.policies[key_id] = parsed
+        if expires_at is None:
+            self._expires.pop(key_id, None)
+        else:
+            self._expires[key_id] = expires_at.timestamp()
+
+    def expired(self, token: str) -> float | None:
+        """When the key ``token`` expired (wall-clock seconds), if :meth:`identify` refused it for that."""
+        cached = self._cache.get(hash_key(token)) if _well_formed(token) else None
+        identity = cached[0] if cached is not None else None
+        ends = self._expires.get(identity[0]) if identity is not None else None
+        return ends if ends is not None and ends <= time.time() else None
+
+    async def set_policy(
+        self, key_id: int, policy: KeyPolicy | None, expires_at: datetime | bool | None = False
+    ) -> bool:
+        """Set key ``key_id``'s policy (and expiry, unless False); this process applies it at once, others within
+        their cache TTL. False if there is no such key."""
+        if not await store_policy(self._db, key_id, policy, expires_at):
+            return False
+        self._cache = {h: v for h, v in self._cache.items() if v[0] is None or v[0][0] != key_id}
+        return True
 
     async def flush_last_used(self) -> int:
         """Write the ``last_used_at`` times gathered by :meth:`verify`; returns how many keys were updated.

@@ -70,6 +70,7 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     total_tokens: int | None = None
     ttft_ms: float | None = None
     streamed: bool = False
+    cost: float | None = None  # US dollars, from the price table (None: unpriced)
 
 
 def _to_params(row: UsageRecord) -> dict[str, Any]:

@@ -1,0 +1,199 @@
+"""A key's policy applied to a call: allowed models, remote or not, rate limits, budgets.
+
+:meth:`Limits.admit` runs before any upstream is called and answers 403 or 429 in OpenAI's shape; :meth:`Limits.used`
+counts an answer's tokens and cost when its usage row is stored. Counts live in
+:class:`~minigate.gateway.storage.counters.SharedCounters` (memory on the request path, the database once a second).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.routing.routes import Route
+from minigate.gateway.storage.counters import SharedCounters
+from minigate.gateway.storage.key_policy import KeyPolicy
+
+__all__ = ["Limits", "Ticket", "allowed_route", "reset_text"]
+
+
+def allowed_route(policy: KeyPolicy, route: Route) -> Route:
+    """``route`` as ``policy`` lets it run (only its local deployments for a key without remote); 403 otherwise."""
+    chain = route.chain
+    names: tuple[str | None, ...] = (route.requested, route.agent, "default" if route.agent == "defaults" else None)
+    if route.agent is None and len(chain) == 1:
+        names = (*names, chain[0].ref)
+    if not policy.allows(names):
+        raise GatewayError(
+            f"This API key may not use the model {route.requested!r}.",
+            status=403,
+            type="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
+    if policy.remote:
+        return route
+    local = tuple(d for d in chain if route.is_local(d))
+    if not local:
+        raise GatewayError(
+            f"This API key may use only local models, and {route.requested!r} has no local deployment.",
+            status=403,
+            type="permission_error",
+            param="model",
+            code="remote_not_allowed",
+        )
+    return route if len(local) == len(chain) else replace(route, chain=local, capability_fallback=False)
+
+
+def reset_text(seconds: float) -> str:
+    """A duration as OpenAI's ``x-ratelimit-reset-*`` headers write it: ``"17s"``, ``"6m0s"``, ``"1h2m3s"``."""
+    whole = max(1, math.ceil(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+class Ticket:
+    """One admitted call: the headers to send, and its concurrency slot until :meth:`release`."""
+
+    __slots__ = ("_counters", "headers", "key_id")
+
+    def __init__(self, counters: SharedCounters | None, key_id: int, headers: dict[str, str]) -> None:
+        self._counters, self.key_id, self.headers = counters, key_id, headers
+
+    def release(self) -> None:
+        """Give the concurrency slot back (idempotent)."""
+        counters, self._counters = self._counters, None
+        if counters is not None:
+            counters.leave(self.key_id)
+
+    def __del__(self) -> None:
+        # A call dropped before it was served (its row never stored) must not hold its slot for ever.
+        self.release()
+
+
+class _Periods:
+    __slots__ = ("day", "day_end", "minute", "minute_end", "minute_index", "month", "month_end")
+
+    def __init__(self, now: float) -> None:
+        self.minute_index = int(now // 60)
+        self.minute, self.minute_end = f"m:{self.minute_index}", (self.minute_index + 1) * 60.0
+        today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.day, self.day_end = f"d:{today:%Y-%m-%d}", today.timestamp() + 86_400.0
+        first = today.replace(day=1)
+        following = (
+            first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
+        )
+        self.month, self.month_end = f"M:{first:%Y-%m}", following.timestamp()
+
+
+class Limits:
+    """Rate limits and budgets of every key, over shared counters."""
+
+    def __init__(self, counters: SharedCounters, clock: Callable[[], float] = time.time) -> None:
+        """Count in ``counters``; ``clock`` is the wall clock (tests move it)."""
+        self.counters = counters
+        self._clock = clock
+        self._periods = _Periods(clock())
+
+    def _now(self) -> tuple[float, _Periods]:
+        now = self._clock()
+        periods = self._periods
+        if int(now // 60) != periods.minute_index:
+            periods = self._periods = _Periods(now)
+        return now, periods
+
+    def admit(self, key_id: int, policy: KeyPolicy) -> Ticket:
+        """Count one request of ``key_id`` under ``policy``, or refuse it with a 429 (``budget_exceeded``,
+        ``rate_limit_exceeded``). A request is admitted on what was counted so far, so one request may overshoot
+        a token limit or budget by its own size."""
+        now, p = self._now()
+        view = self.counters.view
+        day = view.get((key_id, p.day))
+        month = view.get((key_id, p.month))
+        for limit, seen, what, ends in (
+            (policy.daily_tokens, day, "daily token budget", p.day_end),
+            (policy.monthly_tokens, month, "monthly token budget", p.month_end),
+        ):
+            if limit is not None and (seen[1] if seen else 0) >= limit:
+                raise _budget(f"This API key has used its {what} ({limit} tokens).", ends - now)
+        for usd, seen, what, ends in (
+            (policy.daily_usd, day, "daily budget", p.day_end),
+            (policy.monthly_usd, month, "monthly budget", p.month_end),
+        ):
+            if usd is not None and (seen[2] if seen else 0.0) >= usd:
+                raise _budget(f"This API key has used its {what} (${usd:g}).", ends - now)
+        minute = view.get((key_id, p.minute))
+        requests, tokens = (int(minute[0]), int(minute[1])) if minute else (0, 0)
+        headers: dict[str, str] = {}
+        reset = reset_text(p.minute_end - now)
+        if policy.rpm is not None:
+            headers["x-ratelimit-limit-requests"] = str(policy.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, policy.rpm - requests - 1))
+            headers["x-ratelimit-reset-requests"] = reset
+        if policy.tpm is not None:
+            headers["x-ratelimit-limit-tokens"] = str(policy.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, policy.tpm - tokens))
+            headers["x-ratelimit-reset-tokens"] = reset
+        if policy.rpm is not None and requests >= policy.rpm:
+            headers["x-ratelimit-remaining-requests"] = "0"
+            raise _limited(f"Rate limit reached: {policy.rpm} requests per minute.", p.minute_end - now, headers)
+        if policy.tpm is not None and tokens >= policy.tpm:
+            raise _limited(
+                f"Rate limit reached: {policy.tpm} tokens per minute.", p.minute_end - now, headers, "tokens"
+            )
+        counters = None
+        if policy.concurrency is not None:
+            if self.counters.in_flight(key_id) >= policy.concurrency:
+                raise _limited(f"Rate limit reached: {policy.concurrency} requests at once.", 1.0, headers)
+            counters = self.counters
+            counters.enter(key_id)
+        self.counters.add((key_id, p.minute), p.minute_end, 1, 0, 0.0)
+        return Ticket(counters, key_id, headers)
+
+    def used(self, key_id: int, tokens: int, cost: float | None) -> None:
+        """Count an answer's ``tokens`` and ``cost`` (US dollars; None: unpriced) against ``key_id``."""
+        if not tokens and not cost:
+            return
+        _, p = self._now()
+        dollars = cost or 0.0
+        add = self.counters.add
+        add((key_id, p.minute), p.minute_end, 0, tokens, dollars)
+        add((key_id, p.day), p.day_end, 0, tokens, dollars)
+        add((key_id, p.month), p.month_end, 0, tokens, dollars)
+
+    def spent(self, key_id: int) -> dict[str, float]:
+        """What ``key_id`` used in the current minute, day and month, as this replica knows it."""
+        _, p = self._now()
+        view = self.counters.view
+        out: dict[str, float] = {}
+        for name, period in (("minute", p.minute), ("day", p.day), ("month", p.month)):
+            seen = view.get((key_id, period)) or [0, 0, 0.0]
+            out.update({f"{name}_requests": seen[0], f"{name}_tokens": seen[1], f"{name}_usd": round(seen[2], 6)})
+        return out
+
+
+def _limited(message: str, wait: float, headers: dict[str, str], kind: str = "requests") -> GatewayError:
+    return GatewayError(
+        message,
+        status=429,
+        type=kind,
+        code="rate_limit_exceeded",
+        headers={**headers, "retry-after": str(max(1, math.ceil(wait)))},
+    )
+
+
+def _budget(message: str, wait: float) -> GatewayError:
+    return GatewayError(
+        message + " It is stopped until the period rolls over or an admin raises the budget.",
+        status=429,
+        type="insufficient_quota",
+        code="budget_exceeded",
+        headers={"retry-after": str(max(1, math.ceil(wait)))},
+    )
