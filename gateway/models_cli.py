@@ -21,7 +21,7 @@ from minigate.gateway.runtime.gateway import ADMIN_KEY_ENV
 
 __all__ = ["convert_in_child", "ensure_default_models", "local_providers", "run_models_command"]
 
-LOCAL_TYPES = ("onnxruntime-genai", "onnx")
+LOCAL_TYPES = ("onnxruntime-genai", "onnx", "onnx-embeddings")  # providers with a models folder
 
 
 def local_providers(config: Config) -> dict[str, Path]:
