@@ -19,6 +19,7 @@ from minigate.gateway.config.schema import Config, ConfigError
 from minigate.gateway.config.sections import ServerConfig
 from minigate.gateway.models_cli import ensure_default_models, run_models_command
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
+from minigate.gateway.users_cli import add_users_parser, run_users
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -209,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=int)
     for p in (create, listing, revoke):
         p.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    add_users_parser(sub, f"config file (default: ${CONFIG_ENV})")
     models = sub.add_parser(
         "models",
         help="local models: list | pull [NAME] | import SRC NAME | verify NAME | rm NAME | load/unload/reload NAME",
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "config":
             return _check(args)
+        if args.command == "users":
+            return asyncio.run(run_users(args, _config(args.config)))
         return asyncio.run(_keys(args, _config(args.config)))
     except ConfigError as err:
         lines = str(err).splitlines()

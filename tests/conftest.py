@@ -51,6 +51,7 @@ _FAST_MODULES = {
     "tests/test_wire.py",
     "tests/web/test_adapter.py",
     "tests/web/test_auth.py",
+    "tests/web/test_isolation.py",
     "tests/web/test_security.py",
 }
 

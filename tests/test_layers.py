@@ -80,6 +80,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.storage.sql",
                 "minigate.gateway.storage.tables",
                 "minigate.gateway.storage.usage",
+                "minigate.gateway.storage.users",
             )
         },
     ),
@@ -246,12 +247,20 @@ LAYERS: list[Layer] = [
                 "minigate.web.state",
                 "minigate.web.usage",
                 "minigate.web.usage_query",
+                "minigate.web.users",
             ),
         },
     ),
     (
         "app",  # the one create_app, and the command line that runs it
-        {"app": ("minigate.gateway.app", "minigate.gateway.cli", "minigate.gateway.models_cli")},
+        {
+            "app": (
+                "minigate.gateway.app",
+                "minigate.gateway.cli",
+                "minigate.gateway.models_cli",
+                "minigate.gateway.users_cli",
+            )
+        },
     ),
 ]
 

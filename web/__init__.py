@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from minigate.web.assets import gzip_html
-from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_session
+from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_member, provide_session
 from minigate.web.chains import apply_stored_overrides
 from minigate.web.chat import chat_handlers
 from minigate.web.chat_branch import branch_handlers
@@ -25,6 +25,7 @@ from minigate.web.models import model_handlers
 from minigate.web.render import http_error_handler
 from minigate.web.state import WebSettings, WebState
 from minigate.web.usage import usage_handlers
+from minigate.web.users import user_handlers
 
 __all__ = ["WebSettings", "WebState", "apply_stored_overrides", "web_routes"]
 
@@ -65,11 +66,12 @@ def web_routes(state: WebState | None = None) -> list[Any]:
     )
     admin = Router(
         "/",
-        route_handlers=[*model_handlers(), *usage_handlers(), *key_handlers()],
+        route_handlers=[*model_handlers(), *usage_handlers(), *key_handlers(), *user_handlers()],
         dependencies={
             "web": Provide(provide_web, sync_to_thread=False),
             "session": Provide(provide_session),
             "admin": Provide(provide_admin),
+            "member": Provide(provide_member),  # a person's own keys and usage; an admin's everyone's
         },
         exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
         middleware=[gzip_html],  # complete HTML pages only: SSE streams pass through as they come

@@ -1,4 +1,7 @@
-"""Who may use which page: sessions from the cookie, admin and chat access, CSRF and origin checks.
+"""Who may use which page: sessions from the cookie, admin, person and chat access, CSRF and origin checks.
+
+Admins (a person with the admin flag, the admin password or an admin key) may use every page; a person (a
+``users`` row) uses the chat, their own keys and their own usage; a guest only the chat, while it is public.
 
 A state-changing request must come from this site: ``Sec-Fetch-Site`` and ``Origin`` when sent, and the
 session's CSRF token in ``x-csrf-token`` (htmx) or the ``_csrf`` field.
@@ -26,6 +29,7 @@ __all__ = [
     "check_csrf",
     "provide_admin",
     "provide_chat_user",
+    "provide_member",
     "provide_session",
     "safe_next",
     "same_site",
@@ -95,11 +99,21 @@ async def provide_admin(request: Request[Any, Any, Any], session: NamedDependenc
     return session
 
 
+async def provide_member(request: Request[Any, Any, Any], session: NamedDependency[Session | None]) -> Session:
+    """A logged-in session, an admin's or a person's (CSRF-checked for state-changing methods); guests and
+    visitors get :class:`LoginRequired`. Pages that take it show an admin everything and a person their own."""
+    if session is None or not session.member:
+        raise LoginRequired()
+    if request.method not in _SAFE_METHODS:
+        await check_csrf(request, session)
+    return session
+
+
 async def provide_chat_user(
     request: Request[Any, Any, Any], session: NamedDependency[Session | None], web: NamedDependency[WebState]
 ) -> Session:
-    """A session allowed to chat: an admin, or a guest while the chat is public."""
-    if session is None or not (session.admin or web.settings.chat_public):
+    """A session allowed to chat: an admin, a person, or a guest while the chat is public."""
+    if session is None or not (session.member or web.settings.chat_public):
         raise LoginRequired()
     if request.method not in _SAFE_METHODS:
         await check_csrf(request, session)

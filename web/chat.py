@@ -71,7 +71,7 @@ async def _chat_user(
     request: Request[Any, Any, Any], gateway: Gateway, web: WebState, session: Session | None
 ) -> tuple[Session, list[Cookie]]:
     """The session allowed to chat; a public chat gives a new visitor a guest session."""
-    if session is not None and (session.admin or web.settings.chat_public):
+    if session is not None and (session.member or web.settings.chat_public):
         return session, []
     if not web.settings.chat_public:
         raise LoginRequired()

@@ -30,6 +30,7 @@ from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.images import ImageStore, StoredImage
 from minigate.gateway.storage.tables import UsageRow
+from minigate.gateway.storage.users import owner_user
 
 __all__ = [
     "RENDER_EVERY",
@@ -198,6 +199,7 @@ async def _call(
         raw = chat_body(conversation, history, stream, answer.left_out, images)
         try:
             call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
+            call.user_id = owner_user(conversation.owner) or call.user_id  # a person's chat is theirs, key or not
             answer.request_id = call.request_id
             return await serve(call)
         except GatewayError as err:

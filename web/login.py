@@ -1,4 +1,5 @@
-"""Logging in (admin password, admin API key or the bootstrap key) and out.
+"""Logging in (a person's name and password; or, with no name, the admin password, an admin API key or the
+bootstrap key) and out.
 
 The login form itself is protected against cross-site posting by a double-submit token (a cookie and a
 hidden field that must match) on top of the origin check, since there is no session yet to hold a token.
@@ -17,6 +18,7 @@ from litestar.params import QueryParameter
 
 from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.users import UserStore
 from minigate.web.auth import check_csrf, safe_next, same_site, sessions
 from minigate.web.render import page, redirect
 from minigate.web.sessions import COOKIE, Session
@@ -39,7 +41,7 @@ def _session_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -
     )
 
 
-def _login_page(
+async def _login_page(
     request: Request[Any, Any, Any], web: WebState, gateway: Gateway, next_path: str, error: str | None = None
 ) -> Response[str]:
     token = secrets.token_urlsafe(24)
@@ -62,6 +64,7 @@ def _login_page(
         next_path=next_path,
         error=error,
         password_set=bool(web.settings.admin_password),
+        has_people=bool(await UserStore(gateway.database).list()),  # the name field then takes the focus
     )
 
 
@@ -73,10 +76,10 @@ async def login_form(
     session: NamedDependency[Session | None],
     next_path: Annotated[str | None, QueryParameter(name="next")] = None,
 ) -> Response[Any]:
-    """The login page (admins who are logged in go straight on)."""
-    if session is not None and session.admin:
+    """The login page (people who are logged in go straight on)."""
+    if session is not None and session.member:
         return redirect(request, safe_next(next_path))
-    return _login_page(request, web, gateway, safe_next(next_path))
+    return await _login_page(request, web, gateway, safe_next(next_path))
 
 
 async def _admin_secret(gateway: Gateway, web: WebState, secret: str) -> tuple[bool, int | None]:
@@ -104,7 +107,7 @@ def _throttle_buckets(request: Request[Any, Any, Any]) -> list[str]:
 async def login(
     request: Request[Any, Any, Any], web: NamedDependency[WebState], gateway: NamedDependency[Gateway]
 ) -> Response[Any]:
-    """Check the password or key and start an admin session."""
+    """Check the name and password (or the admin password or key) and start a session."""
     form = await request.form()
     next_path = safe_next(str(form.get("next") or ""))
     cookie_token = request.cookies.get(_LOGIN_COOKIE, "")
@@ -114,21 +117,33 @@ async def login(
         or not cookie_token
         or not hmac.compare_digest(cookie_token.encode(), form_token.encode())
     ):
-        return _login_page(request, web, gateway, next_path, "The form expired or came from another site; try again.")
+        return await _login_page(
+            request, web, gateway, next_path, "The form expired or came from another site; try again."
+        )
     buckets = _throttle_buckets(request)
     if any(web.throttle.blocked(bucket) for bucket in buckets):
-        return _login_page(request, web, gateway, next_path, "Too many failed attempts; wait ten minutes.")
-    secret = str(form.get("secret") or "")[:512]
-    ok, key_id = await _admin_secret(gateway, web, secret) if secret else (False, None)
+        return await _login_page(request, web, gateway, next_path, "Too many failed attempts; wait ten minutes.")
+    secret = str(form.get("secret") or "")[:1024]
+    name = str(form.get("name") or "").strip()[:100]
+    user_id, admin, key_id = None, False, None
+    if name:  # a person
+        person = await UserStore(gateway.database).authenticate(name, secret) if secret else None
+        ok = person is not None
+        if person is not None:
+            user_id, admin, name = person.id, person.admin, person.name
+    else:
+        ok, key_id = await _admin_secret(gateway, web, secret[:512]) if secret else (False, None)
+        admin = ok
     if not ok:
         for bucket in buckets:
             web.throttle.failed(bucket)
-        return _login_page(request, web, gateway, next_path, "Wrong password or key (or not an admin key).")
+        wrong = "Wrong name or password." if name else "Wrong password or key (or not an admin key)."
+        return await _login_page(request, web, gateway, next_path, wrong)
     web.throttle.succeeded(buckets[0])  # the shared counter is not reset: one admin's login would reset it for all
     old = request.cookies.get(COOKIE)
     store = sessions(gateway, web)
     await store.delete(old)  # a fresh session id at every login (no session fixation)
-    token, _ = await store.create(admin=True, key_id=key_id)
+    token, _ = await store.create(admin=admin, key_id=key_id, user_id=user_id, name=name or None)
     return redirect(request, next_path, cookies=[_session_cookie(request, token, int(web.settings.session_ttl))])
 
 

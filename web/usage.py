@@ -1,4 +1,7 @@
-"""The usage page (admin): totals, charts over time, recent requests with filters, CSV export."""
+"""The usage page: totals, charts over time, recent requests with filters, CSV export.
+
+An admin sees everyone's requests (and may filter and group them by person); a person only their own.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from litestar.response import Stream
 from markupsafe import Markup
 
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.users import UserStore
+from minigate.web.auth import LoginRequired
 from minigate.web.charts import Series, line_chart
 from minigate.web.render import SECURITY_HEADERS, page
 from minigate.web.sessions import Session
@@ -24,8 +29,21 @@ __all__ = ["usage_handlers"]
 
 
 def _filters(
-    range_: str, by: str, agent: str, model: str, provider: str, key: str, status: str, fallback: str
+    member: Session,
+    range_: str,
+    by: str,
+    agent: str,
+    model: str,
+    provider: str,
+    key: str,
+    status: str,
+    fallback: str,
+    user: str,
 ) -> Filters:
+    if not member.admin:  # a person sees only their own requests, whatever the address asks for
+        if member.user_id is None:  # a member who is not an admin is a person; never "everyone" for anyone else
+            raise LoginRequired()
+        user, by = str(member.user_id), ("agent" if by == "person" else by)
     return Filters(
         range=range_ if range_ in RANGES else "24h",
         by=by if by in DIMENSIONS else "agent",
@@ -35,6 +53,7 @@ def _filters(
         key=key if key == "none" or key.isdigit() else "",
         status=status if status in ("ok", "error", "stopped") else "",
         fallback=fallback in ("1", "on", "true"),
+        user=user if user == "none" or user.isdigit() else "",
     )
 
 
@@ -83,7 +102,7 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
 async def usage_page(
     gateway: NamedDependency[Gateway],
     web: NamedDependency[WebState],
-    admin: NamedDependency[Session],
+    member: NamedDependency[Session],
     range_: Annotated[str, QueryParameter(name="range")] = "24h",
     by: FromQuery[str] = "agent",
     agent: FromQuery[str] = "",
@@ -92,18 +111,21 @@ async def usage_page(
     key: FromQuery[str] = "",
     status: FromQuery[str] = "",
     fallback: FromQuery[str] = "",
+    user: FromQuery[str] = "",
     before: FromQuery[int | None] = None,
 ) -> Response[str]:
-    """Totals and charts for the range, and the newest requests matching the filters."""
-    filters = _filters(range_, by, agent, model, provider, key, status, fallback)
-    keys = await gateway.keys.list()
+    """Totals and charts for the range, and the newest requests matching the filters (a person's: their own)."""
+    filters = _filters(member, range_, by, agent, model, provider, key, status, fallback, user)
+    keys = await gateway.keys.list(user_id=None if member.admin else member.user_id)
     key_names = {k.id: k.name for k in keys}
-    stats = await usage_stats(gateway.database, filters, key_names)
+    people = await UserStore(gateway.database).list() if member.admin else []
+    user_names = {p.id: p.name for p in people}
+    stats = await usage_stats(gateway.database, filters, key_names, user_names)
     rows = await recent_rows(gateway.database, filters, before=before)
     return page(
         web,
         "usage.html",
-        admin,
+        member,
         filters=filters,
         ranges=RANGES,
         dimensions=DIMENSIONS,
@@ -113,6 +135,8 @@ async def usage_page(
         group_rows=sorted(stats.per_group.items(), key=lambda item: -item[1].requests),
         key_names=key_names,
         keys=keys,
+        people=people,
+        user_names=user_names,
         agents=sorted(gateway.config.agents),
         providers=sorted(gateway.providers),
         models=sorted({i for i, kind, _ in gateway.routes.listing() if kind == "model"}),
@@ -129,7 +153,7 @@ def _cell(value: Any) -> str:
 @get("/usage.csv")
 async def usage_csv(
     gateway: NamedDependency[Gateway],
-    admin: NamedDependency[Session],
+    member: NamedDependency[Session],
     range_: Annotated[str, QueryParameter(name="range")] = "24h",
     agent: FromQuery[str] = "",
     model: FromQuery[str] = "",
@@ -137,9 +161,10 @@ async def usage_csv(
     key: FromQuery[str] = "",
     status: FromQuery[str] = "",
     fallback: FromQuery[str] = "",
+    user: FromQuery[str] = "",
 ) -> Stream:
-    """Every request of the range matching the filters, newest first, as CSV."""
-    filters = _filters(range_, "agent", agent, model, provider, key, status, fallback)
+    """Every request of the range matching the filters (a person's: their own), newest first, as CSV."""
+    filters = _filters(member, range_, "agent", agent, model, provider, key, status, fallback, user)
 
     async def lines() -> AsyncIterator[str]:
         buffer = io.StringIO()

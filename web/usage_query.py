@@ -43,7 +43,7 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "7d": (7 * 86400, 3 * 3600, "last 7 days, per 3 hours"),
     "30d": (30 * 86400, 86400, "last 30 days, per day"),
 }
-DIMENSIONS = ("agent", "model", "provider", "key")
+DIMENSIONS = ("agent", "model", "provider", "key", "person")
 _BIN_SCALE = 12.0
 _TOP_GROUPS = 6
 _MAX_MS = 1e9  # a stored latency beyond this (or negative, or NaN) is not one: it gets no bin
@@ -58,6 +58,8 @@ def _group_expr(dimension: str) -> ColumnElement[Any]:
         return func.coalesce(c.provider, "(none)")
     if dimension == "key":
         return sql_cast(c.key_id, Integer)
+    if dimension == "person":
+        return sql_cast(c.user_id, Integer)
     return func.coalesce(c.agent, "(none)")
 
 
@@ -73,6 +75,7 @@ class Filters:
     key: str = ""  # key id, or "none" for requests without a key
     status: str = ""  # "", "ok", "error" or "stopped"
     fallback: bool = False
+    user: str = ""  # a person's id, or "none" for requests of no person (a person's own page: always theirs)
 
     def since(self, now: datetime) -> datetime:
         """The start of the range."""
@@ -93,6 +96,11 @@ class Filters:
         elif self.key.isdigit():
             key_id = int(self.key[:12])  # digits only; beyond any key id, the filter matches no row
             stmt = stmt.where(c.key_id == key_id) if key_id <= _INT32 else stmt.where(c.id.is_(None))
+        if self.user == "none":
+            stmt = stmt.where(c.user_id.is_(None))
+        elif self.user.isdigit():
+            user_id = int(self.user[:12])
+            stmt = stmt.where(c.user_id == user_id) if user_id <= _INT32 else stmt.where(c.id.is_(None))
         if self.status == "ok":
             stmt = stmt.where(c.status < 400)
         elif self.status == "error":
@@ -157,7 +165,9 @@ def _label(start: datetime, bucket: int) -> str:
     return start.strftime("%H:%M" if bucket < 86400 else "%b %d")
 
 
-async def usage_stats(database: Database, filters: Filters, key_names: dict[int, str]) -> Stats:
+async def usage_stats(
+    database: Database, filters: Filters, key_names: dict[int, str], user_names: dict[int, str] | None = None
+) -> Stats:
     """Aggregate the rows in the range, by time bucket and by the chosen dimension."""
     now = utcnow()
     seconds, bucket, _ = RANGES[filters.range]
@@ -186,6 +196,8 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
     def name(value: Any) -> str:
         if filters.by == "key":
             return "no key (bootstrap / web)" if value is None else key_names.get(int(value), f"key {value}")
+        if filters.by == "person":
+            return "nobody (admin)" if value is None else (user_names or {}).get(int(value), f"person {value}")
         return str(value)
 
     names = {g: name(g) for g in {row[1] for row in rows}}
@@ -207,7 +219,7 @@ async def usage_stats(database: Database, filters: Filters, key_names: dict[int,
 
 
 RECENT_COLUMNS = (
-    "id", "created_at", "key_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
+    "id", "created_at", "key_id", "user_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
     "status", "error", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "streamed",
 )  # fmt: skip
 CSV_COLUMNS = (*RECENT_COLUMNS, "outcome")  # outcome: "ok", "stopped" or "error" (see storage.usage.outcome)

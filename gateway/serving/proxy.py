@@ -117,6 +117,7 @@ class Call:
     hooks: Pipeline | None = None  # the plugins' process hooks; None when no plugin has one
     label: str | None = None  # the usage row's endpoint when a translated protocol (responses, messages) made the call
     native: Passthrough | None = None  # the client's own request, for deployments that speak its protocol
+    user_id: int | None = None  # the person whose key (or web session) it is, for the usage row
 
     def serves_natively(self, provider: Provider) -> bool:
         """Whether ``provider`` is sent the client's own request rather than the chat body."""
@@ -154,6 +155,7 @@ class Call:
             requested_model=self.route.requested,
             agent=self.route.agent,
             key_id=self.key_id,
+            user_id=self.user_id,
             status=status,
             streamed=self.stream,
             latency_ms=(time.monotonic() - self.started) * 1000,
@@ -267,6 +269,7 @@ def start_call(
     if trace is not None:
         call.trace, call.request_id = trace, trace.request_id
     call.hooks, call.label = hooks, label
+    call.user_id = gateway.keys.user_of(key_id)  # read with the key (cached), so no query here
     if native is not None and hooks is None:
         body = {k: v for k, v in native.body.items() if k not in ROUTING_FIELDS}
         call.native = Passthrough(native.endpoint, body, native.headers)

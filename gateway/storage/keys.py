@@ -19,7 +19,7 @@ from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 
 from minigate.gateway.storage.db import Database
 from minigate.gateway.storage.key_policy import KeyPolicy, decode_policy, encode_policy, store_policy
-from minigate.gateway.storage.tables import ApiKeyRow, UTCDateTime, utcnow
+from minigate.gateway.storage.tables import ApiKeyRow, UserRow, UTCDateTime, utcnow
 
 __all__ = ["KEY_PREFIX", "ApiKeyInfo", "KeyStore", "hash_key"]
 
@@ -32,6 +32,7 @@ _MAX_NAME_LEN = 200
 _TOKEN_RE = re.compile(r"mg-[A-Za-z0-9_-]{16,}")
 
 _KEYS = cast(Table, ApiKeyRow.__table__)
+_USERS = cast(Table, UserRow.__table__)
 
 
 class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +45,7 @@ class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
     admin: bool = False  # may use the admin API and pages
+    user_id: int | None = None  # whose key (None: the admin's)
     policy: KeyPolicy | None = None  # models, remote, rate limits, budgets (None: none)
     expires_at: datetime | None = None
 
@@ -84,13 +86,21 @@ class KeyStore:
         self._cache: dict[str, tuple[tuple[int, bool] | None, float]] = {}
         # key id -> when verify() last accepted it; written out by flush_last_used()
         self._used: dict[int, datetime] = {}
+        self._owners: dict[int, int | None] = {}  # key id -> its person, as identify() last read it
         self.policies: dict[int, KeyPolicy] = {}  # key id -> its policy, as identify() last read it
         self._expires: dict[int, float] = {}  # key id -> when it expires (wall clock), as identify() last read it
 
     async def create(
-        self, name: str, *, admin: bool = False, policy: KeyPolicy | None = None, expires_at: datetime | None = None
+        self,
+        name: str,
+        *,
+        admin: bool = False,
+        user_id: int | None = None,
+        policy: KeyPolicy | None = None,
+        expires_at: datetime | None = None,
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key called ``name``; returns its info and the plaintext key (shown only this once)."""
+        """Create a key called ``name`` (of the person ``user_id``); returns its info and the plaintext key (shown
+        only this once)."""
         name = name.strip()
         if not name or len(name) > _MAX_NAME_LEN:
             raise ValueError(f"key name must be 1..{_MAX_NAME_LEN} characters")
@@ -103,6 +113,7 @@ class KeyStore:
             key_hash=hash_key(token),
             created_at=created_at,
             admin=admin,
+            user_id=user_id,
             policy=encode_policy(policy),
             expires_at=expires_at,
         )
@@ -110,12 +121,12 @@ class KeyStore:
             pk = (await conn.execute(stmt)).inserted_primary_key
         assert pk is not None  # always set for a single-row insert
         key_id = int(pk[0])
-        info = ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at, admin=admin)
+        info = ApiKeyInfo(id=key_id, name=name, prefix=prefix, created_at=created_at, admin=admin, user_id=user_id)
         info = msgspec.structs.replace(info, policy=policy, expires_at=expires_at)
         return info, token
 
-    async def list(self) -> builtins.list[ApiKeyInfo]:
-        """All keys, revoked ones included, oldest first."""
+    async def list(self, *, user_id: int | None = None) -> builtins.list[ApiKeyInfo]:
+        """All keys (or only the person ``user_id``'s), revoked ones included, oldest first."""
         stmt = select(
             _KEYS.c.id,
             _KEYS.c.name,
@@ -124,16 +135,22 @@ class KeyStore:
             _KEYS.c.revoked_at,
             _KEYS.c.last_used_at,
             _KEYS.c.admin,
+            _KEYS.c.user_id,
             _KEYS.c.policy,
             _KEYS.c.expires_at,
         ).order_by(_KEYS.c.id)
+        if user_id is not None:
+            stmt = stmt.where(_KEYS.c.user_id == user_id)
         async with self._db.engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [ApiKeyInfo(**{**row, "policy": decode_policy(row["policy"])}) for row in rows]
 
-    async def revoke(self, key_id: int) -> bool:
-        """Revoke key ``key_id``; False if there is no such key or it was already revoked."""
+    async def revoke(self, key_id: int, *, user_id: int | None = None) -> bool:
+        """Revoke key ``key_id`` (only if it is the person ``user_id``'s, when given); False if there is no such
+        key or it was already revoked."""
         stmt = update(_KEYS).where(_KEYS.c.id == key_id, _KEYS.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        if user_id is not None:
+            stmt = stmt.where(_KEYS.c.user_id == user_id)
         async with self._db.engine.begin() as conn:
             result = await conn.execute(stmt)
         # This process stops accepting the key at once; others within their cache TTL.
@@ -157,14 +174,18 @@ class KeyStore:
         if cached is not None and cached[1] > now:
             identity = cached[0]
         else:
-            stmt = select(_KEYS.c.id, _KEYS.c.admin, _KEYS.c.policy, _KEYS.c.expires_at).where(
-                _KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None)
+            # A disabled person's keys stop working like revoked ones.
+            stmt = (
+                select(_KEYS.c.id, _KEYS.c.admin, _KEYS.c.user_id, _KEYS.c.policy, _KEYS.c.expires_at)
+                .select_from(_KEYS.outerjoin(_USERS, _USERS.c.id == _KEYS.c.user_id))
+                .where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None), _USERS.c.disabled_at.is_(None))
             )
             async with self._db.engine.connect() as conn:
                 row = (await conn.execute(stmt)).first()
             identity = None if row is None else (int(row[0]), bool(row[1]))
             if row is not None:
-                self._remember(int(row[0]), row[2], row[3])
+                self._owners[int(row[0])] = row[2]
+                self._remember(int(row[0]), row[3], row[4])
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[digest] = (identity, now + self._ttl)
@@ -201,6 +222,17 @@ class KeyStore:
             return False
         self._cache = {h: v for h, v in self._cache.items() if v[0] is None or v[0][0] != key_id}
         return True
+
+    def forget_user(self, user_id: int) -> None:
+        """Check ``user_id``'s keys again at their next use (the person was disabled or enabled): at once in this
+        process, within the cache TTL in others. Refusals are forgotten too: they do not say whose key it was."""
+        self._cache = {
+            h: v for h, v in self._cache.items() if v[0] is not None and self._owners.get(v[0][0]) != user_id
+        }
+
+    def user_of(self, key_id: int | None) -> int | None:
+        """The person whose key ``key_id`` is, as :meth:`identify` last read it (None: the admin's, or unknown)."""
+        return None if key_id is None else self._owners.get(key_id)
 
     async def flush_last_used(self) -> int:
         """Write the ``last_used_at`` times gathered by :meth:`verify`; returns how many keys were updated.

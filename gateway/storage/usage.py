@@ -59,6 +59,7 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     latency_ms: float
     created_at: datetime = msgspec.field(default_factory=utcnow)
     key_id: int | None = None
+    user_id: int | None = None  # the person whose key or web session made the request
     agent: str | None = None
     provider: str | None = None
     model: str | None = None

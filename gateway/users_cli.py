@@ -1,0 +1,88 @@
+"""``minigate users``: create, list, disable, enable people and set their passwords, on the configured database."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from typing import Any
+
+from minigate.gateway.config.schema import Config
+
+__all__ = ["add_users_parser", "run_users"]
+
+
+def add_users_parser(sub: Any, config_help: str) -> None:
+    """Add ``users`` and its subcommands to the command line's subparsers ``sub``."""
+    users = sub.add_parser("users", help="manage the people who log in")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="add a person (asks for the password)")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="the person sees and manages everyone")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    listing = users_sub.add_parser("list", help="list people")
+    disable = users_sub.add_parser("disable", help="disable a person: no login, no session, no key of theirs")
+    disable.add_argument("name")
+    enable = users_sub.add_parser("enable", help="let a disabled person in again")
+    enable.add_argument("name")
+    passwd = users_sub.add_parser("passwd", help="set a person's password (asks for it)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    for p in (create, listing, disable, enable, passwd):
+        p.add_argument("--config", help=config_help)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _fail(message: str) -> int:
+    print(f"minigate: {message}", file=sys.stderr)
+    return 1
+
+
+async def run_users(args: argparse.Namespace, config: Config) -> int:
+    """Run ``minigate users ...``; returns the exit code."""
+    from minigate.gateway.storage import open_database
+    from minigate.gateway.storage.users import UserStore
+
+    database = await open_database(config.database_url())
+    try:
+        store = UserStore(database)
+        command = args.users_command
+        if command == "list":
+            print(f"{'ID':>4}  {'NAME':<24} {'ROLE':<6} {'CREATED (UTC)':<19}  STATUS")
+            for person in await store.list():
+                status = f"disabled {person.disabled_at:%Y-%m-%d %H:%M}" if person.disabled_at else "active"
+                role = "admin" if person.admin else "person"
+                print(f"{person.id:>4}  {person.name:<24} {role:<6} {person.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+            return 0
+        if command == "create":
+            created = await store.create(args.name, _password(args), admin=args.admin)
+            print(f"created {'admin' if created.admin else 'person'} {created.id} ({created.name})")
+            return 0
+        found = await store.by_name(args.name)
+        if found is None:
+            return _fail(f"there is nobody called {args.name!r}")
+        person = found
+        if command == "passwd":
+            await store.set_password(person.id, _password(args))
+            print(f"{person.name} has a new password")
+        elif command == "disable":
+            if not await store.disable(person.id):
+                return _fail(f"{person.name} is disabled already")
+            print(f"disabled {person.name}; their sessions and keys stop working")
+        elif command == "enable":
+            if not await store.enable(person.id):
+                return _fail(f"{person.name} is not disabled")
+            print(f"enabled {person.name}")
+        return 0
+    except ValueError as err:
+        return _fail(str(err))
+    finally:
+        await database.close()
