@@ -115,6 +115,8 @@ def test_admin_api_sets_and_clears_policies(inprocess_factory: Callable[..., InP
         assert bad.status_code == 400, body
         assert bad.json()["error"]["type"] == "invalid_request_error"
     assert app.http.patch("/admin/api/keys/999", headers=ADMIN, json={}).status_code == 404
-    assert app.http.post("/admin/api/keys", headers={"authorization": f"Bearer {made['key']}"}, json={}).status_code == 403
+    assert (
+        app.http.post("/admin/api/keys", headers={"authorization": f"Bearer {made['key']}"}, json={}).status_code == 403
+    )
     assert app.http.delete(url, headers=ADMIN).json() == {"id": made["id"], "revoked": True}
     assert chat(app, made["key"]).status_code == 401
