@@ -154,9 +154,28 @@ def _safe_url(url: str) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from minigate.gateway.config.resources import takes_resources, unused_resources
+    from minigate.providers.onnx.config import OnnxProviderConfig, config_notes
+
     config = configure_file(args.file, builtin_extensions())
     print(f"{args.file}: ok ({len(config.providers)} providers, {len(config.agents)} agents)")
+    takers = {name for name, (_, section) in config.providers.items() if takes_resources(section)}
+    notes = unused_resources(config.agents, takers)
+    for name, (_, section) in config.providers.items():
+        if isinstance(section, OnnxProviderConfig):
+            notes += [(f"models.providers.{name}.{key}", note) for key, note in config_notes(section)]
+    for path, note in notes:
+        print(f"note: {path}: {note}")
     return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from minigate.providers.onnx.device_choice import report
+    from minigate.providers.onnx.devices import run_probe
+
+    probe = run_probe()
+    print("\n".join(report(probe)))
+    return 1 if probe.error else 0
 
 
 async def _keys(args: argparse.Namespace, config: Config) -> int:
@@ -200,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="check a config file without starting")
     check.add_argument("file")
+    sub.add_parser("devices", help="the execution provider plugins installed and the devices they offer")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
@@ -234,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "config":
             return _check(args)
+        if args.command == "devices":
+            return _devices(args)
         if args.command == "users":
             return asyncio.run(run_users(args, _config(args.config)))
         return asyncio.run(_keys(args, _config(args.config)))

@@ -52,6 +52,7 @@ LAYERS: list[Layer] = [
         {
             "config": (
                 "minigate.gateway.config",
+                "minigate.gateway.config.resources",
                 "minigate.gateway.config.prices",
                 "minigate.gateway.config.schema",
                 "minigate.gateway.config.sections",
@@ -102,11 +103,14 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.embed_model",
                 "minigate.providers.onnx.embed_provider",
                 "minigate.providers.onnx.embed_pull",
+                "minigate.providers.onnx.device_choice",
+                "minigate.providers.onnx.devices",
                 "minigate.providers.onnx.engine",
                 "minigate.providers.onnx.gguf",
                 "minigate.providers.onnx.hub",
                 "minigate.providers.onnx.hub_errors",
                 "minigate.providers.onnx.openai_mapping",
+                "minigate.providers.onnx.placement",
                 "minigate.providers.onnx.precision",
                 "minigate.providers.onnx.prefix_cache",
                 "minigate.providers.onnx.progress",

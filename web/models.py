@@ -8,6 +8,7 @@ request and no credentials, and never connects where the providers may not (link
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -21,6 +22,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.providers.netguard import check_connect_address
+from minigate.providers.onnx.device_choice import DeviceError, describe_devices
+from minigate.providers.onnx.placement import Placement
 from minigate.providers.upstream import HttpProvider
 from minigate.web.adapter import ActionResult, ProviderView, dom_id, import_progress, model_action, provider_views
 from minigate.web.chains import (
@@ -59,6 +62,21 @@ async def _agents(gateway: Gateway, web: WebState) -> list[dict[str, Any]]:
 
 def _known_refs(gateway: Gateway) -> list[str]:
     return sorted({ident for ident, kind, _ in gateway.routes.listing() if kind == "model"})
+
+
+async def _devices(gateway: Gateway) -> list[dict[str, Any]]:
+    """Each local provider's back end and device and why (or why it cannot have them), and what the device probe
+    found: the plugins installed and the devices each offers (the probe runs once per provider, about 0.5 s)."""
+    out = []
+    for name, provider in gateway.providers.items():
+        placement = getattr(provider, "placement", None)
+        if not isinstance(placement, Placement):
+            continue
+        with contextlib.suppress(DeviceError):
+            await placement.resolve()
+        probe = await placement.survey()
+        out.append({"provider": name, **placement.describe(), **describe_devices(probe)})
+    return out
 
 
 _PROBE_TIMEOUT = 1.0  # seconds for every probe of the page together
@@ -122,6 +140,7 @@ async def _render(web: WebState, gateway: Gateway, admin: Session, status: int =
         providers=await _reachability(gateway, provider_views(gateway)),
         agents=await _agents(gateway, web),
         known_refs=_known_refs(gateway),
+        devices=await _devices(gateway),
         **context,
     )
 

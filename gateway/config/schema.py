@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from minigate.gateway.config.prices import PriceTable, check_prices
+from minigate.gateway.config.resources import apply_resources, check_agent_resources, takes_resources
 from minigate.gateway.config.sections import (
     AgentConfig,
     ModelsConfig,
@@ -276,12 +277,16 @@ def parse_config(
         except msgspec.ValidationError as err:
             issues.append(_validation_issue(err, path))
             continue
+        typed, origin = apply_resources(name, typed, agents, issues)  # the agents' resources, where it takes them
         for sub, message in kind.check(typed):
-            issues.append((f"{path}.{sub}" if sub else path, message))
+            where = f"{path}.{sub}" if sub else path
+            issue = (origin[sub], f"{message} (for models.providers.{name})") if sub in origin else (where, message)
+            issues.append(issue)
         providers[name] = (type_name, typed)
         if kind.is_local(typed):
             local.add(name)
     check_private(agents, local, set(providers), issues)
+    check_agent_resources(agents, {n for n, (_, c) in providers.items() if takes_resources(c)}, issues)
     check_references(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, issues)
     default = cfg.router.unknown_model == "default"
     model_problem = model_checker(agents, cfg.models.aliases, {n: c for n, (_, c) in providers.items()}, default)

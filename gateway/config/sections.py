@@ -42,10 +42,12 @@ class AgentModel(Strict):
 
 
 class Resources(Strict):
-    """Machine resources for local models: ``gpu_memory`` as ``"80%"`` or bytes, ``cpu_threads`` > 0."""
+    """Machine resources for the local models an agent uses (:mod:`minigate.gateway.config.resources`):
+    ``gpu_memory`` as ``"80%"`` or bytes, ``cpu_threads`` > 0, ``preallocate_memory`` to size KV caches up front."""
 
     gpu_memory: str | int | None = None
     cpu_threads: int | None = None
+    preallocate_memory: bool | None = None
 
 
 class AgentConfig(Strict):

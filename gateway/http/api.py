@@ -174,10 +174,14 @@ async def embeddings(request: Request[Any, Any, Any], gateway: NamedDependency[G
 
 
 def _cards(gateway: Gateway) -> list[ModelCard]:
-    return [
-        ModelCard(id=ident, owned_by=str(details.get("provider", "minigate")), minigate={"kind": kind, **details})
-        for ident, kind, details in gateway.routes.listing()
-    ]
+    cards = []
+    for ident, kind, details in gateway.routes.listing():
+        provider = gateway.providers.get(str(details.get("provider"))) if kind == "model" else None
+        runs_on = getattr(provider, "runs_on", None)  # a local model: the back end and device it is loaded on
+        extra = runs_on(ident.partition("/")[2]) if callable(runs_on) else {}
+        card = {"kind": kind, **details, **extra}
+        cards.append(ModelCard(id=ident, owned_by=str(details.get("provider", "minigate")), minigate=card))
+    return cards
 
 
 @get("/models")

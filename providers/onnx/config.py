@@ -7,9 +7,21 @@ import re
 
 import msgspec
 
-__all__ = ["EXECUTION_PROVIDERS", "OnnxProviderConfig", "check_config", "parse_budget", "parse_size"]
+from minigate.providers.onnx.devices import DEVICE_TYPES, KNOWN_PLUGINS, installed_distribution, normalize
 
-EXECUTION_PROVIDERS = ("cpu", "cuda", "dml")
+__all__ = [
+    "EXECUTION_PROVIDERS",
+    "OnnxProviderConfig",
+    "check_backend",
+    "check_config",
+    "config_notes",
+    "gpu_memory_spec",
+    "parse_budget",
+    "parse_size",
+]
+
+EXECUTION_PROVIDERS = ("cpu", "cuda", "dml", "auto")  # and the plugins' names: see check_backend
+_BUILTIN = ("cpu", "cuda", "dml")
 
 
 class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -18,6 +30,9 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     ``memory_budget`` and ``gpu_memory`` take sizes like ``"6GiB"`` or ``"512MB"``; ``idle_ttl`` is seconds
     (None: never unload); ``cpu_threads`` None lets onnxruntime choose. ``default_max_tokens`` caps an answer
     whose request gives no ``max_tokens``, for models whose ``generation_config.json`` names no ``max_new_tokens``.
+    ``execution_provider`` is cpu, cuda, dml, an installed plugin's name (openvino, webgpu...: ``device`` CPU, GPU or
+    NPU says which of its devices) or auto; ``gpu_memory`` may be ``"80%"`` of the device's memory.
+    ``preallocate_memory`` sizes each batch's KV cache for its whole answer up front.
     """
 
     type: str = "onnxruntime-genai"
@@ -30,14 +45,16 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     idle_ttl: float | None = 900
     memory_budget: str | None = None
     cpu_threads: int | None = None
-    gpu_memory: str | None = None
-    # KV caches of recent sequences kept for reuse by a next request with the same start, per loaded model:
-    # a size ("1GiB"), "N%" of the machine's memory, or "off" (docs/architecture.md, "Local models").
-    prefix_cache: str | int | None = "1GiB"
+    gpu_memory: str | int | None = None
+    device: str | None = None
+    preallocate_memory: bool | None = None
     # Which precision a model reference without "@" gets: None the plain folder, "auto" the smaller one under
     # load (precision_busy_at requests in flight or more) and the better one when idle, or a precision.
     precision: str | None = None
     precision_busy_at: int = 2
+    # KV caches of recent sequences kept for reuse by a next request with the same start, per loaded model:
+    # a size ("1GiB"), "N%" of the machine's memory, or "off" (docs/architecture.md, "Local models").
+    prefix_cache: str | int | None = "1GiB"
 
 
 _UNITS = {
@@ -82,11 +99,66 @@ def parse_budget(text: str | int | None, total_memory: int | None = None) -> int
     return max(0, parse_size(text) or 0)
 
 
+def gpu_memory_spec(value: str | int | None) -> tuple[str, float] | None:
+    """``("percent", 80.0)`` for ``"80%"``, ``("bytes", n)`` for a size; None for None; ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)):
+        percent = float(m.group(1))
+        if not 0 < percent <= 100:
+            raise ValueError(f"not a percentage between 0% and 100%: {value!r}")
+        return ("percent", percent)
+    size = parse_size(value)
+    if not size or size <= 0:
+        raise ValueError(f"must be a positive size: {value!r}")
+    return ("bytes", float(size))
+
+
+def check_backend(execution_provider: str, device: str | None, gpu_memory: str | int | None) -> list[tuple[str, str]]:
+    """``(field, problem)`` for what can be known without loading anything: the name, a plugin's package
+    installed (its distribution, not its library), the device option, and a ``gpu_memory`` the back end ignores."""
+    problems: list[tuple[str, str]] = []
+    name = normalize(execution_provider)
+    plugin = name not in EXECUTION_PROVIDERS
+    wanted = device.upper() if device else None
+    if plugin and installed_distribution(name) is None:
+        if name in KNOWN_PLUGINS:
+            package = KNOWN_PLUGINS[name]
+            message = f"{execution_provider!r} needs the {package} package, not installed: pip install {package}"
+        else:
+            message = (
+                f"must be cpu, cuda, dml, auto or an installed plugin's name (plugins: {', '.join(KNOWN_PLUGINS)}); "
+                f"no onnxruntime-ep-* package installed brings {execution_provider!r}"
+            )
+        problems.append(("execution_provider", message))
+    if wanted is not None and wanted not in DEVICE_TYPES:
+        problems.append(("device", f"must be one of {', '.join(DEVICE_TYPES)}, not {device!r}"))
+    elif wanted is not None and name in _BUILTIN:
+        problems.append(("device", f"only for plugin back ends and auto; {name} chooses its device itself"))
+    elif wanted is None and plugin and not problems:
+        problems.append(
+            (
+                "device",
+                f'execution_provider {execution_provider!r} needs a device: "CPU", "GPU" or "NPU" '
+                f'(or execution_provider "auto")',
+            )
+        )
+    try:
+        spec = gpu_memory_spec(gpu_memory)
+    except ValueError as exc:
+        problems.append(("gpu_memory", str(exc)))
+        spec = None
+    if spec is not None and (name == "dml" or (plugin and wanted in ("GPU", "NPU"))):
+        label = name if name == "dml" else f"{name} on a{'n' if wanted == 'NPU' else ''} {wanted}"
+        problems.append(
+            ("gpu_memory", f"{label} cannot honour a GPU memory limit (only cuda takes one): remove gpu_memory")
+        )
+    return problems
+
+
 def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
     """``(field, problem)`` pairs for values the types cannot rule out."""
-    problems = []
-    if config.execution_provider not in EXECUTION_PROVIDERS:
-        problems.append(("execution_provider", f"must be one of {', '.join(EXECUTION_PROVIDERS)}"))
+    problems = check_backend(config.execution_provider, config.device, config.gpu_memory)
     for name in ("max_batch_size", "max_context", "default_max_tokens", "cpu_threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -99,13 +171,20 @@ def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
         problems.append(("queue_size", "must not be negative"))
     if config.idle_ttl is not None and config.idle_ttl <= 0:
         problems.append(("idle_ttl", "must be positive (or null: never unload)"))
-    for name in ("memory_budget", "gpu_memory"):
-        try:
-            parse_size(getattr(config, name))
-        except ValueError as exc:
-            problems.append((name, str(exc)))
+    try:
+        parse_size(config.memory_budget)
+    except ValueError as exc:
+        problems.append(("memory_budget", str(exc)))
     try:
         parse_budget(config.prefix_cache)
     except ValueError as exc:
         problems.append(("prefix_cache", str(exc)))
     return problems
+
+
+def config_notes(config: OnnxProviderConfig) -> list[tuple[str, str]]:
+    """``(field, note)`` for accepted values that will have no effect (``config check`` prints them)."""
+    backend = config.execution_provider.lower()
+    if config.gpu_memory is not None and (backend == "cpu" or (config.device or "").upper() == "CPU"):
+        return [("gpu_memory", "unused: the models run on the CPU")]
+    return []

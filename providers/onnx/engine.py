@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from minigate.providers.onnx.config import parse_budget
+from minigate.providers.onnx.device_choice import configure_engine
 from minigate.providers.onnx.gguf import GENERATION_KEYS, GGUF_SAMPLING
 from minigate.providers.onnx.prefix_cache import PrefixCache, kv_bytes_per_token
 from minigate.providers.onnx.prompt import PromptBuilder
@@ -281,6 +282,8 @@ def _kv_itemsize(og: Any, model: Any, name: str) -> int:
 
 
 def _configure_provider(og: Any, config: Any, options: dict[str, Any]) -> None:
+    if configure_engine(og, config, options):  # a plugin back end: registered, and its device chosen
+        return
     provider = options.get("execution_provider", "cpu")
     config.clear_providers()
     if provider == "cpu":

@@ -21,8 +21,10 @@ import msgspec
 
 import minigate.providers.onnx.store as store
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from minigate.providers.onnx.config import OnnxProviderConfig, check_config, parse_size
+from minigate.providers.onnx.config import OnnxProviderConfig, check_config, gpu_memory_spec, parse_size
+from minigate.providers.onnx.device_choice import DeviceError
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
+from minigate.providers.onnx.placement import Placement
 from minigate.providers.onnx.precision import PrecisionRouter
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
@@ -64,17 +66,21 @@ class OnnxProvider(Provider):
         models_dir = Path(config.models_dir)
         self.models_dir = models_dir if models_dir.is_absolute() else (base_dir or Path.cwd()) / models_dir
         self.memory_budget = parse_size(config.memory_budget)
-        self.worker_options = WorkerOptions(
-            execution_provider=config.execution_provider,
-            max_batch_size=config.max_batch_size,
-            queue_size=config.queue_size,
-            max_context=config.max_context,
-            default_max_tokens=config.default_max_tokens,
-            cpu_threads=config.cpu_threads,
-            prefix_cache=config.prefix_cache,
-            gpu_memory_bytes=parse_size(config.gpu_memory),
-            **(worker_options or {}),
-        )
+        gpu_memory = gpu_memory_spec(config.gpu_memory)  # "80%" becomes bytes once the device is known
+        options: dict[str, Any] = {
+            "execution_provider": config.execution_provider,
+            "max_batch_size": config.max_batch_size,
+            "queue_size": config.queue_size,
+            "max_context": config.max_context,
+            "default_max_tokens": config.default_max_tokens,
+            "cpu_threads": config.cpu_threads,
+            "prefix_cache": config.prefix_cache,
+            "gpu_memory_bytes": int(gpu_memory[1]) if gpu_memory and gpu_memory[0] == "bytes" else None,
+        }
+        if config.preallocate_memory:  # each batch's KV cache sized for its whole answer when it starts
+            options["grow_tokens"] = config.max_context
+        self.worker_options = WorkerOptions(**{**options, **(worker_options or {})})
+        self.placement = Placement(name, config)
         self._slots: dict[str, _Slot] = {}
         self._retired: set[WorkerClient] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,6 +92,9 @@ class OnnxProvider(Provider):
         """Start the idle-TTL reaper (workers start on demand)."""
         if self.config.idle_ttl is not None and self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_idle())
+        if self.placement.needs_probe():  # say at startup where the models will run, and why (or why not)
+            with contextlib.suppress(DeviceError):
+                await self.placement.resolve()
 
     async def close(self) -> None:
         """Stop every worker."""
@@ -125,9 +134,16 @@ class OnnxProvider(Provider):
                     rss_bytes=client.rss_bytes(),
                     inflight=len(client.inflight),
                     load_seconds=client.ready.get("load_seconds"),
+                    **self.runs_on(name),
                 )
             out.append(ProviderInfo(name, "loaded" if client else "available", details))
         return out
+
+    def runs_on(self, model: str) -> dict[str, str]:
+        """The back end and device a loaded model runs on (empty when it is not loaded)."""
+        client = self.loaded().get(model)
+        choice = client.options.device_choice if client is not None else None
+        return {"execution_provider": choice["backend"], "device": choice["device"]} if choice else {}
 
     # ------------------------------------------------------------ admin operations
     async def load(self, model: str) -> WorkerClient:
@@ -148,7 +164,7 @@ class OnnxProvider(Provider):
             if slot.failed is not None and time.monotonic() - slot.failed[0] < START_BACKOFF:
                 raise slot.failed[1]  # do not spawn a process per request for a model that cannot load
             await self._make_room(model, path)
-            client = WorkerClient(model, path, self.worker_options)
+            client = WorkerClient(model, path, await self.placement.options(self.worker_options))
             try:
                 await client.start()
             except ProviderError as exc:
@@ -170,7 +186,7 @@ class OnnxProvider(Provider):
         path = self._model_dir(model)
         slot = self._slots.setdefault(model, _Slot())
         async with slot.lock:
-            client = WorkerClient(model, path, self.worker_options)
+            client = WorkerClient(model, path, await self.placement.options(self.worker_options))
             await client.start()
             old, slot.client, slot.failed = slot.client, client, None
         if old is not None:

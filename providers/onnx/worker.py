@@ -46,6 +46,7 @@ class WorkerOptions:
     default_max_tokens: int = 1024
     cpu_threads: int | None = None
     gpu_memory_bytes: int | None = None
+    device_choice: dict[str, Any] | None = None  # a plugin back end and device (minigate.providers.onnx.device_choice)
     merge_tokens: int = 64
     ttft_target: float = 0.5
     grow_tokens: int = 256
