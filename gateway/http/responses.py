@@ -103,7 +103,7 @@ async def create_response(request: Request[Any, Any, Any], gateway: NamedDepende
     items = input_items(parsed.input)
     history = None
     if parsed.previous_response_id is not None:
-        previous = await store.get(key_id, parsed.previous_response_id)
+        previous = await store.get(key_id, parsed.previous_response_id, gateway.keys.user_of(key_id))
         if previous is None:
             raise not_found(parsed.previous_response_id, "previous_response_id")
         history = previous.conversation
@@ -141,7 +141,7 @@ async def get_response(
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/responses/{id}``: a stored response of the caller's key."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    stored = await _store(gateway).get(key_id, response_id)
+    stored = await _store(gateway).get(key_id, response_id, gateway.keys.user_of(key_id))
     if stored is None:
         raise not_found(response_id)
     return _json(stored.response)
@@ -153,7 +153,7 @@ async def delete_response(
 ) -> Response[bytes]:
     """OpenAI ``DELETE /v1/responses/{id}``."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    if not await _store(gateway).delete(key_id, response_id):
+    if not await _store(gateway).delete(key_id, response_id, gateway.keys.user_of(key_id)):
         raise not_found(response_id)
     return _json({"id": response_id, "object": "response", "deleted": True})
 
@@ -169,7 +169,7 @@ async def list_input_items(
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/responses/{id}/input_items``: the response's input items, newest first by default."""
     key_id = await gateway.authenticate(request.headers.get("authorization"))
-    stored = await _store(gateway).get(key_id, response_id)
+    stored = await _store(gateway).get(key_id, response_id, gateway.keys.user_of(key_id))
     if stored is None:
         raise not_found(response_id)
     items = stored.input if order == "asc" else stored.input[::-1]

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from minigate.gateway.storage import Database, KeyStore
+from minigate.gateway.storage.responses import ResponseStore
 from minigate.gateway.storage.users import (
     MIN_PASSWORD,
     UserStore,
@@ -142,3 +143,18 @@ async def test_checking_a_password_leaves_the_event_loop_free(db: Database) -> N
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert took > 0.03  # scrypt did real work
     assert max(gaps) < took / 2, (max(gaps), took)  # the loop went on while it did
+
+
+async def test_a_persons_keys_share_their_stored_responses(db: Database) -> None:
+    users, keys, responses = UserStore(db), KeyStore(db), ResponseStore(db)
+    alice, bob = await users.create("alice", "alice-password"), await users.create("bob", "bob-password")
+    laptop, _ = await keys.create("laptop", user_id=alice.id)
+    phone, _ = await keys.create("phone", user_id=alice.id)
+    bobs, _ = await keys.create("bob's", user_id=bob.id)
+    await responses.save(laptop.id, [{"role": "user", "content": "hi"}], {"id": "resp_1", "output": []})
+    assert await responses.get(phone.id, "resp_1") is None  # by key alone: the laptop's only
+    assert await responses.get(phone.id, "resp_1", alice.id) is not None  # by person: any key of hers
+    assert await responses.get(bobs.id, "resp_1", bob.id) is None
+    assert await responses.delete(bobs.id, "resp_1", bob.id) is False
+    assert await responses.delete(phone.id, "resp_1", alice.id) is True
+    assert await responses.get(laptop.id, "resp_1", alice.id) is None

@@ -186,3 +186,13 @@ def test_the_admin_sees_everyones_keys_and_usage(world: World) -> None:
     usage = world.admin.get(f"/usage?user={world.alice_id}").text
     assert '<dd id="total-requests">0</dd>' not in usage
     assert "alice" in world.admin.get("/usage?by=person").text
+
+
+def test_a_persons_keys_share_their_stored_responses(world: World) -> None:
+    _, phone = new_key(world.alice, "alice phone")
+    response_id = world.ids["r"]
+    with world.app.new_http() as http:
+        mine = http.get(f"/v1/responses/{response_id}/input_items", headers={"authorization": f"Bearer {phone}"})
+        bobs = http.get(f"/v1/responses/{response_id}", headers={"authorization": f"Bearer {world.bob_token}"})
+    assert mine.status_code == 200 and SECRET in mine.text  # any key of hers reaches it
+    assert bobs.status_code == 404
