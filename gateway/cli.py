@@ -17,6 +17,7 @@ from typing import Any
 
 from minigate.gateway.config.schema import Config, ConfigError
 from minigate.gateway.config.sections import ServerConfig
+from minigate.gateway.keys_cli import add_policy_options
 from minigate.gateway.models_cli import ensure_default_models, run_models_command
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
 from minigate.gateway.users_cli import add_users_parser, run_users
@@ -179,13 +180,18 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace, config: Config) -> int:
+    from minigate.gateway.keys_cli import describe, policy_args, updated_policy
     from minigate.gateway.storage import KeyStore, open_database
 
+    try:
+        options = policy_args(args) if args.keys_command == "create" else {}
+    except ValueError as err:
+        return _fail(str(err), 2)
     database = await open_database(config.database_url())
     try:
         store = KeyStore(database)
         if args.keys_command == "create":
-            info, secret = await store.create(args.name, admin=args.admin)
+            info, secret = await store.create(args.name, admin=args.admin, **options)
             print(secret)
             print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
         elif args.keys_command == "list":
@@ -198,10 +204,22 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
                 created = f"{key.created_at:%Y-%m-%d %H:%M:%S}"
                 role = "admin" if key.admin else "user"
                 print(f"{key.id:>4}  {key.name:<24} {key.prefix:<12} {role:<6} {created}  {used:<16}  {status}")
+                if key.policy is not None or key.expires_at is not None:
+                    print(f"      {describe(key.policy, key.expires_at)}")
         elif args.keys_command == "revoke":
             if not await store.revoke(args.id):
                 return _fail(f"no active key with id {args.id}", 1)
             print(f"revoked key {args.id}")
+        elif args.keys_command == "set-policy":
+            key = next((k for k in await store.list() if k.id == args.id), None)
+            if key is None:
+                return _fail(f"no key with id {args.id}", 1)
+            try:
+                policy, expires = updated_policy(key.policy, args)
+            except ValueError as err:
+                return _fail(str(err), 2)
+            await store.set_policy(key.id, policy, expires)
+            print(f"key {key.id}: {describe(policy, key.expires_at if expires is False else expires)}")
         return 0
     finally:
         await database.close()
@@ -225,10 +243,15 @@ def _parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
+    add_policy_options(create)
     listing = keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
-    for p in (create, listing, revoke):
+    set_policy = keys_sub.add_parser("set-policy", help="change a key's policy: the options given replace those values")
+    set_policy.add_argument("id", type=int)
+    set_policy.add_argument("--clear", action="store_true", help="start from no limits")
+    add_policy_options(set_policy)
+    for p in (create, listing, revoke, set_policy):
         p.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
     add_users_parser(sub, f"config file (default: ${CONFIG_ENV})")
     models = sub.add_parser(

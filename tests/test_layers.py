@@ -261,6 +261,7 @@ LAYERS: list[Layer] = [
             "app": (
                 "minigate.gateway.app",
                 "minigate.gateway.cli",
+                "minigate.gateway.keys_cli",
                 "minigate.gateway.models_cli",
                 "minigate.gateway.users_cli",
             )
