@@ -112,6 +112,9 @@ API: list[tuple[str, str, dict[str, Any] | None, set[int]]] = [
     ("POST", "/v1/responses", {"model": "default", "input": "go on", "previous_response_id": "{r}"}, {404}),
     ("GET", "/admin/api/models", None, {403}),
     ("GET", "/admin/api/jobs", None, {403}),
+    ("GET", "/admin/api/keys", None, {403}),
+    ("PATCH", "/admin/api/keys/{k}", {"policy": {"rpm": 1}}, {403}),
+    ("DELETE", "/admin/api/keys/{k}", None, {403}),
 ]
 
 
