@@ -92,6 +92,30 @@ async def test_a_device_the_plugin_does_not_offer_is_a_load_error_naming_it(prob
         await provider.close()
 
 
+async def test_the_worker_registers_the_plugin_and_appends_its_provider(probe: Probe, models_dir: Path) -> None:
+    """The worker's side, past the gateway's checks: it registers the plugin's library and asks onnxruntime-genai
+    for OpenVINO on the device; where the plugin offers no such device the load fails with onnxruntime-genai's
+    own words about OpenVINO (the gateway's check names the device before it gets this far)."""
+    from minigate.providers.onnx.worker import WorkerClient, WorkerOptions
+
+    plugin = probe.plugin("openvino")
+    assert plugin is not None
+    device = next((d.type for d in probe.offered(plugin)), "CPU")
+    choice = {"backend": "openvino", "device": device, "ep": plugin.ep_names[0], "library": plugin.library}
+    client = WorkerClient(
+        "tiny", models_dir / "tiny", WorkerOptions(execution_provider="openvino", device_choice=choice)
+    )
+    try:
+        await client.start()
+    except ProviderError as exc:
+        assert not probe.offered(plugin), exc  # it fails only where the plugin offers no device
+        assert "OpenVINO" in str(exc) and "cannot be loaded" in str(exc)
+    else:
+        assert probe.offered(plugin)  # an Intel machine: the tiny model loads on the plugin's device
+    finally:
+        await client.stop()
+
+
 def test_auto_answers_paris_and_says_where_and_why(
     probe: Probe,
     gateway_factory: Callable[..., GatewayServer],
