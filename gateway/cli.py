@@ -211,15 +211,15 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
                 return _fail(f"no active key with id {args.id}", 1)
             print(f"revoked key {args.id}")
         elif args.keys_command == "set-policy":
-            key = next((k for k in await store.list() if k.id == args.id), None)
-            if key is None:
+            found = next((k for k in await store.list() if k.id == args.id), None)
+            if found is None:
                 return _fail(f"no key with id {args.id}", 1)
             try:
-                policy, expires = updated_policy(key.policy, args)
+                policy, expires = updated_policy(found.policy, args)
             except ValueError as err:
                 return _fail(str(err), 2)
-            await store.set_policy(key.id, policy, expires)
-            print(f"key {key.id}: {describe(policy, key.expires_at if expires is False else expires)}")
+            await store.set_policy(found.id, policy, expires)
+            print(f"key {found.id}: {describe(policy, found.expires_at if isinstance(expires, bool) else expires)}")
         return 0
     finally:
         await database.close()
