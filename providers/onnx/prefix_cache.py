@@ -79,8 +79,11 @@ class PrefixCache:
         return sum(e.nbytes for e in self.entries)
 
     def max_length(self, needed: int) -> int:
-        """The KV cache size of a sequence that may be cached: room for next turns (a generator cannot grow, and
-        one too small for a next turn means prefilling it all again), doubling as a conversation grows."""
+        """The KV cache size of a sequence that may be cached: room for next turns, since a generator cannot grow
+        and one too small for a next turn means prefilling it all again. The whole context when four such fit
+        in the budget; else twice what it needs (at least ``HEADROOM`` more), doubling as a conversation grows."""
+        if 4 * self.context * self.bytes_per_token <= self.budget:
+            return self.context
         wanted = max(2 * needed, needed + HEADROOM)
         return min(self.context, max(needed, -(-wanted // _ROUND) * _ROUND))
 
@@ -90,14 +93,17 @@ class PrefixCache:
 
     def take(self, key: str, ids: list[int], needed: int) -> tuple[Entry, int] | None:
         """The entry to continue ``ids`` from and how many of its tokens to keep (taken out of the cache), or
-        None. It must run with the same options (``key``) and have room for ``needed`` tokens; at least two
-        tokens are left to prefill (a one-token prefill computes differently, see the module docstring)."""
+        None. It must run with the same options (``key``), have room for ``needed`` tokens and share at least
+        half of its tokens; at least two tokens are left to prefill (a one-token prefill computes differently, see
+        the module docstring)."""
         best, best_len = None, 0
         for entry in self.entries:
             if entry.key != key or entry.max_length < needed:
                 continue
             usable = min(_common(entry.tokens, ids), entry.exact, len(ids) - 2)
-            if usable > best_len:
+            # Taking an entry for less than half of what it holds (a shared system prompt, say) would throw
+            # away the rest, most likely another conversation's history: leave it for that one.
+            if usable > best_len and 2 * usable >= entry.exact:
                 best, best_len = entry, usable
         if best is None or best_len < MIN_REUSE:
             self.stats["prefix_misses"] += 1

@@ -47,6 +47,7 @@ class Group:
     # A batch of one that may go to the prefix cache: its KV cache size and how many tokens a prefill computed.
     max_length: int = 0
     exact: int = 0
+    reused: int = 0  # tokens it took from the prefix cache: a merge would prefill them all again
 
 
 @dataclass(slots=True)
@@ -157,7 +158,7 @@ class Scheduler:
             return
         fresh = [s for s in self.pending if s.key == key][:free]
         target = self._merge_target(key, fresh)
-        if target is None and len(self.groups) >= self.max_groups:
+        if target is None and self._batches() >= self.max_groups:
             return
         merged = [s for s in target.seqs if not s.done] if target else []
         seqs = merged + fresh
@@ -188,19 +189,23 @@ class Scheduler:
         With a free batch slot, the cheapest candidate is taken if the merge saves at least twice its cost
         (a step per round, for as many rounds as both would run) and the newcomers, counting what they have
         waited already, still see their first token within ``ttft_target``; with every slot taken, the
-        cheapest candidate is taken anyway, since the alternative is waiting for a batch to finish.
+        cheapest candidate is taken anyway, since the alternative is waiting for a batch to finish (but not one
+        continuing a cached sequence: it takes no slot).
         """
         best, best_cost = None, 0
+        forced = self._batches() >= self.max_groups
         for group in self.groups:
             alive = [s for s in group.seqs if not s.done]
             if group.seqs[0].key != key or group.seqs[0].guidance is not None or not alive:
+                continue
+            if forced and group.reused:  # never forced into prefilling a cached conversation again
                 continue
             if max(s.generated for s in alive) > self.merge_tokens:
                 continue
             cost = sum(len(s.ids) + len(s.tokens) for s in alive)
             if best is None or cost < best_cost:
                 best, best_cost = group, cost
-        if best is None or len(self.groups) >= self.max_groups:
+        if best is None or forced:
             return best
         per_token = self.costs.prefill_per_token
         delay = best_cost * per_token
@@ -211,6 +216,10 @@ class Scheduler:
         if first_token <= self.ttft_target and rounds * self.costs.overhead() >= 2 * delay:
             return best
         return None
+
+    def _batches(self) -> int:
+        """Running groups that count against ``max_groups``: all but those continuing a cached sequence."""
+        return sum(1 for g in self.groups if not g.reused)
 
     def _start_cached(self) -> bool:
         """Start the oldest pending request that continues a cached sequence on its generator; False if none does.
@@ -238,7 +247,8 @@ class Scheduler:
             except Exception as exc:
                 self.fail([seq], exc)
                 return True
-            self.groups.append(Group(entry.generator, [seq], max_length=entry.max_length, exact=len(seq.ids)))
+            group = Group(entry.generator, [seq], max_length=entry.max_length, exact=len(seq.ids), reused=keep)
+            self.groups.append(group)
             self.stats["batches"] += 1
             self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], 1)
             return True

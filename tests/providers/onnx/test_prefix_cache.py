@@ -64,7 +64,8 @@ async def test_greedy_answers_are_the_same_with_and_without_the_cache(make_provi
     assert await _conversation(cached, TURNS, pause=0.3) == expected
     stats = await _stats(cached)
     assert stats["prefix_settled_tokens"] > settled
-    assert stats["prefix_hits"] == 2 * len(TURNS) - 1  # the first turn continues the last conversation's system prompt
+    # The first turn shares only a small part of the last conversation's cache: it leaves it alone.
+    assert stats["prefix_hits"] == 2 * len(TURNS) - 2
     assert stats["prefix_reused_tokens"] - reused > stats["prefix_settled_tokens"] - settled
 
 
