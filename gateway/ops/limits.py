@@ -115,24 +115,15 @@ class Limits:
         a token limit or budget by its own size."""
         now, p = self._now()
         view = self.counters.view
-        day = view.get((key_id, p.day))
-        month = view.get((key_id, p.month))
-        for limit, seen, what, ends in (
-            (policy.daily_tokens, day, "daily token budget", p.day_end),
-            (policy.monthly_tokens, month, "monthly token budget", p.month_end),
-        ):
-            if limit is not None and (seen[1] if seen else 0) >= limit:
-                raise _budget(f"This API key has used its {what} ({limit} tokens).", ends - now)
-        for usd, seen, what, ends in (
-            (policy.daily_usd, day, "daily budget", p.day_end),
-            (policy.monthly_usd, month, "monthly budget", p.month_end),
-        ):
-            if usd is not None and (seen[2] if seen else 0.0) >= usd:
-                raise _budget(f"This API key has used its {what} (${usd:g}).", ends - now)
+        if policy.daily_tokens is not None or policy.daily_usd is not None:
+            self._budget(view.get((key_id, p.day)), policy.daily_tokens, policy.daily_usd, "daily", p.day_end - now)
+        if policy.monthly_tokens is not None or policy.monthly_usd is not None:
+            seen = view.get((key_id, p.month))
+            self._budget(seen, policy.monthly_tokens, policy.monthly_usd, "monthly", p.month_end - now)
         minute = view.get((key_id, p.minute))
         requests, tokens = (int(minute[0]), int(minute[1])) if minute else (0, 0)
         headers: dict[str, str] = {}
-        reset = reset_text(p.minute_end - now)
+        reset = reset_text(p.minute_end - now) if policy.rpm is not None or policy.tpm is not None else ""
         if policy.rpm is not None:
             headers["x-ratelimit-limit-requests"] = str(policy.rpm)
             headers["x-ratelimit-remaining-requests"] = str(max(0, policy.rpm - requests - 1))
@@ -156,6 +147,15 @@ class Limits:
             counters.enter(key_id)
         self.counters.add((key_id, p.minute), p.minute_end, 1, 0, 0.0)
         return Ticket(counters, key_id, headers)
+
+    @staticmethod
+    def _budget(seen: list[float] | None, tokens: int | None, usd: float | None, period: str, wait: float) -> None:
+        if seen is None:
+            return
+        if tokens is not None and seen[1] >= tokens:
+            raise _budget(f"This API key has used its {period} token budget ({tokens} tokens).", wait)
+        if usd is not None and seen[2] >= usd:
+            raise _budget(f"This API key has used its {period} budget (${usd:g}).", wait)
 
     def used(self, key_id: int, tokens: int, cost: float | None) -> None:
         """Count an answer's ``tokens`` and ``cost`` (US dollars; None: unpriced) against ``key_id``."""

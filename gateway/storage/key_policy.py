@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import msgspec
@@ -25,7 +26,7 @@ _MAX_PATTERNS = 100
 class KeyPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """What a key may do. Every limit is optional (None: no limit); budgets are per UTC day and calendar month."""
 
-    models: list[str] | None = None  # names or fnmatch patterns of agents, aliases, provider/model; None: any
+    models: tuple[str, ...] | None = None  # names or fnmatch patterns of agents, aliases, provider/model; None: any
     remote: bool = True  # False: only the local deployments of a chain are tried
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # tokens per minute
@@ -39,7 +40,8 @@ class KeyPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         """True when no model list is set or one of ``names`` matches one of its names or patterns."""
         if self.models is None:
             return True
-        return any(n is not None and (n in self.models or _matches(n, self.models)) for n in names)
+        models = self.models
+        return any(n is not None and (n in models or _matches(n, models)) for n in names)
 
     @property
     def limited(self) -> bool:
@@ -58,7 +60,9 @@ class KeyPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         )
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
+@lru_cache(maxsize=4096)
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    # Cached: fnmatch costs microseconds a pattern, and the same few names come back on every request.
     return any(fnmatch.fnmatchcase(name, p) for p in patterns if any(ch in p for ch in "*?["))
 
 
@@ -96,7 +100,7 @@ def decode_policy(text: str | None) -> KeyPolicy | None:
     try:
         return policy_from(msgspec.json.decode(text))
     except (ValueError, msgspec.DecodeError):
-        return KeyPolicy(models=[], remote=False)
+        return KeyPolicy(models=(), remote=False)
 
 
 def parse_expiry(value: str | None) -> datetime | None:

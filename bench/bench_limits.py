@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""What a key's policy costs: gateway CPU per request at concurrency 50, a key with no policy beside one with every
+limit and budget set (never reached), in alternating rounds of one run.
+
+Run from the repository root with the project's venv active (about 70 s; --quick about 30 s)::
+
+    python bench/bench_limits.py [--quick] [--json results.json]
+
+One fake upstream ("fast"), ``minigate serve`` (the fast model priced, so each answer's cost is computed and
+counted), and a load generator process per round (aiohttp, 50 connections, JSON chat completions). Reported per
+key: requests/s, p50/p99 and the gateway's CPU microseconds per request; the difference is what the policy's
+checks and counting add. /proc/loadavg is printed before and after: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench_gateway import body, pct, start_upstream, summarize_load
+from procs import HOST, KEY, ROOT, Proc, answers, cpu_s, free_port, spawn, stop, wait_until
+
+LIMITED = {
+    "models": ["default", "fast/*"],
+    "rpm": 10**9,
+    "tpm": 10**12,
+    "concurrency": 10_000,
+    "daily_tokens": 10**12,
+    "monthly_tokens": 10**12,
+    "daily_usd": 1e9,
+    "monthly_usd": 1e9,
+}
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def start(tmp: Path, upstream: int, procs: list[Proc]) -> int:
+    port = free_port()
+    config = {
+        "agents": {"defaults": {"model": {"primary": "fast/m"}}},
+        "models": {
+            "providers": {"fast": {"type": "openai", "endpoint": f"http://{HOST}:{upstream}/v1", "models": ["m"]}},
+            "prices": {"fast/m": {"input": 2.5, "output": 10.0}},
+        },
+        "server": {"host": HOST, "port": port, "data_dir": str(tmp / "data")},
+    }
+    (tmp / "config.json").write_text(json.dumps(config))
+    exe = shutil.which("minigate") or str(Path(sys.executable).with_name("minigate"))
+    procs.append(
+        proc := spawn([exe, "serve", "--config", str(tmp / "config.json")], tmp / "gw.log", {"MINIGATE_ADMIN_KEY": KEY})
+    )
+    wait_until(lambda: proc.poll() is None and answers(port, "GET", "/health"), 30)
+    return port
+
+
+def new_key(port: int, policy: dict[str, Any] | None) -> str:
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/admin/api/keys",
+        data=json.dumps({"name": "bench", "policy": policy}).encode(),
+        headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        return str(json.loads(answer.read())["key"])
+
+
+async def _loadgen(spec: dict[str, Any]) -> None:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def run(total: int, until: float, record: bool) -> int:
+            issued = 0
+
+            async def worker() -> None:
+                nonlocal issued, errors
+                while issued < total and time.perf_counter() < until:
+                    issued += 1
+                    t = time.perf_counter()
+                    async with session.post(spec["url"], data=spec["body"].encode()) as resp:
+                        await resp.read()
+                    if record:
+                        errors += resp.status != 200
+                        lat.append(time.perf_counter() - t)
+
+            await asyncio.gather(*(worker() for _ in range(50)))
+            return issued
+
+        await run(500, time.perf_counter() + 10, False)
+        print("GO", flush=True)
+        t0 = time.perf_counter()
+        done = await run(spec["n"], t0 + spec["secs"], True)
+        wall = time.perf_counter() - t0
+    result = {"requests": done, "errors": errors, "wall_s": wall, "cpu_s": 0.0}
+    print(json.dumps({**result, "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3}), flush=True)
+
+
+def load_round(url: str, key: str, pids: dict[str, int], n: int, secs: float) -> dict[str, Any]:
+    spec = {"url": url, "key": key, "body": body("default").decode(), "n": n, "secs": secs}
+    args = [sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(spec)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "GO":
+            raise RuntimeError("the load generator failed during its warm-up")
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
+        result: dict[str, Any] = json.loads(proc.stdout.readline())
+        result.update(cpu={name: cpu_s(pid) - before[name] for name, pid in pids.items()}, other_cpu_s=0.0)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--loadgen", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if importlib.util.find_spec("uvloop"):
+        importlib.import_module("uvloop").install()
+    if args.loadgen:
+        asyncio.run(_loadgen(json.loads(args.loadgen)))
+        return
+    rounds, n, secs = (2, 4000, 4.0) if args.quick else (4, 10000, 6.0)
+    procs: list[Proc] = []
+    res: dict[str, Any] = {"loadavg_before": loadavg()}
+    with tempfile.TemporaryDirectory(prefix="minigate-bench-limits-") as tmpname:
+        try:
+            upstream = start_upstream(Path(tmpname), "fast", 8, 0.0, procs)
+            port = start(Path(tmpname), upstream, procs)
+            keys = {"no policy": new_key(port, None), "policy": new_key(port, LIMITED)}
+            url, pids = f"http://{HOST}:{port}/v1/chat/completions", {"gateway": procs[-1].pid}
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in keys}
+            for i in range(rounds):
+                order = list(keys) if i % 2 == 0 else list(reversed(keys))
+                for name in order:
+                    runs[name].append(load_round(url, keys[name], pids, n, secs))
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
+    res["loadavg_after"] = loadavg()
+    for name, got in runs.items():
+        res[name] = summarize_load(got)
+    print(f"/proc/loadavg before: {res['loadavg_before']}   after: {res['loadavg_after']}")
+    print(
+        f"{'key':<10} {'requests':>9} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'gateway CPU us/req':>19}"
+    )
+    for name in keys:
+        r = res[name]
+        print(
+            f"{name:<10} {r['requests']:>9} {r['errors']:>6} {r['rps']:>7.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}"
+            f" {r['gateway_cpu_us_per_req']:>19.1f}"
+        )
+    added = res["policy"]["gateway_cpu_us_per_req"] - res["no policy"]["gateway_cpu_us_per_req"]
+    res["added_us_per_req"] = added
+    print(f"the policy adds {added:.1f} us of gateway CPU per request (target: at most 50)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
