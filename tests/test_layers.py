@@ -243,6 +243,7 @@ LAYERS: list[Layer] = [
                 "minigate.web.chat_send",
                 "minigate.web.chat_stream",
                 "minigate.web.forms",
+                "minigate.web.key_policy",
                 "minigate.web.keys",
                 "minigate.web.login",
                 "minigate.web.models",

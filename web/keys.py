@@ -15,6 +15,7 @@ from litestar.params import FromPath
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.keys import ApiKeyInfo
 from minigate.gateway.storage.users import UserStore
+from minigate.web.key_policy import LIMIT_FIELDS, policy_form
 from minigate.web.render import page
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
@@ -35,14 +36,20 @@ async def _keys(gateway: Gateway, member: Session) -> list[ApiKeyInfo]:
 
 async def _render(web: WebState, gateway: Gateway, member: Session, status: int = 200, **extra: Any) -> Response[str]:
     context: dict[str, Any] = {"created": None, "secret": None, "error": None, "revoked": None, "confirm": None}
+    context["updated"] = None
     context.update(extra)
     people = await UserStore(gateway.database).list() if member.admin else []
+    keys = await _keys(gateway, member)
+    limits = gateway.limits
+    spent = {k.id: limits.spent(k.id) for k in keys if k.policy is not None} if limits is not None else {}
     return page(
         web,
         "keys.html",
         member,
         status=status,
-        keys=await _keys(gateway, member),
+        keys=keys,
+        spent=spent,
+        limit_fields=LIMIT_FIELDS,
         people=people,
         user_names={p.id: p.name for p in people},
         **context,
@@ -76,7 +83,10 @@ async def keys_create(
     elif admin_key:
         return await _render(web, gateway, member, status=403, error="Only an admin may create admin keys.")
     try:
-        info, secret = await gateway.keys.create(name, admin=admin_key, user_id=user_id)
+        policy, expires = policy_form(form) if member.admin else (None, None)  # only an admin sets limits
+        info, secret = await gateway.keys.create(
+            name, admin=admin_key, user_id=user_id, policy=policy, expires_at=expires
+        )
     except ValueError as err:
         return await _render(web, gateway, member, status=422, error=str(err))
     return await _render(web, gateway, member, created=info, secret=secret)
@@ -112,6 +122,26 @@ async def keys_revoke(
     return await _render(web, gateway, member, revoked=key_id)
 
 
+@post("/keys/{key_id:int}/policy")
+async def keys_policy(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    member: NamedDependency[Session],
+    key_id: FromPath[int],
+) -> Response[str]:
+    """Set a key's policy and expiry (admins only: a person cannot raise their own limits)."""
+    if not member.admin:
+        return await _render(web, gateway, member, status=403, error="Only an admin may change a key's limits.")
+    try:
+        policy, expires = policy_form(await request.form())
+    except ValueError as err:
+        return await _render(web, gateway, member, status=422, error=str(err))
+    if not await gateway.keys.set_policy(key_id, policy, expires):
+        return await _render(web, gateway, member, status=404, error=f"There is no key {key_id}.")
+    return await _render(web, gateway, member, updated=key_id)
+
+
 def key_handlers() -> list[Any]:
     """The keys page routes."""
-    return [keys_page, keys_create, keys_revoke_confirm, keys_revoke]
+    return [keys_page, keys_create, keys_revoke_confirm, keys_revoke, keys_policy]
