@@ -17,7 +17,7 @@ from minigate.providers.onnx.device_choice import BUILTIN, Choice, DeviceError, 
 from minigate.providers.onnx.devices import Probe, normalize, run_probe_async
 from minigate.providers.onnx.worker import WorkerOptions
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "base_worker_options"]
 
 log = logging.getLogger("minigate")
 
@@ -95,3 +95,21 @@ class Placement:
             "notes": list(choice.notes) if choice else [],
             "error": self.error,
         }
+
+
+def base_worker_options(config: OnnxProviderConfig, overrides: dict[str, Any] | None = None) -> WorkerOptions:
+    """How a provider section's workers run, before the device is chosen (:meth:`Placement.options` adds it)."""
+    gpu_memory = gpu_memory_spec(config.gpu_memory)  # "80%" becomes bytes once the device is known
+    options: dict[str, Any] = {
+        "execution_provider": config.execution_provider,
+        "max_batch_size": config.max_batch_size,
+        "queue_size": config.queue_size,
+        "max_context": config.max_context,
+        "default_max_tokens": config.default_max_tokens,
+        "cpu_threads": config.cpu_threads,
+        "prefix_cache": config.prefix_cache,
+        "gpu_memory_bytes": int(gpu_memory[1]) if gpu_memory and gpu_memory[0] == "bytes" else None,
+    }
+    if config.preallocate_memory:  # each batch's KV cache sized for its whole answer when it starts
+        options["grow_tokens"] = config.max_context
+    return WorkerOptions(**{**options, **(overrides or {})})

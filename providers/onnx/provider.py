@@ -21,14 +21,14 @@ import msgspec
 
 import minigate.providers.onnx.store as store
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
-from minigate.providers.onnx.config import OnnxProviderConfig, check_config, gpu_memory_spec, parse_size
+from minigate.providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from minigate.providers.onnx.device_choice import DeviceError
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
-from minigate.providers.onnx.placement import Placement
+from minigate.providers.onnx.placement import Placement, base_worker_options
 from minigate.providers.onnx.precision import PrecisionRouter
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
-from minigate.providers.onnx.worker import Generation, WorkerClient, WorkerOptions
+from minigate.providers.onnx.worker import Generation, WorkerClient
 from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
@@ -66,20 +66,7 @@ class OnnxProvider(Provider):
         models_dir = Path(config.models_dir)
         self.models_dir = models_dir if models_dir.is_absolute() else (base_dir or Path.cwd()) / models_dir
         self.memory_budget = parse_size(config.memory_budget)
-        gpu_memory = gpu_memory_spec(config.gpu_memory)  # "80%" becomes bytes once the device is known
-        options: dict[str, Any] = {
-            "execution_provider": config.execution_provider,
-            "max_batch_size": config.max_batch_size,
-            "queue_size": config.queue_size,
-            "max_context": config.max_context,
-            "default_max_tokens": config.default_max_tokens,
-            "cpu_threads": config.cpu_threads,
-            "prefix_cache": config.prefix_cache,
-            "gpu_memory_bytes": int(gpu_memory[1]) if gpu_memory and gpu_memory[0] == "bytes" else None,
-        }
-        if config.preallocate_memory:  # each batch's KV cache sized for its whole answer when it starts
-            options["grow_tokens"] = config.max_context
-        self.worker_options = WorkerOptions(**{**options, **(worker_options or {})})
+        self.worker_options = base_worker_options(config, worker_options)
         self.placement = Placement(name, config)
         self._slots: dict[str, _Slot] = {}
         self._retired: set[WorkerClient] = set()
