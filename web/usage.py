@@ -75,6 +75,13 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
             [Series(g, [float(t.tokens) for t in per[g]]) for g in groups],
         ),
         line_chart(
+            "c-cost",
+            f"Cost (US dollars) by {filters.by}, {label}",
+            stats.labels,
+            [Series(g, [t.cost for t in per[g]]) for g in groups],
+            integer=False,
+        ),
+        line_chart(
             "c-latency",
             f"Latency p50 and p95 (ms, stopped answers left out), {label}",
             stats.labels,

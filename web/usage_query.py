@@ -123,11 +123,20 @@ class Totals:
     fallbacks: int = 0
     stopped: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
+    cost: float = 0.0  # US dollars of the priced requests
 
     def add(
-        self, requests: int, tokens: int, errors: int, fallbacks: int, latency_bin: int | None, stopped: int = 0
+        self,
+        requests: int,
+        tokens: int,
+        errors: int,
+        fallbacks: int,
+        latency_bin: int | None,
+        stopped: int = 0,
+        cost: float = 0.0,
     ) -> None:
         """Count one row of the grouped query (``latency_bin`` None: no valid latency, or stopped answers)."""
+        self.cost += cost
         self.requests += requests
         self.tokens += tokens
         self.errors += errors
@@ -186,6 +195,9 @@ async def usage_stats(
         func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)).label("e"),
         func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
         func.sum(case((c.status == STOPPED, 1), else_=0)).label("s"),
+        func.sum(case((c.cost.between(0, literal_column("1e9")), c.cost), else_=0.0)).label(
+            "d"
+        ),  # no stored value breaks it
     )
     # Grouped by the output columns' names: the group expression holds bound values ("(none)"), and PostgreSQL
     # would take the same expression repeated in GROUP BY, with parameters of its own, for a different one.
@@ -202,18 +214,18 @@ async def usage_stats(
 
     names = {g: name(g) for g in {row[1] for row in rows}}
     overall, per_group = Totals(), {label: Totals() for label in names.values()}
-    for _, g, lat, n, t, e, f, s in rows:
-        overall.add(n, int(t), e, f, lat, s)
-        per_group[names[g]].add(n, int(t), e, f, lat, s)
+    for _, g, lat, n, t, e, f, s, d in rows:
+        overall.add(n, int(t), e, f, lat, s, float(d or 0.0))
+        per_group[names[g]].add(n, int(t), e, f, lat, s, float(d or 0.0))
     ranked = sorted(per_group, key=lambda k: -per_group[k].requests)
     groups = ranked[:_TOP_GROUPS] + (["other"] if len(ranked) > _TOP_GROUPS else [])
     target = {g: (label if label in groups else "other") for g, label in names.items()}
     per_bucket = [Totals() for _ in range(count)]
     per_bucket_group = {g: [Totals() for _ in range(count)] for g in groups}
-    for b, g, lat, n, t, e, f, s in rows:
+    for b, g, lat, n, t, e, f, s, d in rows:
         index = min(max(b - first - 1, 0), count - 1)
-        per_bucket[index].add(n, int(t), e, f, lat, s)
-        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat, s)
+        per_bucket[index].add(n, int(t), e, f, lat, s, float(d or 0.0))
+        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat, s, float(d or 0.0))
     starts = [datetime.fromtimestamp((first + 1 + i) * bucket, now.tzinfo) for i in range(count)]
     return Stats([_label(s, bucket) for s in starts], groups, overall, per_group, per_bucket, per_bucket_group)
 
@@ -221,6 +233,7 @@ async def usage_stats(
 RECENT_COLUMNS = (
     "id", "created_at", "key_id", "user_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
     "status", "error", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "streamed",
+    "cost",
 )  # fmt: skip
 CSV_COLUMNS = (*RECENT_COLUMNS, "outcome")  # outcome: "ok", "stopped" or "error" (see storage.usage.outcome)
 
@@ -247,6 +260,8 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         value = row[name]
         ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _MAX_MS
         row[name] = value if ok else None
+    cost = row["cost"]
+    row["cost"] = cost if isinstance(cost, float | int) and not isinstance(cost, bool) and 0 <= cost <= 1e9 else None
     for name in ("status", "fallbacks"):
         row[name] = row[name] if type(row[name]) is int else 0
     row["outcome"] = outcome(row["status"])

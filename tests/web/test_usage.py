@@ -24,7 +24,7 @@ def test_totals_match_the_table(client: WebClient, web_app: InProcessGateway) ->
     fill_usage(web_app.db_path, 500)
     page = client.get("/usage").text
     assert f'<dd id="total-requests">{_count(web_app):,}</dd>' in page
-    assert page.count('<svg class="chart"') == 4 and page.count('class="line ') >= 4
+    assert page.count('<svg class="chart"') == 5 and page.count('class="line ') >= 5
     assert "Latency p50 and p95" in page and "Errors and fallbacks" in page
 
 

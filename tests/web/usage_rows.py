@@ -42,6 +42,7 @@ def fill_usage(db_path: Path, count: int, *, hours: float = 24.0, seed: int = 4)
                 rng.lognormvariate(6, 0.8),
                 rng.lognormvariate(4, 0.5),
                 rng.random() < 0.7,
+                None if failed else (prompt * 0.15 + completion * 0.6) / 1e6,  # gpt-4o-mini's list price
             )
         )
     rows.sort(key=lambda row: str(row[1]))  # the gateway appends rows in time order
@@ -49,6 +50,6 @@ def fill_usage(db_path: Path, count: int, *, hours: float = 24.0, seed: int = 4)
         db.executemany(
             "INSERT INTO usage (request_id, created_at, key_id, endpoint, requested_model, agent, provider, model,"
             " fallbacks, hops, status, error, prompt_tokens, completion_tokens, total_tokens, latency_ms, ttft_ms,"
-            " streamed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " streamed, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
