@@ -160,6 +160,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.routing",
                 "minigate.gateway.routing.chain",
                 "minigate.gateway.routing.cooldowns",
+                "minigate.gateway.routing.groups",
                 "minigate.gateway.routing.routes",
             )
         },

@@ -64,6 +64,8 @@ def validate_chain(gateway: Gateway, base: Config, agent: str, chain: list[str])
     problems: list[str] = []
     if agent not in base.agents:
         return [f"there is no agent {agent!r} in the configuration"]
+    if base.agents[agent].model.grouped():
+        return ["this agent's chain has load-balanced groups, which the chain editor cannot change: edit the config"]
     if not chain:
         return ["the chain needs at least a primary model"]
     if len(chain) > MAX_CHAIN:
@@ -71,7 +73,7 @@ def validate_chain(gateway: Gateway, base: Config, agent: str, chain: list[str])
     if len(set(chain)) != len(chain):
         problems.append("a model appears twice in the chain")
     issues: list[tuple[str, str]] = []
-    candidate = {agent: AgentConfig(model=AgentModel(primary=chain[0], fallbacks=chain[1:] or None))}
+    candidate = {agent: AgentConfig(model=AgentModel(primary=chain[0], fallbacks=[*chain[1:]] or None))}
     check_references(candidate, {}, {n: c for n, (_, c) in base.providers.items()}, issues)
     problems.extend(message for _, message in issues)
     for ref in chain:
@@ -91,7 +93,7 @@ def _apply(gateway: Gateway, base: Config, overrides: dict[str, list[str]]) -> N
             log.warning("chain override for agent %s ignored: %s", agent, "; ".join(problems))
             continue
         agents[agent] = msgspec.structs.replace(
-            agents[agent], model=AgentModel(primary=chain[0], fallbacks=chain[1:] or None)
+            agents[agent], model=AgentModel(primary=chain[0], fallbacks=[*chain[1:]] or None)
         )
     config = msgspec.structs.replace(base, agents=agents)
     gateway.routes = RouteTable(config, {name: p.models() for name, p in gateway.providers.items()})

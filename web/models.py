@@ -20,6 +20,7 @@ from litestar.types import ASGIApp
 from markupsafe import escape
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from minigate.gateway.routing.routes import described
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.providers.netguard import check_connect_address
 from minigate.providers.onnx.device_choice import DeviceError, describe_devices
@@ -54,10 +55,19 @@ async def _agents(gateway: Gateway, web: WebState) -> list[dict[str, Any]]:
                 "name": name,
                 "configured": agent.model.chain(),
                 "override": overrides.get(name),
-                "current": [d.ref for d in route.chain] if route else [],
+                "current": [_label(e) for e in described(route.chain)] if route else [],
+                "grouped": agent.model.grouped(),  # shown read-only: the editor edits plain chains
             }
         )
     return agents
+
+
+def _label(entry: str | dict[str, Any]) -> str:
+    """A chain entry as the page shows it: a reference, or a group's strategy and members."""
+    if isinstance(entry, str):
+        return entry
+    members = [m if isinstance(m, str) else f"{m['ref']} weight {m['weight']:g}" for m in entry["group"]]
+    return f"group ({entry['strategy']}): {', '.join(members)}"
 
 
 def _known_refs(gateway: Gateway) -> list[str]:

@@ -6,9 +6,10 @@ unknown keys), check what types cannot say (URLs, model references, ranges).
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +18,9 @@ import msgspec
 from minigate.gateway.config.prices import PriceTable, check_prices
 from minigate.gateway.config.resources import apply_resources, check_agent_resources, takes_resources
 from minigate.gateway.config.sections import (
+    STRATEGIES,
     AgentConfig,
+    GroupSpec,
     ModelsConfig,
     PluginsConfig,
     RouterConfig,
@@ -195,10 +198,14 @@ def check_references(
             issues.append((base, "an agent name cannot contain '/'"))
         if agent.model.fallback is not None and agent.model.fallbacks is not None:
             issues.append((f"{base}.model", "give either 'fallback' or 'fallbacks', not both"))
-        check_ref(agent.model.primary, f"{base}.model.primary")
         key = "fallback" if agent.model.fallback is not None else "fallbacks"
-        for i, ref in enumerate(agent.model.chain()[1:]):
-            check_ref(ref, f"{base}.model.{key}" + (f"[{i}]" if not isinstance(agent.model.fallback, str) else ""))
+        single = agent.model.fallback is not None and not isinstance(agent.model.fallback, list)
+        for i, entry in enumerate(agent.model.entries()):
+            path = f"{base}.model.primary" if i == 0 else f"{base}.model.{key}" + ("" if single else f"[{i - 1}]")
+            if isinstance(entry, str):
+                check_ref(entry, path)
+            else:
+                _check_group(entry, path, check_ref, issues)
         res = agent.resources
         if res is not None:
             if res.cpu_threads is not None and res.cpu_threads <= 0:
@@ -210,6 +217,29 @@ def check_references(
             check_ref(target, f"models.aliases.{alias}")
         elif target not in agents and not (target == "default" and "defaults" in agents):
             issues.append((f"models.aliases.{alias}", f"not an agent or a 'provider/model' reference: {target!r}"))
+
+
+def _check_group(
+    spec: GroupSpec, path: str, check_ref: Callable[[str, str], None], issues: list[tuple[str, str]]
+) -> None:
+    """Append to ``issues`` what is wrong with one group of a chain."""
+    if not spec.group:
+        issues.append((f"{path}.group", "a group needs at least one deployment"))
+    if spec.strategy is not None and spec.strategy not in STRATEGIES:
+        issues.append((f"{path}.strategy", f"unknown strategy {spec.strategy!r} (strategies: {', '.join(STRATEGIES)})"))
+    seen: set[str] = set()
+    for i, (member, ref) in enumerate(zip(spec.group, spec.refs(), strict=True)):
+        where = f"{path}.group[{i}]"
+        if ref in seen:
+            issues.append((where, f"{ref!r} is listed twice in the group"))
+        seen.add(ref)
+        check_ref(ref, where if isinstance(member, str) else f"{where}.ref")
+        if isinstance(member, str):
+            continue
+        if not (member.weight > 0 and math.isfinite(member.weight)):
+            issues.append((f"{where}.weight", f"must be a positive number (got {member.weight})"))
+        elif spec.kind() != "weighted":
+            issues.append((f"{where}.weight", f"weights apply only to strategy 'weighted' (not {spec.kind()!r})"))
 
 
 def check_private(
@@ -256,7 +286,10 @@ def parse_config(
         try:
             agents[name] = msgspec.convert(section, AgentConfig)
         except msgspec.ValidationError as err:
-            issues.append(_validation_issue(err, f"agents.{name}"))
+            issue = _validation_issue(err, f"agents.{name}")
+            if re.search(r"\.group\[\d+\]\.group$", issue[0]):  # a group given as a member of a group
+                issue = (issue[0][: -len(".group")], "a group cannot contain a group: list its deployments instead")
+            issues.append(issue)
     providers: dict[str, tuple[str, Any]] = {}
     local: set[str] = set()
     vision: dict[str, bool | frozenset[str] | None] = {}

@@ -10,9 +10,12 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "STRATEGIES",
     "AgentConfig",
     "AgentModel",
     "CooldownConfig",
+    "GroupMember",
+    "GroupSpec",
     "ModelsConfig",
     "PluginSettings",
     "PluginsConfig",
@@ -28,17 +31,56 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class AgentModel(Strict):
-    """An agent's chain: ``primary`` then ``fallbacks`` (``fallback`` is the same, one reference or a list)."""
+STRATEGIES = ("least_busy", "weighted", "latency")  # how a group orders its members (minigate.gateway.routing.groups)
 
-    primary: str
-    fallbacks: list[str] | None = None
-    fallback: str | list[str] | None = None
+
+class GroupMember(Strict):
+    """A group's member with a weight: ``{"ref": "provider/model", "weight": 3}`` (strategy ``weighted``)."""
+
+    ref: str
+    weight: float = 1.0
+
+
+class GroupSpec(Strict):
+    """Deployments serving the same model, balanced by ``strategy``: ``least_busy`` (the default), ``weighted``
+    (the default when a member has a weight) or ``latency``; checked in :mod:`minigate.gateway.config.schema`."""
+
+    group: list[str | GroupMember]
+    strategy: str | None = None
+
+    def refs(self) -> list[str]:
+        """The members' references, in order."""
+        return [m if isinstance(m, str) else m.ref for m in self.group]
+
+    def weights(self) -> dict[str, float]:
+        """The weights given, by reference."""
+        return {m.ref: m.weight for m in self.group if isinstance(m, GroupMember)}
+
+    def kind(self) -> str:
+        """The strategy in force."""
+        return self.strategy or ("weighted" if self.weights() else "least_busy")
+
+
+class AgentModel(Strict):
+    """An agent's chain: ``primary`` then ``fallbacks`` (``fallback`` is the same, one entry or a list). An entry is
+    a ``provider/model`` reference or a group of them (:class:`GroupSpec`)."""
+
+    primary: str | GroupSpec
+    fallbacks: list[str | GroupSpec] | None = None
+    fallback: str | GroupSpec | list[str | GroupSpec] | None = None
+
+    def entries(self) -> list[str | GroupSpec]:
+        """The ordered entries of the chain."""
+        extra = self.fallback if self.fallback is not None else (self.fallbacks or [])
+        return [self.primary, *(extra if isinstance(extra, list) else [extra])]
 
     def chain(self) -> list[str]:
-        """The ordered model references of the chain."""
-        extra = self.fallback if self.fallback is not None else (self.fallbacks or [])
-        return [self.primary, *([extra] if isinstance(extra, str) else extra)]
+        """The ordered model references of the chain, a group's members in its place."""
+        return [ref for e in self.entries() for ref in ([e] if isinstance(e, str) else e.refs())]
+
+    def grouped(self) -> bool:
+        """Whether the chain holds a group."""
+        return not all(isinstance(e, str) for e in self.entries())
 
 
 class Resources(Strict):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from minigate.gateway.core.errors import ChainFailed, GatewayError
 from minigate.gateway.routing.cooldowns import HealthBook
+from minigate.gateway.routing.groups import expand
 from minigate.gateway.routing.routes import Deployment, Route
 from minigate.providers.base import Provider, ProviderError, UpstreamUnavailable
 from minigate.providers.limits import cut
@@ -112,15 +113,21 @@ async def run_chain(
     deadline: float,
     attempt: Callable[[Provider, Deployment], Awaitable[T]],
     hops: list[Hop] | None = None,
+    *,
+    held: bool = False,
 ) -> tuple[Deployment, T, list[Hop]]:
     """Try each deployment of ``route`` in order until ``attempt`` succeeds; else raise :class:`ChainExhausted`.
 
-    Failures are appended to ``hops`` (a new list when None) as they happen, so a caller whose wait is cancelled
-    still knows which deployments failed before, and stores them.
+    A group's members come in the order its strategy chooses for this request. Failures are appended to ``hops``
+    (a new list when None) as they happen, so a caller whose wait is cancelled still knows which deployments failed
+    before, and stores them. Each attempt counts as outstanding on its deployment (``health.load``) until it ends;
+    ``held``: the answer is a stream, whose deployment stays busy until the caller calls ``health.load.done``.
     """
     hops = [] if hops is None else hops
     refused: ProviderError | None = None  # a capability refusal: the request may not leave the machine for it
-    for deployment in route.chain:
+    load = health.load
+    chain = route.chain if not route.grouped else expand(route.chain, load, health.cooling, held)
+    for deployment in chain:
         if refused is not None and not route.capability_fallback and not route.is_local(deployment):
             raise ChainExhausted(_own_error(refused), hops)
         wait = health.cooling(deployment.ref)
@@ -134,9 +141,12 @@ async def run_chain(
         if provider is None:  # the config check makes this unreachable for agents; kept for direct refs
             hops.append(Hop(deployment, UpstreamUnavailable(f"no provider named {deployment.provider!r}")))
             continue
+        load.sent(deployment.ref)
+        sent, answered = time.monotonic(), False
         try:
             async with asyncio.timeout(remaining):
                 result = await attempt(provider, deployment)
+            answered = True
         except ProviderError as err:
             hops.append(Hop(deployment, err))
             health.failure(deployment.ref, err)
@@ -150,6 +160,10 @@ async def run_chain(
             hops.append(Hop(deployment, late))
             health.failure(deployment.ref, late)
             break
+        finally:
+            if not (answered and held):  # however the attempt ended; a stream is ended by its caller
+                load.done(deployment.ref)
+        load.answered(deployment.ref, time.monotonic() - sent, held)
         health.success(deployment.ref)
         return deployment, result, hops
     if refused is not None and all(h.error is not None and h.error.capability for h in hops):

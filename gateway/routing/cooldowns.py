@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from minigate.gateway.config.sections import CooldownConfig
+from minigate.gateway.routing.groups import LoadBook
 from minigate.gateway.storage import SharedCooldowns
 from minigate.providers.base import ProviderError
 
@@ -27,10 +28,14 @@ class _State:
 
 
 class HealthBook:
-    """Per-deployment failure counts and cooldowns, keyed by ``provider/model``."""
+    """Per-deployment failure counts and cooldowns, keyed by ``provider/model``; ``load`` keeps what groups balance
+    on (requests outstanding, latency)."""
 
-    def __init__(self, config: CooldownConfig, shared: SharedCooldowns | None = None) -> None:
+    def __init__(
+        self, config: CooldownConfig, shared: SharedCooldowns | None = None, load: LoadBook | None = None
+    ) -> None:
         """``shared``: cooldowns of the other replicas of the database, honoured here and told ours."""
+        self.load = LoadBook() if load is None else load
         self._config = config
         self._states: dict[str, _State] = {}
         self._shared = shared

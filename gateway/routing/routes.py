@@ -7,12 +7,14 @@ A name resolves, in this order, to: an agent (``default`` is ``agents.defaults``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from minigate.gateway.config.schema import Config
+from minigate.gateway.config.sections import GroupSpec
 from minigate.gateway.core.errors import InvalidRequest
+from minigate.gateway.routing.groups import Group
 
-__all__ = ["MAX_MODEL_NAME", "Deployment", "Route", "RouteTable", "check_model_name"]
+__all__ = ["MAX_MODEL_NAME", "Deployment", "Route", "RouteTable", "check_model_name", "described"]
 
 MAX_MODEL_NAME = 256  # characters; OpenAI's own names are a few dozen
 
@@ -36,10 +38,12 @@ def check_model_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """One model of one provider: an entry of a chain."""
+    """One model of one provider: an entry of a chain. ``group``: the group it belongs to in that chain, whose
+    members stand next to each other (see :mod:`minigate.gateway.routing.groups`)."""
 
     provider: str
     model: str
+    group: Group | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -68,6 +72,11 @@ class Route:
     local: frozenset[str] = frozenset()
     capability_fallback: bool = False
 
+    grouped: bool = field(init=False, compare=False)  # the chain holds a group, whose order is chosen per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grouped", any(d.group is not None for d in self.chain))
+
     def is_local(self, deployment: Deployment) -> bool:
         """True when requests to ``deployment`` stay on this machine."""
         return deployment.provider in self.local
@@ -78,7 +87,7 @@ class RouteTable:
 
     def __init__(self, config: Config, provider_models: dict[str, list[str]]) -> None:
         self._config = config
-        self._agents = {name: tuple(map(Deployment.parse, a.model.chain())) for name, a in config.agents.items()}
+        self._agents = {name: _chain(a.model.entries()) for name, a in config.agents.items()}
         if "defaults" in self._agents:
             self._agents.setdefault("default", self._agents["defaults"])
         self._providers = provider_models
@@ -127,9 +136,9 @@ class RouteTable:
         for name, chain in self._agents.items():
             if name in ("default", "defaults"):
                 continue
-            out.append((name, "agent", {"chain": [d.ref for d in chain]}))
+            out.append((name, "agent", {"chain": described(chain)}))
         if "default" in self._agents:
-            out.insert(0, ("default", "agent", {"chain": [d.ref for d in self._agents["default"]]}))
+            out.insert(0, ("default", "agent", {"chain": described(self._agents["default"])}))
         for alias, target in self._config.aliases.items():
             out.append((alias, "alias", {"target": target}))
         seen: set[str] = set()
@@ -141,3 +150,34 @@ class RouteTable:
         for ref in sorted(seen):
             out.append((ref, "model", {"provider": ref.partition("/")[0]}))
         return out
+
+
+def _chain(entries: list[str | GroupSpec]) -> tuple[Deployment, ...]:
+    """A configured chain as deployments, each group's members in its place, tagged with one :class:`Group`."""
+    out: list[Deployment] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append(Deployment.parse(entry))
+            continue
+        group = Group(entry.kind(), entry.weights())
+        out.extend(Deployment(d.provider, d.model, group) for d in map(Deployment.parse, entry.refs()))
+    return tuple(out)
+
+
+def described(chain: tuple[Deployment, ...]) -> list[str | dict[str, object]]:
+    """A chain as the config writes it: references, and ``{"group": [...], "strategy": ...}`` for a group."""
+    runs: list[tuple[Group | None, list[Deployment]]] = []
+    for d in chain:
+        if d.group is not None and runs and runs[-1][0] is d.group:
+            runs[-1][1].append(d)
+        else:
+            runs.append((d.group, [d]))
+    out: list[str | dict[str, object]] = []
+    for group, members in runs:
+        if group is None:
+            out.extend(d.ref for d in members)
+            continue
+        weighted = group.strategy == "weighted"
+        refs = [{"ref": d.ref, "weight": group.weights.get(d.ref, 1.0)} if weighted else d.ref for d in members]
+        out.append({"group": refs, "strategy": group.strategy})
+    return out

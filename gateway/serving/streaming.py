@@ -99,7 +99,7 @@ async def serve_stream(call: Call) -> EventStream:
     drain.add(call)
     try:
         deployment, (stream, iterator, buffered, request), _ = await run_chain(
-            call.route, call.providers, call.health, call.deadline, attempt, hops
+            call.route, call.providers, call.health, call.deadline, attempt, hops, held=True
         )
     except ChainExhausted as exhausted:
         drain.discard(call)
@@ -279,6 +279,7 @@ async def _relay(
         if deadline is not None:
             deadline.close()
         call.gateway.drain.discard(call)
+        call.health.load.done(deployment.ref)  # the stream no longer keeps its deployment busy (run_chain's held)
         outcome.status, outcome.error, outcome.failure = status, error, failure
         with anyio.CancelScope(shield=True):
             await stream.aclose()
