@@ -36,6 +36,8 @@ _FAST_MODULES = {
     "tests/providers/test_shape.py",
     "tests/providers/test_sse.py",
     "tests/routing/test_chain_privacy.py",
+    "tests/routing/test_groups.py",
+    "tests/routing/test_groups_config.py",
     "tests/test_attacks.py",
     "tests/test_bad_input.py",
     "tests/test_config.py",
