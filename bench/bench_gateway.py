@@ -202,11 +202,20 @@ def start_upstream(tmp: Path, name: str, chunks: int, interval: float, procs: li
     return port
 
 
-def start_gateway(tmp: Path, ports: dict[str, int], procs: list[Proc], root: str | None) -> tuple[Proc, int, Any]:
-    """Spawn ``minigate serve``; returns it, its port, and the seconds until /health and a completion answer."""
+def start_gateway(
+    tmp: Path, ports: dict[str, int], procs: list[Proc], root: str | None, group: str | None = None
+) -> tuple[Proc, int, Any]:
+    """Spawn ``minigate serve``; returns it, its port, and the seconds until /health and a completion answer.
+
+    ``group``: the default agent is a group of two members (``fast/m``, ``fast2/m``, one upstream) with this
+    strategy, to compare against the plain chain."""
     port = free_port()
     providers = {n: {"type": "openai", "endpoint": f"http://{HOST}:{p}/v1", "models": ["m"]} for n, p in ports.items()}
-    agents = {"defaults": {"model": {"primary": "fast/m"}}, "paced": {"model": {"primary": "paced/m"}}}
+    primary: Any = "fast/m"
+    if group is not None:
+        providers["fast2"] = providers["fast"]
+        primary = {"group": ["fast/m", "fast2/m"], "strategy": group}
+    agents = {"defaults": {"model": {"primary": primary}}, "paced": {"model": {"primary": "paced/m"}}}
     server = {"host": HOST, "port": port, "data_dir": str(tmp / "data")}
     config = {"agents": agents, "models": {"providers": providers}, "server": server}
     (tmp / "config.json").write_text(json.dumps(config))
@@ -235,16 +244,16 @@ def compare(samples: dict[str, list[float]]) -> dict[str, float]:
     return {**out, "n": min(len(v) for v in samples.values())}
 
 
-def run(quick: bool, use_wrk: bool, root: str | None = None) -> dict[str, Any]:
+def run(quick: bool, use_wrk: bool, root: str | None = None, group: str | None = None) -> dict[str, Any]:
     n_lat, n_paced, rounds, n_load, secs = (150, 8, 1, 4000, 4.0) if quick else (500, 30, 2, 10000, 8.0)
-    res: dict[str, Any] = {"quick": quick, "cpus": os.cpu_count()}
+    res: dict[str, Any] = {"quick": quick, "cpus": os.cpu_count(), "group": group}
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="minigate-bench-") as tmpname:
         tmp = Path(tmpname)
         try:
             fast = start_upstream(tmp, "fast", 8, 0.0, procs)
             ports = {"fast": fast, "paced": start_upstream(tmp, "paced", PACED_CHUNKS, PACED_INTERVAL, procs)}
-            gw, gport, res["ready"] = start_gateway(tmp, ports, procs, root)
+            gw, gport, res["ready"] = start_gateway(tmp, ports, procs, root, group)
             print(f"gateway pid {gw.pid} ready; measuring...", file=sys.stderr)
             url = {name: f"http://{HOST}:{p}/v1/chat/completions" for name, p in {**ports, "gateway": gport}.items()}
             for kind, stream in (("json", False), ("ttfc", True)):
@@ -335,6 +344,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     parser.add_argument("--no-wrk", action="store_true", help="skip the wrk measurement even if wrk is installed")
     parser.add_argument("--gateway-root", metavar="DIR", help="run the gateway from the code in DIR")
+    parser.add_argument("--group", metavar="STRATEGY", help="the default agent as a group of two (least_busy, ...)")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if importlib.util.find_spec("uvloop"):
@@ -342,7 +352,7 @@ def main() -> None:
     if args.loadgen:
         asyncio.run(_loadgen(json.loads(args.loadgen)))
         return
-    res = run(args.quick, not args.no_wrk, args.gateway_root)
+    res = run(args.quick, not args.no_wrk, args.gateway_root, args.group)
     res["verdicts"] = report(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -35,6 +35,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp compose.yaml "$work/"
+mkdir "$work/deploy" && cp deploy/compose.replicas.yaml deploy/Caddyfile.replicas "$work/deploy/"
 sed 's/^MINIGATE_ADMIN_KEY=$/MINIGATE_ADMIN_KEY=validate-key/' .env.example > "$work/.env"
 grep -q '^MINIGATE_ADMIN_KEY=validate-key$' "$work/.env" || fail ".env.example has no empty MINIGATE_ADMIN_KEY= line"
 
@@ -121,6 +122,17 @@ PY
   fi
   grep -q MINIGATE_ADMIN_KEY "$work/err" || fail "$impl: the refusal does not name MINIGATE_ADMIN_KEY: $(cat "$work/err")"
   echo "ok: $impl $version: an empty MINIGATE_ADMIN_KEY is refused"
+  # deploy/compose.replicas.yaml: two replicas on PostgreSQL behind a proxy (README "Growing past one box")
+  replicas=(--env-file .env -f deploy/compose.replicas.yaml)
+  pg=(POSTGRES_PASSWORD=pw MINIGATE_DATABASE_URL=postgresql+asyncpg://minigate:pw@postgres:5432/minigate)
+  got=$(compose "$impl" "${pg[@]}" "${replicas[@]}" config --services 2>"$work/err" | sort | tr '\n' ' ' | sed 's/ $//') ||
+    fail "$impl: compose.replicas.yaml: $(cat "$work/err")"
+  [ "$got" = "minigate-1 minigate-2 postgres proxy" ] || fail "$impl: compose.replicas.yaml starts '$got'"
+  if compose "$impl" POSTGRES_PASSWORD=pw "${replicas[@]}" config >/dev/null 2>"$work/err"; then
+    fail "$impl: compose.replicas.yaml accepted an empty MINIGATE_DATABASE_URL"
+  fi
+  grep -q MINIGATE_DATABASE_URL "$work/err" || fail "$impl: the refusal does not name MINIGATE_DATABASE_URL"
+  echo "ok: $impl $version: compose.replicas.yaml renders two replicas, postgres and the proxy; it needs MINIGATE_DATABASE_URL"
 done
 
 [ "$build" = 1 ] || exit 0
