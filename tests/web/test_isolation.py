@@ -93,6 +93,7 @@ WEB: list[tuple[str, str, dict[str, str], set[int]]] = [
     ("GET", "/keys", {}, {200}),
     ("GET", "/keys/{k}/revoke", {}, {404}),
     ("POST", "/keys/{k}/revoke", {}, {404}),
+    ("POST", "/keys/{k}/policy", {"rpm": "1"}, {403}),  # nor her limits (a person cannot change even their own)
     ("GET", "/usage", {}, {200}),
     ("GET", "/usage?user={u}", {}, {200}),
     ("GET", "/usage?key={k}&by=key", {}, {200}),
