@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, insert, select, update
+from sqlalchemy import ColumnElement, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from minigate.gateway.storage.conversations import WebSessionRow
 from minigate.gateway.storage.db import Database
 from minigate.gateway.storage.tables import UserRow, utcnow
 
@@ -31,6 +32,7 @@ _SCRYPT = (2**14, 8, 1)  # n, r, p: 16 MiB and about 50 ms per hash on this mach
 _SALT_BYTES = 16
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 _USERS = cast(Table, UserRow.__table__)
+_SESSIONS = cast(Table, WebSessionRow.__table__)
 
 
 class UserInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,12 +164,15 @@ class UserStore:
         return _info(row)
 
     async def set_password(self, user_id: int, password: str) -> bool:
-        """Give ``user_id`` a new password; False when there is no such person."""
+        """Give ``user_id`` a new password and end their web sessions (the old password may have leaked); False
+        when there is no such person."""
         _check_new_password(password)
         hashed = await asyncio.to_thread(hash_password, password)
         stmt = update(_USERS).where(_USERS.c.id == user_id).values(password_hash=hashed)
         async with self._db.engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            found = (await conn.execute(stmt)).rowcount == 1
+            await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.user_id == user_id))
+        return found
 
     async def disable(self, user_id: int) -> bool:
         """Disable ``user_id``: no login, no session, no key of theirs works (keys within their cache's 2 s).

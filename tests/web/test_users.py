@@ -73,6 +73,8 @@ def test_an_admin_person_manages_everyone(web_app: InProcessGateway, client: Web
     assert root.post(f"/users/{root_id}/disable").status_code == 422  # not oneself
     assert root.post(f"/users/{bob_id}/password", {"password": "short"}).status_code == 422
     assert root.post(f"/users/{bob_id}/password", {"password": "bob-new-password"}).status_code == 200
+    assert bob.get("/chat").status_code == 303  # a new password ends the old sessions
+    assert root.get("/users").status_code == 200  # and only that person's
     assert login_form(WebClient(web_app), "bob", "bob-password").status_code == 401
     person(web_app, "bob", "bob-new-password").close()
     bob.close()
