@@ -120,3 +120,21 @@ def test_admin_api_sets_and_clears_policies(inprocess_factory: Callable[..., InP
     )
     assert app.http.delete(url, headers=ADMIN).json() == {"id": made["id"], "revoked": True}
     assert chat(app, made["key"]).status_code == 401
+
+
+def test_other_protocols_and_streams_follow_the_policy(inprocess_factory: Callable[..., InProcessGateway]) -> None:
+    app = inprocess_factory(CONFIG)
+    key = new_key(app, policy={"models": ["default"], "rpm": 100})
+    headers = {"authorization": f"Bearer {key}"}
+    message = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    refused = app.http.post("/v1/messages", headers=headers, json={"model": "local/echo", **message})
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "error" and refused.json()["error"]["type"] == "permission_error"
+    assert app.http.post("/v1/messages", headers=headers, json={"model": "default", **message}).status_code == 200
+    responses = app.http.post("/v1/responses", headers=headers, json={"model": "local/echo", "input": "hi"})
+    assert responses.status_code == 403 and responses.json()["error"]["code"] == "model_not_allowed"
+    body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with app.http.stream("POST", "/v1/chat/completions", headers=headers, json=body) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["x-ratelimit-limit-requests"] == "100"
+        assert "[DONE]" in "".join(stream.iter_text())
