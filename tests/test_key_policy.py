@@ -138,3 +138,15 @@ def test_other_protocols_and_streams_follow_the_policy(inprocess_factory: Callab
         assert stream.status_code == 200
         assert stream.headers["x-ratelimit-limit-requests"] == "100"
         assert "[DONE]" in "".join(stream.iter_text())
+
+
+def test_models_list_shows_what_the_key_may_use(inprocess_factory: Callable[..., InProcessGateway]) -> None:
+    app = inprocess_factory(CONFIG)
+    key = new_key(app, policy={"models": ["local/*", "default", "mixed", "cloud"], "remote": False})
+    headers = {"authorization": f"Bearer {key}"}
+    listed = [m["id"] for m in app.http.get("/v1/models", headers=headers).json()["data"]]
+    assert listed == ["default", "mixed", "quick", "local/echo", "local/other"]  # "cloud" has no local deployment
+    everything = [m["id"] for m in app.http.get("/v1/models", headers=ADMIN).json()["data"]]
+    assert {"cloud", "quick", "far/gpt-4o"} <= set(everything)
+    assert app.http.get("/v1/models/local/echo", headers=headers).status_code == 200
+    assert app.http.get("/v1/models/far/gpt-4o", headers=headers).json()["error"]["code"] == "model_not_found"

@@ -27,6 +27,7 @@ from minigate.gateway.core.wire import (
     decode_request,
 )
 from minigate.gateway.core.writes import close_at_end, limit_writes
+from minigate.gateway.ops.limits import usable
 from minigate.gateway.ops.observe import trace_of
 from minigate.gateway.routing.chain import cause_of
 from minigate.gateway.routing.routes import check_model_name
@@ -173,9 +174,12 @@ async def embeddings(request: Request[Any, Any, Any], gateway: NamedDependency[G
     return await _serve(request, gateway, "embeddings", EmbeddingRequest)
 
 
-def _cards(gateway: Gateway) -> list[ModelCard]:
+def _cards(gateway: Gateway, key_id: int | None = None) -> list[ModelCard]:
     cards = []
+    policy = gateway.keys.policies.get(key_id) if key_id is not None else None
     for ident, kind, details in gateway.routes.listing():
+        if policy is not None and not usable(policy, gateway.routes.resolve(ident)):  # what the key may not call
+            continue
         provider = gateway.providers.get(str(details.get("provider"))) if kind == "model" else None
         runs_on = getattr(provider, "runs_on", None)  # a local model: the back end and device it is loaded on
         extra = runs_on(ident.partition("/")[2]) if callable(runs_on) else {}
@@ -186,13 +190,13 @@ def _cards(gateway: Gateway) -> list[ModelCard]:
 
 @get("/models")
 async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """OpenAI ``GET /v1/models``: agents, aliases and provider models."""
-    await gateway.authenticate(request.headers.get("authorization"))
+    """OpenAI ``GET /v1/models``: agents, aliases and provider models (those the key's policy allows)."""
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
     # The router decodes before matching, so ``/v1/models/%2F`` (the id "/") arrives here: it names no model.
     raw_path = bytes(request.scope.get("raw_path") or b"")
     if raw_path.rstrip(b"/") not in (b"", b"/v1/models"):
         raise ModelNotFound(check_model_name(unquote(raw_path.decode("latin-1").removeprefix("/v1/models/"))))
-    return Response(msgspec.json.encode(ModelList(data=_cards(gateway))), media_type="application/json")
+    return Response(msgspec.json.encode(ModelList(data=_cards(gateway, key_id))), media_type="application/json")
 
 
 @get("/models/{model_id:path}")
@@ -200,9 +204,9 @@ async def get_model(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], model_id: FromPath[str]
 ) -> Response[bytes]:
     """OpenAI ``GET /v1/models/{id}`` (ids may contain slashes: ``provider/model``)."""
-    await gateway.authenticate(request.headers.get("authorization"))
+    key_id = await gateway.authenticate(request.headers.get("authorization"))
     wanted = check_model_name(model_id.lstrip("/"))
-    for card in _cards(gateway):
+    for card in _cards(gateway, key_id):
         if card.id == wanted:
             return Response(msgspec.json.encode(card), media_type="application/json")
     raise ModelNotFound(wanted)

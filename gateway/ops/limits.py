@@ -18,7 +18,7 @@ from minigate.gateway.routing.routes import Route
 from minigate.gateway.storage.counters import SharedCounters
 from minigate.gateway.storage.key_policy import KeyPolicy
 
-__all__ = ["Limits", "Ticket", "allowed_route", "reset_text"]
+__all__ = ["Limits", "Ticket", "allowed_route", "reset_text", "usable"]
 
 
 def allowed_route(policy: KeyPolicy, route: Route) -> Route:
@@ -47,6 +47,17 @@ def allowed_route(policy: KeyPolicy, route: Route) -> Route:
             code="remote_not_allowed",
         )
     return route if len(local) == len(chain) else replace(route, chain=local, capability_fallback=False)
+
+
+def usable(policy: KeyPolicy | None, route: Route | None) -> bool:
+    """Whether a key with ``policy`` may call ``route`` at all (what ``GET /v1/models`` lists for it)."""
+    if route is None or policy is None:
+        return route is not None
+    try:
+        allowed_route(policy, route)
+    except GatewayError:
+        return False
+    return True
 
 
 def reset_text(seconds: float) -> str:
