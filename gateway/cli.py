@@ -20,7 +20,7 @@ from minigate.gateway.config.sections import ServerConfig
 from minigate.gateway.keys_cli import add_policy_options
 from minigate.gateway.models_cli import ensure_default_models, run_models_command
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
-from minigate.gateway.users_cli import add_users_parser, run_users
+from minigate.gateway.users_cli import add_users_parser, person_id, run_users
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -191,6 +191,10 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
     try:
         store = KeyStore(database)
         if args.keys_command == "create":
+            if args.user is not None:  # a person's key
+                options["user_id"] = await person_id(database, args.user)
+                if options["user_id"] is None:
+                    return _fail(f"there is nobody called {args.user!r}", 1)
             info, secret = await store.create(args.name, admin=args.admin, **options)
             print(secret)
             print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
@@ -243,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
+    create.add_argument("--user", help="whose key: a person's name (minigate users list)")
     add_policy_options(create)
     listing = keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")

@@ -8,8 +8,9 @@ import sys
 from typing import Any
 
 from minigate.gateway.config.schema import Config
+from minigate.gateway.storage.db import Database
 
-__all__ = ["add_users_parser", "run_users"]
+__all__ = ["add_users_parser", "person_id", "run_users"]
 
 
 def add_users_parser(sub: Any, config_help: str) -> None:
@@ -30,6 +31,14 @@ def add_users_parser(sub: Any, config_help: str) -> None:
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     for p in (create, listing, disable, enable, passwd):
         p.add_argument("--config", help=config_help)
+
+
+async def person_id(database: Database, name: str) -> int | None:
+    """The id of the person called ``name`` (``keys create --user``), or None."""
+    from minigate.gateway.storage.users import UserStore
+
+    found = await UserStore(database).by_name(name)
+    return None if found is None else found.id
 
 
 def _password(args: argparse.Namespace) -> str:

@@ -71,3 +71,19 @@ def test_the_users_command_manages_people(
     assert login_form(WebClient(app), "alice", "alice-new-password").status_code == 303
     assert users(config, "disable", "nobody", monkeypatch=monkeypatch) == 1
     assert "nobody called 'nobody'" in capsys.readouterr().err
+
+
+def test_keys_create_user_gives_the_key_to_a_person(
+    app: InProcessGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(app, tmp_path)
+    assert users(config, "create", "kid", "--password-stdin", stdin="kid-password\n", monkeypatch=monkeypatch) == 0
+    assert main(["keys", "create", "kid-laptop", "--user", "nobody", "--config", config]) == 1
+    assert "nobody called 'nobody'" in capsys.readouterr().err
+    assert main(["keys", "create", "kid-laptop", "--user", "kid", "--daily-tokens", "100", "--config", config]) == 0
+    token = capsys.readouterr().out.strip()
+    kid = WebClient(app)
+    assert login_form(kid, "kid", "kid-password").status_code == 303
+    assert "kid-laptop" in kid.get("/keys").text  # hers: she sees it
+    app.client(key=token).chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
+    assert [row["user_id"] for row in app.wait_rows(1)] == [1]
