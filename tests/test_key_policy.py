@@ -150,3 +150,10 @@ def test_models_list_shows_what_the_key_may_use(inprocess_factory: Callable[...,
     assert {"cloud", "quick", "far/gpt-4o"} <= set(everything)
     assert app.http.get("/v1/models/local/echo", headers=headers).status_code == 200
     assert app.http.get("/v1/models/far/gpt-4o", headers=headers).json()["error"]["code"] == "model_not_found"
+
+
+def test_admin_api_key_ids_past_the_column(inprocess_factory: Callable[..., InProcessGateway]) -> None:
+    app = inprocess_factory(CONFIG)
+    for method in ("DELETE", "PATCH"):
+        answer = app.http.request(method, "/admin/api/keys/28614471006986559488", headers=ADMIN, json={})
+        assert answer.status_code == 404, method

@@ -17,12 +17,13 @@ from minigate.gateway.config.prices import shipped_prices
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_json
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.storage.key_policy import encode_policy, parse_expiry, policy_from
+from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
 from minigate.gateway.storage.keys import ApiKeyInfo
 
-__all__ = ["admin_key_handlers", "key_view"]
+__all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "PriceList", "Revoked", "admin_key_handlers", "key_view"]
 
 _UNSET: Any = msgspec.UNSET
+_MAX_ID = 2**31 - 1  # the id column's INTEGER: a larger id names no key (and must not reach the database)
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,6 +40,52 @@ class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     policy: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     expires_at: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """A key as the admin API shows it (the OpenAPI document's schema; ``key`` only in the answer that made it)."""
+
+    id: int
+    name: str
+    prefix: str
+    created_at: str
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+    admin: bool = False
+    user_id: int | None = None
+    policy: KeyPolicy | None = None
+    expires_at: str | None = None
+    used: dict[str, float] | None = None  # this minute, day and month, and calls in flight
+    key: str | None = None
+
+
+class KeyList(msgspec.Struct):
+    """``GET /admin/api/keys``."""
+
+    keys: list[KeyView]
+
+
+class Revoked(msgspec.Struct):
+    """``DELETE /admin/api/keys/{id}``."""
+
+    id: int
+    revoked: bool
+
+
+class Price(msgspec.Struct):
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+
+
+class PriceList(msgspec.Struct):
+    """``GET /admin/api/prices``."""
+
+    configured: dict[str, Price]
+    shipped: dict[str, Price]
+    shipped_taken: str
+    free_local_providers: list[str]
 
 
 def _json(body: Any, status: int = 200) -> Response[bytes]:
@@ -114,7 +161,7 @@ async def revoke_key(
 ) -> Response[bytes]:
     """Revoke a key."""
     await gateway.authenticate_admin(request.headers.get("authorization"))
-    if not await gateway.keys.revoke(key_id):
+    if not 0 < key_id <= _MAX_ID or not await gateway.keys.revoke(key_id):
         raise GatewayError(f"No active key {key_id}.", status=404, code="key_not_found")
     return _json({"id": key_id, "revoked": True})
 

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from minigate.gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
 from minigate.gateway.http.admin import ImportRequest, PullRequest
+from minigate.gateway.http.admin_keys import KeyCreate, KeyList, KeyUpdate, KeyView, PriceList, Revoked
 from minigate.gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
 from minigate.gateway.protocols.anthropic_out import MessageObject, TokenCount
 from minigate.gateway.protocols.responses import ResponsesRequest
@@ -211,6 +212,11 @@ _OPERATIONS = {
     ("get", "/admin/api/jobs"): _Operation(JobList, _ADMIN),
     ("post", "/admin/reload"): _Operation(Reloaded, (*_ADMIN, 400)),  # 400: the new config, refused
     ("get", "/admin/api/jobs/{job_id}"): _Operation(Job, (*_ADMIN, 404)),
+    ("get", "/admin/api/keys"): _Operation(KeyList, _ADMIN),
+    ("post", "/admin/api/keys"): _Operation(KeyView, (*_ADMIN, *_BODY), KeyCreate, 201),
+    ("patch", "/admin/api/keys/{key_id}"): _Operation(KeyView, (*_ADMIN, *_BODY, 404), KeyUpdate),
+    ("delete", "/admin/api/keys/{key_id}"): _Operation(Revoked, (*_ADMIN, 404)),
+    ("get", "/admin/api/prices"): _Operation(PriceList, _ADMIN),
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),
     ("get", "/metrics"): _Operation(None, (500,), media_type="text/plain"),

@@ -118,6 +118,8 @@ async def store_policy(
     database: Database, key_id: int, policy: KeyPolicy | None, expires_at: datetime | bool | None = False
 ) -> bool:
     """Set key ``key_id``'s policy (and its expiry, unless ``expires_at`` is False); False if there is no such key."""
+    if not 0 < key_id < 2**31:  # the id column's INTEGER: a larger id names no key
+        return False
     values: dict[str, Any] = {"policy": encode_policy(policy)}
     if expires_at is not False:
         values["expires_at"] = expires_at
