@@ -1,7 +1,8 @@
 """The fallback chain: one loop over an ordered list of deployments, collecting each failure.
 
 Cooling deployments are skipped; a failure with ``fallback`` set moves on, any other comes back at once. One
-deadline covers the loop; :func:`chain_error` turns the hops into the one error the client sees.
+deadline covers the loop; :func:`chain_error` turns the hops into the one error the client sees. A group's members
+are put in order for each request first (:mod:`minigate.gateway.routing.groups`).
 """
 
 from __future__ import annotations
