@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from minigate.providers.onnx.gguf import fix_tokenizer_config, gguf_to_hf
@@ -127,8 +127,11 @@ def _relay(line: str, layers: int, progress: Progress) -> None:
 
 
 @contextlib.contextmanager
-def staging(models_dir: Path, name: str, force: bool) -> Iterator[tuple[Path, Path]]:
-    """A temporary folder inside ``models_dir`` and the final destination; moves the result in on success."""
+def staging(
+    models_dir: Path, name: str, force: bool, check: Callable[[Path], object] | None = None
+) -> Iterator[tuple[Path, Path]]:
+    """A temporary folder inside ``models_dir`` and the final destination; moves the result in on success, once
+    ``check`` (default: an onnxruntime-genai model folder's check) accepts it."""
     dest = model_path(models_dir, name)
     if dest.exists() and not force:
         raise ModelStoreError(f"model {name!r} already exists in {models_dir} (use force to replace it)")
@@ -136,7 +139,7 @@ def staging(models_dir: Path, name: str, force: bool) -> Iterator[tuple[Path, Pa
     with tempfile.TemporaryDirectory(dir=models_dir, prefix=f".staging-{name}-") as tmp:
         out = Path(tmp) / name
         yield Path(tmp), out
-        validate_model_dir(out)
+        (check or validate_model_dir)(out)
         if dest.exists():
             old = Path(tmp) / ".replaced"
             dest.rename(old)

