@@ -39,6 +39,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.core.writes",
                 "minigate.providers",
                 "minigate.providers.base",
+                "minigate.providers.chunk_scan",
                 "minigate.providers.limits",
                 "minigate.providers.shape",
                 "minigate.providers.sse",
@@ -79,6 +80,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.storage.keys",
                 "minigate.gateway.storage.responses",
                 "minigate.gateway.storage.sql",
+                "minigate.gateway.storage.syncing",
                 "minigate.gateway.storage.tables",
                 "minigate.gateway.storage.usage",
                 "minigate.gateway.storage.users",
@@ -197,6 +199,7 @@ LAYERS: list[Layer] = [
             "serving": (
                 "minigate.gateway.serving",
                 "minigate.gateway.serving.events",
+                "minigate.gateway.serving.passthrough",
                 "minigate.gateway.serving.proxy",
                 "minigate.gateway.serving.streaming",
                 "minigate.gateway.serving.workflows",

@@ -6,8 +6,6 @@ The request path reads a view held in memory; a background task writes what happ
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from minigate.gateway.storage.db import Database
 from minigate.gateway.storage.sql import greatest
+from minigate.gateway.storage.syncing import PeriodicSync
 from minigate.gateway.storage.tables import Base, SafeString, SafeText, UTCDateTime
 
 __all__ = ["CooldownRow", "SharedCooldown", "SharedCooldowns"]
@@ -65,7 +64,7 @@ class _Recovered:
 _Note = SharedCooldown | _Recovered
 
 
-class SharedCooldowns:
+class SharedCooldowns(PeriodicSync):
     """The shared view of cooldowns for one replica; see the module docstring.
 
     Call :meth:`start` once the database is open and :meth:`close` before closing it. Everything else is
@@ -85,13 +84,12 @@ class SharedCooldowns:
         Rows whose cooldown ended more than ``forget_after`` seconds ago are deleted (their deployment was not
         tried since, e.g. it left the config). ``clock`` is the wall clock (tests replace it).
         """
+        super().__init__(interval, "shared-cooldowns")
         self._db = database
-        self._interval = interval
         self._forget_after = forget_after
         self._clock = clock
         self._view: dict[str, SharedCooldown] = {}
         self._notes: dict[str, _Note] = {}  # written at the next sync
-        self._task: asyncio.Task[None] | None = None
         self._failing = False  # the last sync failed (logged once until one succeeds)
         self.last_sync: float | None = None  # wall-clock time of the last successful sync
 
@@ -144,25 +142,10 @@ class SharedCooldowns:
 
     # The background half.
 
-    async def start(self) -> None:
-        """Read the table once, then keep syncing in the background (idempotent)."""
-        if self._task is None:
-            await self.sync()
-            self._task = asyncio.create_task(self._run(), name="shared-cooldowns")
-
     async def close(self) -> None:
         """Stop syncing, after writing what is still noted."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.stop_syncing()
         if self._notes:
-            await self.sync()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
             await self.sync()
 
     async def sync(self) -> bool:

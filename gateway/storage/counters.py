@@ -7,7 +7,6 @@ once per ``interval`` (docs/architecture.md, "Key limits and budgets").
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.syncing import PeriodicSync
 from minigate.gateway.storage.tables import Base, SafeString
 
 __all__ = ["KeyCounterRow", "KeyLeaseRow", "SharedCounters", "Window"]
@@ -58,7 +58,7 @@ _COUNTERS = cast(Table, KeyCounterRow.__table__)
 _LEASES = cast(Table, KeyLeaseRow.__table__)
 
 
-class SharedCounters:
+class SharedCounters(PeriodicSync):
     """Counters and in-flight calls per key for one replica; see the module docstring.
 
     Call :meth:`start` once the database is open and :meth:`close` before closing it. Everything else is
@@ -76,8 +76,8 @@ class SharedCounters:
     ) -> None:
         """Share through ``database`` every ``interval`` seconds; a replica's leases count for ``lease_for`` seconds
         after its last sync (a replica that died stops holding its key's concurrency slots then)."""
+        super().__init__(interval, "key-counters")
         self._db = database
-        self._interval = interval
         self._lease_for = lease_for
         self._clock = clock
         self.replica = secrets.token_hex(8)
@@ -86,7 +86,6 @@ class SharedCounters:
         self._flight: dict[int, int] = {}  # key id -> this replica's calls in flight
         self._others: dict[int, int] = {}  # key id -> the other replicas' calls in flight, as of the last sync
         self._leased: set[int] = set()  # keys this replica has a lease row for
-        self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.last_sync: float | None = None
 
@@ -127,26 +126,11 @@ class SharedCounters:
 
     # The background half.
 
-    async def start(self) -> None:
-        """Read the tables once, then keep syncing in the background (idempotent)."""
-        if self._task is None:
-            await self.sync()
-            self._task = asyncio.create_task(self._run(), name="key-counters")
-
     async def close(self) -> None:
         """Stop syncing, after writing what is still pending and dropping this replica's leases."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.stop_syncing()
         self._flight.clear()
         with contextlib.suppress(Exception):
-            await self.sync()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
             await self.sync()
 
     async def sync(self) -> bool:
