@@ -121,6 +121,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.pull",
                 "minigate.providers.onnx.scheduler",
                 "minigate.providers.onnx.store",
+                "minigate.providers.onnx.store_child",
                 "minigate.providers.onnx.stream",
                 "minigate.providers.onnx.toolcalls",
                 "minigate.providers.onnx.tools",

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from minigate.providers.onnx.device_choice import DeviceError
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from minigate.providers.onnx.placement import Placement, base_worker_options
 from minigate.providers.onnx.precision import PrecisionRouter
+from minigate.providers.onnx.store_child import run_store_cli
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
 from minigate.providers.onnx.worker import Generation, WorkerClient
@@ -235,37 +233,10 @@ class OnnxProvider(Provider):
         return await self._convert([*args, *(["--force"] if force else [])], on_progress)
 
     async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
-        cmd = [sys.executable, "-m", "minigate.providers.onnx.cli", "--models-dir", str(self.models_dir), *args]
-        # A session of its own: cancelling (a job at shutdown, an admin who left) stops the model builder too.
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True
-        )
-        assert proc.stderr is not None and proc.stdout is not None
-        last = ""
         try:
-            while raw := await proc.stderr.readline():
-                for line in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
-                    if line.strip():
-                        last = line.strip()
-                        if on_progress:
-                            on_progress(last)
-            out = (await proc.stdout.read()).decode().strip()
-            await proc.wait()
-        except BaseException:
-            await asyncio.shield(_stop_session(proc))
-            raise
-        self.precisions.forget()
-        if proc.returncode != 0:
-            code = proc.returncode
-            message = last.removeprefix("error: ") or "conversion failed"
-            if code == 1:  # the CLI's exit status for refused input (names, folders, files)
-                raise ProviderError(message, status=400, code="invalid_model", fallback=False)
-            if code == 2:  # the conversion tools are missing
-                raise ProviderError(message, status=501, code="convert_tools_missing", fallback=False)
-            if code == 4:
-                raise ProviderError(message, status=502, code="download_failed", fallback=False)
-            raise ProviderError(message, status=500, code="convert_failed", fallback=False)
-        return Path(out.splitlines()[-1])
+            return await run_store_cli(self.models_dir, args, on_progress)
+        finally:
+            self.precisions.forget()  # a precision may have come or gone
 
     # ------------------------------------------------------------ requests
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:
@@ -383,16 +354,6 @@ class OnnxProvider(Provider):
             await asyncio.wait_for(client.idle.wait(), limit)
         await client.stop()
         self._retired.discard(client)
-
-
-async def _stop_session(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
-    """SIGINT to a conversion's whole session (it cleans its staging folder), SIGKILL after ``grace`` seconds."""
-    for sig in (signal.SIGINT, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace)
-            return
 
 
 def _estimate_bytes(path: Path) -> int:
