@@ -187,3 +187,18 @@ def test_reload_needs_an_admin_key(tmp_path: Path, upstreams: tuple[FakeUpstream
         created = gateway.admin("GET", "/admin/api/models")
         assert created.status_code == 200
         assert json.loads(gateway.admin("POST", "/admin/reload").text)["status"] == "reloaded"
+
+
+@pytest.mark.fast
+def test_reload_keeps_the_count_of_calls_in_flight(
+    tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    a, b = upstreams
+    with FileGateway(config_for(a, b, 1), tmp_path) as gateway:
+        running = gateway.http.app.state.gateway  # type: ignore[attr-defined]
+        running.health.load.sent("a/m")  # a call still running when the config changes (a group's least_busy)
+        gateway.write_config(config_for(a, b, 2))
+        assert gateway.admin("POST", "/admin/reload").status_code == 200
+        assert running.health.load.busy == {"a/m": 1}  # the new book still sees it...
+        running.health.load.done("a/m")  # ...and its end releases it there
+        assert running.health.load.busy == {}

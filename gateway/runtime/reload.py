@@ -147,7 +147,7 @@ class Reloader:
             raise
         # The swap itself: no await from here to the end of the block.
         gateway.config, gateway.routes, gateway.providers = staged.config, staged.routes, providers
-        gateway.health = HealthBook(config.router.cooldown, gateway.cooldowns)
+        gateway.health = HealthBook(config.router.cooldown, gateway.cooldowns, gateway.health.load)  # calls in flight
         gateway.specs = provider_specs(config)
         gateway.drain.grace = config.server.shutdown_grace
         if self._adopt is not None:
