@@ -15,6 +15,7 @@ import msgspec
 from yarl import URL
 
 from minigate.providers.base import ChunkStream, Provider, ProviderRequest, UpstreamStatusError
+from minigate.providers.chunk_scan import ChunkScan, scan_chunk
 from minigate.providers.limits import UpstreamLimits
 from minigate.providers.openai_responses import ResponsesReader, checked_response
 from minigate.providers.registry import (
@@ -86,6 +87,7 @@ class ChatReader(StreamReader):
     """Turns the ``data:`` payloads of a chat-completions stream into chunk dicts; ``data: [DONE]`` ends it."""
 
     __slots__ = ("_error",)
+    scans = True
 
     def __init__(self, provider: str, error: ErrorFilter) -> None:
         super().__init__(provider)
@@ -106,6 +108,12 @@ class ChatReader(StreamReader):
         if not self.finished:
             self.finished = any(c.get("finish_reason") for c in chunk.get("choices") or ())
         return (chunk,)
+
+    def scan(self, data: bytes) -> ChunkScan | None:
+        found = scan_chunk(data)
+        if found is not None and not self.finished:
+            self.finished = found.finished()
+        return found
 
 
 class OpenAIProvider(HttpProvider[OpenAIProviderConfig]):

@@ -9,6 +9,7 @@ import asyncio
 import email.utils
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -25,6 +26,7 @@ from minigate.providers.base import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
+from minigate.providers.chunk_scan import ChunkScan
 from minigate.providers.limits import UpstreamLimits, cut, read_capped
 from minigate.providers.netguard import guarded_connector
 from minigate.providers.sse import YIELD_EVERY, DataLines, pause
@@ -153,10 +155,12 @@ class StreamReader:
     """Turns the ``data:`` payloads of one protocol's event stream into the events an :class:`EventStream` yields.
 
     ``read`` gives the events of one payload; ``done``: read no further; ``finished``: the stream is complete (one
-    ending before is cut short); ``end`` gives what a complete stream still owes once it is over.
+    ending before is cut short); ``end`` gives what a complete stream still owes once it is over. A reader whose
+    ``scan`` reads plain payloads without building them (``scans``) gives at most one event per payload.
     """
 
     __slots__ = ("_provider", "done", "finished")
+    scans = False
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
@@ -165,6 +169,10 @@ class StreamReader:
     def read(self, data: bytes) -> Sequence[dict[str, Any]]:
         """The events of one payload (none for one to skip)."""
         raise NotImplementedError
+
+    def scan(self, data: bytes) -> ChunkScan | None:
+        """A plain chunk's payload read without building it; None: ``read`` it (every payload, unless ``scans``)."""
+        return None
 
     def end(self) -> Sequence[dict[str, Any]]:
         """The events a finished stream still owes once it is over."""
@@ -186,41 +194,76 @@ class StreamReader:
 class EventStream(ChunkStream):
     """Parses an upstream ``text/event-stream`` body into the events its ``reader`` makes, until the reader is done.
 
-    It pauses every :data:`~minigate.providers.sse.YIELD_EVERY` s of work (:func:`~minigate.providers.sse.pause`):
-    relaying bytes that are already buffered never suspends otherwise, and a flood of tiny chunks would keep everyone
-    waiting.
+    Iterated, it gives the events; :meth:`payloads` gives the rest of the stream as the payloads of its ``data:``
+    lines instead (the relay's fast path, see ``minigate.gateway.serving.passthrough``), under the same caps. Either
+    way it pauses after :data:`~minigate.providers.sse.YIELD_EVERY` s of work without waiting on the upstream
+    (:func:`~minigate.providers.sse.pause`): relaying bytes that are already buffered never suspends otherwise, and a
+    flood of tiny chunks would keep everyone waiting.
     """
 
     def __init__(
         self, response: aiohttp.ClientResponse, provider: str, limits: UpstreamLimits, reader: StreamReader
     ) -> None:
-        self._response, self._provider, self._limits, self._reader = response, provider, limits, reader
+        self._response, self._provider, self._limits, self.reader = response, provider, limits, reader
+        self._lines = DataLines(limits, provider)
+        self._left: deque[bytes] = deque()  # payloads split off the bytes received, not handed out yet
+        self._ran = time.perf_counter()  # since when the reader has worked without waiting on the upstream
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        reader = self._reader
-        read = reader.read
-        lines = DataLines(self._limits, self._provider)
-        clock = time.perf_counter
-        suspended = clock()
+    async def _fill(self) -> bool:
+        """Split the next bytes the upstream sends into payloads; False once the body is over."""
+        content, clock = self._response.content, time.perf_counter
         try:
-            async for raw in self._response.content.iter_any():
-                for data in lines.feed(raw):
-                    for event in read(data):
-                        yield event
-                    if reader.done:
-                        return
-                    if clock() - suspended > YIELD_EVERY:
+            while not self._left:
+                raw = content.read_nowait()
+                if raw:
+                    if clock() - self._ran > YIELD_EVERY:  # a flood of lines that are not events, or of events
                         await pause()
-                        suspended = clock()
-                if clock() - suspended > YIELD_EVERY:  # a flood of lines that are not events
-                    await pause()
-                    suspended = clock()
+                        self._ran = clock()
+                else:
+                    raw = await content.readany()  # waits: others run meanwhile
+                    self._ran = clock()
+                    if not raw:
+                        return False
+                self._left.extend(self._lines.feed(raw))
         except NETWORK_ERRORS as err:
             raise unavailable(self._provider, err, " mid-stream") from None
-        if not reader.finished:
+        return True
+
+    def _ended(self) -> None:
+        if not self.reader.finished:
             raise UpstreamUnavailable(
                 f"{self._provider}: upstream stream ended before it finished", code="upstream_truncated"
             )
+
+    async def payloads(self) -> list[bytes] | None:
+        """The payloads split off the next bytes the upstream sent (at most 64), None once the body is over and
+        complete (it raises when the body ended before the reader saw the stream finish)."""
+        left = self._left
+        if not left:
+            if not await self._fill():
+                self._ended()
+                return None
+        elif time.perf_counter() - self._ran > YIELD_EVERY:  # a flood already split: others get their turn
+            await pause()
+            self._ran = time.perf_counter()
+        if len(left) <= 64:
+            taken = list(left)
+            left.clear()
+            return taken
+        return [left.popleft() for _ in range(64)]
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        reader, left, clock = self.reader, self._left, time.perf_counter
+        read = reader.read
+        while left or await self._fill():
+            for event in read(left.popleft()):  # popped first: what is left is what the payloads() path reads on
+                yield event
+            if reader.done:
+                return
+            if clock() - self._ran > YIELD_EVERY:
+                await pause()
+                self._ran = clock()
+        self._ended()
         for event in reader.end():
             yield event
 

@@ -39,6 +39,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.core.writes",
                 "minigate.providers",
                 "minigate.providers.base",
+                "minigate.providers.chunk_scan",
                 "minigate.providers.limits",
                 "minigate.providers.shape",
                 "minigate.providers.sse",
@@ -199,6 +200,7 @@ LAYERS: list[Layer] = [
             "serving": (
                 "minigate.gateway.serving",
                 "minigate.gateway.serving.events",
+                "minigate.gateway.serving.passthrough",
                 "minigate.gateway.serving.proxy",
                 "minigate.gateway.serving.streaming",
                 "minigate.gateway.serving.workflows",

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["DONE", "MEDIA_TYPE", "SSE_HEADERS", "frame", "named_frame"]
+__all__ = ["DONE", "MEDIA_TYPE", "SSE_HEADERS", "frame", "frames", "named_frame"]
 
 MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no cache or proxy holds frames back
@@ -19,6 +19,11 @@ _encode = msgspec.json.encode
 def frame(payload: Any) -> bytes:
     """One event whose data is ``payload`` as JSON."""
     return b"data: " + _encode(payload) + b"\n\n"
+
+
+def frames(payloads: list[bytes]) -> bytes:
+    """One event for each of ``payloads``, JSON already (none may hold a line break outside its strings)."""
+    return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
 
 
 def named_frame(event: str, payload: Any) -> bytes:

@@ -18,7 +18,17 @@ import anyio
 from litestar.types import ASGIApp, Message, Receive, Send
 from uvicorn.protocols.http.flow_control import FlowControl
 
-__all__ = ["LINK", "ClientGone", "Link", "close_at_end", "limit_writes", "reset", "write_deadline"]
+__all__ = [
+    "LINK",
+    "BodyWriter",
+    "ClientGone",
+    "Link",
+    "body_writer",
+    "close_at_end",
+    "limit_writes",
+    "reset",
+    "write_deadline",
+]
 
 LINK = "minigate.link"  # the scope extension whose "link" is the request's Link
 _WRITES = "minigate_writes"  # the scope state holding the request's _Writes
@@ -45,6 +55,21 @@ class Link:
     def abort(self) -> None:
         """Drop the connection and whatever waits in its write buffer."""
         reset(self._transport)
+
+    @property
+    def chunked(self) -> bool:
+        """True while the response being sent has begun and is framed in HTTP/1.1 chunks (uvicorn's choice for a
+        body of no announced length), not yet ended."""
+        cycle = getattr(self._transport.get_protocol(), "cycle", None)
+        return (
+            getattr(cycle, "chunked_encoding", None) is True
+            and getattr(cycle, "response_started", False) is True
+            and getattr(cycle, "response_complete", True) is False
+        )
+
+    def write_chunk(self, body: bytes) -> None:
+        """Write ``body`` as one chunk of the response body, framed as uvicorn frames it (see :attr:`chunked`)."""
+        self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
 
 
 def reset(transport: asyncio.Transport) -> None:
@@ -81,6 +106,38 @@ def close_at_end(scope: Any, stream: AsyncGenerator[Any, None]) -> None:
     writes = _writes_of(scope)
     if writes is not None:
         writes.closing.append(stream)
+
+
+class BodyWriter:
+    """Writes a response's body straight to its connection while no write has to wait (see :func:`body_writer`)."""
+
+    __slots__ = ("_link", "_writes")
+
+    def __init__(self, link: Link, writes: _Writes) -> None:
+        self._link, self._writes = link, writes
+
+    def write(self, body: bytes) -> bool:
+        """Write ``body`` (not empty) now, as ``send`` would; False when it has to wait for the client to read: then
+        send it through ``send``, whose wait is bounded. Raises :class:`ClientGone` once the client is gone."""
+        link, writes = self._link, self._writes
+        if writes.failed or link.gone:
+            writes.failed = True
+            raise ClientGone()
+        if link.paused:
+            return False
+        link.write_chunk(body)
+        return True
+
+
+def body_writer(scope: Any) -> BodyWriter | None:
+    """A writer of the response body that skips the ASGI ``send`` chain (each layer's wrapper, one after the other,
+    for each piece) while a write need not wait; None where the connection is not ``minigate serve``'s or the
+    response is not sent in chunks (call it once the response has started)."""
+    link: Link | None = ((scope.get("extensions") or {}).get(LINK) or {}).get("link")
+    writes = _writes_of(scope)
+    if link is None or writes is None or not link.chunked:
+        return None
+    return BodyWriter(link, writes)
 
 
 def _writes_of(scope: Any) -> _Writes | None:

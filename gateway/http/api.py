@@ -17,7 +17,7 @@ from litestar.response import Stream
 
 from minigate.gateway.core.errors import ModelNotFound
 from minigate.gateway.core.headers import header_values
-from minigate.gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame
+from minigate.gateway.core.sse import DONE, MEDIA_TYPE, SSE_HEADERS, frame, frames
 from minigate.gateway.core.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -26,13 +26,13 @@ from minigate.gateway.core.wire import (
     ModelList,
     decode_request,
 )
-from minigate.gateway.core.writes import close_at_end, limit_writes
+from minigate.gateway.core.writes import BodyWriter, body_writer, close_at_end, limit_writes
 from minigate.gateway.ops.limits import usable
 from minigate.gateway.ops.observe import trace_of
 from minigate.gateway.routing.chain import cause_of
 from minigate.gateway.routing.routes import check_model_name
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Reply
+from minigate.gateway.serving.events import Chunk, Event, EventStream, Outcome, Passed, Reply
 from minigate.gateway.serving.proxy import Call, serve_json, start_call
 from minigate.gateway.serving.streaming import serve_stream
 from minigate.providers.base import Endpoint
@@ -101,27 +101,47 @@ def answer_headers(outcome: Outcome) -> dict[str, str]:
     return header_values(headers)
 
 
-async def _frames(events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
-    """Chat-completions SSE: each chunk as sent, then ``[DONE]``, or the error event that ended the answer."""
+async def _frames(events: AsyncGenerator[Event, None], scope: Any) -> AsyncGenerator[bytes, None]:
+    """Chat-completions SSE: each chunk as sent, then ``[DONE]``, or the error event that ended the answer.
+
+    Each piece is written straight to the connection while nothing has to wait (``body_writer``); only what waits
+    for the client is yielded to the response, whose ``send`` bounds the wait.
+    """
     try:
+        writer: BodyWriter | None = None
+        started = False
         async for event in events:
-            if type(event) is Chunk:
-                yield frame(event.data)
-            elif type(event) is Outcome:
-                yield DONE if event.failure is None else frame(event.failure.body())
+            kind = type(event)
+            if kind is Passed:
+                body = frames(event.payloads)  # type: ignore[union-attr]
+            elif kind is Chunk:
+                body = frame(event.data)  # type: ignore[union-attr]
+            elif kind is Outcome:
+                failure = event.failure  # type: ignore[union-attr]
+                body = DONE if failure is None else frame(failure.body())
+            else:
+                continue
+            if not started:  # the response has started by now: its framing is known
+                writer, started = body_writer(scope), True
+            if writer is None or not writer.write(body):
+                yield body
     finally:
         await events.aclose()  # ends the upstream call and stores the row, if the events were not read to the end
 
 
 async def serve(
-    request: Request[Any, Any, Any], call: Call, respond: Callable[[EventStream | Reply], Response[Any]]
+    request: Request[Any, Any, Any],
+    call: Call,
+    respond: Callable[[EventStream | Reply], Response[Any]],
+    passthrough: bool = False,
 ) -> Response[Any]:
     """Serve ``call`` (a stream or one JSON answer) and ``respond`` with what it gives; the answer's writes too end
-    by the call's deadline, and a client that hangs up first cancels it (a 499 nobody reads)."""
+    by the call's deadline, and a client that hangs up first cancels it (a 499 nobody reads). ``passthrough``:
+    ``respond`` takes :class:`~minigate.gateway.serving.events.Passed` events (it writes chat-completions SSE)."""
     limit_writes(request.scope, call.deadline)
     try:
         served: EventStream | Reply = await cancel_on_disconnect(
-            request, serve_stream(call) if call.stream else serve_json(call)
+            request, serve_stream(call, passthrough) if call.stream else serve_json(call)
         )
     except ClientGone:
         return Response(b"", status_code=499)
@@ -144,7 +164,8 @@ def stream_response(
 def _respond(request: Request[Any, Any, Any], served: EventStream | Reply) -> Response[Any]:
     if isinstance(served, Reply):
         return Response(_encode(served.body), media_type="application/json", headers=answer_headers(served.outcome))
-    return stream_response(request, _frames(served.events), served.events, answer_headers(served.outcome))
+    encoded = _frames(served.events, request.scope)
+    return stream_response(request, encoded, served.events, answer_headers(served.outcome))
 
 
 async def _serve(
@@ -153,7 +174,7 @@ async def _serve(
     key_id = await gateway.authenticate(request.headers.get("authorization"))
     parsed, raw = decode_request(await request.body(), struct)
     call = start_call(gateway, endpoint, parsed, raw, key_id, trace_of(request.scope))
-    return await serve(request, call, lambda served: _respond(request, served))
+    return await serve(request, call, lambda served: _respond(request, served), passthrough=endpoint != "embeddings")
 
 
 @post("/chat/completions", status_code=200)

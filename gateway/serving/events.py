@@ -1,9 +1,9 @@
 """What the serving layer hands outward: typed events and answers, never bytes or HTTP headers.
 
-A streamed call is an :class:`EventStream`: :class:`Chunk` and :class:`Usage` events, then its :class:`Outcome`;
-when a deployment that speaks the client's own protocol answered (``Outcome.native``), :class:`Native` events
-instead of chunks. A non-streamed call is a :class:`Reply`. Each wire protocol maps these to its own frames (see
-docs/architecture.md, "The request path").
+A streamed call is an :class:`EventStream`: :class:`Chunk` (or :class:`Passed`) and :class:`Usage` events, then its
+:class:`Outcome`; when a deployment that speaks the client's own protocol answered (``Outcome.native``),
+:class:`Native` events instead of chunks. A non-streamed call is a :class:`Reply`. Each wire protocol maps these
+to its own frames (see docs/architecture.md, "The request path").
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ from minigate.gateway.core.tokens import valid_count
 from minigate.gateway.routing.chain import Hop
 from minigate.gateway.routing.routes import Deployment
 
-__all__ = ["PREAMBLE", "Chunk", "Event", "EventStream", "Native", "Outcome", "Reply", "Usage", "native_counts"]
+__all__ = [
+    "PREAMBLE",
+    "Chunk",
+    "Event",
+    "EventStream",
+    "Native",
+    "Outcome",
+    "Passed",
+    "Reply",
+    "Usage",
+    "native_counts",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -64,6 +75,14 @@ class Chunk:
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool-call deltas of every choice."""
         return [call for c in self.choices() for call in (c.get("delta") or {}).get("tool_calls") or ()]
+
+
+@dataclass(slots=True, eq=False)
+class Passed:
+    """Chunks passed through as the upstream's JSON, in order, ``model`` already the one the client is sent: only
+    for a consumer that asked for them (``serve_stream(call, passthrough=True)``), which frames each as it is."""
+
+    payloads: list[bytes]
 
 
 @dataclass(slots=True, eq=False)
@@ -123,7 +142,7 @@ def native_counts(usage: Any) -> dict[str, Any] | None:
     return counts
 
 
-Event = Chunk | Usage | Native | Outcome
+Event = Chunk | Passed | Usage | Native | Outcome
 
 
 @dataclass(slots=True, eq=False)

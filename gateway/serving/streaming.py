@@ -4,7 +4,9 @@ Until a chunk with content is ready the chain can still move on to the next depl
 ends the events with an :class:`~minigate.gateway.serving.events.Outcome` naming it, never a hang. The usage row is
 committed before the outcome is yielded. A deployment that speaks the client's own protocol streams
 :class:`~minigate.gateway.serving.events.Native` events instead: its first content is the first event past the
-protocol's preamble, and its usage is read from the events that carry it.
+protocol's preamble, and its usage is read from the events that carry it. A consumer that frames chat-completions
+SSE itself may take the rest of a plain upstream's stream as :class:`~minigate.gateway.serving.events.Passed`
+payloads (``passthrough``; see :mod:`minigate.gateway.serving.passthrough`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from minigate.gateway.core.tokens import checked_usage
 from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
 from minigate.gateway.routing.routes import Deployment
 from minigate.gateway.serving.events import PREAMBLE, Chunk, Event, EventStream, Native, Outcome, Usage, native_counts
+from minigate.gateway.serving.passthrough import FastRelay, fast_relay
 from minigate.gateway.serving.proxy import SHUTDOWN, Call, cancelled, check_serves_endpoint, failed, uncancel
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderRequest
 
 __all__ = ["serve_stream"]
+
+_TIMER_GRAIN = 0.002  # seconds: how early an event loop's timer may fire
 
 
 def _generated(choice: dict[str, Any], delta: dict[str, Any]) -> bool:
@@ -79,8 +84,12 @@ async def _prime(
     return iterator, buffered
 
 
-async def serve_stream(call: Call) -> EventStream:
-    """Answer a streaming call; fallback is possible until the first content chunk is ready."""
+async def serve_stream(call: Call, passthrough: bool = False) -> EventStream:
+    """Answer a streaming call; fallback is possible until the first content chunk is ready.
+
+    ``passthrough``: the consumer takes :class:`~minigate.gateway.serving.events.Passed` events (it frames
+    chat-completions SSE); they come only where no plugin sees chunks and the answer is not in a native protocol.
+    """
     gateway = call.gateway
     hops: list[Hop] = []
 
@@ -115,7 +124,8 @@ async def serve_stream(call: Call) -> EventStream:
     call.task = None
     ttft_ms = (time.monotonic() - call.started) * 1000
     outcome = Outcome(deployment, hops, notes=request.notes, native=request.endpoint != call.endpoint)
-    relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms)
+    fast = passthrough and call.hooks is None and not outcome.native
+    relay = _relay(call, outcome, stream, iterator, buffered, ttft_ms, fast)
     # Run to its first yield: from here on closing the relay ends the upstream call and stores the row, even if
     # nobody ever iterates it (an unstarted generator's aclose runs none of its code).
     await anext(relay)
@@ -172,6 +182,7 @@ async def _relay(
     iterator: AsyncIterator[dict[str, Any]],
     buffered: list[dict[str, Any]],
     ttft_ms: float,
+    passthrough: bool = False,
 ) -> AsyncGenerator[Event, None]:
     deployment, hops = outcome.deployment, outcome.hops
     model = deployment.ref
@@ -215,6 +226,17 @@ async def _relay(
         return Native(kind, data)
 
     convert: Callable[[dict[str, Any]], Chunk | Native | None] = native if outcome.native else event
+
+    def converted(chunk: dict[str, Any]) -> list[Event]:
+        nonlocal counts
+        out: list[Event] = [] if (data := convert(chunk)) is None else [data]
+        if counts is not None:
+            if counts:
+                out.append(Usage(counts))
+            counts = None
+        return out
+
+    fast: FastRelay | None = None
     deadline: _Deadline | None = None
     try:
         yield outcome  # taken by serve_stream: from here on the finally below runs however the relay ends
@@ -222,6 +244,8 @@ async def _relay(
         if call.cut:
             raise asyncio.CancelledError()  # cut before the first step: end like any other cut stream
         deadline = _Deadline(call.deadline)
+        if passthrough:
+            fast = await fast_relay(stream, iterator, model, converted)
         try:
             for chunk in buffered:
                 if (data := convert(chunk)) is not None:
@@ -232,17 +256,33 @@ async def _relay(
                     counts = None
             buffered.clear()
             deadline.waiting = True
-            async for chunk in iterator:
-                deadline.waiting = False
-                if (data := convert(chunk)) is not None:
-                    yield data
+            if fast is not None:  # the rest as the upstream's payloads, read block by block
+                while (block := await fast.next_block()) is not None:
+                    deadline.waiting = False
+                    for passed in fast.events(block):
+                        yield passed
+                    fast.check()
                     if deadline.expired:  # it passed while the client was being written to
                         raise TimeoutError
-                if counts is not None:
-                    if counts:
-                        yield Usage(counts)
-                    counts = None
-                deadline.waiting = True
+                    if fast.done:
+                        break
+                    deadline.waiting = True
+                else:  # the body is over
+                    deadline.waiting = False
+                    for passed in fast.end():
+                        yield passed
+            else:
+                async for chunk in iterator:
+                    deadline.waiting = False
+                    if (data := convert(chunk)) is not None:
+                        yield data
+                        if deadline.expired:  # it passed while the client was being written to
+                            raise TimeoutError
+                    if counts is not None:
+                        if counts:
+                            yield Usage(counts)
+                        counts = None
+                    deadline.waiting = True
             deadline.waiting = False
         except asyncio.CancelledError:
             if not deadline.took():
@@ -272,7 +312,9 @@ async def _relay(
         )
     except GeneratorExit:  # closed by its consumer, which will not read on: the client left or stopped reading
         status, error = (503, SHUTDOWN) if call.cut else (499, "client disconnected")
-        if not call.cut and time.monotonic() >= call.deadline:
+        # The write that waited ended by the deadline's timer, which uvloop keeps in whole milliseconds: it may
+        # fire just before time.monotonic() reaches the deadline.
+        if not call.cut and time.monotonic() >= call.deadline - _TIMER_GRAIN:
             status, error = 504, "the request's deadline passed while the client was not reading"
         raise
     finally:
@@ -286,6 +328,7 @@ async def _relay(
             if usage is None and status != 200:  # cut before the upstream's usage came: keep what was generated
                 # exact where the provider knows it (a local worker); counted chunks only for a client's stop,
                 # since an upstream that broke off never said what it used
+                generated += fast.generated if fast is not None else 0
                 usage = stream.usage_so_far() or (_counted(generated) if status == 499 else None)
             await call.store(status, deployment, hops, error=error, ttft_ms=ttft_ms, usage=usage)
     yield outcome

@@ -92,6 +92,13 @@ class _Buffered:
         for start in range(0, len(self.data), 256 * 1024):
             yield self.data[start : start + 256 * 1024]
 
+    def read_nowait(self) -> bytes:
+        piece, self.data = self.data[: 256 * 1024], self.data[256 * 1024 :]
+        return piece
+
+    async def readany(self) -> bytes:
+        return self.read_nowait()
+
 
 class _Response:
     def __init__(self, data: bytes) -> None:
