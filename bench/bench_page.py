@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from procs import Proc, serve_config  # noqa: E402  (bench/ is this script's own folder)
 
 from tests.web.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.web.look import RICH  # noqa: E402
@@ -56,30 +53,9 @@ MEASURE = """() => {
 }"""
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    config = folder / "minigate.json"
-    config.write_text(json.dumps({**CONFIG, "server": {"data_dir": str(folder / "data")}}))
-    port = _port()
-    env = {**os.environ, "MINIGATE_ADMIN_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the gateway did not start")
+def _start(folder: Path) -> tuple[Proc, str]:
+    config = {**CONFIG, "server": {"data_dir": str(folder / "data")}}
+    return serve_config(config, folder, {"MINIGATE_ADMIN_PASSWORD": PASSWORD})
 
 
 def _session(browser: Browser, base: str) -> tuple[Any, str]:

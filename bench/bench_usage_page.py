@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from procs import Proc, serve_config  # noqa: E402  (bench/ is this script's own folder)
 
 from tests.web.usage_rows import fill_usage  # noqa: E402
 
@@ -57,33 +57,11 @@ PAGES = [
 ]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(folder: Path, database_url: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    config = folder / "minigate.json"
+def _start(folder: Path, database_url: str | None = None) -> tuple[Proc, str]:
     server: dict[str, str] = {"data_dir": str(folder / "data")}
     if database_url:
         server["database_url"] = database_url
-    config.write_text(json.dumps({**CONFIG, "server": server}))
-    port = _port()
-    env = {**os.environ, "MINIGATE_ADMIN_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the gateway did not start")
+    return serve_config({**CONFIG, "server": server}, folder, {"MINIGATE_ADMIN_PASSWORD": PASSWORD})
 
 
 def _copy_to_postgres(sqlite_path: Path, url: str) -> None:

@@ -1,14 +1,17 @@
 """Process helpers of the benchmarks: ports, spawning and stopping, CPU and memory of a process, readiness.
 
-Shared by bench_gateway.py, bench_load.py and load_rig.py. Everything runs on 127.0.0.1.
+Shared by bench_gateway.py, bench_load.py, load_rig.py, bench_page.py and bench_usage_page.py. Everything runs on
+127.0.0.1.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +84,21 @@ def stop(proc: Proc) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def serve_config(
+    config: dict[str, Any], folder: Path, env: dict[str, str] | None = None, timeout: float = 20
+) -> tuple[Proc, str]:
+    """``minigate serve`` of ``config`` (written to ``folder``/minigate.json; its log beside it) on a free port: the
+    process and its base URL, once /health answers."""
+    path = folder / "minigate.json"
+    path.write_text(json.dumps(config))
+    port = free_port()
+    cmd = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(path), "--port", str(port)]
+    proc = spawn(cmd, folder / "gateway.log", {"PYTHONPATH": str(ROOT), **(env or {})})
+    try:
+        wait_until(lambda: answers(port, "GET", "/health"), timeout, step=0.1)
+    except RuntimeError:
+        stop(proc)
+        raise SystemExit(f"the gateway did not start: see {folder / 'gateway.log'}") from None
+    return proc, f"http://{HOST}:{port}"
