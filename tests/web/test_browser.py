@@ -165,7 +165,7 @@ def test_usage_page_shows_the_request(page: Page) -> None:
     page.get_by_role("link", name="Usage").click()
     expect(page.locator("#total-requests")).to_have_text("1")
     expect(page.locator("table.recent tbody")).to_contain_text("echo/echo")
-    assert page.locator("svg.chart").count() == 4
+    assert page.locator("svg.chart").count() == 5  # requests, tokens, cost, latency, errors and fallbacks
     expect(page.locator("svg.chart path.line").first).to_be_attached()
     page.get_by_label("Group by").select_option("provider")
     page.get_by_role("button", name="Show").click()
