@@ -128,19 +128,21 @@ async def _send(
         return _plain(request, 400, f"Write a message of 1 to {MAX_MESSAGE:,} characters.")
     if not fresh and (refused := await _pick_model(gateway, user, conversation, form)) is not None:
         return _plain(request, 400, refused)
+    parent = await _parent(store, conversation, form)
+    images: list[bytes] = []
+    refusal = "The message this one follows is not in this conversation: reload the page." if parent is None else ""
     try:  # images (issue 15): read and checked before anything is stored or sent
         images = await read_images(form, gateway, conversation.model)
     except ImageRefused as err:
+        refusal = refusal or str(err)
+    if refusal or parent is None:
         if fresh:  # the conversation was made for this message
             await store.delete(user.owner, conversation.id)
-        return _plain(request, 400, str(err))
+        return _plain(request, 400, refusal)
     title_changed = conversation.title == NEW_TITLE
     if title_changed:
         conversation.title = short_title(content)
         await store.update(user.owner, conversation.id, title=conversation.title)
-    parent = await _parent(store, conversation, form)
-    if parent is None:
-        return _plain(request, 400, "The message this one follows is not in this conversation: reload the page.")
     sent = await store.add_message(conversation.id, "user", content, **parent)
     await ImageStore(gateway.database).add(sent.id, images)  # issue 15
     history = list(await store.branch(conversation.id, sent.id))

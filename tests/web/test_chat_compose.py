@@ -67,6 +67,7 @@ def test_refusals_create_nothing(client: WebClient, web_app: InProcessGateway, r
         ({"conversation": "", "model": "no-such-model", "content": "hi"}, 400, "unknown model 'no-such-model'"),
         ({"conversation": "", "model": "default", "content": "hi", "top_p": "2"}, 400, "top p must be a number"),
         ({"conversation": "", "model": "default", "content": "hi", "max_tokens": "1.5"}, 400, "max tokens must be"),
+        ({"conversation": "", "model": "default", "content": "hi", "parent": "999"}, 400, "not in this conversation"),
         ({"conversation": "999", "model": "default", "content": "hi"}, 404, "There is no such conversation."),
         ({"conversation": "x' OR 1=1", "model": "default", "content": "hi"}, 404, "There is no such conversation."),
     ]:
