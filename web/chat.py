@@ -7,6 +7,7 @@ regenerating an answer stream; they live in :mod:`minigate.web.chat_send`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -44,15 +45,17 @@ def model_choices(gateway: Gateway) -> list[tuple[str, list[str]]]:
     return [(labels.get(kind, kind), names) for kind, names in groups.items() if names]
 
 
-def context_used(messages: list[MessageInfo] | Any) -> int | None:
+def context_used(messages: Sequence[MessageInfo]) -> int | None:
     """Tokens the last answer's exchange took (its prompt and completion): the next request is at least as long."""
-    for message in reversed(list(messages)):
+    for message in reversed(messages):
         if message.role == "assistant" and message.prompt_tokens is not None:
             return int(message.prompt_tokens) + int(message.completion_tokens or 0)
     return None
 
 
-def chat_context(gateway: Gateway, conversation: ConversationInfo | None, messages: Any) -> dict[str, Any]:
+def chat_context(
+    gateway: Gateway, conversation: ConversationInfo | None, messages: Sequence[MessageInfo]
+) -> dict[str, Any]:
     """What every render of the chat's header, picker and context meter needs."""
     choices = model_choices(gateway)
     windows = context_windows(gateway, [name for _, names in choices for name in names])
