@@ -19,8 +19,11 @@ async def pieces(
 ) -> AsyncIterator[tuple[str, int, str | None]]:
     """``(text, tokens, finish_reason)`` until the sequence ends, stop strings applied (and cancelling it)."""
     while True:
+        left = request.remaining()
         try:
-            piece = await generation.next(max(request.remaining(), 0.001))
+            if left <= 0:  # pieces may already wait in the queue: a passed deadline still ends the answer
+                raise TimeoutError
+            piece = await generation.next(left)
         except TimeoutError as exc:
             raise ProviderError(
                 "the local model did not finish before the deadline", status=504, code="timeout"

@@ -274,12 +274,25 @@ async def test_legacy_completions_endpoint(provider: Any) -> None:
 
 
 async def test_deadline_gives_a_timeout_error(provider: Any) -> None:
-    request = chat(max_tokens=1900)
+    # 1,900 greedy tokens take about 0.25 s here (more under load); pieces that already wait in the queue
+    # when the deadline passes do not extend it.
+    request = chat(max_tokens=1900, temperature=0)
     await provider.load(TINY)
     request.deadline = time.monotonic() + 0.05
     with pytest.raises(ProviderError) as info:
         await provider.complete(request)
     assert (info.value.status, info.value.code) == (504, "timeout")
+
+
+async def test_a_deadline_already_passed_times_out_at_once(provider: Any) -> None:
+    request = chat(max_tokens=5, temperature=0)
+    await provider.load(TINY)
+    request.deadline = time.monotonic() - 1
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(request)
+    assert (info.value.status, info.value.code) == (504, "timeout")
+    body = await provider.complete(chat(max_tokens=5, temperature=0))  # the worker is still fine
+    assert body["usage"]["completion_tokens"] == 5
 
 
 async def test_newcomers_get_a_batch_of_their_own_then_join_one_when_every_slot_is_taken(make_provider: Any) -> None:
