@@ -1,4 +1,5 @@
-"""The policy options of ``minigate keys create`` and ``minigate keys set-policy``, and how ``keys list`` shows them."""
+"""The policy options of ``minigate keys create|set-policy`` and ``minigate users set-policy``, and how the lists show
+them."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ _LIMITS = (
 )
 
 
-def add_policy_options(parser: argparse.ArgumentParser) -> None:
-    """The options that set a key's policy and expiry."""
+def add_policy_options(parser: argparse.ArgumentParser, *, expiry: bool = True) -> None:
+    """The options that set a key's policy and expiry (a person's policy: ``expiry=False``)."""
     parser.add_argument("--models", help="allowed models, agents or patterns, comma-separated (e.g. 'local/*,default')")
     parser.add_argument(
         "--remote",
@@ -34,7 +35,8 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind, what in _LIMITS:
         parser.add_argument(flag, type=kind, help=f"at most this many {what}")
-    parser.add_argument("--expires", help="expiry date YYYY-MM-DD or ISO time, UTC ('never' to clear)")
+    if expiry:
+        parser.add_argument("--expires", help="expiry date YYYY-MM-DD or ISO time, UTC ('never' to clear)")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _expiry(args: argparse.Namespace) -> datetime | bool | None:
-    if args.expires is None:
+    if getattr(args, "expires", None) is None:
         return False
     return None if args.expires.strip().lower() == "never" else parse_expiry(args.expires)
 

@@ -1,4 +1,5 @@
-"""``minigate users``: create, list, disable, enable people and set their passwords, on the configured database."""
+"""``minigate users``: create, list, disable, enable people, set their passwords and their own limits, on the
+configured database."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from typing import Any
 
 from minigate.gateway.config.schema import Config
+from minigate.gateway.keys_cli import add_policy_options, describe, updated_policy
 from minigate.gateway.storage.db import Database
 
 __all__ = ["add_users_parser", "person_id", "run_users"]
@@ -29,7 +31,13 @@ def add_users_parser(sub: Any, config_help: str) -> None:
     passwd = users_sub.add_parser("passwd", help="set a person's password (asks for it)")
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
-    for p in (create, listing, disable, enable, passwd):
+    limits = users_sub.add_parser(
+        "set-policy", help="set a person's own limits: over their web chat and all their keys together"
+    )
+    limits.add_argument("name")
+    limits.add_argument("--clear", action="store_true", help="start from no limits (then apply the options given)")
+    add_policy_options(limits, expiry=False)
+    for p in (create, listing, disable, enable, passwd, limits):
         p.add_argument("--config", help=config_help)
 
 
@@ -65,11 +73,13 @@ async def run_users(args: argparse.Namespace, config: Config) -> int:
         store = UserStore(database)
         command = args.users_command
         if command == "list":
-            print(f"{'ID':>4}  {'NAME':<24} {'ROLE':<6} {'CREATED (UTC)':<19}  STATUS")
+            print(f"{'ID':>4}  {'NAME':<24} {'ROLE':<6} {'CREATED (UTC)':<19}  {'STATUS':<24}  LIMITS")
             for person in await store.list():
                 status = f"disabled {person.disabled_at:%Y-%m-%d %H:%M}" if person.disabled_at else "active"
                 role = "admin" if person.admin else "person"
-                print(f"{person.id:>4}  {person.name:<24} {role:<6} {person.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+                made = f"{person.created_at:%Y-%m-%d %H:%M:%S}"
+                limits = describe(person.policy, None)
+                print(f"{person.id:>4}  {person.name:<24} {role:<6} {made}  {status:<24}  {limits}")
             return 0
         if command == "create":
             created = await store.create(args.name, _password(args), admin=args.admin)
@@ -86,6 +96,10 @@ async def run_users(args: argparse.Namespace, config: Config) -> int:
             if not await store.disable(person.id):
                 return _fail(f"{person.name} is disabled already")
             print(f"disabled {person.name}; their sessions and keys stop working")
+        elif command == "set-policy":
+            policy, _ = updated_policy(person.policy, args)
+            await store.set_policy(person.id, policy)
+            print(f"{person.name}: {describe(policy, None)} (a running gateway applies it within 2 s)")
         elif command == "enable":
             if not await store.enable(person.id):
                 return _fail(f"{person.name} is not disabled")

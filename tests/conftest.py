@@ -54,6 +54,7 @@ _FAST_MODULES = {
     "tests/web/test_adapter.py",
     "tests/web/test_auth.py",
     "tests/web/test_isolation.py",
+    "tests/web/test_person_limits.py",
     "tests/web/test_security.py",
 }
 

@@ -87,3 +87,32 @@ def test_keys_create_user_gives_the_key_to_a_person(
     assert "kid-laptop" in kid.get("/keys").text  # hers: she sees it
     app.client(key=token).chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
     assert [row["user_id"] for row in app.wait_rows(1)] == [1]
+
+
+def test_users_set_policy_limits_a_person_over_every_key_of_theirs(
+    app: InProcessGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(app, tmp_path)
+    assert users(config, "create", "kid", "--password-stdin", stdin="kid-password\n", monkeypatch=monkeypatch) == 0
+    assert users(config, "set-policy", "kid", "--models", "default", "--no-remote", "--daily-tokens", "1",
+                 monkeypatch=monkeypatch) == 0  # fmt: skip
+    assert '"daily_tokens":1' in capsys.readouterr().out
+    assert users(config, "list", monkeypatch=monkeypatch) == 0
+    assert '"models":["default"],"remote":false,"daily_tokens":1' in capsys.readouterr().out.splitlines()[1]
+    tokens = []
+    for name in ("kid-laptop", "kid-phone"):  # two keys without limits of their own
+        assert main(["keys", "create", name, "--user", "kid", "--config", config]) == 0
+        tokens.append(capsys.readouterr().out.strip())
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+    first = app.http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {tokens[0]}"})
+    assert first.status_code == 200, first.text
+    app.wait_rows(1)
+    second = app.http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {tokens[1]}"})
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert second.json()["error"]["message"].startswith("Your account has used its daily token budget (1 tokens).")
+    assert users(config, "set-policy", "kid", "--daily-tokens", "1000", monkeypatch=monkeypatch) == 0
+    assert '"models":["default"],"remote":false,"daily_tokens":1000' in capsys.readouterr().out  # the rest is kept
+    assert users(config, "set-policy", "nobody", "--rpm", "1", monkeypatch=monkeypatch) == 1
+    assert users(config, "set-policy", "kid", "--rpm", "-1", monkeypatch=monkeypatch) == 1
+    assert "rpm must be a whole number" in capsys.readouterr().err

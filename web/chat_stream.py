@@ -195,11 +195,14 @@ async def _call(
 ) -> _T | None:
     """Start the answer's call; a context-length refusal is tried again with fewer old turns. None: it failed."""
     images = await ImageStore(gateway.database).for_conversation(conversation.id)  # issue 15: one query
+    person = owner_user(conversation.owner)  # a person's chat is theirs, key or not, under their own limits
+    if person is not None:
+        await gateway.keys.load_person(person)
     while True:
         raw = chat_body(conversation, history, stream, answer.left_out, images)
         try:
-            call = start_call(gateway, "chat/completions", msgspec.convert(raw, ChatCompletionRequest), raw, key_id)
-            call.user_id = owner_user(conversation.owner) or call.user_id  # a person's chat is theirs, key or not
+            parsed = msgspec.convert(raw, ChatCompletionRequest)
+            call = start_call(gateway, "chat/completions", parsed, raw, key_id, user_id=person)
             answer.request_id = call.request_id
             return await serve(call)
         except GatewayError as err:

@@ -12,6 +12,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from minigate.gateway.ops.limits import person_scope
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.keys import ApiKeyInfo
 from minigate.gateway.storage.users import UserStore
@@ -42,6 +43,10 @@ async def _render(web: WebState, gateway: Gateway, member: Session, status: int 
     keys = await _keys(gateway, member)
     limits = gateway.limits
     spent = {k.id: limits.spent(k.id) for k in keys if k.policy is not None} if limits is not None else {}
+    person = member.user_id
+    own = await gateway.keys.load_person(person) if person is not None and not member.admin else None
+    if own is not None and person is not None and limits is not None:  # what binds all their keys, and its use
+        spent[0] = limits.spent(person_scope(person))
     return page(
         web,
         "keys.html",
@@ -52,6 +57,7 @@ async def _render(web: WebState, gateway: Gateway, member: Session, status: int 
         limit_fields=LIMIT_FIELDS,
         people=people,
         user_names={p.id: p.name for p in people},
+        own=own,
         **context,
     )
 

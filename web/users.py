@@ -1,4 +1,5 @@
-"""The people page (admin): create a person, list everyone, disable or enable one, set a new password."""
+"""The people page (admin): create a person, list everyone, disable or enable one, set a new password, set their
+own limits."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from minigate.gateway.ops.limits import person_scope
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.users import MIN_PASSWORD, UserStore
+from minigate.web.key_policy import LIMIT_FIELDS, policy_form
 from minigate.web.render import page
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
@@ -21,7 +24,19 @@ async def _render(web: WebState, gateway: Gateway, admin: Session, status: int =
     context: dict[str, Any] = {"done": None, "error": None}
     context.update(extra)
     people = await UserStore(gateway.database).list()
-    return page(web, "users.html", admin, status=status, people=people, min_password=MIN_PASSWORD, **context)
+    limits = gateway.limits
+    spent = {p.id: limits.spent(person_scope(p.id)) for p in people if p.policy} if limits is not None else {}
+    return page(
+        web,
+        "users.html",
+        admin,
+        status=status,
+        people=people,
+        min_password=MIN_PASSWORD,
+        spent=spent,
+        limit_fields=LIMIT_FIELDS,
+        **context,
+    )
 
 
 @get("/users")
@@ -98,6 +113,25 @@ async def users_password(
     return await _render(web, gateway, admin, done=f"Person {user_id} has a new password.")
 
 
+@post("/users/{user_id:int}/policy")
+async def users_policy(
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    web: NamedDependency[WebState],
+    admin: NamedDependency[Session],
+    user_id: FromPath[int],
+) -> Response[str]:
+    """Set a person's own limits: they bind their web chat and every key of theirs (a key's own limits apply too)."""
+    try:
+        policy, _ = policy_form(await request.form())
+    except ValueError as err:
+        return await _render(web, gateway, admin, status=422, error=str(err))
+    if not await UserStore(gateway.database).set_policy(user_id, policy):
+        return await _render(web, gateway, admin, status=404, error=f"There is no person {user_id}.")
+    gateway.keys.person_changed(user_id, policy)
+    return await _render(web, gateway, admin, done=f"Person {user_id}'s limits saved.")
+
+
 def user_handlers() -> list[Any]:
     """The people page routes."""
-    return [users_page, users_create, users_disable, users_enable, users_password]
+    return [users_page, users_create, users_disable, users_enable, users_password, users_policy]

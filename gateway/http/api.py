@@ -197,9 +197,12 @@ async def embeddings(request: Request[Any, Any, Any], gateway: NamedDependency[G
 
 def _cards(gateway: Gateway, key_id: int | None = None) -> list[ModelCard]:
     cards = []
-    policy = gateway.keys.policies.get(key_id) if key_id is not None else None
+    keys = gateway.keys
+    person = keys.user_of(key_id)
+    own = None if person is None else keys.person_policy(person)
+    policies = [p for p in (keys.policies.get(key_id or 0), own) if p is not None]
     for ident, kind, details in gateway.routes.listing():
-        if policy is not None and not usable(policy, gateway.routes.resolve(ident)):  # what the key may not call
+        if policies and not all(usable(p, gateway.routes.resolve(ident)) for p in policies):  # what it may not call
             continue
         provider = gateway.providers.get(str(details.get("provider"))) if kind == "model" else None
         runs_on = getattr(provider, "runs_on", None)  # a local model: the back end and device it is loaded on

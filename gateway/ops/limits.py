@@ -1,27 +1,46 @@
-"""A key's policy applied to a call: allowed models, remote or not, rate limits, budgets.
+"""A key's (and its person's) policy applied to a call: allowed models, remote or not, rate limits, budgets.
 
-:meth:`Limits.admit` runs before any upstream is called and answers 403 or 429 in OpenAI's shape; :meth:`Limits.used`
-counts an answer's tokens and cost when its usage row is stored. Counts live in
-:class:`~minigate.gateway.storage.counters.SharedCounters` (memory on the request path, the database once a second).
+A person's policy applies to everything they do (their web chat and each of their keys), counted under the scope
+``-user_id`` (:func:`person_scope`) beside the keys' own ids; a key's own policy applies as well. :meth:`Limits.admit`
+runs before any upstream is called and answers 403 or 429 in OpenAI's shape; :meth:`Limits.used` counts an answer's
+tokens and cost when its usage row is stored. Counts live in :class:`~minigate.gateway.storage.counters.SharedCounters`
+(memory on the request path, the database once a second).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.routing.routes import Route
 from minigate.gateway.storage.counters import SharedCounters
 from minigate.gateway.storage.key_policy import KeyPolicy
 
-__all__ = ["Limits", "Ticket", "allowed_route", "reset_text", "usable"]
+__all__ = ["Limits", "Scope", "Ticket", "allowed_route", "person_scope", "reset_text", "usable"]
 
 
-def allowed_route(policy: KeyPolicy, route: Route) -> Route:
+def person_scope(user_id: int) -> int:
+    """The counters' id of a person's own limits: negative, so it never meets a key's id."""
+    return -user_id
+
+
+_KEY = "This API key"
+
+
+class Scope(NamedTuple):
+    """One policy to admit a call under: its counters' id, the policy, and whose it is in messages."""
+
+    id: int
+    policy: KeyPolicy
+    whose: str  # "This API key" or "Your account"
+
+
+def allowed_route(policy: KeyPolicy, route: Route, whose: str = _KEY) -> Route:
     """``route`` as ``policy`` lets it run (only its local deployments for a key without remote); 403 otherwise."""
     chain = route.chain
     names: tuple[str | None, ...] = (route.requested, route.agent, "default" if route.agent == "defaults" else None)
@@ -29,7 +48,7 @@ def allowed_route(policy: KeyPolicy, route: Route) -> Route:
         names = (*names, chain[0].ref)
     if not policy.allows(names):
         raise GatewayError(
-            f"This API key may not use the model {route.requested!r}.",
+            f"{whose} may not use the model {route.requested!r}.",
             status=403,
             type="permission_error",
             param="model",
@@ -40,7 +59,7 @@ def allowed_route(policy: KeyPolicy, route: Route) -> Route:
     local = tuple(d for d in chain if route.is_local(d))
     if not local:
         raise GatewayError(
-            f"This API key may use only local models, and {route.requested!r} has no local deployment.",
+            f"{whose} may use only local models, and {route.requested!r} has no local deployment.",
             status=403,
             type="permission_error",
             param="model",
@@ -71,18 +90,19 @@ def reset_text(seconds: float) -> str:
 
 
 class Ticket:
-    """One admitted call: the headers to send, and its concurrency slot until :meth:`release`."""
+    """One admitted call: the headers to send, and its concurrency slots until :meth:`release`."""
 
-    __slots__ = ("_counters", "headers", "key_id")
+    __slots__ = ("_counters", "headers", "slots")
 
-    def __init__(self, counters: SharedCounters | None, key_id: int, headers: dict[str, str]) -> None:
-        self._counters, self.key_id, self.headers = counters, key_id, headers
+    def __init__(self, counters: SharedCounters | None, slots: tuple[int, ...], headers: dict[str, str]) -> None:
+        self._counters, self.slots, self.headers = counters, slots, headers
 
     def release(self) -> None:
-        """Give the concurrency slot back (idempotent)."""
+        """Give the concurrency slots back (idempotent)."""
         counters, self._counters = self._counters, None
         if counters is not None:
-            counters.leave(self.key_id)
+            for scope in self.slots:
+                counters.leave(scope)
 
     def __del__(self) -> None:
         # A call dropped before it was served (its row never stored) must not hold its slot for ever.
@@ -120,17 +140,34 @@ class Limits:
             periods = self._periods = _Periods(now)
         return now, periods
 
-    def admit(self, key_id: int, policy: KeyPolicy) -> Ticket:
-        """Count one request of ``key_id`` under ``policy``, or refuse it with a 429 (``budget_exceeded``,
-        ``rate_limit_exceeded``). A request is admitted on what was counted so far, so one request may overshoot
-        a token limit or budget by its own size."""
+    def admit(self, scopes: Sequence[Scope]) -> Ticket:
+        """Count one request under every scope's policy (a key's, its person's), or refuse it with a 429
+        (``budget_exceeded``, ``rate_limit_exceeded``) counting nothing. A request is admitted on what was counted so
+        far, so one request may overshoot a token limit or budget by its own size. The headers are the first scope's
+        that has a per-minute limit (the key's before its person's)."""
         now, p = self._now()
+        headers: dict[str, str] = {}
+        for scope in scopes:
+            found = self._check(scope, now, p)
+            if not headers:
+                headers = found
+        slots = tuple(s.id for s in scopes if s.policy.concurrency is not None)
+        for scope in scopes:
+            self.counters.add((scope.id, p.minute), p.minute_end, 1, 0, 0.0)
+        for slot in slots:
+            self.counters.enter(slot)
+        return Ticket(self.counters if slots else None, slots, headers)
+
+    def _check(self, scope: Scope, now: float, p: _Periods) -> dict[str, str]:
+        """The rate-limit headers of ``scope`` for this request; raises the 429 that refuses it."""
+        key_id, policy, whose = scope
         view = self.counters.view
         if policy.daily_tokens is not None or policy.daily_usd is not None:
-            self._budget(view.get((key_id, p.day)), policy.daily_tokens, policy.daily_usd, "daily", p.day_end - now)
+            seen = view.get((key_id, p.day))
+            self._budget(seen, policy.daily_tokens, policy.daily_usd, "daily", p.day_end - now, whose)
         if policy.monthly_tokens is not None or policy.monthly_usd is not None:
             seen = view.get((key_id, p.month))
-            self._budget(seen, policy.monthly_tokens, policy.monthly_usd, "monthly", p.month_end - now)
+            self._budget(seen, policy.monthly_tokens, policy.monthly_usd, "monthly", p.month_end - now, whose)
         minute = view.get((key_id, p.minute))
         requests, tokens = (int(minute[0]), int(minute[1])) if minute else (0, 0)
         headers: dict[str, str] = {}
@@ -143,33 +180,32 @@ class Limits:
             headers["x-ratelimit-limit-tokens"] = str(policy.tpm)
             headers["x-ratelimit-remaining-tokens"] = str(max(0, policy.tpm - tokens))
             headers["x-ratelimit-reset-tokens"] = reset
+        of = "" if whose == _KEY else " for your account"
         if policy.rpm is not None and requests >= policy.rpm:
             headers["x-ratelimit-remaining-requests"] = "0"
-            raise _limited(f"Rate limit reached: {policy.rpm} requests per minute.", p.minute_end - now, headers)
+            raise _limited(f"Rate limit reached{of}: {policy.rpm} requests per minute.", p.minute_end - now, headers)
         if policy.tpm is not None and tokens >= policy.tpm:
             raise _limited(
-                f"Rate limit reached: {policy.tpm} tokens per minute.", p.minute_end - now, headers, "tokens"
+                f"Rate limit reached{of}: {policy.tpm} tokens per minute.", p.minute_end - now, headers, "tokens"
             )
-        counters = None
-        if policy.concurrency is not None:
-            if self.counters.in_flight(key_id) >= policy.concurrency:
-                raise _limited(f"Rate limit reached: {policy.concurrency} requests at once.", 1.0, headers)
-            counters = self.counters
-            counters.enter(key_id)
-        self.counters.add((key_id, p.minute), p.minute_end, 1, 0, 0.0)
-        return Ticket(counters, key_id, headers)
+        if policy.concurrency is not None and self.counters.in_flight(key_id) >= policy.concurrency:
+            raise _limited(f"Rate limit reached{of}: {policy.concurrency} requests at once.", 1.0, headers)
+        return headers
 
     @staticmethod
-    def _budget(seen: list[float] | None, tokens: int | None, usd: float | None, period: str, wait: float) -> None:
+    def _budget(
+        seen: list[float] | None, tokens: int | None, usd: float | None, period: str, wait: float, whose: str
+    ) -> None:
         if seen is None:
             return
         if tokens is not None and seen[1] >= tokens:
-            raise _budget(f"This API key has used its {period} token budget ({tokens} tokens).", wait)
+            raise _budget(f"{whose} has used its {period} token budget ({tokens} tokens).", wait)
         if usd is not None and seen[2] >= usd:
-            raise _budget(f"This API key has used its {period} budget (${usd:g}).", wait)
+            raise _budget(f"{whose} has used its {period} budget (${usd:g}).", wait)
 
     def used(self, key_id: int, tokens: int, cost: float | None) -> None:
-        """Count an answer's ``tokens`` and ``cost`` (US dollars; None: unpriced) against ``key_id``."""
+        """Count an answer's ``tokens`` and ``cost`` (US dollars; None: unpriced) against ``key_id`` (a key's id or
+        a :func:`person_scope`)."""
         if not tokens and not cost:
             return
         _, p = self._now()

@@ -22,7 +22,7 @@ import anyio
 
 from minigate.gateway.core.errors import GatewayError, ModelNotFound
 from minigate.gateway.core.tokens import TokenCounts, checked_usage, token_counts
-from minigate.gateway.ops.limits import Ticket, allowed_route
+from minigate.gateway.ops.limits import Scope, Ticket, allowed_route, person_scope
 from minigate.gateway.ops.observe import Trace, new_request_id
 from minigate.gateway.plugins.loader import Pipeline, plugin_hooks
 from minigate.gateway.routing.chain import ChainExhausted, Hop, run_chain
@@ -215,9 +215,12 @@ class Call:
             if deployment is None
             else self.gateway.config.prices.cost(deployment.provider, deployment.model, prompt, completion)
         )
-        if self.key_id is not None and self.gateway.limits is not None:
+        if (limits := self.gateway.limits) is not None:
             used = tokens["total_tokens"] or (prompt or 0) + (completion or 0)
-            self.gateway.limits.used(self.key_id, used, cost)
+            if self.key_id is not None:
+                limits.used(self.key_id, used, cost)
+            if self.user_id is not None:  # the person's own budgets, over all their keys and their web chat
+                limits.used(person_scope(self.user_id), used, cost)
         return cost
 
     def _tokens(self, deployment: Deployment | None, usage: Any) -> TokenCounts:
@@ -238,8 +241,10 @@ def start_call(
     trace: Trace | None = None,
     label: str | None = None,
     native: Passthrough | None = None,
+    user_id: int | None = None,
 ) -> Call:
-    """Resolve the route and prepare the forwarded body; 404 when no route knows the model.
+    """Resolve the route and prepare the forwarded body; 404 when no route knows the model; 403 and 429 from the
+    policies of the key and of its person (``user_id``: the person of a web chat, whose policy the caller loaded).
 
     ``trace`` (the request wrapper's, see ``minigate.gateway.ops.observe``) gives the call its request id and learns who
     answered. The x-request-id response header is added by that wrapper. ``label`` names the client's protocol
@@ -254,14 +259,20 @@ def start_call(
     route = routes.resolve(parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
-    policy = gateway.keys.policies.get(key_id) if key_id is not None else None  # cached with the key
+    keys = gateway.keys
+    person = user_id if user_id is not None else keys.user_of(key_id)  # read with the key (cached), so no query here
+    scopes = []
+    if key_id is not None and (policy := keys.policies.get(key_id)) is not None:  # cached with the key
+        scopes.append(Scope(key_id, policy, "This API key"))
+    if person is not None and (policy := keys.person_policy(person)) is not None:
+        scopes.append(Scope(person_scope(person), policy, "Your account"))
     ticket = None
-    if policy is not None:  # 403 and 429 before any upstream is called
-        route = allowed_route(policy, route)
-        if gateway.limits is not None:
-            ticket = gateway.limits.admit(key_id, policy)  # type: ignore[arg-type]  # not None with a policy
-            if trace is not None and ticket.headers:
-                trace.headers = ticket.headers
+    for scope in scopes:  # 403 and 429 before any upstream is called
+        route = allowed_route(scope.policy, route, scope.whose)
+    if scopes and gateway.limits is not None:
+        ticket = gateway.limits.admit(scopes)
+        if trace is not None and ticket.headers:
+            trace.headers = ticket.headers
     forward = {k: v for k, v in raw.items() if k not in ROUTING_FIELDS}
     stream = bool(getattr(parsed, "stream", False))
     call = Call(gateway, endpoint, route, forward, key_id, gateway.providers, gateway.health, routes, stream=stream)
@@ -269,7 +280,7 @@ def start_call(
     if trace is not None:
         call.trace, call.request_id = trace, trace.request_id
     call.hooks, call.label = hooks, label
-    call.user_id = gateway.keys.user_of(key_id)  # read with the key (cached), so no query here
+    call.user_id = person
     if native is not None and hooks is None:
         body = {k: v for k, v in native.body.items() if k not in ROUTING_FIELDS}
         call.native = Passthrough(native.endpoint, body, native.headers)

@@ -89,6 +89,8 @@ class KeyStore:
         self._owners: dict[int, int | None] = {}  # key id -> its person, as identify() last read it
         self.policies: dict[int, KeyPolicy] = {}  # key id -> its policy, as identify() last read it
         self._expires: dict[int, float] = {}  # key id -> when it expires (wall clock), as identify() last read it
+        # person id -> (their own policy, monotonic time it was read): read with their keys, or by load_person()
+        self._people: dict[int, tuple[KeyPolicy | None, float]] = {}
 
     async def create(
         self,
@@ -176,7 +178,7 @@ class KeyStore:
         else:
             # A disabled person's keys stop working like revoked ones.
             stmt = (
-                select(_KEYS.c.id, _KEYS.c.admin, _KEYS.c.user_id, _KEYS.c.policy, _KEYS.c.expires_at)
+                select(_KEYS.c.id, _KEYS.c.admin, _KEYS.c.user_id, _KEYS.c.policy, _KEYS.c.expires_at, _USERS.c.policy)
                 .select_from(_KEYS.outerjoin(_USERS, _USERS.c.id == _KEYS.c.user_id))
                 .where(_KEYS.c.key_hash == digest, _KEYS.c.revoked_at.is_(None), _USERS.c.disabled_at.is_(None))
             )
@@ -186,6 +188,8 @@ class KeyStore:
             if row is not None:
                 self._owners[int(row[0])] = row[2]
                 self._remember(int(row[0]), row[3], row[4])
+                if row[2] is not None:
+                    self._people[int(row[2])] = (decode_policy(row[5]), now)
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[digest] = (identity, now + self._ttl)
@@ -229,6 +233,29 @@ class KeyStore:
         self._cache = {
             h: v for h, v in self._cache.items() if v[0] is not None and self._owners.get(v[0][0]) != user_id
         }
+
+    def person_policy(self, user_id: int) -> KeyPolicy | None:
+        """The person ``user_id``'s own policy, as their key or :meth:`load_person` last read it (None: none)."""
+        known = self._people.get(user_id)
+        return None if known is None else known[0]
+
+    async def load_person(self, user_id: int) -> KeyPolicy | None:
+        """The person ``user_id``'s own policy, read again when this process's copy is older than the cache TTL
+        (for their web chat, which presents no key)."""
+        known = self._people.get(user_id)
+        now = time.monotonic()
+        if known is not None and known[1] + self._ttl > now:
+            return known[0]
+        async with self._db.engine.connect() as conn:
+            text = (await conn.execute(select(_USERS.c.policy).where(_USERS.c.id == user_id))).scalar()
+        policy = decode_policy(text)
+        self._people[user_id] = (policy, now)
+        return policy
+
+    def person_changed(self, user_id: int, policy: KeyPolicy | None) -> None:
+        """This process applies ``user_id``'s new policy at once (others within the cache TTL)."""
+        self._people[user_id] = (policy, time.monotonic())
+        self.forget_user(user_id)
 
     def user_of(self, key_id: int | None) -> int | None:
         """The person whose key ``key_id`` is, as :meth:`identify` last read it (None: the admin's, or unknown)."""

@@ -144,6 +144,7 @@ class UserRow(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    policy: Mapped[str | None] = mapped_column(SafeText)  # JSON like a key's: their own limits, over all they do
 
 
 class ApiKeyRow(Base):

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from minigate.gateway.storage.conversations import WebSessionRow
 from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.key_policy import KeyPolicy, decode_policy, encode_policy
 from minigate.gateway.storage.tables import UserRow, utcnow
 
 __all__ = ["MIN_PASSWORD", "UserInfo", "UserStore", "check_password", "hash_password", "owner_user", "user_owner"]
@@ -43,6 +44,7 @@ class UserInfo(msgspec.Struct, frozen=True, kw_only=True):
     admin: bool
     created_at: datetime
     disabled_at: datetime | None = None
+    policy: KeyPolicy | None = None  # their own limits, over all their keys and their web chat (None: none)
 
     @property
     def active(self) -> bool:
@@ -107,7 +109,8 @@ def _check_new_password(password: str) -> None:
 def _info(row: object) -> UserInfo:
     data = dict(cast(dict[str, object], row))
     data.pop("password_hash", None)
-    return msgspec.convert(data, UserInfo)
+    policy = decode_policy(cast(str | None, data.pop("policy", None)))
+    return msgspec.structs.replace(msgspec.convert(data, UserInfo), policy=policy)
 
 
 class UserStore:
@@ -173,6 +176,15 @@ class UserStore:
             found = (await conn.execute(stmt)).rowcount == 1
             await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.user_id == user_id))
         return found
+
+    async def set_policy(self, user_id: int, policy: KeyPolicy | None) -> bool:
+        """Set the person ``user_id``'s own policy (None: no limits of their own); False when there is no such
+        person. Tell the key store (``KeyStore.person_changed``) so this process applies it at once."""
+        if not 0 < user_id < 2**31:
+            return False
+        stmt = update(_USERS).where(_USERS.c.id == user_id).values(policy=encode_policy(policy))
+        async with self._db.engine.begin() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
 
     async def disable(self, user_id: int) -> bool:
         """Disable ``user_id``: no login, no session, no key of theirs works (keys within their cache's 2 s).

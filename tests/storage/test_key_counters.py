@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from minigate.gateway.core.errors import GatewayError
-from minigate.gateway.ops.limits import Limits, reset_text
+from minigate.gateway.ops.limits import Limits, Scope, person_scope, reset_text
 from minigate.gateway.storage import Database, SharedCounters
 from minigate.gateway.storage.key_policy import KeyPolicy
 
@@ -24,9 +24,13 @@ class Clock:
         return self.now
 
 
+def key(key_id: int, policy: KeyPolicy) -> list[Scope]:
+    return [Scope(key_id, policy, "This API key")]
+
+
 def _code(policy: KeyPolicy, limits: Limits, key_id: int = 1) -> str | None:
     try:
-        limits.admit(key_id, policy).release()
+        limits.admit(key(key_id, policy)).release()
     except GatewayError as err:
         return err.code
     return None
@@ -43,7 +47,7 @@ async def test_windows_roll_over_at_utc_minute_day_and_month(db: Database) -> No
     limits.used(2, 100, 0.5)
     assert _code(daily, limits, 2) == "budget_exceeded"
     try:
-        limits.admit(2, daily)
+        limits.admit(key(2, daily))
     except GatewayError as err:
         assert err.headers["retry-after"] == "30"  # the end of the UTC day
     limits.used(3, 1, 1.0)
@@ -82,11 +86,11 @@ async def test_leases_of_calls_in_flight_are_shared_and_expire(db: Database) -> 
     clock = Clock(EVE - 3600)
     a, b = SharedCounters(db, clock=clock, lease_for=10), SharedCounters(db, clock=clock, lease_for=10)
     policy = KeyPolicy(concurrency=2)
-    ticket = Limits(a, clock).admit(5, policy)
+    ticket = Limits(a, clock).admit(key(5, policy))
     assert a.in_flight(5) == 1 and b.in_flight(5) == 0
     assert await a.sync() and await b.sync()
     assert b.in_flight(5) == 1
-    held = Limits(b, clock).admit(5, policy)  # the second of two slots
+    held = Limits(b, clock).admit(key(5, policy))  # the second of two slots
     assert _code(policy, Limits(b, clock), 5) == "rate_limit_exceeded"
     held.release()
     held.release()  # idempotent
@@ -101,3 +105,29 @@ async def test_leases_of_calls_in_flight_are_shared_and_expire(db: Database) -> 
 @pytest.mark.parametrize(("seconds", "text"), [(0.2, "1s"), (17, "17s"), (60, "1m0s"), (360, "6m0s"), (3723, "1h2m3s")])
 def test_reset_header_values(seconds: float, text: str) -> None:
     assert reset_text(seconds) == text
+
+
+async def test_a_key_and_its_person_are_admitted_together_or_not_at_all(db: Database) -> None:
+    clock = Clock(EVE - 3600)
+    counters = SharedCounters(db, clock=clock)
+    limits = Limits(counters, clock)
+    person = person_scope(4)
+    both = [
+        Scope(9, KeyPolicy(rpm=5, concurrency=3), "This API key"),
+        Scope(person, KeyPolicy(concurrency=1), "Your account"),
+    ]
+    first = limits.admit(both)
+    assert first.headers["x-ratelimit-limit-requests"] == "5"  # the key's headers
+    assert counters.in_flight(9) == 1 and counters.in_flight(person) == 1
+    with pytest.raises(GatewayError) as refused:
+        limits.admit(both)  # the person's one slot is taken: the key counts nothing either
+    assert refused.value.message == "Rate limit reached for your account: 1 requests at once."
+    assert counters.in_flight(9) == 1 and limits.spent(9)["minute_requests"] == 1
+    first.release()
+    assert counters.in_flight(9) == 0 and counters.in_flight(person) == 0
+    limits.used(person, 50, 0.2)
+    with pytest.raises(GatewayError) as budget:
+        limits.admit([Scope(person, KeyPolicy(daily_usd=0.2), "Your account")])
+    assert budget.value.code == "budget_exceeded"
+    assert budget.value.message.startswith("Your account has used its daily budget ($0.2).")
+    assert limits.spent(9)["day_tokens"] == 0  # a person's count is not a key's

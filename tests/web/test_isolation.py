@@ -103,6 +103,7 @@ WEB: list[tuple[str, str, dict[str, str], set[int]]] = [
     ("GET", "/users", {}, {303}),
     ("POST", "/users/{u}/disable", {}, {403}),
     ("POST", "/users/{u}/password", {"password": "bob-knows-it"}, {403}),
+    ("POST", "/users/{u}/policy", {"daily_tokens": "0"}, {403}),
     ("POST", "/users", {"name": "alice2", "password": "whatever-pw", "admin": "on"}, {403}),
     ("GET", "/models", {}, {303}),
 ]
