@@ -1,4 +1,5 @@
-"""The admin HTTP API: models (state, load/unload/reload, pull/import with progress, delete) and jobs.
+"""The admin HTTP API: models (state, load/unload/reload, pull/import with progress, delete) and jobs; with the
+handlers of admin_keys, admin_users, admin_usage and admin_prices, everything under ``/admin/api``.
 
 Every handler needs an admin key (``MINIGATE_ADMIN_KEY`` or a key created with ``--admin``). The web UI's
 model page and ``minigate models load|unload|reload`` call these endpoints.
@@ -16,6 +17,9 @@ from litestar.params import FromPath
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_json
 from minigate.gateway.http.admin_keys import admin_key_handlers
+from minigate.gateway.http.admin_prices import admin_price_handlers
+from minigate.gateway.http.admin_usage import admin_usage_handlers
+from minigate.gateway.http.admin_users import admin_user_handlers
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.runtime.manage import manage_model, managed
 from minigate.providers.base import ManagesModels
@@ -179,4 +183,7 @@ def admin_handlers() -> list[Any]:
         list_jobs,
         get_job,
         *admin_key_handlers(),
+        *admin_user_handlers(),
+        *admin_usage_handlers(),
+        *admin_price_handlers(),
     ]

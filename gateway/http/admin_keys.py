@@ -1,4 +1,4 @@
-"""The admin HTTP API for keys and their policies, and the price table: ``/admin/api/keys``, ``/admin/api/prices``.
+"""The admin HTTP API for keys and their policies: ``/admin/api/keys``.
 
 Every handler needs an admin key. A policy is the JSON object of
 :class:`~minigate.gateway.storage.key_policy.KeyPolicy`; ``expires_at`` a date or ISO 8601 time (UTC), or null.
@@ -13,14 +13,13 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from minigate.gateway.config.prices import shipped_prices
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_json
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
 from minigate.gateway.storage.keys import ApiKeyInfo
 
-__all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "PriceList", "Revoked", "admin_key_handlers", "key_view"]
+__all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "Revoked", "admin_key_handlers", "key_view"]
 
 _UNSET: Any = msgspec.UNSET
 _MAX_ID = 2**31 - 1  # the id column's INTEGER: a larger id names no key (and must not reach the database)
@@ -70,22 +69,6 @@ class Revoked(msgspec.Struct):
 
     id: int
     revoked: bool
-
-
-class Price(msgspec.Struct):
-    """US dollars per million tokens."""
-
-    input: float
-    output: float
-
-
-class PriceList(msgspec.Struct):
-    """``GET /admin/api/prices``."""
-
-    configured: dict[str, Price]
-    shipped: dict[str, Price]
-    shipped_taken: str
-    free_local_providers: list[str]
 
 
 def _json(body: Any, status: int = 200) -> Response[bytes]:
@@ -166,22 +149,6 @@ async def revoke_key(
     return _json({"id": key_id, "revoked": True})
 
 
-@get("/prices")
-async def list_prices(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """The configured prices, then the shipped ones (US dollars per million input and output tokens)."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    taken, shipped = shipped_prices()
-    table = gateway.config.prices
-    return _json(
-        {
-            "configured": {k: {"input": i, "output": o} for k, (i, o) in table.configured.items()},
-            "shipped": {k: {"input": i, "output": o} for k, (i, o) in shipped.items()},
-            "shipped_taken": taken,
-            "free_local_providers": sorted(table.local),
-        }
-    )
-
-
 def admin_key_handlers() -> list[Any]:
-    """The key and price handlers (mounted under ``/admin/api`` with the others)."""
-    return [list_keys, create_key, update_key, revoke_key, list_prices]
+    """The key handlers (mounted under ``/admin/api`` with the others)."""
+    return [list_keys, create_key, update_key, revoke_key]

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from minigate.gateway.storage import Database, UsageRecord, UsageWriter
 from minigate.gateway.storage.sql import epoch_bucket, floor_int
 from minigate.gateway.storage.tables import utcnow
-from minigate.web.usage_query import RANGES, Filters, recent_rows, usage_stats
+from minigate.gateway.storage.usage_query import RANGES, Filters, recent_rows, usage_stats
 from tests.storage.conftest import Backend
 
 
