@@ -11,11 +11,12 @@ import fnmatch
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["PriceTable", "check_prices", "shipped_prices"]
+__all__ = ["PriceSource", "PriceTable", "check_prices", "shipped_prices"]
 
 Price = tuple[float, float]  # US dollars per million input tokens, per million output tokens
+PriceSource = Literal["config", "shipped", "local", "none"]  # where a price comes from (PriceTable.explain)
 _MAX_CACHED = 4096
 
 
@@ -75,7 +76,7 @@ class PriceTable:
     def _lookup(self, provider: str, model: str) -> Price | None:
         return self.explain(provider, model)[0]
 
-    def explain(self, provider: str, model: str) -> tuple[Price | None, str, str | None]:
+    def explain(self, provider: str, model: str) -> tuple[Price | None, PriceSource, str | None]:
         """``(price, source, entry)`` for ``provider/model``: ``source`` is ``"config"`` (``entry``: the
         ``models.prices`` key that matched), ``"shipped"`` (``entry``: the ``prices.json`` pattern), ``"local"`` (free,
         unpriced by the config) or ``"none"`` (nothing prices it)."""

@@ -6,13 +6,13 @@ Read only: prices are configuration (``models.prices``), changed by editing the 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from minigate.gateway.config.prices import shipped_prices
+from minigate.gateway.config.prices import PriceSource, shipped_prices
 from minigate.gateway.http.admin_json import json_response, require_admin
 from minigate.gateway.runtime.gateway import Gateway
 
@@ -34,7 +34,7 @@ class EffectivePrice(msgspec.Struct, kw_only=True):
     model: str  # provider/model
     input: float | None
     output: float | None
-    source: Literal["config", "shipped", "local", "none"]
+    source: PriceSource
     entry: str | None = None
 
 
@@ -62,7 +62,7 @@ async def list_prices(request: Request[Any, Any, Any], gateway: NamedDependency[
         provider, _, model = ref.partition("/")
         price, source, entry = table.explain(provider, model)
         given = (None, None) if price is None else price
-        effective.append(EffectivePrice(model=ref, input=given[0], output=given[1], source=source, entry=entry))  # type: ignore[arg-type]
+        effective.append(EffectivePrice(model=ref, input=given[0], output=given[1], source=source, entry=entry))
     taken, shipped = shipped_prices()
     return json_response(
         PriceList(

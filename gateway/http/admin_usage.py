@@ -29,9 +29,9 @@ Range = Annotated[
 Agent = Annotated[str, Parameter(max_length=300, description="An agent's name.")]
 Model = Annotated[str, Parameter(max_length=300, description="provider/model: the deployment that answered.")]
 Provider = Annotated[str, Parameter(max_length=300, description="The provider that answered.")]
-Key = Annotated[str, Parameter(pattern=_ID, description="A key's id, or none: requests without a key.")]
-User = Annotated[str, Parameter(pattern=_ID, description="A person's id, or none: requests of no person.")]
-Status = Annotated[Literal["", "ok", "error", "stopped"], Parameter(description="ok: under 400; stopped: 499.")]
+Key = Annotated[str | None, Parameter(pattern=_ID, description="A key's id, or none: requests without a key.")]
+User = Annotated[str | None, Parameter(pattern=_ID, description="A person's id, or none: requests of no person.")]
+Status = Annotated[Literal["ok", "error", "stopped"] | None, Parameter(description="ok: under 400; stopped: 499.")]
 Fallback = Annotated[bool, Parameter(description="Only requests that fell back at least once.")]
 
 
@@ -106,9 +106,16 @@ def _row(row: dict[str, Any]) -> UsageRowView:
 
 
 def _filters(
-    range_: str, agent: str, model: str, provider: str, key: str, status: str, fallback: bool, user: str
+    range_: str,
+    agent: str,
+    model: str,
+    provider: str,
+    key: str | None,
+    status: str | None,
+    fallback: bool,
+    user: str | None,
 ) -> Filters:
-    return Filters(range_, "agent", agent, model, provider, key, status, fallback, user)
+    return Filters(range_, "agent", agent, model, provider, key or "", status or "", fallback, user or "")
 
 
 @get("/usage")
@@ -119,10 +126,10 @@ async def usage_rows(
     agent: Agent = "",
     model: Model = "",
     provider: Provider = "",
-    key: Key = "",
-    status: Status = "",
+    key: Key = None,
+    status: Status = None,
     fallback: Fallback = False,
-    user: User = "",
+    user: User = None,
     limit: Annotated[int, Parameter(ge=1, le=1000, description="Rows per page.")] = 100,
     before: Annotated[int | None, Parameter(ge=1, description="Only rows older than this id (paging).")] = None,
 ) -> Response[bytes]:
@@ -141,10 +148,10 @@ async def usage_totals(
     agent: Agent = "",
     model: Model = "",
     provider: Provider = "",
-    key: Key = "",
-    status: Status = "",
+    key: Key = None,
+    status: Status = None,
     fallback: Fallback = False,
-    user: User = "",
+    user: User = None,
     group_by: Annotated[
         Literal["person", "key", "agent", "model", "provider", "day"], Parameter(description="What to total by.")
     ] = "model",
