@@ -226,6 +226,7 @@ LAYERS: list[Layer] = [
             "web": (
                 "minigate.web",
                 "minigate.web.adapter",
+                "minigate.web.api_docs",
                 "minigate.web.assets",
                 "minigate.web.auth",
                 "minigate.web.chains",

@@ -170,3 +170,27 @@ def test_taking_the_admin_flag_ends_the_persons_sessions(app: InProcessGateway) 
     again = person(app, "judy", "a-long-password")
     assert again.get("/users").status_code == 303 and again.get("/keys").status_code == 200
     again.close()
+
+
+def test_every_admin_route_is_typed_in_the_document(app: InProcessGateway) -> None:
+    document = app.http.get("/schema/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    admin = {
+        (m, p): op for p, item in document["paths"].items() if p.startswith("/admin/api/") for m, op in item.items()
+    }
+    assert {("get", "/admin/api/users"), ("patch", "/admin/api/users/{user_id}"), ("get", "/admin/api/prices")} <= set(
+        admin
+    )
+    assert ("get", "/admin/api/usage/summary") in admin and ("delete", "/admin/api/users/{user_id}") in admin
+    for (method, path), op in admin.items():
+        ok = next(status for status in op["responses"] if status.startswith("2"))
+        ref = op["responses"][ok]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.rsplit("/", 1)[1] in schemas, (method, path)
+        assert {"401", "403"} <= set(op["responses"]) and op["security"] == [{"bearer": []}], (method, path)
+        assert op["tags"] == [path.split("/")[3]]
+        if method in ("post", "patch") and not path.endswith("}/{action}"):
+            assert "requestBody" in op, (method, path)
+    for name in ("UserView", "UserCreate", "UserUpdate", "UsagePage", "UsageSummary", "PriceList"):
+        assert name in schemas
+    assert "password" not in schemas["UserView"]["properties"]
+    assert schemas["UserCreate"]["additionalProperties"] is False

@@ -271,6 +271,13 @@ def _responses(op: _Operation) -> dict[str, Any]:
     return responses
 
 
+def _tag(path: str) -> str:
+    """The group an operation is listed under on the docs page."""
+    if path.startswith("/admin/api/"):
+        return path.split("/")[3]  # models, jobs, keys, users, usage, prices
+    return "v1" if path.startswith("/v1/") else "admin" if path.startswith("/admin/") else "probes"
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
     """Litestar's generated ``document`` with request bodies, answers and error responses added (a copy)."""
     document = copy.deepcopy(document)
@@ -291,6 +298,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 operation["requestBody"] = body
             if path.startswith(("/v1/", "/admin/")):
                 operation["security"] = [{"bearer": []}]
+            operation["tags"] = [_tag(path)]
     document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return document
 
