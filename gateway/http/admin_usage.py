@@ -69,8 +69,9 @@ class UsagePage(msgspec.Struct, kw_only=True):
 
 
 class SummaryGroup(msgspec.Struct, kw_only=True):
-    """Totals of one group: ``group`` is the key's or person's id (null: none), the agent, ``provider/model``, the
-    provider, or the UTC date (``2026-12-06``); ``name`` a key's or person's name."""
+    """Totals of one group: ``group`` is the key's or person's id (null: none), the agent, ``provider/model`` or the
+    provider (``(none)``: rows without one, such as refused requests), or the UTC date (``2026-12-06``); ``name`` a
+    key's or person's name."""
 
     group: str | int | None
     name: str | None = None
@@ -115,7 +116,16 @@ def _filters(
     fallback: bool,
     user: str | None,
 ) -> Filters:
-    return Filters(range_, "agent", agent, model, provider, key or "", status or "", fallback, user or "")
+    return Filters(
+        range=range_,
+        agent=agent,
+        model=model,
+        provider=provider,
+        key=key or "",
+        status=status or "",
+        fallback=fallback,
+        user=user or "",
+    )
 
 
 @get("/usage")
