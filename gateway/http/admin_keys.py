@@ -14,7 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
-from minigate.gateway.core.wire import decode_json
+from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response, require_admin
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
 from minigate.gateway.storage.keys import ApiKeyInfo
@@ -22,7 +22,6 @@ from minigate.gateway.storage.keys import ApiKeyInfo
 __all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "Revoked", "admin_key_handlers", "key_view"]
 
 _UNSET: Any = msgspec.UNSET
-_MAX_ID = 2**31 - 1  # the id column's INTEGER: a larger id names no key (and must not reach the database)
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -71,17 +70,6 @@ class Revoked(msgspec.Struct):
     revoked: bool
 
 
-def _json(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
-
-
-def _decode(body: bytes, struct: type[Any]) -> Any:
-    try:
-        return msgspec.convert(decode_json(body), struct)
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"Invalid body: {err}.") from None
-
-
 def _checked(raw: dict[str, Any] | None, expires: str | None) -> tuple[Any, Any]:
     try:
         return policy_from(raw), parse_expiry(expires)
@@ -101,21 +89,21 @@ def key_view(gateway: Gateway, key: ApiKeyInfo) -> dict[str, Any]:
 @get("/keys")
 async def list_keys(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Every key with its policy and use."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    return _json({"keys": [key_view(gateway, k) for k in await gateway.keys.list()]})
+    await require_admin(request, gateway)
+    return json_response({"keys": [key_view(gateway, k) for k in await gateway.keys.list()]})
 
 
 @post("/keys", status_code=201)
 async def create_key(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Create a key; the answer holds the key itself, shown only this once."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    body: KeyCreate = _decode(await request.body(), KeyCreate)
+    await require_admin(request, gateway)
+    body: KeyCreate = decode_body(await request.body(), KeyCreate)
     policy, expires = _checked(body.policy, body.expires_at)
     try:
         info, secret = await gateway.keys.create(body.name, admin=body.admin, policy=policy, expires_at=expires)
     except ValueError as err:
         raise InvalidRequest(str(err), param="name") from None
-    return _json({**key_view(gateway, info), "key": secret}, 201)
+    return json_response({**key_view(gateway, info), "key": secret}, 201)
 
 
 @patch("/keys/{key_id:int}")
@@ -123,8 +111,8 @@ async def update_key(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], key_id: FromPath[int]
 ) -> Response[bytes]:
     """Change a key's policy or expiry."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    body: KeyUpdate = _decode(await request.body(), KeyUpdate)
+    await require_admin(request, gateway)
+    body: KeyUpdate = decode_body(await request.body(), KeyUpdate)
     found = next((k for k in await gateway.keys.list() if k.id == key_id), None)
     if found is None:
         raise GatewayError(f"No key {key_id}.", status=404, code="key_not_found")
@@ -135,7 +123,7 @@ async def update_key(
         policy = found.policy
     await gateway.keys.set_policy(key_id, policy, False if body.expires_at is _UNSET else expires)
     updated = next(k for k in await gateway.keys.list() if k.id == key_id)
-    return _json(key_view(gateway, updated))
+    return json_response(key_view(gateway, updated))
 
 
 @delete("/keys/{key_id:int}", status_code=200)
@@ -143,10 +131,10 @@ async def revoke_key(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], key_id: FromPath[int]
 ) -> Response[bytes]:
     """Revoke a key."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    if not 0 < key_id <= _MAX_ID or not await gateway.keys.revoke(key_id):
+    await require_admin(request, gateway)
+    if not 0 < key_id <= MAX_ID or not await gateway.keys.revoke(key_id):
         raise GatewayError(f"No active key {key_id}.", status=404, code="key_not_found")
-    return _json({"id": key_id, "revoked": True})
+    return json_response({"id": key_id, "revoked": True})
 
 
 def admin_key_handlers() -> list[Any]:
