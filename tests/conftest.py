@@ -38,6 +38,8 @@ _FAST_MODULES = {
     "tests/routing/test_chain_privacy.py",
     "tests/routing/test_groups.py",
     "tests/routing/test_groups_config.py",
+    "tests/test_admin_usage.py",
+    "tests/test_admin_users.py",
     "tests/test_attacks.py",
     "tests/test_bad_input.py",
     "tests/test_config.py",

@@ -67,6 +67,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.storage.syncing",
                 "minigate.gateway.storage.tables",
                 "minigate.gateway.storage.usage",
+                "minigate.gateway.storage.usage_query",
                 "minigate.gateway.storage.users",
             )
         },
@@ -210,7 +211,11 @@ LAYERS: list[Layer] = [
             "http": (
                 "minigate.gateway.http",
                 "minigate.gateway.http.admin",
+                "minigate.gateway.http.admin_json",
                 "minigate.gateway.http.admin_keys",
+                "minigate.gateway.http.admin_prices",
+                "minigate.gateway.http.admin_usage",
+                "minigate.gateway.http.admin_users",
                 "minigate.gateway.http.api",
                 "minigate.gateway.http.limits",
                 "minigate.gateway.http.messages",
@@ -221,6 +226,7 @@ LAYERS: list[Layer] = [
             "web": (
                 "minigate.web",
                 "minigate.web.adapter",
+                "minigate.web.api_docs",
                 "minigate.web.assets",
                 "minigate.web.auth",
                 "minigate.web.chains",
@@ -240,7 +246,6 @@ LAYERS: list[Layer] = [
                 "minigate.web.sessions",
                 "minigate.web.state",
                 "minigate.web.usage",
-                "minigate.web.usage_query",
                 "minigate.web.users",
             ),
         },

@@ -154,6 +154,14 @@ def test_every_endpoint_survives_generated_input(served: ServeProcess) -> None:
         "POST /admin/api/models/{provider}/import",
         "GET /admin/api/jobs",
         "GET /admin/api/jobs/{job_id}",
+        "GET /admin/api/users",
+        "POST /admin/api/users",
+        "GET /admin/api/users/{user_id}",
+        "PATCH /admin/api/users/{user_id}",
+        "DELETE /admin/api/users/{user_id}",
+        "GET /admin/api/usage",
+        "GET /admin/api/usage/summary",
+        "GET /admin/api/prices",
     }
     assert expected <= labels, f"missing from the document: {expected - labels}"
     started, ran, answers = time.monotonic(), Counter[str](), Counter[tuple[str, int]]()

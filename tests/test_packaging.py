@@ -20,7 +20,8 @@ import pytest
 from tests.lock_helpers import ROOT, registry_env
 
 LINKED = ("gateway", "providers", "web", "migrations")  # minigate/NAME -> ../NAME
-PACKAGE_DATA = (".html", ".css", ".js", ".json", ".ini", ".mako")  # pyproject's [tool.setuptools.package-data]
+# pyproject's [tool.setuptools.package-data]
+PACKAGE_DATA = (".html", ".css", ".js", ".json", ".ini", ".mako", ".txt", ".md")
 
 
 @pytest.fixture(scope="module")

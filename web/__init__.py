@@ -11,6 +11,7 @@ from litestar import Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
+from minigate.web.api_docs import api_docs_handlers
 from minigate.web.assets import gzip_html
 from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_member, provide_session
 from minigate.web.chains import apply_stored_overrides
@@ -54,6 +55,7 @@ def web_routes(state: WebState | None = None) -> list[Any]:
             *branch_handlers(),
             *image_handlers(),
             *export_handlers(),
+            *api_docs_handlers(),
         ],
         dependencies={
             "web": Provide(provide_web, sync_to_thread=False),

@@ -1,6 +1,7 @@
 """Static files served from memory with a content hash in their URL, and gzip for complete HTML pages.
 
-:class:`StaticAssets` reads web/static once per app (``WebState.create``), hashes and gzips each file once;
+:class:`StaticAssets` reads web/static once per app (``WebState.create``), hashes and gzips each file once per
+version of it (later apps of the process reuse that);
 :func:`gzip_html` is the web routers' middleware (never the /v1 API's: its per-request overhead is benchmarked).
 """
 
@@ -11,6 +12,7 @@ import hashlib
 import mimetypes
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +66,8 @@ class StaticAssets:
         for path in sorted(folder.iterdir()):
             if not path.is_file() or path.name.startswith("."):
                 continue
-            body = path.read_bytes()
-            media = _TEXT.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            packed = gzip.compress(body, compresslevel=9, mtime=0) if len(body) >= _MIN_SIZE else None
-            smaller = packed if packed is not None and len(packed) < len(body) else None
-            digest = hashlib.sha256(body).hexdigest()[:8]
-            files[path.name] = Asset(path.name, body, smaller, media, digest)
+            stat = path.stat()
+            files[path.name] = _asset(str(path), stat.st_mtime_ns, stat.st_size)
         return cls(files)
 
     def url(self, name: str) -> str:
@@ -118,6 +116,18 @@ class StaticAssets:
             return assets.response(name, request)
 
         return static_file
+
+
+@lru_cache(maxsize=256)
+def _asset(path: str, mtime_ns: int, size: int) -> Asset:
+    """One file read, hashed and gzipped, once per version of it (``mtime_ns`` and ``size`` are the cache's key):
+    every app a process builds (each test's) would otherwise compress the 1.8 MB Swagger UI bundle again."""
+    file = Path(path)
+    body = file.read_bytes()
+    media = _TEXT.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    packed = gzip.compress(body, compresslevel=9, mtime=0) if len(body) >= _MIN_SIZE else None
+    smaller = packed if packed is not None and len(packed) < len(body) else None
+    return Asset(file.name, body, smaller, media, hashlib.sha256(body).hexdigest()[:8])
 
 
 def accepts_gzip(header: str) -> bool:

@@ -17,13 +17,21 @@ from litestar.response import Stream
 from markupsafe import Markup
 
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.usage_query import (
+    CSV_COLUMNS,
+    DIMENSIONS,
+    RANGES,
+    Filters,
+    Stats,
+    recent_rows,
+    usage_stats,
+)
 from minigate.gateway.storage.users import UserStore
 from minigate.web.auth import LoginRequired
 from minigate.web.charts import Series, line_chart
 from minigate.web.render import SECURITY_HEADERS, page
 from minigate.web.sessions import Session
 from minigate.web.state import WebState
-from minigate.web.usage_query import CSV_COLUMNS, DIMENSIONS, RANGES, Filters, Stats, recent_rows, usage_stats
 
 __all__ = ["usage_handlers"]
 

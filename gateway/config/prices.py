@@ -11,11 +11,12 @@ import fnmatch
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["PriceTable", "check_prices", "shipped_prices"]
+__all__ = ["PriceSource", "PriceTable", "check_prices", "shipped_prices"]
 
 Price = tuple[float, float]  # US dollars per million input tokens, per million output tokens
+PriceSource = Literal["config", "shipped", "local", "none"]  # where a price comes from (PriceTable.explain)
 _MAX_CACHED = 4096
 
 
@@ -73,21 +74,27 @@ class PriceTable:
         return price
 
     def _lookup(self, provider: str, model: str) -> Price | None:
+        return self.explain(provider, model)[0]
+
+    def explain(self, provider: str, model: str) -> tuple[Price | None, PriceSource, str | None]:
+        """``(price, source, entry)`` for ``provider/model``: ``source`` is ``"config"`` (``entry``: the
+        ``models.prices`` key that matched), ``"shipped"`` (``entry``: the ``prices.json`` pattern), ``"local"`` (free,
+        unpriced by the config) or ``"none"`` (nothing prices it)."""
         ref = f"{provider}/{model}"
         configured = self.configured
         for name in (ref, model):  # exact names first, then patterns in the order written
             if name in configured:
-                return configured[name]
+                return configured[name], "config", name
         for key, price in configured.items():
             if _pattern(key) and (fnmatch.fnmatchcase(ref, key) or fnmatch.fnmatchcase(model, key)):
-                return price
+                return price, "config", key
         if provider in self.local:
-            return (0.0, 0.0)
+            return (0.0, 0.0), "local", None
         base = model.rsplit("/", 1)[-1]  # "openai/gpt-4o" through a router upstream is gpt-4o
         for key, price in self._shipped.items():
             if fnmatch.fnmatchcase(base, key):
-                return price
-        return None
+                return price, "shipped", key
+        return None, "none", None
 
     def cost(self, provider: str, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
         """US dollars for one answer's tokens (None: unpriced)."""

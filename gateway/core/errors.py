@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from minigate.gateway.core.headers import header_values
@@ -161,8 +161,14 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         message = f"Unknown path {request.url.path!r}."
     elif status == 413:
         message = "Request body too large."
+    param = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]  # Litestar's own check of a query or path parameter: name it, say what it expects
+        if isinstance(first, dict) and isinstance(first.get("key"), str):
+            param = first["key"][:100]
+            message = f"Invalid parameter {param!r}: {str(first.get('message', 'a wrong value'))[:300]}."
     kind = _STATUS_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = _encode_error(request, status, error_body(message, kind, None, None))
+    body = _encode_error(request, status, error_body(message, kind, param, None))
     headers = header_values(dict(exc.headers or {}))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 

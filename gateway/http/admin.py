@@ -1,4 +1,5 @@
-"""The admin HTTP API: models (state, load/unload/reload, pull/import with progress, delete) and jobs.
+"""The admin HTTP API: models (state, load/unload/reload, pull/import with progress, delete) and jobs; with the
+handlers of admin_keys, admin_users, admin_usage and admin_prices, everything under ``/admin/api``.
 
 Every handler needs an admin key (``MINIGATE_ADMIN_KEY`` or a key created with ``--admin``). The web UI's
 model page and ``minigate models load|unload|reload`` call these endpoints.
@@ -6,23 +7,24 @@ model page and ``minigate models load|unload|reload`` call these endpoints.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from minigate.gateway.core.errors import GatewayError, InvalidRequest
-from minigate.gateway.core.wire import decode_json
+from minigate.gateway.core.errors import GatewayError
+from minigate.gateway.http.admin_json import decode_body, json_response, require_admin
 from minigate.gateway.http.admin_keys import admin_key_handlers
+from minigate.gateway.http.admin_prices import admin_price_handlers
+from minigate.gateway.http.admin_usage import admin_usage_handlers
+from minigate.gateway.http.admin_users import admin_user_handlers
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.runtime.manage import manage_model, managed
 from minigate.providers.base import ManagesModels
 
 __all__ = ["admin_handlers"]
-
-T = TypeVar("T")
 
 
 class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,22 +48,6 @@ class ImportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     force: bool = False
 
 
-def _json(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
-
-
-async def _admin(request: Request[Any, Any, Any], gateway: Gateway) -> None:
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-
-
-def _decode(body: bytes, struct: type[T]) -> T:
-    raw = decode_json(body)
-    try:
-        return msgspec.convert(raw, struct)
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"Invalid body: {err}.") from None
-
-
 def _provider_view(gateway: Gateway, name: str) -> dict[str, Any]:
     provider = gateway.providers[name]
     view: dict[str, Any] = {"name": name, "type": provider.type_name, "manageable": False}
@@ -77,8 +63,8 @@ def _provider_view(gateway: Gateway, name: str) -> dict[str, Any]:
 @get("/models")
 async def list_models(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Every provider with its models and their state."""
-    await _admin(request, gateway)
-    return _json({"providers": [_provider_view(gateway, name) for name in gateway.providers]})
+    await require_admin(request, gateway)
+    return json_response({"providers": [_provider_view(gateway, name) for name in gateway.providers]})
 
 
 @post("/models/{provider:str}/{model:str}/{action:str}", status_code=200)
@@ -90,11 +76,11 @@ async def model_action(
     action: FromPath[str],
 ) -> Response[bytes]:
     """Load, unload or reload (hot-swap) one model; answers with the provider's new state."""
-    await _admin(request, gateway)
+    await require_admin(request, gateway)
     if action not in ("load", "unload", "reload"):
         raise GatewayError(f"Unknown action {action!r}: use load, unload or reload.", status=404)
     await manage_model(gateway, provider, model, action)
-    return _json(_provider_view(gateway, provider))
+    return json_response(_provider_view(gateway, provider))
 
 
 @delete("/models/{provider:str}/{model:str}", status_code=200)
@@ -102,9 +88,9 @@ async def remove_model(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str], model: FromPath[str]
 ) -> Response[bytes]:
     """Unload a model and delete its files."""
-    await _admin(request, gateway)
+    await require_admin(request, gateway)
     await manage_model(gateway, provider, model, "delete")
-    return _json(_provider_view(gateway, provider))
+    return json_response(_provider_view(gateway, provider))
 
 
 @post("/models/{provider:str}/pull", status_code=202)
@@ -112,9 +98,9 @@ async def pull_model(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str]
 ) -> Response[bytes]:
     """Start pulling a model; answers 202 with the job to watch at ``/admin/api/jobs/{id}``."""
-    await _admin(request, gateway)
+    await require_admin(request, gateway)
     target = managed(gateway, provider)
-    body = _decode(await request.body() or b"{}", PullRequest)
+    body = decode_body(await request.body() or b"{}", PullRequest)
 
     async def work(progress: Any) -> None:
         await target.pull(
@@ -128,7 +114,7 @@ async def pull_model(
         )
 
     job = gateway.jobs.start("pull", f"{provider}/{body.model or 'default'}", work, gateway.refresh_routes)
-    return _json({"job": job.view()}, 202)
+    return json_response({"job": job.view()}, 202)
 
 
 @post("/models/{provider:str}/import", status_code=202)
@@ -136,9 +122,9 @@ async def import_model(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], provider: FromPath[str]
 ) -> Response[bytes]:
     """Start importing a model from the gateway's disk; answers 202 with the job."""
-    await _admin(request, gateway)
+    await require_admin(request, gateway)
     target = managed(gateway, provider)
-    body = _decode(await request.body(), ImportRequest)
+    body = decode_body(await request.body(), ImportRequest)
 
     async def work(progress: Any) -> None:
         await target.import_model(
@@ -146,14 +132,14 @@ async def import_model(
         )
 
     job = gateway.jobs.start("import", f"{provider}/{body.name}", work, gateway.refresh_routes)
-    return _json({"job": job.view()}, 202)
+    return json_response({"job": job.view()}, 202)
 
 
 @get("/jobs")
 async def list_jobs(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Running and recent jobs, newest first."""
-    await _admin(request, gateway)
-    return _json({"jobs": [job.view() for job in gateway.jobs.all()]})
+    await require_admin(request, gateway)
+    return json_response({"jobs": [job.view() for job in gateway.jobs.all()]})
 
 
 @get("/jobs/{job_id:int}")
@@ -161,11 +147,11 @@ async def get_job(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], job_id: FromPath[int]
 ) -> Response[bytes]:
     """One job with its progress lines."""
-    await _admin(request, gateway)
+    await require_admin(request, gateway)
     job = gateway.jobs.get(job_id)
     if job is None:
         raise GatewayError(f"No job {job_id}.", status=404, code="job_not_found")
-    return _json(job.view())
+    return json_response(job.view())
 
 
 def admin_handlers() -> list[Any]:
@@ -179,4 +165,7 @@ def admin_handlers() -> list[Any]:
         list_jobs,
         get_job,
         *admin_key_handlers(),
+        *admin_user_handlers(),
+        *admin_usage_handlers(),
+        *admin_price_handlers(),
     ]

@@ -1,4 +1,4 @@
-"""The admin HTTP API for keys and their policies, and the price table: ``/admin/api/keys``, ``/admin/api/prices``.
+"""The admin HTTP API for keys and their policies: ``/admin/api/keys``.
 
 Every handler needs an admin key. A policy is the JSON object of
 :class:`~minigate.gateway.storage.key_policy.KeyPolicy`; ``expires_at`` a date or ISO 8601 time (UTC), or null.
@@ -13,17 +13,15 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from minigate.gateway.config.prices import shipped_prices
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
-from minigate.gateway.core.wire import decode_json
+from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response, require_admin
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
 from minigate.gateway.storage.keys import ApiKeyInfo
 
-__all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "PriceList", "Revoked", "admin_key_handlers", "key_view"]
+__all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "Revoked", "admin_key_handlers", "key_view"]
 
 _UNSET: Any = msgspec.UNSET
-_MAX_ID = 2**31 - 1  # the id column's INTEGER: a larger id names no key (and must not reach the database)
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,33 +70,6 @@ class Revoked(msgspec.Struct):
     revoked: bool
 
 
-class Price(msgspec.Struct):
-    """US dollars per million tokens."""
-
-    input: float
-    output: float
-
-
-class PriceList(msgspec.Struct):
-    """``GET /admin/api/prices``."""
-
-    configured: dict[str, Price]
-    shipped: dict[str, Price]
-    shipped_taken: str
-    free_local_providers: list[str]
-
-
-def _json(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
-
-
-def _decode(body: bytes, struct: type[Any]) -> Any:
-    try:
-        return msgspec.convert(decode_json(body), struct)
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"Invalid body: {err}.") from None
-
-
 def _checked(raw: dict[str, Any] | None, expires: str | None) -> tuple[Any, Any]:
     try:
         return policy_from(raw), parse_expiry(expires)
@@ -118,21 +89,21 @@ def key_view(gateway: Gateway, key: ApiKeyInfo) -> dict[str, Any]:
 @get("/keys")
 async def list_keys(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Every key with its policy and use."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    return _json({"keys": [key_view(gateway, k) for k in await gateway.keys.list()]})
+    await require_admin(request, gateway)
+    return json_response({"keys": [key_view(gateway, k) for k in await gateway.keys.list()]})
 
 
 @post("/keys", status_code=201)
 async def create_key(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Create a key; the answer holds the key itself, shown only this once."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    body: KeyCreate = _decode(await request.body(), KeyCreate)
+    await require_admin(request, gateway)
+    body: KeyCreate = decode_body(await request.body(), KeyCreate)
     policy, expires = _checked(body.policy, body.expires_at)
     try:
         info, secret = await gateway.keys.create(body.name, admin=body.admin, policy=policy, expires_at=expires)
     except ValueError as err:
         raise InvalidRequest(str(err), param="name") from None
-    return _json({**key_view(gateway, info), "key": secret}, 201)
+    return json_response({**key_view(gateway, info), "key": secret}, 201)
 
 
 @patch("/keys/{key_id:int}")
@@ -140,8 +111,8 @@ async def update_key(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], key_id: FromPath[int]
 ) -> Response[bytes]:
     """Change a key's policy or expiry."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    body: KeyUpdate = _decode(await request.body(), KeyUpdate)
+    await require_admin(request, gateway)
+    body: KeyUpdate = decode_body(await request.body(), KeyUpdate)
     found = next((k for k in await gateway.keys.list() if k.id == key_id), None)
     if found is None:
         raise GatewayError(f"No key {key_id}.", status=404, code="key_not_found")
@@ -152,7 +123,7 @@ async def update_key(
         policy = found.policy
     await gateway.keys.set_policy(key_id, policy, False if body.expires_at is _UNSET else expires)
     updated = next(k for k in await gateway.keys.list() if k.id == key_id)
-    return _json(key_view(gateway, updated))
+    return json_response(key_view(gateway, updated))
 
 
 @delete("/keys/{key_id:int}", status_code=200)
@@ -160,28 +131,12 @@ async def revoke_key(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], key_id: FromPath[int]
 ) -> Response[bytes]:
     """Revoke a key."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    if not 0 < key_id <= _MAX_ID or not await gateway.keys.revoke(key_id):
+    await require_admin(request, gateway)
+    if not 0 < key_id <= MAX_ID or not await gateway.keys.revoke(key_id):
         raise GatewayError(f"No active key {key_id}.", status=404, code="key_not_found")
-    return _json({"id": key_id, "revoked": True})
-
-
-@get("/prices")
-async def list_prices(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """The configured prices, then the shipped ones (US dollars per million input and output tokens)."""
-    await gateway.authenticate_admin(request.headers.get("authorization"))
-    taken, shipped = shipped_prices()
-    table = gateway.config.prices
-    return _json(
-        {
-            "configured": {k: {"input": i, "output": o} for k, (i, o) in table.configured.items()},
-            "shipped": {k: {"input": i, "output": o} for k, (i, o) in shipped.items()},
-            "shipped_taken": taken,
-            "free_local_providers": sorted(table.local),
-        }
-    )
+    return json_response({"id": key_id, "revoked": True})
 
 
 def admin_key_handlers() -> list[Any]:
-    """The key and price handlers (mounted under ``/admin/api`` with the others)."""
-    return [list_keys, create_key, update_key, revoke_key, list_prices]
+    """The key handlers (mounted under ``/admin/api`` with the others)."""
+    return [list_keys, create_key, update_key, revoke_key]

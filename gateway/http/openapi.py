@@ -17,7 +17,10 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from minigate.gateway.core.wire import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
 from minigate.gateway.http.admin import ImportRequest, PullRequest
-from minigate.gateway.http.admin_keys import KeyCreate, KeyList, KeyUpdate, KeyView, PriceList, Revoked
+from minigate.gateway.http.admin_keys import KeyCreate, KeyList, KeyUpdate, KeyView, Revoked
+from minigate.gateway.http.admin_prices import PriceList
+from minigate.gateway.http.admin_usage import UsagePage, UsageSummary
+from minigate.gateway.http.admin_users import UserCreate, UserList, UserUpdate, UserView
 from minigate.gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
 from minigate.gateway.protocols.anthropic_out import MessageObject, TokenCount
 from minigate.gateway.protocols.responses import ResponsesRequest
@@ -154,7 +157,8 @@ _DESCRIPTIONS = {
     400: "The request is malformed or a field is wrong (``param`` names it).",
     401: "No API key, or not a valid one.",
     403: "The key may not use the admin API.",
-    404: "No such model, provider, job or path.",
+    404: "No such model, provider, job, key, person or path.",
+    409: "There is already a person of that name.",
     408: "The request body did not arrive within ``server.body_timeout``.",
     413: "The request body is larger than ``server.max_body_bytes``.",
     429: "Every deployment is rate-limited upstream (``Retry-After`` says when to try again).",
@@ -216,6 +220,13 @@ _OPERATIONS = {
     ("post", "/admin/api/keys"): _Operation(KeyView, (*_ADMIN, *_BODY), KeyCreate, 201),
     ("patch", "/admin/api/keys/{key_id}"): _Operation(KeyView, (*_ADMIN, *_BODY, 404), KeyUpdate),
     ("delete", "/admin/api/keys/{key_id}"): _Operation(Revoked, (*_ADMIN, 404)),
+    ("get", "/admin/api/users"): _Operation(UserList, _ADMIN),
+    ("post", "/admin/api/users"): _Operation(UserView, (*_ADMIN, *_BODY, 409), UserCreate, 201),
+    ("get", "/admin/api/users/{user_id}"): _Operation(UserView, (*_ADMIN, 404)),
+    ("patch", "/admin/api/users/{user_id}"): _Operation(UserView, (*_ADMIN, *_BODY, 404), UserUpdate),
+    ("delete", "/admin/api/users/{user_id}"): _Operation(UserView, (*_ADMIN, 400, 404)),  # 400: one's own person
+    ("get", "/admin/api/usage"): _Operation(UsagePage, (*_ADMIN, 400)),  # 400: a filter out of its range
+    ("get", "/admin/api/usage/summary"): _Operation(UsageSummary, (*_ADMIN, 400)),
     ("get", "/admin/api/prices"): _Operation(PriceList, _ADMIN),
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),
@@ -260,6 +271,13 @@ def _responses(op: _Operation) -> dict[str, Any]:
     return responses
 
 
+def _tag(path: str) -> str:
+    """The group an operation is listed under on the docs page."""
+    if path.startswith("/admin/api/"):
+        return path.split("/")[3]  # models, jobs, keys, users, usage, prices
+    return "v1" if path.startswith("/v1/") else "admin" if path.startswith("/admin/") else "probes"
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
     """Litestar's generated ``document`` with request bodies, answers and error responses added (a copy)."""
     document = copy.deepcopy(document)
@@ -280,6 +298,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 operation["requestBody"] = body
             if path.startswith(("/v1/", "/admin/")):
                 operation["security"] = [{"bearer": []}]
+            operation["tags"] = [_tag(path)]
     document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return document
 
@@ -302,7 +321,10 @@ def openapi_config(version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="minigate",
         version=version,
-        description="An OpenAI-compatible gateway: /v1 as OpenAI defines it, /admin/api for local models.",
+        description=(
+            "An OpenAI-compatible gateway: /v1 as OpenAI defines it; /admin/api for local models, keys, people, "
+            "usage and prices (an admin key: MINIGATE_ADMIN_KEY or a key made with admin)."
+        ),
         path="/schema",
         render_plugins=[_CompletedJson()],
         use_handler_docstrings=True,

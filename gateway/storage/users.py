@@ -25,7 +25,16 @@ from minigate.gateway.storage.db import Database
 from minigate.gateway.storage.key_policy import KeyPolicy, decode_policy, encode_policy
 from minigate.gateway.storage.tables import UserRow, utcnow
 
-__all__ = ["MIN_PASSWORD", "UserInfo", "UserStore", "check_password", "hash_password", "owner_user", "user_owner"]
+__all__ = [
+    "MIN_PASSWORD",
+    "NameTaken",
+    "UserInfo",
+    "UserStore",
+    "check_password",
+    "hash_password",
+    "owner_user",
+    "user_owner",
+]
 
 MIN_PASSWORD = 8
 _MAX_PASSWORD = 1024
@@ -34,6 +43,10 @@ _SALT_BYTES = 16
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 _USERS = cast(Table, UserRow.__table__)
 _SESSIONS = cast(Table, WebSessionRow.__table__)
+
+
+class NameTaken(ValueError):
+    """:meth:`UserStore.create`: there is already a person of that name."""
 
 
 class UserInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +145,7 @@ class UserStore:
             async with self._db.engine.begin() as conn:
                 pk = (await conn.execute(stmt)).inserted_primary_key
         except IntegrityError:
-            raise ValueError(f"there is already a person called {name!r}") from None
+            raise NameTaken(f"there is already a person called {name!r}") from None
         assert pk is not None
         return UserInfo(id=int(pk[0]), name=name, admin=admin, created_at=created_at)
 
@@ -185,6 +198,15 @@ class UserStore:
         stmt = update(_USERS).where(_USERS.c.id == user_id).values(policy=encode_policy(policy))
         async with self._db.engine.begin() as conn:
             return (await conn.execute(stmt)).rowcount == 1
+
+    async def set_admin(self, user_id: int, admin: bool) -> bool:
+        """Give or take ``user_id``'s admin flag and end their web sessions, so that their next login has the new
+        one; False when there is no such person."""
+        stmt = update(_USERS).where(_USERS.c.id == user_id).values(admin=admin)
+        async with self._db.engine.begin() as conn:
+            found = (await conn.execute(stmt)).rowcount == 1
+            await conn.execute(delete(_SESSIONS).where(_SESSIONS.c.user_id == user_id))
+        return found
 
     async def disable(self, user_id: int) -> bool:
         """Disable ``user_id``: no login, no session, no key of theirs works (keys within their cache's 2 s).

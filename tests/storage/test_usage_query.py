@@ -14,7 +14,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from minigate.gateway.storage import Database, UsageRecord, UsageWriter
 from minigate.gateway.storage.sql import epoch_bucket, floor_int
 from minigate.gateway.storage.tables import utcnow
-from minigate.web.usage_query import RANGES, Filters, recent_rows, usage_stats
+from minigate.gateway.storage.usage_query import (
+    RANGES,
+    SUMMARY_GROUPS,
+    Filters,
+    recent_rows,
+    usage_stats,
+    usage_summary,
+)
 from tests.storage.conftest import Backend
 
 
@@ -54,6 +61,8 @@ def _rows(seed: int = 7) -> list[UsageRecord]:
                 fallbacks=1 if rng.random() < 0.2 else 0,
                 total_tokens=None if failed else rng.randint(1, 500),
                 key_id=rng.choice([None, 1, 2]),
+                user_id=rng.choice([None, 7]),
+                cost=None if failed else rng.choice([None, 0.25, 0.5]),
                 latency_ms=latency,
                 # Half a second off the bucket edges, so that sub-millisecond rounding cannot move a row.
                 created_at=now - timedelta(seconds=rng.randint(0, 86000) + 0.5),
@@ -94,6 +103,28 @@ async def test_stats_match_python(db: Database, range_: str, by: str) -> None:
         return r.agent or "(none)"
 
     assert {g: t.requests for g, t in stats.per_group.items()} == dict(Counter(group(r) for r in shown))
+
+
+@pytest.mark.parametrize("by", SUMMARY_GROUPS)
+async def test_summary_matches_python(db: Database, by: str) -> None:
+    rows = _rows(seed=5)
+    await _store(db, rows)
+    found = await usage_summary(db, Filters(range="7d", key="none" if by == "person" else ""), by)
+    keyed = {
+        "agent": lambda r: r.agent or "(none)",
+        "model": lambda r: f"{r.provider}/{r.model}" if r.provider else "(none)",
+        "provider": lambda r: r.provider or "(none)",
+        "key": lambda r: r.key_id,
+        "person": lambda r: r.user_id,
+        "day": lambda r: r.created_at.date().isoformat(),
+    }[by]
+    shown = [r for r in rows if by != "person" or r.key_id is None]
+    assert {s.group: s.requests for s in found} == dict(Counter(keyed(r) for r in shown))
+    for summed in found:
+        mine = [r for r in shown if keyed(r) == summed.group]
+        assert summed.total_tokens == sum(r.total_tokens or 0 for r in mine)
+        assert summed.errors == sum(r.status >= 400 for r in mine)
+        assert summed.cost == pytest.approx(sum(r.cost or 0.0 for r in mine))
 
 
 async def test_filters_and_recent_rows(db: Database) -> None:
@@ -139,6 +170,8 @@ async def test_no_stored_value_breaks_the_page_queries(db: Database, backend: Ba
         assert stats.overall.requests == want and stats.overall.tokens == (5 if want else 0)
         p99 = stats.overall.percentile(0.99)
         assert p99 is None or p99 < 30
+    summed = await usage_summary(db, Filters(range="1h"), "day")
+    assert sum(s.requests for s in summed) == 5 and sum(s.total_tokens for s in summed) == 5
     recent = await recent_rows(db, Filters(range="1h"), before=2**70)
     assert [r["total_tokens"] for r in recent] == [None, 5, None, None, None]
     assert [r["latency_ms"] for r in recent] == [0.0, 20.0, None, None, 5.0]

@@ -117,6 +117,14 @@ API: list[tuple[str, str, dict[str, Any] | None, set[int]]] = [
     ("GET", "/admin/api/keys", None, {403}),
     ("PATCH", "/admin/api/keys/{k}", {"policy": {"rpm": 1}}, {403}),
     ("DELETE", "/admin/api/keys/{k}", None, {403}),
+    ("GET", "/admin/api/users", None, {403}),
+    ("GET", "/admin/api/users/{u}", None, {403}),
+    ("PATCH", "/admin/api/users/{u}", {"password": "bob-knows-it", "disabled": True}, {403}),
+    ("DELETE", "/admin/api/users/{u}", None, {403}),
+    ("POST", "/admin/api/users", {"name": "alice2", "password": "whatever-pw", "admin": True}, {403}),
+    ("GET", "/admin/api/usage?user={u}", None, {403}),
+    ("GET", "/admin/api/usage/summary?group_by=person", None, {403}),
+    ("GET", "/admin/api/prices", None, {403}),
 ]
 
 

@@ -8,8 +8,8 @@ import math
 import sqlite3
 
 from minigate.gateway.storage import Database
+from minigate.gateway.storage.usage_query import Totals
 from minigate.web.charts import Series, line_chart, nice_ticks
-from minigate.web.usage_query import Totals
 from tests.inprocess import InProcessGateway
 from tests.web.helpers import WebClient
 from tests.web.usage_rows import fill_usage
@@ -135,7 +135,7 @@ async def test_stats_query_runs_on_sqlite(tmp_path: object) -> None:
     from pathlib import Path
 
     from minigate.gateway.storage import open_database
-    from minigate.web.usage_query import Filters, usage_stats
+    from minigate.gateway.storage.usage_query import Filters, usage_stats
 
     path = Path(str(tmp_path)) / "u.db"
     database: Database = await open_database(f"sqlite+aiosqlite:///{path}")

@@ -1,4 +1,5 @@
-"""Usage aggregates for the usage page: one grouped SQL query per page over the ``usage`` table.
+"""Usage queries for the usage page and ``/admin/api/usage``: the filters, one grouped SQL query per page, totals by
+group, and the rows themselves.
 
 Percentiles come from a latency histogram the database builds in one pass (bins of ``ln(ms + 1) * 12``, about
 9 % wide), not from every latency sent to Python; no stored value can break the page. Answers the client stopped
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Integer, Select, Table, case, func, literal, literal_column, select
@@ -26,11 +27,14 @@ __all__ = [
     "DIMENSIONS",
     "RANGES",
     "RECENT_COLUMNS",
+    "SUMMARY_GROUPS",
     "Filters",
     "Stats",
+    "Summed",
     "Totals",
     "recent_rows",
     "usage_stats",
+    "usage_summary",
 ]
 
 _USAGE = cast(Table, UsageRow.__table__)
@@ -44,6 +48,7 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "30d": (30 * 86400, 86400, "last 30 days, per day"),
 }
 DIMENSIONS = ("agent", "model", "provider", "key", "person")
+SUMMARY_GROUPS = (*DIMENSIONS, "day")  # what /admin/api/usage/summary may group by
 _BIN_SCALE = 12.0
 _TOP_GROUPS = 6
 _MAX_MS = 1e9  # a stored latency beyond this (or negative, or NaN) is not one: it gets no bin
@@ -266,3 +271,45 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         row[name] = row[name] if type(row[name]) is int else 0
     row["outcome"] = outcome(row["status"])
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Summed:
+    """Totals of one group of :func:`usage_summary` (``group`` None: rows without one, such as no key)."""
+
+    group: str | int | None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float
+    errors: int
+
+
+async def usage_summary(database: Database, filters: Filters, by: str) -> list[Summed]:
+    """Totals of the rows matching ``filters`` for each value of ``by`` (one of :data:`SUMMARY_GROUPS`; ``day``: the
+    UTC date), the most requests first; ids for keys and people, which the caller names."""
+    if by not in SUMMARY_GROUPS:
+        raise ValueError(f"cannot group by {by!r}")
+    group = (epoch_bucket(c.created_at, 86400) if by == "day" else _group_expr(by)).label("g")
+    valid_cost = case((c.cost.between(0, literal_column("1e9")), c.cost), else_=0.0)
+    stmt = select(
+        group,
+        func.count().label("n"),
+        count_sum(c.prompt_tokens, MAX_TOTAL),
+        count_sum(c.completion_tokens, MAX_TOTAL),
+        count_sum(c.total_tokens, MAX_TOTAL),
+        func.sum(valid_cost),
+        func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)),
+    )
+    stmt = filters.where(stmt, utcnow()).group_by(literal_column("g"))  # by name: see usage_stats
+    async with database.engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+
+    def named(value: Any) -> str | int | None:
+        if by == "day":
+            return datetime.fromtimestamp(int(value) * 86400, UTC).date().isoformat()
+        return None if value is None else (int(value) if by in ("key", "person") else str(value))
+
+    found = [Summed(named(g), n, int(p), int(o), int(t), float(d or 0.0), int(e or 0)) for g, n, p, o, t, d, e in rows]
+    return sorted(found, key=lambda s: (s.group if by == "day" else -s.requests, str(s.group)))
