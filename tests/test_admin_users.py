@@ -18,7 +18,7 @@ CONFIG: dict[str, Any] = {
     "models": {"providers": {"local": {"type": "fake", "models": ["echo"]}}},
 }
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
-FIELDS = {"id", "name", "admin", "active", "created_at", "disabled_at"}
+FIELDS = {"id", "name", "admin", "active", "created_at", "disabled_at", "policy"}
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,24 @@ def test_every_admin_route_is_typed_in_the_document(app: InProcessGateway) -> No
         assert name in schemas
     assert "password" not in schemas["UserView"]["properties"]
     assert schemas["UserCreate"]["additionalProperties"] is False
+
+
+def test_a_persons_own_limits_are_set_changed_and_cleared(app: InProcessGateway) -> None:
+    made = make(app, "gina", policy={"models": ["default"], "daily_tokens": 1})
+    assert made["policy"] == {"models": ["default"], "daily_tokens": 1}
+    key = key_of(app, made["id"])
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi there"}]}
+    headers = {"authorization": f"Bearer {key}"}
+    assert app.http.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+    app.wait_rows(1)
+    over = app.http.post("/v1/chat/completions", json=body, headers=headers)
+    assert over.status_code == 429 and over.json()["error"]["code"] == "budget_exceeded"
+    raised = call(app, "PATCH", f"/users/{made['id']}", {"policy": {"models": ["default"], "daily_tokens": 10**6}})
+    assert raised.status_code == 200 and raised.json()["policy"]["daily_tokens"] == 10**6
+    assert app.http.post("/v1/chat/completions", json=body, headers=headers).status_code == 200  # at once
+    error(call(app, "PATCH", f"/users/{made['id']}", {"policy": {"rpm": -1}}), 400, param="policy")
+    error(call(app, "PATCH", f"/users/{made['id']}", {"policy": {"tokens": 5}}), 400, param="policy")
+    assert call(app, "GET", f"/users/{made['id']}").json()["policy"]["daily_tokens"] == 10**6  # unchanged
+    cleared = call(app, "PATCH", f"/users/{made['id']}", {"policy": None})
+    assert cleared.json()["policy"] is None
+    assert call(app, "PATCH", f"/users/{made['id']}", {"admin": False}).json()["policy"] is None  # unset: kept

@@ -18,6 +18,7 @@ from litestar.params import FromPath
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response, not_found, require_admin
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.key_policy import KeyPolicy, policy_from
 from minigate.gateway.storage.users import NameTaken, UserInfo, UserStore
 
 __all__ = ["UserCreate", "UserList", "UserUpdate", "UserView", "admin_user_handlers"]
@@ -30,14 +31,16 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     password: str
     admin: bool = False
+    policy: dict[str, Any] | None = None  # their own limits, over their web chat and all their keys (a key's shape)
 
 
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``PATCH /admin/api/users/{id}``: what is given changes. ``password`` sets a new one (a reset: their
     sessions end); ``admin`` gives or takes the flag (their sessions end, the next login has it); ``disabled``
-    stops or lets in again the person and their keys."""
+    stops or lets in again the person and their keys; ``policy`` replaces their own limits (null clears them)."""
 
     admin: bool | msgspec.UnsetType = msgspec.UNSET
+    policy: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     disabled: bool | msgspec.UnsetType = msgspec.UNSET
     password: str | msgspec.UnsetType = msgspec.UNSET
 
@@ -51,6 +54,7 @@ class UserView(msgspec.Struct, kw_only=True):
     active: bool
     created_at: datetime
     disabled_at: datetime | None = None
+    policy: KeyPolicy | None = None  # their own limits, over their web chat and all their keys
 
 
 class UserList(msgspec.Struct):
@@ -68,7 +72,15 @@ def user_view(person: UserInfo) -> UserView:
         active=person.active,
         created_at=person.created_at,
         disabled_at=person.disabled_at,
+        policy=person.policy,
     )
+
+
+def _policy(raw: dict[str, Any] | None) -> KeyPolicy | None:
+    try:
+        return policy_from(raw)
+    except ValueError as err:
+        raise InvalidRequest(str(err), param="policy") from None
 
 
 async def _person(store: UserStore, user_id: int) -> UserInfo:
@@ -95,13 +107,17 @@ async def create_user(request: Request[Any, Any, Any], gateway: NamedDependency[
     """Create a person who logs in with ``name`` and ``password``; 409 when the name is taken."""
     await require_admin(request, gateway)
     body = decode_body(await request.body(), UserCreate)
+    policy, store = _policy(body.policy), UserStore(gateway.database)
     try:
-        person = await UserStore(gateway.database).create(body.name, body.password, admin=body.admin)
+        person = await store.create(body.name, body.password, admin=body.admin)
     except NameTaken as err:
         raise GatewayError(f"{str(err).capitalize()}.", status=409, param="name", code="user_exists") from None
     except ValueError as err:
         param = "password" if "password" in str(err) else "name"
         raise InvalidRequest(f"{str(err).capitalize()}.", param=param) from None
+    if policy is not None:
+        await store.set_policy(person.id, policy)
+        person = msgspec.structs.replace(person, policy=policy)
     return json_response(user_view(person), 201)
 
 
@@ -118,13 +134,14 @@ async def get_user(
 async def update_user(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], user_id: FromPath[int]
 ) -> Response[bytes]:
-    """Reset a person's password, give or take their admin flag, disable or enable them."""
+    """Reset a person's password, give or take their admin flag, disable or enable them, set their own limits."""
     caller = await require_admin(request, gateway)
     body = decode_body(await request.body(), UserUpdate)
     store = UserStore(gateway.database)
     person = await _person(store, user_id)
     if body.disabled is True:
         _not_self(gateway, caller, user_id)
+    policy = _policy(body.policy if isinstance(body.policy, dict) else None)  # checked before anything changes
     if isinstance(body.password, str):  # first: a refused password leaves everything as it was
         try:
             await store.set_password(user_id, body.password)
@@ -135,6 +152,9 @@ async def update_user(
     if isinstance(body.disabled, bool) and body.disabled == person.active:
         await (store.disable(user_id) if body.disabled else store.enable(user_id))
         gateway.keys.forget_user(user_id)  # their keys stop (or work again) at once here, elsewhere within 2 s
+    if body.policy is not msgspec.UNSET:
+        await store.set_policy(user_id, policy)
+        gateway.keys.person_changed(user_id, policy)  # at once here, elsewhere within 2 s
     return json_response(user_view(await _person(store, user_id)))
 
 
