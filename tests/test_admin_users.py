@@ -45,13 +45,12 @@ def sql(app: InProcessGateway, statement: str, params: tuple[Any, ...] = ()) -> 
 
 
 def key_of(app: InProcessGateway, user_id: int | None, *, admin: bool = False) -> str:
-    """A key of the person ``user_id`` (made in the gateway's own key store, as the keys page makes it)."""
-    made = app.http.post("/admin/api/keys", headers=ADMIN, json={"name": f"key of {user_id}", "admin": admin})
-    assert made.status_code == 201
-    key_id, token = made.json()["id"], made.json()["key"]
-    if user_id is not None:  # the admin API makes the admin's keys; a person's key is theirs by user_id
-        sql(app, "UPDATE api_keys SET user_id = ? WHERE id = ?", (user_id, key_id))
-    return str(token)
+    """A key of the person ``user_id``, made by the admin API."""
+    body = {"name": f"key of {user_id}", "admin": admin, "user_id": user_id}
+    made = app.http.post("/admin/api/keys", headers=ADMIN, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["user_id"] == user_id
+    return str(made.json()["key"])
 
 
 def error(answer: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -88,6 +87,12 @@ def test_bad_bodies_are_400_a_taken_name_409(app: InProcessGateway) -> None:
     error(call(app, "POST", "/users", {"name": 5, "password": "long-enough-pw"}), 400, param="name")
     error(app.http.post("/admin/api/users", content=b"{not json", headers=ADMIN), 400)
     assert not [u for u in call(app, "GET", "/users").json()["users"] if u["name"] == "eve"]
+
+
+def test_a_key_for_nobody_is_refused(app: InProcessGateway) -> None:
+    for user_id in (987654, 0, -1, 2**40):
+        refused = app.http.post("/admin/api/keys", headers=ADMIN, json={"name": "k", "user_id": user_id})
+        error(refused, 400, "user_not_found", "user_id")
 
 
 def test_unknown_people_are_404(app: InProcessGateway) -> None:

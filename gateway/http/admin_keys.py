@@ -18,6 +18,7 @@ from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response,
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
 from minigate.gateway.storage.keys import ApiKeyInfo
+from minigate.gateway.storage.users import UserStore
 
 __all__ = ["KeyCreate", "KeyList", "KeyUpdate", "KeyView", "Revoked", "admin_key_handlers", "key_view"]
 
@@ -29,6 +30,7 @@ class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: str
     admin: bool = False
+    user_id: int | None = None  # whose key (None: the admin's); their own limits bind it too
     policy: dict[str, Any] | None = None
     expires_at: str | None = None
 
@@ -99,8 +101,13 @@ async def create_key(request: Request[Any, Any, Any], gateway: NamedDependency[G
     await require_admin(request, gateway)
     body: KeyCreate = decode_body(await request.body(), KeyCreate)
     policy, expires = _checked(body.policy, body.expires_at)
+    whose = body.user_id
+    if whose is not None and (not 0 < whose <= MAX_ID or await UserStore(gateway.database).get(whose) is None):
+        raise InvalidRequest(f"There is no person {whose}.", param="user_id", code="user_not_found")
     try:
-        info, secret = await gateway.keys.create(body.name, admin=body.admin, policy=policy, expires_at=expires)
+        info, secret = await gateway.keys.create(
+            body.name, admin=body.admin, user_id=whose, policy=policy, expires_at=expires
+        )
     except ValueError as err:
         raise InvalidRequest(str(err), param="name") from None
     return json_response({**key_view(gateway, info), "key": secret}, 201)
