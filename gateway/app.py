@@ -20,6 +20,7 @@ from minigate.gateway.core.errors import exception_handlers
 from minigate.gateway.core.writes import write_deadline
 from minigate.gateway.http.admin import admin_handlers
 from minigate.gateway.http.api import v1_handlers
+from minigate.gateway.http.audit import audit_handlers
 from minigate.gateway.http.limits import body_deadline
 from minigate.gateway.http.messages import messages_handlers, root_probe
 from minigate.gateway.http.openapi import openapi_config
@@ -29,8 +30,10 @@ from minigate.gateway.ops.drain import Drain
 from minigate.gateway.ops.logs import AccessLine, Redactor
 from minigate.gateway.ops.monitor import GatewayMetrics
 from minigate.gateway.ops.observe import observe
+from minigate.gateway.ops.refusals import Refusals
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, shutdown_plugins
 from minigate.gateway.routing.routes import Deployment
+from minigate.gateway.runtime.audit import audited
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.runtime.reload import Reloader, config_path, reload_handler
 from minigate.gateway.serving.workflows import workflow_routes
@@ -130,7 +133,7 @@ def create_app(
     plugins = extensions
     web = WebState.create()
     web.templates.globals["plugin_links"] = extensions.links
-    drain, gateway_metrics = Drain(), GatewayMetrics()
+    drain, gateway_metrics, refusals = Drain(), GatewayMetrics(), Refusals()
     redactor = redactor or Redactor()
 
     async def prepare(staged: Gateway) -> None:
@@ -148,7 +151,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        gateway = await Gateway.open(config, plugins, drain=drain, metrics=gateway_metrics)
+        gateway = await Gateway.open(config, plugins, drain=drain, metrics=gateway_metrics, refusals=refusals)
         # Chains edited in the web UI are kept in the database and apply from the first request on.
         await apply_stored_overrides(gateway, web)
         redactor.update(gateway.secrets())
@@ -165,12 +168,14 @@ def create_app(
             await shutdown_plugins(plugins)
 
     v1 = Router("/v1", route_handlers=[*v1_handlers(), *responses_handlers(), *messages_handlers(), ws_chat])
-    admin_api = Router("/admin/api", route_handlers=admin_handlers())
+    # Every state-changing request of the admin API (and of the config reload) is an admin action: recorded.
+    admin_api = Router("/admin/api", route_handlers=[*admin_handlers(), *audit_handlers()], middleware=[audited("api")])
+    reload = Router("/", route_handlers=[reload_handler], middleware=[audited("api")])
     # Workflow triggers, then plugins' own routes: kept out of the OpenAPI document, which describes the code's
     # own API; their bodies are the config's or a plugin's business, and a plugin's handler must not break it.
     extra = Router("/", route_handlers=[*workflow_routes(config), *extensions.routes], include_in_schema=False)
     app = Litestar(
-        route_handlers=[v1, admin_api, reload_handler, health, ready, metrics, *web_routes(web), extra],
+        route_handlers=[v1, admin_api, reload, health, ready, metrics, *web_routes(web), extra],
         dependencies={
             "gateway": Provide(_gateway, sync_to_thread=False),
             "reloader": Provide(_reloader, sync_to_thread=False),
@@ -187,5 +192,5 @@ def create_app(
     # as long to make progress as the body got to arrive.
     timeout = config.server.body_timeout
     handler = write_deadline(body_deadline(root_probe(app.asgi_handler), timeout), timeout)
-    app.asgi_handler = observe(handler, gateway_metrics, drain, access_line)
+    app.asgi_handler = observe(handler, gateway_metrics, drain, access_line, refusals)
     return app

@@ -20,7 +20,7 @@ from minigate.gateway.config.sections import ServerConfig
 from minigate.gateway.keys_cli import add_policy_options
 from minigate.gateway.models_cli import ensure_default_models, run_models_command
 from minigate.gateway.plugins.loader import Extensions, builtin_extensions, configure_file
-from minigate.gateway.users_cli import add_users_parser, person_id, run_users
+from minigate.gateway.users_cli import add_users_parser, cli_audit, person_id, run_users
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -179,6 +179,13 @@ def _devices(args: argparse.Namespace) -> int:
     return 1 if probe.error else 0
 
 
+def _policy_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy options given on the command line, for the audit log."""
+    names = ("models", "remote", "rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens", "daily_usd")
+    given = {name: getattr(args, name) for name in (*names, "monthly_usd", "expires")}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 async def _keys(args: argparse.Namespace, config: Config) -> int:
     from minigate.gateway.keys_cli import describe, policy_args, updated_policy
     from minigate.gateway.storage import KeyStore, open_database
@@ -190,12 +197,20 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
     database = await open_database(config.database_url())
     try:
         store = KeyStore(database)
+        action = f"keys {args.keys_command}"
         if args.keys_command == "create":
+            given = {"name": args.name, "admin": args.admin, "user": args.user, **_policy_given(args)}
             if args.user is not None:  # a person's key
                 options["user_id"] = await person_id(database, args.user)
                 if options["user_id"] is None:
+                    await cli_audit(database, action, 404, f"name={args.name}", given)
                     return _fail(f"there is nobody called {args.user!r}", 1)
-            info, secret = await store.create(args.name, admin=args.admin, **options)
+            try:
+                info, secret = await store.create(args.name, admin=args.admin, **options)
+            except ValueError as err:
+                await cli_audit(database, action, 422, f"name={args.name}", given)
+                return _fail(str(err), 2)
+            await cli_audit(database, action, 200, f"key_id={info.id}", given)
             print(secret)
             print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
         elif args.keys_command == "list":
@@ -211,18 +226,24 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
                 if key.policy is not None or key.expires_at is not None:
                     print(f"      {describe(key.policy, key.expires_at)}")
         elif args.keys_command == "revoke":
-            if not await store.revoke(args.id):
+            revoked = await store.revoke(args.id)
+            await cli_audit(database, action, 200 if revoked else 404, f"key_id={args.id}")
+            if not revoked:
                 return _fail(f"no active key with id {args.id}", 1)
             print(f"revoked key {args.id}")
         elif args.keys_command == "set-policy":
+            given = {"clear": args.clear, **_policy_given(args)}
             found = next((k for k in await store.list() if k.id == args.id), None)
             if found is None:
+                await cli_audit(database, action, 404, f"key_id={args.id}", given)
                 return _fail(f"no key with id {args.id}", 1)
             try:
                 policy, expires = updated_policy(found.policy, args)
             except ValueError as err:
+                await cli_audit(database, action, 422, f"key_id={args.id}", given)
                 return _fail(str(err), 2)
             await store.set_policy(found.id, policy, expires)
+            await cli_audit(database, action, 200, f"key_id={args.id}", given)
             print(f"key {found.id}: {describe(policy, found.expires_at if isinstance(expires, bool) else expires)}")
         return 0
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from typing import Any
 
@@ -12,7 +13,7 @@ from minigate.gateway.config.schema import Config
 from minigate.gateway.keys_cli import add_policy_options, describe, updated_policy
 from minigate.gateway.storage.db import Database
 
-__all__ = ["add_users_parser", "person_id", "run_users"]
+__all__ = ["add_users_parser", "cli_audit", "person_id", "run_users"]
 
 
 def add_users_parser(sub: Any, config_help: str) -> None:
@@ -49,6 +50,32 @@ async def person_id(database: Database, name: str) -> int | None:
     return None if found is None else found.id
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return f"uid {os.getuid()}"
+
+
+async def cli_audit(
+    database: Database, action: str, status: int, target: str | None = None, details: dict[str, Any] | None = None
+) -> None:
+    """Record a command's admin action (``status``: 200 done, 404 nothing to act on, 422 refused) in the audit
+    log, by the actor ``cli`` and the OS user who ran it."""
+    from minigate.gateway.storage.audit import AuditEntry, AuditLog, safe_details
+
+    entry = AuditEntry(
+        via="cli",
+        actor=f"cli ({_os_user()})",
+        actor_kind="cli",
+        action=action,
+        status=status,
+        target=target,
+        details=safe_details(details) if details else None,
+    )
+    await AuditLog(database).write(entry)
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -81,19 +108,35 @@ async def run_users(args: argparse.Namespace, config: Config) -> int:
                 limits = describe(person.policy, None)
                 print(f"{person.id:>4}  {person.name:<24} {role:<6} {made}  {status:<24}  {limits}")
             return 0
+        action, target = f"users {command}", f"name={args.name}"
+        given = {"name": args.name, **({"admin": args.admin} if command == "create" else {})}
+        if command in ("create", "passwd"):
+            given["password"] = "[hidden]"
         if command == "create":
-            created = await store.create(args.name, _password(args), admin=args.admin)
+            try:
+                created = await store.create(args.name, _password(args), admin=args.admin)
+            except ValueError:
+                await cli_audit(database, action, 422, target, given)
+                raise
+            await cli_audit(database, action, 200, f"user_id={created.id}", given)
             print(f"created {'admin' if created.admin else 'person'} {created.id} ({created.name})")
             return 0
         found = await store.by_name(args.name)
         if found is None:
+            await cli_audit(database, action, 404, target, given)
             return _fail(f"there is nobody called {args.name!r}")
         person = found
+        target = f"user_id={person.id}"
         if command == "passwd":
-            await store.set_password(person.id, _password(args))
+            try:
+                await store.set_password(person.id, _password(args))
+            except ValueError:
+                await cli_audit(database, action, 422, target, given)
+                raise
             print(f"{person.name} has a new password")
         elif command == "disable":
             if not await store.disable(person.id):
+                await cli_audit(database, action, 409, target, given)
                 return _fail(f"{person.name} is disabled already")
             print(f"disabled {person.name}; their sessions and keys stop working")
         elif command == "set-policy":
@@ -102,8 +145,10 @@ async def run_users(args: argparse.Namespace, config: Config) -> int:
             print(f"{person.name}: {describe(policy, None)} (a running gateway applies it within 2 s)")
         elif command == "enable":
             if not await store.enable(person.id):
+                await cli_audit(database, action, 409, target, given)
                 return _fail(f"{person.name} is not disabled")
             print(f"enabled {person.name}")
+        await cli_audit(database, action, 200, target, given)
         return 0
     except ValueError as err:
         return _fail(str(err))

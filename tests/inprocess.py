@@ -13,7 +13,8 @@ Not for what needs a socket: write deadlines, disconnects, slow clients, signals
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -21,9 +22,11 @@ from litestar.testing import TestClient
 from litestar.testing.transport import TestClientTransport
 
 from minigate.gateway.app import create_app
+from minigate.gateway.runtime.gateway import Gateway
 from tests.gateway_server import ADMIN_KEY, StoredGateway
 
 BASE = "http://127.0.0.1"
+T = TypeVar("T")
 
 
 class _Transport(TestClientTransport[Any]):
@@ -81,6 +84,12 @@ class InProcessGateway(StoredGateway):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def run(self, work: Callable[[Gateway], Awaitable[T]]) -> T:
+        """Await ``work(gateway)`` on the app's event loop (e.g. to store what waits in memory now)."""
+        assert self._client is not None, "the gateway is not started"
+        gateway: Gateway = self._client.app.state.gateway
+        return self._client.blocking_portal.call(work, gateway)
 
     def client(self, key: str = ADMIN_KEY, **kwargs: Any) -> openai.OpenAI:
         """The official SDK talking to this app in process (no SDK retries: the gateway does the retrying)."""

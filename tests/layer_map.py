@@ -53,6 +53,7 @@ LAYERS: list[Layer] = [
             "storage": (
                 "minigate.gateway.storage",
                 "minigate.gateway.storage._commit",
+                "minigate.gateway.storage.audit",
                 "minigate.gateway.storage.branches",
                 "minigate.gateway.storage.chat_search",
                 "minigate.gateway.storage.conversations",
@@ -164,6 +165,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.ops.metrics",
                 "minigate.gateway.ops.monitor",
                 "minigate.gateway.ops.observe",
+                "minigate.gateway.ops.refusals",
             )
         },
     ),
@@ -172,6 +174,7 @@ LAYERS: list[Layer] = [
         {
             "runtime": (
                 "minigate.gateway.runtime",
+                "minigate.gateway.runtime.audit",
                 "minigate.gateway.runtime.gateway",
                 "minigate.gateway.runtime.jobs",
                 "minigate.gateway.runtime.manage",
@@ -217,6 +220,7 @@ LAYERS: list[Layer] = [
                 "minigate.gateway.http.admin_usage",
                 "minigate.gateway.http.admin_users",
                 "minigate.gateway.http.api",
+                "minigate.gateway.http.audit",
                 "minigate.gateway.http.limits",
                 "minigate.gateway.http.messages",
                 "minigate.gateway.http.openapi",
@@ -228,6 +232,7 @@ LAYERS: list[Layer] = [
                 "minigate.web.adapter",
                 "minigate.web.api_docs",
                 "minigate.web.assets",
+                "minigate.web.audit",
                 "minigate.web.auth",
                 "minigate.web.chains",
                 "minigate.web.charts",

@@ -11,8 +11,10 @@ from litestar import Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
+from minigate.gateway.runtime.audit import audited
 from minigate.web.api_docs import api_docs_handlers
 from minigate.web.assets import gzip_html
+from minigate.web.audit import audit_handlers
 from minigate.web.auth import auth_error_handlers, provide_admin, provide_chat_user, provide_member, provide_session
 from minigate.web.chains import apply_stored_overrides
 from minigate.web.chat import chat_handlers
@@ -68,7 +70,7 @@ def web_routes(state: WebState | None = None) -> list[Any]:
     )
     admin = Router(
         "/",
-        route_handlers=[*model_handlers(), *usage_handlers(), *key_handlers(), *user_handlers()],
+        route_handlers=[*model_handlers(), *usage_handlers(), *key_handlers(), *user_handlers(), *audit_handlers()],
         dependencies={
             "web": Provide(provide_web, sync_to_thread=False),
             "session": Provide(provide_session),
@@ -76,7 +78,9 @@ def web_routes(state: WebState | None = None) -> list[Any]:
             "member": Provide(provide_member),  # a person's own keys and usage; an admin's everyone's
         },
         exception_handlers={**auth_error_handlers(web), HTTPException: http_error_handler(web)},
-        middleware=[gzip_html],  # complete HTML pages only: SSE streams pass through as they come
+        # gzip: complete HTML pages only, SSE streams pass through as they come; every state-changing request here
+        # (people, keys, models, chains) is an admin action, or a person's own key change: recorded.
+        middleware=[audited("web"), gzip_html],
         include_in_schema=False,
     )
     static = web.assets.handler()  # from memory, gzipped once; hashed addresses are cached for a year

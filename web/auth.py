@@ -17,6 +17,7 @@ from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.types import ExceptionHandlersMap
 
+from minigate.gateway.runtime.audit import ACTOR, Actor
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.web.render import SECURITY_HEADERS, error_page, is_htmx, redirect
 from minigate.web.sessions import COOKIE, Session, SessionStore
@@ -71,6 +72,17 @@ async def check_csrf(request: Request[Any, Any, Any], session: Session) -> None:
         raise CsrfFailed()
 
 
+def _act_as(request: Request[Any, Any, Any], session: Session) -> None:
+    """Name the session's owner as the actor of this state-changing request, for the audit log."""
+    if session.user_id is not None:
+        actor = Actor(session.name or f"person {session.user_id}", "user", session.user_id, session.key_id)
+    elif session.key_id is not None:
+        actor = Actor(f"key {session.key_id}", "key", None, session.key_id)
+    else:
+        actor = Actor("admin", "admin")  # the admin password
+    request.scope.setdefault("state", {})[ACTOR] = actor
+
+
 def safe_next(target: str | None) -> str:
     """A local path to go back to after login (never another site)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -96,6 +108,7 @@ async def provide_admin(request: Request[Any, Any, Any], session: NamedDependenc
         raise LoginRequired()
     if request.method not in _SAFE_METHODS:
         await check_csrf(request, session)
+        _act_as(request, session)
     return session
 
 
@@ -106,6 +119,7 @@ async def provide_member(request: Request[Any, Any, Any], session: NamedDependen
         raise LoginRequired()
     if request.method not in _SAFE_METHODS:
         await check_csrf(request, session)
+        _act_as(request, session)
     return session
 
 

@@ -59,7 +59,7 @@ def _filters(
         model=model[:300],
         provider=provider[:200],
         key=key if key == "none" or key.isdigit() else "",
-        status=status if status in ("ok", "error", "stopped") else "",
+        status=status if status in ("ok", "error", "stopped", "refused") else "",
         fallback=fallback in ("1", "on", "true"),
         user=user if user == "none" or user.isdigit() else "",
     )
@@ -102,12 +102,13 @@ def _charts(stats: Stats, filters: Filters) -> list[Markup]:
         ),
         line_chart(
             "c-errors",
-            f"Errors and fallbacks, and stopped answers, {label}",
+            f"Errors and fallbacks, stopped answers and refused requests, {label}",
             stats.labels,
             [
                 Series("errors", [float(t.errors) for t in stats.per_bucket]),
                 Series("with fallbacks", [float(t.fallbacks) for t in stats.per_bucket]),
                 Series("stopped", [float(t.stopped) for t in stats.per_bucket]),
+                Series("refused", [float(t.refused) for t in stats.per_bucket]),
             ],
         ),
     ]

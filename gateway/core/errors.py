@@ -26,6 +26,7 @@ from minigate.gateway.core.headers import header_values
 
 __all__ = [
     "ANTHROPIC_PATH",
+    "ERROR_CODE",
     "AuthenticationFailed",
     "ChainFailed",
     "GatewayError",
@@ -59,6 +60,7 @@ _ANTHROPIC_TYPES = {
     529: "overloaded_error",
 }
 
+ERROR_CODE = "minigate_error_code"  # the scope state entry holding the code of the error a request was answered with
 ANTHROPIC_PATH = "/v1/messages"  # its count_tokens and unknown paths below it answer in Anthropic's shape too
 
 
@@ -149,6 +151,8 @@ _STATUS_TYPES = {
 
 
 def _from_gateway(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+    if exc.code is not None:  # the request wrapper records refused requests by their code
+        request.scope.setdefault("state", {})[ERROR_CODE] = exc.code
     headers = header_values(exc.headers)
     body = _encode_error(request, exc.status, exc.body())
     return Response(body, status_code=exc.status, media_type="application/json", headers=headers)

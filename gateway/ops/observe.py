@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Send
 
-from minigate.gateway.core.errors import error_body
+from minigate.gateway.core.errors import ERROR_CODE, error_body
 from minigate.gateway.ops.drain import Drain
 from minigate.gateway.ops.logs import AccessLine
 from minigate.gateway.ops.monitor import GatewayMetrics
+from minigate.gateway.ops.refusals import REFUSED_STATUSES, Refusals
 
 __all__ = ["Trace", "new_request_id", "observe", "trace_of"]
 
@@ -58,6 +59,8 @@ class Trace:
     fallbacks: int = 0
     error: str | None = None
     headers: dict[str, str] | None = None  # added to the response (a key's x-ratelimit-* headers)
+    key_id: int | None = None  # the key, once known (a refused request's row names it)
+    asked: str | None = None  # the model the client asked for, once read
 
 
 def trace_of(scope: Any) -> Trace | None:
@@ -86,11 +89,18 @@ def _through_logging(level: int, message: str, fields: dict[str, Any]) -> None:
     access.log(level, message, extra=fields)
 
 
-def observe(app: ASGIApp, metrics: GatewayMetrics, drain: Drain, line: AccessLine | None = None) -> ASGIApp:
+def observe(
+    app: ASGIApp,
+    metrics: GatewayMetrics,
+    drain: Drain,
+    line: AccessLine | None = None,
+    refusals: Refusals | None = None,
+) -> ASGIApp:
     """Wrap ``app`` (Litestar's ASGI handler) with request ids, access logs, /v1 metrics and drain refusal.
 
     ``line`` writes a request's log line (``minigate.gateway.ops.logs.JsonLines`` in ``minigate serve``); by default the
-    line goes through the ``minigate.access`` logger. Either way that logger's level decides.
+    line goes through the ``minigate.access`` logger. Either way that logger's level decides. ``refusals`` counts
+    the /v1 requests refused with 401, 403 or 429 before a usage row was stored for them.
     """
     write = line or _through_logging
 
@@ -125,6 +135,11 @@ def observe(app: ASGIApp, metrics: GatewayMetrics, drain: Drain, line: AccessLin
             status = trace.status or http_status
             if endpoint is not None:
                 metrics.request(endpoint, status, trace.provider, seconds)
+                if refusals is not None and trace.status is None and http_status in REFUSED_STATUSES:
+                    client = scope.get("client")
+                    code = scope["state"].get(ERROR_CODE)
+                    address = str(client[0]) if client else None
+                    refusals.note(http_status, code, trace.key_id, address, endpoint, trace.asked)
             # Probes (load balancers, compose healthchecks, Prometheus) would drown the request lines: DEBUG.
             level = logging.DEBUG if path in _PROBES and status < 400 else logging.INFO
             if access.isEnabledFor(level):

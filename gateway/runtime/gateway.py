@@ -20,11 +20,13 @@ from minigate.gateway.ops.drain import Drain
 from minigate.gateway.ops.limits import Limits
 from minigate.gateway.ops.logs import env_secrets
 from minigate.gateway.ops.monitor import GatewayMetrics
+from minigate.gateway.ops.refusals import Refusals
 from minigate.gateway.plugins.loader import Extensions
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.gateway.routing.routes import RouteTable
 from minigate.gateway.runtime.jobs import JobBoard
 from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, SharedCounters, UsageWriter, open_database
+from minigate.gateway.storage.audit import AuditLog
 from minigate.gateway.storage.responses import ResponseStore
 from minigate.providers.base import ManagesModels, Provider, ProviderError
 from minigate.providers.registry import ProviderContext, ProviderRegistry
@@ -118,6 +120,8 @@ class Gateway:
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     responses: ResponseStore | None = None  # stored Responses API answers (set by ``open``)
     limits: Limits | None = None  # keys' rate limits and budgets over counters shared by replicas (set by ``open``)
+    audit: AuditLog | None = None  # admin actions (set by ``open``)
+    refusals: Refusals = field(default_factory=Refusals)  # refused /v1 requests, coalesced into usage rows
 
     @classmethod
     async def open(
@@ -127,6 +131,7 @@ class Gateway:
         *,
         drain: Drain | None = None,
         metrics: GatewayMetrics | None = None,
+        refusals: Refusals | None = None,
     ) -> Gateway:
         """Open the database (applying migrations), start the usage writer and every provider."""
         database = await open_database(config.database_url())
@@ -159,6 +164,11 @@ class Gateway:
             provider_specs(config),
         )
         gateway.responses = ResponseStore(database)
+        gateway.audit = AuditLog(database)
+        gateway.audit.start()
+        if refusals is not None:
+            gateway.refusals = refusals
+        gateway.refusals.start(usage, gateway.keys.user_of)
         counters = SharedCounters(database)
         await counters.start()
         gateway.limits = Limits(counters)
@@ -221,6 +231,9 @@ class Gateway:
             await self.responses.close()
         if self.limits is not None:
             await self.limits.counters.close()
+        if self.audit is not None:
+            await self.audit.close()
+        await self.refusals.close()  # before the usage writer: its rows go through it
         await self.usage.close()
         await self.database.close()
 

@@ -252,6 +252,8 @@ def start_call(
     client's request in that protocol, passed through to deployments that speak it. Not while a plugin has a
     ``process`` hook: plugins see chat bodies and chunks, so then every deployment gets the translation.
     """
+    if trace is not None:  # a refused request's row names them
+        trace.key_id, trace.asked = key_id, parsed.model if isinstance(parsed.model, str) else None
     check_model_name(parsed.model)  # before plugins, routing or any upstream see it
     routes = gateway.routes
     if (hooks := plugin_hooks(gateway.extensions)) is not None:  # plugins see the request before it is routed

@@ -1,5 +1,5 @@
-"""SQLAlchemy tables ``usage`` (one row per gateway request), ``api_keys`` and ``responses``: the schema's source of
-truth.
+"""SQLAlchemy tables ``usage`` (one row per gateway request, or per minute of alike refused ones), ``api_keys``,
+``audit_log`` and ``responses``: the schema's source of truth.
 
 Databases get their schema only from ``migrations/versions`` (a test checks the two agree). Datetimes are UTC;
 text columns store NUL as U+FFFD, so SQLite and PostgreSQL keep the same rows.
@@ -15,7 +15,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiKeyRow", "Base", "ResponseRow", "SafeString", "SafeText", "UTCDateTime", "UsageRow", "utcnow"]
+__all__ = [
+    "ApiKeyRow",
+    "AuditRow",
+    "Base",
+    "ResponseRow",
+    "SafeString",
+    "SafeText",
+    "UTCDateTime",
+    "UsageRow",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -131,6 +141,31 @@ class UsageRow(Base):
     streamed: Mapped[bool] = mapped_column(Boolean)
     cost: Mapped[float | None] = mapped_column(Float)  # US dollars, from the price table; None: unpriced
     user_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the person whose key or session it was
+    # Refused requests (401, 403, 429 before any upstream), coalesced: how many this row stands for; None when
+    # the row is one served request. ``client``: the refused requests' client address.
+    refused: Mapped[int | None] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(SafeString(64))
+
+
+class AuditRow(Base):
+    """One admin action: who (``actor``, its kind, key and person), through what (``via``: web, api, cli), what
+    (``action``, ``target``, ``details``: JSON of field names and safe values, never a secret), when, how it
+    ended (``status``)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(_BigIntId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    via: Mapped[str] = mapped_column(SafeString(8))
+    actor: Mapped[str] = mapped_column(SafeString(200), index=True)
+    actor_kind: Mapped[str] = mapped_column(SafeString(16))  # "user", "key", "admin" (password / bootstrap), "cli"
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(SafeString(200), index=True)
+    target: Mapped[str | None] = mapped_column(SafeString(200))
+    status: Mapped[int] = mapped_column(Integer)
+    details: Mapped[str | None] = mapped_column(SafeText)
+    client: Mapped[str | None] = mapped_column(SafeString(64))
 
 
 class UserRow(Base):

@@ -38,8 +38,11 @@ STOPPED = 499
 says how long the client read, not how fast the gateway answered."""
 
 
-def outcome(status: int) -> str:
-    """What a stored status means: ``"ok"``, ``"stopped"`` (the client stopped the answer) or ``"error"``."""
+def outcome(status: int, refused: int | None = None) -> str:
+    """What a stored row means: ``"ok"``, ``"stopped"`` (the client stopped the answer), ``"refused"`` (401, 403
+    or 429 before any upstream: ``refused`` requests coalesced into the row) or ``"error"``."""
+    if refused is not None:
+        return "refused"
     if status == STOPPED:
         return "stopped"
     return "error" if status >= 400 else "ok"
@@ -72,6 +75,8 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     streamed: bool = False
     cost: float | None = None  # US dollars, from the price table (None: unpriced)
+    refused: int | None = None  # refused requests (401, 403, 429) this row stands for; None: one served request
+    client: str | None = None  # the client address of refused requests
 
 
 def _to_params(row: UsageRecord) -> dict[str, Any]:
@@ -86,6 +91,8 @@ def _to_params(row: UsageRecord) -> dict[str, Any]:
         params["error"] = row.error[:_MAX_ERROR]
     if row.hops is not None:
         params["hops"] = msgspec.json.encode(row.hops).decode()
+    if row.client is not None:
+        params["client"] = row.client[:64]
     return params
 
 

@@ -3,7 +3,8 @@ group, and the rows themselves.
 
 Percentiles come from a latency histogram the database builds in one pass (bins of ``ln(ms + 1) * 12``, about
 9 % wide), not from every latency sent to Python; no stored value can break the page. Answers the client stopped
-are counted apart (neither errors nor in the percentiles).
+are counted apart (neither errors nor in the percentiles), and so are refused requests (one row per minute of
+alike ones, its ``refused`` column their number: see ``minigate.gateway.ops.refusals``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Filters:
     model: str = ""  # provider/model
     provider: str = ""
     key: str = ""  # key id, or "none" for requests without a key
-    status: str = ""  # "", "ok", "error" or "stopped"
+    status: str = ""  # "", "ok", "error", "stopped" or "refused"
     fallback: bool = False
     user: str = ""  # a person's id, or "none" for requests of no person (a person's own page: always theirs)
 
@@ -109,9 +110,11 @@ class Filters:
         if self.status == "ok":
             stmt = stmt.where(c.status < 400)
         elif self.status == "error":
-            stmt = stmt.where(c.status >= 400, c.status != STOPPED)
+            stmt = stmt.where(c.status >= 400, c.status != STOPPED, c.refused.is_(None))
         elif self.status == "stopped":
             stmt = stmt.where(c.status == STOPPED)
+        elif self.status == "refused":
+            stmt = stmt.where(c.refused.is_not(None))
         if self.fallback:
             stmt = stmt.where(c.fallbacks > 0)
         return stmt
@@ -120,7 +123,8 @@ class Filters:
 @dataclass(slots=True)
 class Totals:
     """Aggregates of one group (or of everything). Stopped answers are neither errors nor in the latency
-    histogram: their latency is how long the client read before it stopped."""
+    histogram: their latency is how long the client read before it stopped. Refused requests count as requests
+    (``refused`` of them), never as errors, tokens or latency."""
 
     requests: int = 0
     tokens: int = 0
@@ -129,6 +133,7 @@ class Totals:
     stopped: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
     cost: float = 0.0  # US dollars of the priced requests
+    refused: int = 0
 
     def add(
         self,
@@ -139,9 +144,11 @@ class Totals:
         latency_bin: int | None,
         stopped: int = 0,
         cost: float = 0.0,
+        refused: int = 0,
     ) -> None:
         """Count one row of the grouped query (``latency_bin`` None: no valid latency, or stopped answers)."""
         self.cost += cost
+        self.refused += refused
         self.requests += requests
         self.tokens += tokens
         self.errors += errors
@@ -189,20 +196,22 @@ async def usage_stats(
     first = int(filters.since(now).timestamp()) // bucket
     time_bucket = epoch_bucket(c.created_at, bucket).label("b")
     group = _group_expr(filters.by).label("g")
-    valid_latency = c.latency_ms.between(0, literal_column(repr(_MAX_MS))) & (c.status != STOPPED)
+    served = c.refused.is_(None)
+    valid_latency = c.latency_ms.between(0, literal_column(repr(_MAX_MS))) & (c.status != STOPPED) & served
     latency_bin = case((valid_latency, floor_int(func.ln(c.latency_ms + 1) * _BIN_SCALE))).label("l")
     stmt = select(
         time_bucket,
         group,
         latency_bin,
-        func.count().label("n"),
+        func.sum(func.coalesce(c.refused, 1)).label("n"),  # a refused row stands for ``refused`` requests
         count_sum(c.total_tokens, MAX_TOTAL).label("t"),
-        func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)).label("e"),
+        func.sum(case(((c.status >= 400) & (c.status != STOPPED) & served, 1), else_=0)).label("e"),
         func.sum(case((c.fallbacks > 0, 1), else_=0)).label("f"),
         func.sum(case((c.status == STOPPED, 1), else_=0)).label("s"),
         func.sum(case((c.cost.between(0, literal_column("1e9")), c.cost), else_=0.0)).label(
             "d"
         ),  # no stored value breaks it
+        func.coalesce(func.sum(c.refused), 0).label("r"),
     )
     # Grouped by the output columns' names: the group expression holds bound values ("(none)"), and PostgreSQL
     # would take the same expression repeated in GROUP BY, with parameters of its own, for a different one.
@@ -219,18 +228,18 @@ async def usage_stats(
 
     names = {g: name(g) for g in {row[1] for row in rows}}
     overall, per_group = Totals(), {label: Totals() for label in names.values()}
-    for _, g, lat, n, t, e, f, s, d in rows:
-        overall.add(n, int(t), e, f, lat, s, float(d or 0.0))
-        per_group[names[g]].add(n, int(t), e, f, lat, s, float(d or 0.0))
+    for _, g, lat, n, t, e, f, s, d, r in rows:
+        overall.add(n, int(t), e, f, lat, s, float(d or 0.0), int(r))
+        per_group[names[g]].add(n, int(t), e, f, lat, s, float(d or 0.0), int(r))
     ranked = sorted(per_group, key=lambda k: -per_group[k].requests)
     groups = ranked[:_TOP_GROUPS] + (["other"] if len(ranked) > _TOP_GROUPS else [])
     target = {g: (label if label in groups else "other") for g, label in names.items()}
     per_bucket = [Totals() for _ in range(count)]
     per_bucket_group = {g: [Totals() for _ in range(count)] for g in groups}
-    for b, g, lat, n, t, e, f, s, d in rows:
+    for b, g, lat, n, t, e, f, s, d, r in rows:
         index = min(max(b - first - 1, 0), count - 1)
-        per_bucket[index].add(n, int(t), e, f, lat, s, float(d or 0.0))
-        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat, s, float(d or 0.0))
+        per_bucket[index].add(n, int(t), e, f, lat, s, float(d or 0.0), int(r))
+        per_bucket_group[target[g]][index].add(n, int(t), e, f, lat, s, float(d or 0.0), int(r))
     starts = [datetime.fromtimestamp((first + 1 + i) * bucket, now.tzinfo) for i in range(count)]
     return Stats([_label(s, bucket) for s in starts], groups, overall, per_group, per_bucket, per_bucket_group)
 
@@ -238,9 +247,9 @@ async def usage_stats(
 RECENT_COLUMNS = (
     "id", "created_at", "key_id", "user_id", "requested_model", "agent", "provider", "model", "fallbacks", "hops",
     "status", "error", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "streamed",
-    "cost",
+    "cost", "refused", "client",
 )  # fmt: skip
-CSV_COLUMNS = (*RECENT_COLUMNS, "outcome")  # outcome: "ok", "stopped" or "error" (see storage.usage.outcome)
+CSV_COLUMNS = (*RECENT_COLUMNS, "outcome")  # "ok", "stopped", "refused" or "error" (see storage.usage.outcome)
 
 
 async def recent_rows(
@@ -269,7 +278,9 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
     row["cost"] = cost if isinstance(cost, float | int) and not isinstance(cost, bool) and 0 <= cost <= 1e9 else None
     for name in ("status", "fallbacks"):
         row[name] = row[name] if type(row[name]) is int else 0
-    row["outcome"] = outcome(row["status"])
+    refused = row["refused"]
+    row["refused"] = refused if type(refused) is int and refused > 0 else None
+    row["outcome"] = outcome(row["status"], row["refused"])
     return row
 
 
