@@ -21,6 +21,7 @@ from minigate.gateway.http.admin_keys import KeyCreate, KeyList, KeyUpdate, KeyV
 from minigate.gateway.http.admin_prices import PriceList
 from minigate.gateway.http.admin_usage import UsagePage, UsageSummary
 from minigate.gateway.http.admin_users import UserCreate, UserList, UserUpdate, UserView
+from minigate.gateway.http.audit import AuditPage
 from minigate.gateway.protocols.anthropic import CountTokensRequest, MessagesRequest
 from minigate.gateway.protocols.anthropic_out import MessageObject, TokenCount
 from minigate.gateway.protocols.responses import ResponsesRequest
@@ -228,6 +229,7 @@ _OPERATIONS = {
     ("get", "/admin/api/usage"): _Operation(UsagePage, (*_ADMIN, 400)),  # 400: a filter out of its range
     ("get", "/admin/api/usage/summary"): _Operation(UsageSummary, (*_ADMIN, 400)),
     ("get", "/admin/api/prices"): _Operation(PriceList, _ADMIN),
+    ("get", "/admin/api/audit"): _Operation(AuditPage, _ADMIN),
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),
     ("get", "/metrics"): _Operation(None, (500,), media_type="text/plain"),
