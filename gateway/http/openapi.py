@@ -229,7 +229,7 @@ _OPERATIONS = {
     ("get", "/admin/api/usage"): _Operation(UsagePage, (*_ADMIN, 400)),  # 400: a filter out of its range
     ("get", "/admin/api/usage/summary"): _Operation(UsageSummary, (*_ADMIN, 400)),
     ("get", "/admin/api/prices"): _Operation(PriceList, _ADMIN),
-    ("get", "/admin/api/audit"): _Operation(AuditPage, _ADMIN),
+    ("get", "/admin/api/audit"): _Operation(AuditPage, (*_ADMIN, 400)),  # 400: a limit or before that is no integer
     ("get", "/health"): _Operation(Liveness, ()),
     ("get", "/ready"): _Operation(Readiness, (500,)),
     ("get", "/metrics"): _Operation(None, (500,), media_type="text/plain"),

@@ -96,6 +96,7 @@ class AuditLog:
         self._db = database
         self._queue: asyncio.Queue[AuditEntry] = asyncio.Queue(max_waiting)
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.dropped = 0
 
     def start(self) -> None:
@@ -118,11 +119,15 @@ class AuditLog:
                 await conn.execute(insert(_AUDIT), [_params(e) for e in entries])
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 200:
                 batch.append(self._queue.get_nowait())
-            await self._store(batch)
+            try:
+                await self._store(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     async def _store(self, batch: list[AuditEntry]) -> None:
         for attempt in range(5):  # a few tries over a second or two; then the rows go to the log instead
@@ -137,20 +142,26 @@ class AuditLog:
                 await asyncio.sleep(0.1 * 2**attempt)
 
     async def flush(self) -> None:
-        """Store every queued row now (tests, and :meth:`close`)."""
+        """Return once every row queued so far is stored (tests, and :meth:`close`)."""
+        if self._task is not None and not self._task.done():
+            await self._queue.join()
+            return
         batch: list[AuditEntry] = []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
+            self._queue.task_done()
         await self._store(batch)
 
     async def close(self) -> None:
-        """Stop the background writer and store what is still queued."""
+        """Store what is queued, then stop the background writer."""
+        await self.flush()
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
+            self._task.cancel()  # it waits for a row that will not come: nothing is in hand
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        await self.flush()  # rows noted meanwhile
 
     async def page(
         self, *, actor: str = "", action: str = "", limit: int = 50, before: int | None = None
