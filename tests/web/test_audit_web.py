@@ -75,3 +75,15 @@ def test_the_audit_page_pages(web_app: InProcessGateway, client: WebClient) -> N
     older = re.search(r'href="(/audit\?[^"]*before=\d+)"', first.text)
     assert older is not None
     assert client.get(older.group(1).replace("&amp;", "&")).text.count('<tr id="audit-') == 1
+
+
+def test_model_and_chain_actions_are_recorded(web_app: InProcessGateway, client: WebClient) -> None:
+    assert client.post("/models/action", {"provider": "echo", "model": "echo", "action": "unload"}).status_code == 409
+    assert client.post("/models/import", {"provider": "echo", "kind": "pull", "source": "SmolLM2"}).status_code == 409
+    assert client.post("/models/chain", {"agent": "defaults", "op": "reset"}).status_code == 303
+    rows = entries(web_app)
+    assert [(r["action"], r["target"], r["status"], r["details"]) for r in rows] == [
+        ("POST /models/chain", "agent=defaults", 303, {"agent": "defaults", "op": "reset"}),
+        ("POST /models/import", "source=SmolLM2", 409, {"provider": "echo", "kind": "pull", "source": "SmolLM2"}),
+        ("POST /models/action", "model=echo", 409, {"provider": "echo", "model": "echo", "action": "unload"}),
+    ]
