@@ -135,3 +135,19 @@ def test_refused_rows_are_stored_at_shutdown(inprocess_factory: Callable[..., In
     app.stop()
     rows = app.rows("refused IS NOT NULL")
     assert [(r["status"], r["refused"]) for r in rows] == [(401, 1)]
+
+
+def test_the_admin_usage_api_shows_refused_rows_apart(app: InProcessGateway) -> None:
+    assert chat(app, ADMIN_KEY).status_code == 200
+    for _ in range(4):
+        assert chat(app, "bad").status_code == 401
+    refused_rows(app)
+    page = app.http.get("/admin/api/usage", headers=ADMIN, params={"status": "refused"}).json()
+    assert [(r["status"], r["refused"], r["outcome"], r["error"]) for r in page["rows"]] == [
+        (401, 4, "refused", "invalid_api_key")
+    ]
+    assert page["rows"][0]["client"]
+    everything = app.http.get("/admin/api/usage", headers=ADMIN).json()["rows"]
+    assert sorted(r["outcome"] for r in everything) == ["ok", "refused"]
+    summary = app.http.get("/admin/api/usage/summary", headers=ADMIN, params={"group_by": "agent"}).json()
+    assert (summary["total"]["requests"], summary["total"]["refused"], summary["total"]["errors"]) == (5, 4, 0)

@@ -31,7 +31,10 @@ Model = Annotated[str, Parameter(max_length=300, description="provider/model: th
 Provider = Annotated[str, Parameter(max_length=300, description="The provider that answered.")]
 Key = Annotated[str | None, Parameter(pattern=_ID, description="A key's id, or none: requests without a key.")]
 User = Annotated[str | None, Parameter(pattern=_ID, description="A person's id, or none: requests of no person.")]
-Status = Annotated[Literal["ok", "error", "stopped"] | None, Parameter(description="ok: under 400; stopped: 499.")]
+Status = Annotated[
+    Literal["ok", "error", "stopped", "refused"] | None,
+    Parameter(description="ok: under 400; stopped: 499; refused: 401, 403 or 429 before any upstream."),
+]
 Fallback = Annotated[bool, Parameter(description="Only requests that fell back at least once.")]
 
 
@@ -57,7 +60,9 @@ class UsageRowView(msgspec.Struct, kw_only=True):
     ttft_ms: float | None
     streamed: bool
     cost: float | None  # US dollars; null: nothing priced the model
-    outcome: Literal["ok", "error", "stopped"]
+    refused: int | None = None  # refused requests (401, 403, 429) this row stands for, one minute's alike ones
+    client: str | None = None  # their client address
+    outcome: Literal["ok", "error", "stopped", "refused"]
 
 
 class UsagePage(msgspec.Struct, kw_only=True):
@@ -80,7 +85,8 @@ class SummaryGroup(msgspec.Struct, kw_only=True):
     completion_tokens: int
     total_tokens: int
     cost: float  # US dollars of the priced requests
-    errors: int  # answered with a status of 400 or more, stopped answers aside
+    errors: int  # answered with a status of 400 or more, stopped answers and refused requests aside
+    refused: int = 0  # refused with 401, 403 or 429 before any upstream (counted in requests too)
 
 
 class UsageSummary(msgspec.Struct, kw_only=True):
@@ -185,6 +191,7 @@ async def usage_totals(
             total_tokens=s.total_tokens,
             cost=s.cost,
             errors=s.errors,
+            refused=s.refused,
         )
         for s in found
     ]
@@ -197,6 +204,7 @@ async def usage_totals(
         total_tokens=sum(g.total_tokens for g in groups),
         cost=sum(g.cost for g in groups),
         errors=sum(g.errors for g in groups),
+        refused=sum(g.refused for g in groups),
     )
     return json_response(UsageSummary(range=range_, group_by=group_by, total=total, groups=groups))
 

@@ -295,6 +295,7 @@ class Summed:
     total_tokens: int
     cost: float
     errors: int
+    refused: int = 0  # refused requests (401, 403, 429), counted in ``requests`` too
 
 
 async def usage_summary(database: Database, filters: Filters, by: str) -> list[Summed]:
@@ -306,21 +307,25 @@ async def usage_summary(database: Database, filters: Filters, by: str) -> list[S
     valid_cost = case((c.cost.between(0, literal_column("1e9")), c.cost), else_=0.0)
     stmt = select(
         group,
-        func.count().label("n"),
+        func.sum(func.coalesce(c.refused, 1)).label("n"),  # a refused row stands for ``refused`` requests
         count_sum(c.prompt_tokens, MAX_TOTAL),
         count_sum(c.completion_tokens, MAX_TOTAL),
         count_sum(c.total_tokens, MAX_TOTAL),
         func.sum(valid_cost),
-        func.sum(case(((c.status >= 400) & (c.status != STOPPED), 1), else_=0)),
+        func.sum(case(((c.status >= 400) & (c.status != STOPPED) & c.refused.is_(None), 1), else_=0)),
+        func.coalesce(func.sum(c.refused), 0),
     )
     stmt = filters.where(stmt, utcnow()).group_by(literal_column("g"))  # by name: see usage_stats
     async with database.engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows: list[Any] = list((await conn.execute(stmt)).all())
 
     def named(value: Any) -> str | int | None:
         if by == "day":
             return datetime.fromtimestamp(int(value) * 86400, UTC).date().isoformat()
         return None if value is None else (int(value) if by in ("key", "person") else str(value))
 
-    found = [Summed(named(g), n, int(p), int(o), int(t), float(d or 0.0), int(e or 0)) for g, n, p, o, t, d, e in rows]
+    found = [
+        Summed(named(g), int(n), int(p), int(o), int(t), float(d or 0.0), int(e or 0), int(r))
+        for g, n, p, o, t, d, e, r in rows
+    ]
     return sorted(found, key=lambda s: (s.group if by == "day" else -s.requests, str(s.group)))

@@ -7,7 +7,7 @@ import time
 
 from minigate.gateway.ops.refusals import OVERFLOW, Refusals
 from minigate.gateway.storage import Database, UsageRecord, UsageWriter
-from minigate.web.usage_query import Filters, recent_rows, usage_stats
+from minigate.gateway.storage.usage_query import Filters, recent_rows, usage_stats
 
 
 class Clock:
