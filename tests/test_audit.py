@@ -141,3 +141,18 @@ def test_cli_commands_are_recorded_by_the_os_user(
     assert entries[1]["target"].startswith("key_id=")
     stored = json.dumps(entries)
     assert password not in stored and secret not in stored and secret.startswith("mg-")
+
+
+def test_the_people_api_is_recorded_without_passwords(app: InProcessGateway) -> None:
+    made = app.http.post("/admin/api/users", headers=ADMIN, json={"name": "dana", "password": "dana-password-1"})
+    assert made.status_code == 201, made.text
+    user_id = made.json()["id"]
+    patch = {"password": "dana-password-2", "policy": {"daily_tokens": 1000}}
+    assert app.http.patch(f"/admin/api/users/{user_id}", headers=ADMIN, json=patch).status_code == 200
+    entries = audit(app)["entries"]
+    assert [(e["action"], e["target"], e["status"], e["details"]) for e in entries] == [
+        ("PATCH /admin/api/users/{user_id}", f"user_id={user_id}", 200,
+         {"password": "[hidden]", "policy": {"daily_tokens": 1000}}),
+        ("POST /admin/api/users", "name=dana", 201, {"name": "dana", "password": "[hidden]"}),
+    ]  # fmt: skip
+    assert "dana-password" not in json.dumps(entries)
