@@ -156,3 +156,12 @@ def test_the_people_api_is_recorded_without_passwords(app: InProcessGateway) -> 
         ("POST /admin/api/users", "name=dana", 201, {"name": "dana", "password": "[hidden]"}),
     ]  # fmt: skip
     assert "dana-password" not in json.dumps(entries)
+
+
+def test_json_sent_with_a_form_type_is_read_as_json(app: InProcessGateway) -> None:
+    # curl -d sends application/x-www-form-urlencoded; the admin API reads the JSON all the same, and so does the log.
+    sent = {**ADMIN, "content-type": "application/x-www-form-urlencoded"}
+    made = app.http.post("/admin/api/users", headers=sent, content=b'{"name": "erin", "password": "erin-password-1"}')
+    assert made.status_code == 201, made.text
+    (entry,) = audit(app)["entries"]
+    assert entry["details"] == {"name": "erin", "password": "[hidden]"} and entry["target"] == "name=erin"
