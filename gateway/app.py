@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +30,7 @@ from minigate.gateway.http.responses import responses_handlers
 from minigate.gateway.http.ws import ws_chat
 from minigate.gateway.ops.drain import Drain
 from minigate.gateway.ops.logs import AccessLine, Redactor
+from minigate.gateway.ops.metrics_share import merge, publish
 from minigate.gateway.ops.monitor import GatewayMetrics
 from minigate.gateway.ops.observe import observe
 from minigate.gateway.ops.refusals import Refusals
@@ -37,6 +40,7 @@ from minigate.gateway.runtime.audit import audited
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.runtime.reload import Reloader, config_path, reload_handler
 from minigate.gateway.serving.workflows import workflow_routes
+from minigate.gateway.supervisor import WorkerRole
 from minigate.web import WebState, apply_stored_overrides, web_routes
 
 __all__ = ["create_app"]
@@ -86,6 +90,8 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
     checks["usage_stored"] = held_for <= USAGE_HELD_LIMIT_S
     ok = all(checks.values())
     body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+    if (worker := request.app.state.worker) is not None:  # serve --workers N: which process answered
+        body["worker"] = {"index": worker.index, "pid": os.getpid()}
     if not ok:
         reasons = {
             "accepting": "the gateway is shutting down",
@@ -98,10 +104,33 @@ async def ready(request: Request[Any, Any, Any], gateway: NamedDependency[Gatewa
 
 
 @get("/metrics")
-async def metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """Prometheus metrics (text format 0.0.4); see ``minigate.gateway.ops.monitor``."""
+async def metrics(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Prometheus metrics (text format 0.0.4); see ``minigate.gateway.ops.monitor``. Under ``serve --workers N``,
+    every worker's, labelled ``worker`` (``minigate.gateway.ops.metrics_share``)."""
     body = await gateway.metrics.scrape(gateway.providers, gateway.health, gateway.drain, gateway.usage)
+    worker: WorkerRole | None = request.app.state.worker
+    if worker is not None:
+        publish(worker.runtime_dir, worker.index, body)
+        body = merge(worker.runtime_dir, worker.index, body)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _publish_metrics(gateway: Gateway, worker: WorkerRole, every: float = 5.0) -> None:
+    """Keep this worker's file in the runtime folder fresh for scrapes that reach another worker."""
+    while True:
+        try:
+            body = await gateway.metrics.scrape(gateway.providers, gateway.health, gateway.drain, gateway.usage)
+            publish(worker.runtime_dir, worker.index, body)
+        except Exception:
+            log.exception("could not publish this worker's metrics")
+        await asyncio.sleep(every)
+
+
+def _announce(worker: WorkerRole | None) -> Callable[[], None] | None:
+    """After an admin reload in one worker: SIGHUP to the supervisor, which passes it to every worker."""
+    if worker is None:
+        return None
+    return lambda: os.kill(worker.supervisor, signal.SIGHUP)
 
 
 def _version() -> str:
@@ -117,6 +146,7 @@ def create_app(
     *,
     redactor: Redactor | None = None,
     access_line: AccessLine | None = None,
+    worker: WorkerRole | None = None,
 ) -> Litestar:
     """Build the Litestar app for ``config``; the gateway's resources open and close with the app's lifespan.
 
@@ -124,7 +154,7 @@ def create_app(
     configured secrets at startup and after each reload; ``access_line`` writes request log lines (default: through the
     ``minigate.access`` logger). ``extensions`` are the plugins ``config`` was checked with
     (``minigate.gateway.plugins.loader.configure``); without them, the plugins its ``plugins`` section names are loaded
-    here.
+    here. ``worker``: this process is one of ``minigate serve --workers N`` (``minigate.gateway.supervisor``).
     """
     if extensions is None:
         extensions = builtin_extensions()
@@ -155,15 +185,18 @@ def create_app(
         # Chains edited in the web UI are kept in the database and apply from the first request on.
         await apply_stored_overrides(gateway, web)
         redactor.update(gateway.secrets())
-        reloader = Reloader(gateway, config_path(config), prepare=prepare, adopt=adopt)
+        reloader = Reloader(gateway, config_path(config), prepare=prepare, adopt=adopt, announce=_announce(worker))
         app.state.gateway, app.state.reloader = gateway, reloader
-        watcher = asyncio.create_task(reloader.watch())
+        tasks = [asyncio.create_task(reloader.watch())]
+        if worker is not None:
+            tasks.append(asyncio.create_task(_publish_metrics(gateway, worker)))
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await gateway.close()
             await shutdown_plugins(plugins)
 
@@ -186,7 +219,7 @@ def create_app(
         openapi_config=openapi_config(_version()),
         logging_config=None,
     )
-    app.state.drain = drain
+    app.state.drain, app.state.worker = drain, worker
     # Outside Litestar's own exception handling, so every response (404s and 500s too) gets a request id; the
     # body deadline inside it, so a slow upload's 408 is logged and counted like any other answer. Writes get
     # as long to make progress as the body got to arrive.

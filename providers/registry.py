@@ -19,6 +19,7 @@ from yarl import URL
 from minigate.providers.base import Provider
 
 __all__ = [
+    "ENGINE_HOST_ENV",
     "ProviderContext",
     "ProviderRegistry",
     "ProviderType",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 
+# Set by ``minigate serve --workers N`` in each gateway process: the unix socket of the supervisor's engine host.
+ENGINE_HOST_ENV = "MINIGATE_ENGINE_HOST"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderContext:
     """What a provider factory may know of the gateway: its folders and the machine resources to use."""
@@ -37,6 +42,7 @@ class ProviderContext:
     data_dir: Path
     cpu_threads: int | None = None
     gpu_memory: str | int | None = None
+    engine_host: str | None = None  # the socket of local engines shared by every gateway process (serve --workers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ class ServeProcess:
         self.port = free_port()
         config = json.loads(json.dumps(config))
         config.setdefault("server", {}).setdefault("data_dir", "data")
+        config["server"].setdefault("workers", 1)  # one process unless a test asks for more
         self.write_config(config)
         self.env = {**os.environ, "MINIGATE_ADMIN_KEY": ADMIN_KEY, **(env or {})}
         self.log_path = folder / "gateway.log"

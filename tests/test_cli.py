@@ -44,7 +44,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
                 {
                     "agents": {"defaults": {"model": {"primary": "up/m"}}},
                     "models": {"providers": {"up": {"endpoint": upstream.url}}},
-                    "server": {"data_dir": "data"},
+                    "server": {"data_dir": "data", "workers": 1},
                 }
             )
         )

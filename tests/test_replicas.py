@@ -43,7 +43,7 @@ class Replica:
         folder.mkdir(parents=True)
         self.folder = folder
         self.port = free_port()
-        server = {"data_dir": str(folder / "data"), "database_url": database_url}
+        server = {"data_dir": str(folder / "data"), "database_url": database_url, "workers": 1}
         config = {**(config or CONFIG), "server": server}
         (folder / "minigate.json").write_text(json.dumps(config))
         env = {**os.environ, "MINIGATE_ADMIN_KEY": ADMIN_KEY, "MINIGATE_ADMIN_PASSWORD": PASSWORD}

@@ -332,6 +332,8 @@ def parse_config(
         issues.append(("server.port", "must be between 1 and 65535"))
     if cfg.server.shutdown_grace < 0:
         issues.append(("server.shutdown_grace", "must be zero or more seconds"))
+    if cfg.server.workers is not None and not 1 <= cfg.server.workers <= 64:
+        issues.append(("server.workers", "must be from 1 to 64 processes"))
     if cfg.server.body_timeout <= 0:
         issues.append(("server.body_timeout", "must be positive"))
     if cfg.server.max_body_bytes <= 0:

@@ -145,6 +145,8 @@ class ServerConfig(Strict):
     # so a client cannot pick the address it is throttled under by sending the header itself.
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Gateway processes on the port (``minigate serve --workers``); None: one per core, at most 4.
+    workers: int | None = None
 
 
 Policy = Literal["reject", "skip"]

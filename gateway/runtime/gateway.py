@@ -29,7 +29,7 @@ from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, Shared
 from minigate.gateway.storage.audit import AuditLog
 from minigate.gateway.storage.responses import ResponseStore
 from minigate.providers.base import ManagesModels, Provider, ProviderError
-from minigate.providers.registry import ProviderContext, ProviderRegistry
+from minigate.providers.registry import ENGINE_HOST_ENV, ProviderContext, ProviderRegistry
 
 __all__ = ["ADMIN_KEY_ENV", "Gateway", "ProviderSpec", "build_providers", "provider_specs"]
 
@@ -50,6 +50,7 @@ def provider_specs(config: Config) -> dict[str, ProviderSpec]:
         data_dir=config.path(config.server.data_dir),
         cpu_threads=resources.cpu_threads if resources else None,
         gpu_memory=resources.gpu_memory if resources else None,
+        engine_host=os.environ.get(ENGINE_HOST_ENV) or None,
     )
     return {name: (type_name, section, context) for name, (type_name, section) in config.providers.items()}
 

@@ -30,7 +30,9 @@ __all__ = ["ReloadResult", "Reloader", "config_path", "reload_handler"]
 log = logging.getLogger("minigate")
 
 # ServerConfig fields the running process cannot change: what uvicorn listens on, the open database.
-_RESTART_ONLY = ("host", "port", "data_dir", "database_url", "max_body_bytes", "body_timeout", "trusted_proxies")
+_RESTART_ONLY = (
+    "host", "port", "data_dir", "database_url", "max_body_bytes", "body_timeout", "trusted_proxies", "workers",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -77,8 +79,12 @@ class Reloader:
         *,
         prepare: Callable[[Gateway], Awaitable[None]] | None = None,
         adopt: Callable[[Gateway, Config], None] | None = None,
+        announce: Callable[[], None] | None = None,
     ) -> None:
+        """``announce``: called after a reload asked of this process alone (``POST /admin/reload``), so that the
+        other processes of ``serve --workers N`` reload too."""
         self.gateway = gateway
+        self._announce = announce
         self.path = path
         self._prepare = prepare
         self._adopt = adopt
@@ -119,6 +125,8 @@ class Reloader:
             extra={"event": "config_reload", "result": "ok", "source": source, **result.view()},
         )
         gateway.metrics.reloads.inc(("ok",))
+        if source == "admin" and self._announce is not None:
+            self._announce()
         return result
 
     def _rejected(self, source: str, issues: list[str]) -> ReloadResult:

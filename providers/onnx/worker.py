@@ -21,7 +21,7 @@ from typing import Any
 from minigate.providers.base import ProviderError, UpstreamUnavailable
 from minigate.providers.onnx.protocol import GenRequest, encode_frame, read_frame
 
-__all__ = ["Generation", "Piece", "WorkerClient", "WorkerOptions"]
+__all__ = ["Generation", "Piece", "WorkerClient", "WorkerOptions", "engine_command", "engine_options"]
 
 _ids = itertools.count(1)
 _workers = itertools.count(1)
@@ -52,6 +52,18 @@ class WorkerOptions:
     grow_tokens: int = 256
     prefix_cache: str | int | None = "1GiB"  # the worker's prefix cache budget (config.OnnxProviderConfig)
     start_timeout: float = 120.0
+
+
+def engine_options(options: WorkerOptions) -> dict[str, Any]:
+    """What the engine process is told of ``options`` (its command line's JSON)."""
+    return {k: getattr(options, k) for k in WorkerOptions.__slots__ if k != "start_timeout"}
+
+
+def engine_command(model_dir: str, options: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of an engine process for ``model_dir``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", "minigate.providers.onnx.engine", model_dir, json.dumps(options)], env
 
 
 @dataclass(slots=True)
@@ -133,15 +145,9 @@ class WorkerClient:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Start the process and wait until the model is loaded (raises ProviderError if it cannot be)."""
-        opts = {k: getattr(self.options, k) for k in WorkerOptions.__slots__ if k != "start_timeout"}
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        argv, env = engine_command(str(self.model_dir), engine_options(self.options))
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "minigate.providers.onnx.engine",
-            str(self.model_dir),
-            json.dumps(opts),
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
