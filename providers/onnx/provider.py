@@ -20,13 +20,14 @@ import minigate.providers.onnx.store as store
 from minigate.providers.base import ChunkStream, Provider, ProviderError, ProviderInfo, ProviderRequest
 from minigate.providers.onnx.config import OnnxProviderConfig, check_config, parse_size
 from minigate.providers.onnx.device_choice import DeviceError
+from minigate.providers.onnx.engine_link import LinkedWorkerClient
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from minigate.providers.onnx.placement import Placement, base_worker_options
 from minigate.providers.onnx.precision import PrecisionRouter
 from minigate.providers.onnx.store_child import run_store_cli
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
-from minigate.providers.onnx.worker import Generation, WorkerClient
+from minigate.providers.onnx.worker import Generation, WorkerClient, WorkerOptions
 from minigate.providers.registry import ProviderContext, ProviderRegistry, ProviderType, always_local
 
 __all__ = ["OnnxProvider", "OnnxProviderConfig", "parse_size", "register"]
@@ -55,8 +56,10 @@ class OnnxProvider(Provider):
         *,
         base_dir: Path | None = None,
         worker_options: dict[str, Any] | None = None,
+        engine_host: str | None = None,
     ) -> None:
         super().__init__(name)
+        self.engine_host = engine_host  # the supervisor's shared engines (``serve --workers N``), else own workers
         problems = check_config(config)
         if problems:
             raise ValueError("; ".join(f"{k}: {v}" for k, v in problems))
@@ -149,7 +152,7 @@ class OnnxProvider(Provider):
             if slot.failed is not None and time.monotonic() - slot.failed[0] < START_BACKOFF:
                 raise slot.failed[1]  # do not spawn a process per request for a model that cannot load
             await self._make_room(model, path)
-            client = WorkerClient(model, path, await self.placement.options(self.worker_options))
+            client = self._client(model, path, await self.placement.options(self.worker_options))
             try:
                 await client.start()
             except ProviderError as exc:
@@ -163,6 +166,8 @@ class OnnxProvider(Provider):
         slot = self._slots.pop(model, None)
         if slot is None or slot.client is None:
             return False
+        if isinstance(slot.client, LinkedWorkerClient):
+            slot.client.everywhere = True  # unloaded for every gateway process, not only this one
         await self._drain(slot.client)
         return True
 
@@ -171,12 +176,17 @@ class OnnxProvider(Provider):
         path = self._model_dir(model)
         slot = self._slots.setdefault(model, _Slot())
         async with slot.lock:
-            client = WorkerClient(model, path, await self.placement.options(self.worker_options))
+            client = self._client(model, path, await self.placement.options(self.worker_options), fresh=True)
             await client.start()
             old, slot.client, slot.failed = slot.client, client, None
         if old is not None:
             self._retire(old)
         return client
+
+    def _client(self, model: str, path: Path, options: WorkerOptions, fresh: bool = False) -> WorkerClient:
+        if self.engine_host is not None:
+            return LinkedWorkerClient(model, path, options, self.engine_host, fresh=fresh)
+        return WorkerClient(model, path, options)
 
     async def remove(self, model: str) -> None:
         """Unload the model and delete its folder."""
@@ -379,7 +389,7 @@ def register(registry: ProviderRegistry) -> None:
             config = msgspec.structs.replace(config, cpu_threads=context.cpu_threads)
         if config.gpu_memory is None and context.gpu_memory is not None:
             config = msgspec.structs.replace(config, gpu_memory=str(context.gpu_memory))
-        return OnnxProvider(name, config, base_dir=context.base_dir)
+        return OnnxProvider(name, config, base_dir=context.base_dir, engine_host=context.engine_host)
 
     registry.register(
         # vision=False: the engine is sent text only (openai_mapping refuses other content parts), whatever

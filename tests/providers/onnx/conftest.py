@@ -50,9 +50,12 @@ async def make_provider(models_dir: Path) -> AsyncIterator[Any]:
 
     made: list[OnnxProvider] = []
 
-    async def make(worker_options: dict[str, Any] | None = None, **overrides: Any) -> OnnxProvider:
+    async def make(
+        worker_options: dict[str, Any] | None = None, engine_host: str | None = None, **overrides: Any
+    ) -> OnnxProvider:
         fields = {"models_dir": str(models_dir), "idle_ttl": None, **overrides}
-        provider = OnnxProvider("local", OnnxProviderConfig(**fields), worker_options=worker_options)
+        config = OnnxProviderConfig(**fields)
+        provider = OnnxProvider("local", config, worker_options=worker_options, engine_host=engine_host)
         await provider.start()
         made.append(provider)
         return provider

@@ -1,0 +1,47 @@
+"""``minigate serve --workers 2`` with a local model: both gateway processes answer from one engine process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.gateway_server import ADMIN_KEY
+from tests.providers.onnx.helpers import TINY
+from tests.serve_process import ServeProcess
+from tests.test_workers import clients_per_worker
+
+
+def _engines_of(supervisor: int) -> list[int]:
+    """The engine processes whose parent is ``supervisor``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == supervisor and b"minigate.providers.onnx.engine" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_two_workers_share_one_engine(tmp_path: Path, models_dir: Path) -> None:
+    config = {
+        "agents": {"defaults": {"model": {"primary": f"local/{TINY}"}}},
+        "models": {"providers": {"local": {"type": "onnxruntime-genai", "models_dir": str(models_dir)}}},
+        "server": {"workers": 2},
+    }
+    with ServeProcess(config, tmp_path) as served:
+        assert served.process is not None
+        clients = clients_per_worker(served.base)
+        body = {"model": f"local/{TINY}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        for client in clients.values():
+            answer = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"}, json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["usage"]["completion_tokens"] == 4
+        engines = _engines_of(served.process.pid)
+        assert len(engines) == 1, engines
+        for client in clients.values():  # each worker names the same engine process for the model
+            listed = client.get("/admin/api/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+            assert listed.status_code == 200, listed.text
+            assert str(engines[0]) in listed.text
+            client.close()
