@@ -175,7 +175,7 @@ def main() -> None:
         }  # fmt: skip
         (tmp / "config.json").write_text(json.dumps(config))
         port = free_port()
-        cmd = [PYTHON, "-m", "minigate.gateway.cli", "serve", "--config", str(tmp / "config.json")]
+        cmd = [PYTHON, "-m", "minigate.gateway.cli", "serve", "--workers", "1", "--config", str(tmp / "config.json")]
         proc = spawn([*cmd, "--port", str(port), "--no-pull"], tmp / "serve.log", env={"MINIGATE_ADMIN_KEY": KEY})
         try:
             wait_until(lambda: proc.poll() is not None or answers(port, "GET", "/ready"), 60, step=0.2)

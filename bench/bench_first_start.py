@@ -69,7 +69,17 @@ def serve_once(tmp: Path, label: str, limit: float) -> dict[str, Any]:
     log = tmp / f"{label}.log"
     started = time.monotonic()
     proc = spawn(
-        [PYTHON, "-m", "minigate.gateway.cli", "serve", "--config", str(_config(tmp)), "--port", str(port)],
+        [
+            PYTHON,
+            "-m",
+            "minigate.gateway.cli",
+            "serve",
+            "--workers=1",
+            "--config",
+            str(_config(tmp)),
+            "--port",
+            str(port),
+        ],
         log,
         env={"MINIGATE_ADMIN_KEY": KEY},
     )

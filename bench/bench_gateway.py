@@ -227,6 +227,8 @@ def start_gateway(
     cmd = [exe] if root is None else [sys.executable, "-m", cli]
     env = {"MINIGATE_ADMIN_KEY": KEY, **({"PYTHONPATH": root} if root else {})}
     args = [*cmd, "serve", "--config", str(tmp / "config.json"), "--port", str(port)]
+    if root is None:  # one process (older copies know no --workers and run one); bench_workers.py compares N
+        args += ["--workers", "1"]
     t0 = time.monotonic()
     procs.append(proc := spawn(args, tmp / "gateway.log", env, root or ROOT))
     try:

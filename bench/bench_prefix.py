@@ -106,7 +106,16 @@ def start_minigate(tmp: Path, name: str, models_dir: Path, cache: str, threads: 
         "server": {"host": bg.HOST, "data_dir": str(tmp / f"data-{name}")},
     }
     (tmp / f"{name}.json").write_text(json.dumps(config))
-    argv = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--no-pull", "--config", str(tmp / f"{name}.json")]
+    argv = [
+        sys.executable,
+        "-m",
+        "minigate.gateway.cli",
+        "serve",
+        "--workers=1",
+        "--no-pull",
+        "--config",
+        str(tmp / f"{name}.json"),
+    ]
     proc = bg.spawn([*argv, "--port", str(port)], tmp / f"{name}.log", {"MINIGATE_ADMIN_KEY": bg.KEY})
     bg.wait_until(lambda: proc.poll() is None and bg.answers(port, "GET", "/health"), 60, 0.05)
     return proc, f"http://{bg.HOST}:{port}/v1/chat/completions"

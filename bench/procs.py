@@ -94,7 +94,17 @@ def serve_config(
     path = folder / "minigate.json"
     path.write_text(json.dumps(config))
     port = free_port()
-    cmd = [sys.executable, "-m", "minigate.gateway.cli", "serve", "--config", str(path), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minigate.gateway.cli",
+        "serve",
+        "--workers=1",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+    ]
     proc = spawn(cmd, folder / "gateway.log", {"PYTHONPATH": str(ROOT), **(env or {})})
     try:
         wait_until(lambda: answers(port, "GET", "/health"), timeout, step=0.1)

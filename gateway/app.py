@@ -162,6 +162,7 @@ def create_app(
             raise ConfigError(problems)
     plugins = extensions
     web = WebState.create()
+    web.announce = _announce(worker)
     web.templates.globals["plugin_links"] = extensions.links
     drain, gateway_metrics, refusals = Drain(), GatewayMetrics(), Refusals()
     redactor = redactor or Redactor()

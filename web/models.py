@@ -244,6 +244,8 @@ async def models_chain(
         else:
             await save_override(gateway.database, agent, chain)
         await apply_stored_overrides(gateway, web)
+    if web.announce is not None:  # the other worker processes apply the stored chains too
+        web.announce()
     if not is_htmx(request):
         return redirect(request, "/models")
     return await _render(web, gateway, admin, chain_saved=agent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +84,8 @@ class WebState:
     # (see minigate.web.chains).
     applied: set[int] = field(default_factory=set)
     base_configs: dict[int, Any] = field(default_factory=dict)
+    # Under ``serve --workers N``: tells the other gateway processes to reload (they apply stored chain edits then).
+    announce: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, settings: WebSettings | None = None) -> WebState:
