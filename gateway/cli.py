@@ -96,14 +96,11 @@ def _server_class() -> Any:
 
 
 def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    import uvicorn
-    from sse_starlette.sse import AppStatus
-
-    from minigate.gateway.app import create_app
-    from minigate.gateway.http.limits import header_deadline
     from minigate.gateway.ops.logs import JsonLines, Redactor, configure_logging
     from minigate.gateway.supervisor import WORKER_ENV, Supervisor, WorkerRole, default_workers
 
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        return _fail("--workers must be from 1 to 64", 2)
     extensions = builtin_extensions()
     config = _config(args.config, extensions)
     role = WorkerRole.from_env(os.environ.get(WORKER_ENV))
@@ -113,11 +110,15 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     port = args.port or config.server.port
     redactor = Redactor()
     configure_logging(config.server.log_level, redactor)
-    if args.workers is not None and not 1 <= args.workers <= 64:
-        return _fail("--workers must be from 1 to 64", 2)
     workers = args.workers or config.server.workers or default_workers()
-    if role is None and workers > 1:
+    if role is None and workers > 1:  # the supervisor: it never imports the app
         return asyncio.run(Supervisor([*argv, "--no-pull"], config, host, port, workers).run())
+    import uvicorn
+    from sse_starlette.sse import AppStatus
+
+    from minigate.gateway.app import create_app
+    from minigate.gateway.http.limits import header_deadline
+
     app = create_app(config, extensions, redactor=redactor, access_line=JsonLines(redactor), worker=role)
     source = config.source or "built-in default"
     logging.getLogger("minigate").info(

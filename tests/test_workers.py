@@ -145,3 +145,26 @@ def test_admin_reload_reaches_every_worker(served: ServeProcess) -> None:
             assert time.monotonic() < deadline, served.log_text()[-3000:]
             time.sleep(0.1)
         client.close()
+
+
+def test_a_cooldown_in_one_worker_is_honoured_by_the_other(tmp_path: Path) -> None:
+    from tests.fakes.upstream import FakeUpstream, Status
+
+    with FakeUpstream("up", api_key="up-key") as upstream:
+        up = {"endpoint": upstream.url, "models": ["gpt"], "auth": {"type": "api_key", "value": "up-key"}}
+        config = {
+            "agents": {"defaults": {"model": {"primary": "up/gpt", "fallbacks": ["echo/echo"]}}},
+            "models": {"providers": {"up": up, "echo": {"type": "fake", "models": ["echo"]}}},
+            "server": {"workers": 2},
+        }
+        with ServeProcess(config, tmp_path) as served:
+            one, two = clients_per_worker(served.base).values()
+            upstream.script(Status(429, headers={"retry-after": "30"}))
+            first = chat(one, ADMIN_KEY, "default")
+            assert first.status_code == 200 and first.headers["x-minigate-fallbacks"] == "1"
+            time.sleep(2.5)  # both workers sync their cooldowns through the SQLite database once a second
+            for client in (one, two):
+                answer = chat(client, ADMIN_KEY, "default")
+                assert answer.status_code == 200 and answer.headers["x-minigate-provider"] == "echo"
+                client.close()
+            assert len(upstream.requests) == 1  # the other worker never called the rate-limited upstream

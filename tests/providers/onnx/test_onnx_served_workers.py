@@ -45,3 +45,6 @@ def test_two_workers_share_one_engine(tmp_path: Path, models_dir: Path) -> None:
             assert listed.status_code == 200, listed.text
             assert str(engines[0]) in listed.text
             client.close()
+        served.stop()  # SIGTERM: the workers drain, then the supervisor stops the engine
+        assert served.wait(5) == 0
+        assert not Path(f"/proc/{engines[0]}").exists()
