@@ -186,7 +186,8 @@ def create_app(
         # Chains edited in the web UI are kept in the database and apply from the first request on.
         await apply_stored_overrides(gateway, web)
         redactor.update(gateway.secrets())
-        reloader = Reloader(gateway, config_path(config), prepare=prepare, adopt=adopt, announce=_announce(worker))
+        gateway.announce = _announce(worker)
+        reloader = Reloader(gateway, config_path(config), prepare=prepare, adopt=adopt, announce=gateway.announce)
         app.state.gateway, app.state.reloader = gateway, reloader
         tasks = [asyncio.create_task(reloader.watch())]
         if worker is not None:

@@ -198,6 +198,8 @@ async def models_import(
         async for line, outcome in progress:
             last, ok = line, bool(outcome)
         await apply_stored_overrides(gateway, web)
+        if ok and web.announce is not None:  # the other worker processes list the new model too
+            web.announce()
         response = await _render(web, gateway, admin, status=200 if ok else 409, message=ActionResult(ok, last))
         return response.to_asgi_response(None, request)
 
@@ -210,6 +212,8 @@ async def models_import(
             yield ServerSentEvent(data=f"{target}<span{css}>{escape(line)}</span>\n</hx-partial>")
             if outcome:
                 await apply_stored_overrides(gateway, web)  # new models become routable
+                if web.announce is not None:  # in the other worker processes too
+                    web.announce()
 
     return cast(
         ASGIApp,

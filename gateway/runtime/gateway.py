@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -123,6 +124,8 @@ class Gateway:
     limits: Limits | None = None  # keys' rate limits and budgets over counters shared by replicas (set by ``open``)
     audit: AuditLog | None = None  # admin actions (set by ``open``)
     refusals: Refusals = field(default_factory=Refusals)  # refused /v1 requests, coalesced into usage rows
+    # Under ``serve --workers N``: tells the other worker processes to reload (they rebuild their routes then).
+    announce: Callable[[], None] | None = None
 
     @classmethod
     async def open(
@@ -214,6 +217,8 @@ class Gateway:
     def refresh_routes(self) -> None:
         """Rebuild the route table from ``config`` and what the providers list now (after a pull or delete)."""
         self.routes = RouteTable(self.config, {name: p.models() for name, p in self.providers.items()})
+        if self.announce is not None:  # a pulled, imported or deleted model: the other workers' lists change too
+            self.announce()
 
     async def close(self) -> None:
         """Stop jobs and providers, then flush usage rows and close the database."""

@@ -104,11 +104,11 @@ class Reloader:
         gateway = self.gateway
         async with gateway.reload_lock:
             self._seen = self._signature()
-            if self.path is None:
+            if self.path is None and source != "signal":
                 issue = "the gateway was started without a config file (built-in default): nothing to reload"
                 return self._rejected(source, [issue])
-            try:
-                loaded = configure_file(self.path, gateway.extensions)
+            try:  # no file (built-in default) and SIGHUP: the running config again, for the model lists and chains
+                loaded = gateway.config if self.path is None else configure_file(self.path, gateway.extensions)
             except ConfigError as err:
                 return self._rejected(source, str(err).splitlines())
             running = gateway.config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 from tests.gateway_server import ADMIN_KEY
@@ -48,3 +50,26 @@ def test_two_workers_share_one_engine(tmp_path: Path, models_dir: Path) -> None:
         served.stop()  # SIGTERM: the workers drain, then the supervisor stops the engine
         assert served.wait(5) == 0
         assert not Path(f"/proc/{engines[0]}").exists()
+
+
+def test_a_model_deleted_through_one_worker_leaves_the_others_routes(tmp_path: Path, models_dir: Path) -> None:
+    own = tmp_path / "models"
+    for name in (TINY, "spare"):
+        shutil.copytree(models_dir / TINY, own / name)
+    config = {
+        "agents": {"defaults": {"model": {"primary": f"local/{TINY}"}}},
+        "models": {"providers": {"local": {"type": "onnxruntime-genai", "models_dir": str(own), "idle_ttl": None}}},
+        "server": {"workers": 2},
+    }
+    auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with ServeProcess(config, tmp_path / "gw") as served:
+        one, two = clients_per_worker(served.base).values()
+        assert "local/spare" in two.get("/v1/models", headers=auth).text
+        deleted = one.delete("/admin/api/models/local/spare", headers=auth)
+        assert deleted.status_code == 200, deleted.text
+        deadline = time.monotonic() + 10
+        while "local/spare" in two.get("/v1/models", headers=auth).text:  # the supervisor's SIGHUP reached it
+            assert time.monotonic() < deadline, served.log_text()[-3000:]
+            time.sleep(0.1)
+        one.close()
+        two.close()
