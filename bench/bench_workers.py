@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_gateway import body, compare, interleaved, load_round, start_upstream
-from procs import HOST, KEY, ROOT, Proc, answers, free_port, spawn, stop, wait_until
+from procs import HOST, KEY, ROOT, Proc, answers, free_port, rss_mb, spawn, stop, wait_until
 
 RATIO_TARGET, ADDED_P50_TARGET_MS = 1.6, 1.0
 
@@ -96,6 +96,7 @@ def run(quick: bool) -> dict[str, Any]:
             samples = {k: [first for first, _ in v] for k, v in got.items()}
             for n in gateways:
                 res[f"latency_workers{n}"] = compare({"direct": samples["direct"], "gateway": samples[f"workers{n}"]})
+            res["rss_mb"] = {n: {part: rss_mb(pid) for part, pid in g[1].items()} for n, g in gateways.items()}
             runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
             for i in range(rounds):
                 for n in (1, 2) if i % 2 == 0 else (2, 1):
@@ -136,6 +137,10 @@ def report(res: dict[str, Any]) -> None:
         parts = ", ".join(f"{part} {pct:.0f}%" for part, pct in sorted(load["cpu_pct"].items()))
         print(f"workers {n}: {load['rps']:.0f} req/s c=50 (errors {load['errors']}, p50 {load['p50_ms']:.1f} ms)")
         print(f"  CPU (% of one core): {parts}")
+    between = res["latency_workers2"]["gateway_p50"] - res["latency_workers1"]["gateway_p50"]
+    print(f"workers 2 against workers 1 at c=1: p50 {between:+.3f} ms")
+    for n in (1, 2):
+        print(f"workers {n}: RSS (MB) " + ", ".join(f"{k} {v:.0f}" for k, v in res["rss_mb"][n].items()))
     ratio = res["load_workers2"]["rps"] / res["load_workers1"]["rps"]
     added = res["latency_workers2"]["added_p50"]
     verdict = "PASS" if ratio >= RATIO_TARGET else "FAIL"
