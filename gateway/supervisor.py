@@ -71,14 +71,17 @@ class WorkerRole:
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one port (port 0: one chosen by the system), ``SO_REUSEPORT`` on each."""
+    """``count`` listening sockets on one port (port 0: one chosen by the system), ``SO_REUSEPORT`` on each; where
+    the system has no ``SO_REUSEPORT``, one socket that every worker shares."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reuse_port = getattr(socket, "SO_REUSEPORT", None)
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _ in range(count if reuse_port is not None else 1):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reuse_port is not None:
+                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
             sockets.append(sock)
             sock.bind((host, port))
             port = sock.getsockname()[1]
@@ -88,7 +91,7 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         raise
-    return sockets
+    return sockets if len(sockets) == count else sockets * count
 
 
 class Supervisor:

@@ -53,6 +53,7 @@ _FAST_MODULES = {
     "tests/test_namespace.py",
     "tests/test_routing.py",
     "tests/test_wire.py",
+    "tests/test_workers_parts.py",
     "tests/web/test_adapter.py",
     "tests/web/test_auth.py",
     "tests/web/test_isolation.py",
