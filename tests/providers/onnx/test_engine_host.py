@@ -111,3 +111,15 @@ async def test_the_engine_stops_when_the_last_process_lets_go(host: EngineHost, 
     assert host.pids() == []
     assert await _tokens(a) == 5  # and it loads again on demand
     assert len(host.pids()) == 1 and host.pids() != [pid]
+
+
+async def test_an_unload_in_one_process_stops_the_engine_while_the_other_is_idle(
+    host: EngineHost, pair: tuple[Any, Any]
+) -> None:
+    a, b = pair
+    await asyncio.gather(_tokens(a), _tokens(b))
+    [pid] = host.pids()
+    assert await a.unload(TINY)
+    await _wait_until(lambda: not _alive(pid))  # b let go at once, without waiting for a request or its idle TTL
+    assert host.pids() == [] and not b.loaded()
+    assert await _tokens(b) == 5 and len(host.pids()) == 1
