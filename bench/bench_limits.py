@@ -59,7 +59,11 @@ def start(tmp: Path, upstream: int, procs: list[Proc]) -> int:
     (tmp / "config.json").write_text(json.dumps(config))
     exe = shutil.which("minigate") or str(Path(sys.executable).with_name("minigate"))
     procs.append(
-        proc := spawn([exe, "serve", "--config", str(tmp / "config.json")], tmp / "gw.log", {"MINIGATE_ADMIN_KEY": KEY})
+        proc := spawn(
+            [exe, "serve", "--workers", "1", "--config", str(tmp / "config.json")],  # one process, its CPU measured
+            tmp / "gw.log",
+            {"MINIGATE_ADMIN_KEY": KEY},
+        )
     )
     wait_until(lambda: proc.poll() is None and answers(port, "GET", "/health"), 30)
     return port

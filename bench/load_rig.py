@@ -53,6 +53,7 @@ class Rig:
         self.gateways, ports = list[bg.Proc](), [bg.free_port() for _ in range(args.gateways)]
         for i, gw in enumerate(ports):  # one after the other: the first one creates the database
             argv = [*exe, "serve", "--no-pull", "--config", str(tmp / "config.json"), "--port", str(gw)]
+            argv += [] if root else ["--workers", "1"]  # one process, measured (older copies know no --workers)
             self.gateways.append(proc := bg.spawn(argv, tmp / f"gateway-{i}.log", env, root or bg.ROOT))
             procs.append(proc)
             try:
