@@ -78,6 +78,13 @@ def dom_id(name: str) -> str:
 
 
 def _pretty(key: str, value: Any) -> Any:
+    if key == "prefix_cache" and isinstance(value, dict):  # a local model's prefix cache (onnx provider_summary)
+        return (
+            f"{value.get('hits', 0)} hits of {value.get('lookups', 0)} lookups, "
+            f"{value.get('reused_tokens', 0):,} tokens reused, {value.get('prefilled_tokens', 0):,} prefilled, "
+            f"{value.get('bytes', 0) / 2**20:,.0f} of {value.get('budget_bytes', 0) / 2**20:,.0f} MiB, "
+            f"{value.get('evictions', 0)} evictions"
+        )
     if key.endswith("_bytes") and isinstance(value, int | float):
         return f"{value / 2**20:,.0f} MiB"
     if key.endswith("_seconds") and isinstance(value, int | float):

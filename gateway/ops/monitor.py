@@ -145,20 +145,39 @@ class GatewayMetrics:
         )
 
 
-async def _worker_counts(client: Any) -> tuple[float, float]:
-    """``(active, queued)`` of one local model's worker, asked briefly; its in-flight count if it does not say."""
+# A local model's prefix cache, from its worker's stats: (metric, help, stats key); counters end in _total.
+_PREFIX_SERIES = (
+    ("minigate_local_prefix_lookups_total", "Requests that looked for a cached prefix.", "prefix_lookups"),
+    ("minigate_local_prefix_hits_total", "Requests that reused a cached prefix.", "prefix_hits"),
+    ("minigate_local_prefix_reused_tokens_total", "Prompt tokens taken from the prefix cache.", "prefix_reused_tokens"),
+    ("minigate_local_prefilled_tokens_total", "Prompt tokens prefilled for requests.", "prefilled_tokens"),
+    (
+        "minigate_local_prefix_settled_tokens_total",
+        "Generated tokens prefilled again while idle, for a next turn.",
+        "prefix_settled_tokens",
+    ),
+    ("minigate_local_prefix_evictions_total", "Cached sequences dropped for the budget.", "prefix_evictions"),
+    ("minigate_local_prefix_cache_bytes", "KV cache bytes the prefix cache holds.", "prefix_bytes"),
+    ("minigate_local_prefix_cache_budget_bytes", "The prefix cache's budget in bytes.", "prefix_budget_bytes"),
+)
+
+
+async def _worker_stats(client: Any) -> dict[str, Any]:
+    """One local model's worker stats, asked briefly (``active``, ``queued``, the prefix cache's counters...); when
+    it does not answer in time, its in-flight count and the prefix cache counters it last sent."""
     inflight = float(len(getattr(client, "inflight", ())))
+    fallback = {"active": inflight, "queued": 0, **(getattr(client, "cache_stats", None) or {})}
     ask = getattr(client, "worker_stats", None)
     if ask is None:
-        return inflight, 0.0
+        return fallback
     try:
-        stats = await ask(wait=0.5)
-        return float(stats.get("active", inflight)), float(stats.get("queued", 0))
+        stats: dict[str, Any] = await ask(wait=0.5)
+        return stats
     except (ProviderError, TimeoutError):
-        return inflight, 0.0
+        return fallback
 
 
-async def _local_gauges(providers: Mapping[str, Provider]) -> list[Gauge]:
+async def _local_gauges(providers: Mapping[str, Provider]) -> list[Gauge | Counter]:
     loaded = Gauge("minigate_local_models_loaded", "Models with a running worker, per local provider.", ("provider",))
     active = Gauge(
         "minigate_local_active_requests", "Sequences a local model is generating now.", ("provider", "model")
@@ -177,8 +196,15 @@ async def _local_gauges(providers: Mapping[str, Provider]) -> list[Gauge]:
         counts.append(((name,), float(len(clients))))
         for model, client in clients.items():
             jobs.append(((name, model), client))
-    results = await asyncio.gather(*(_worker_counts(c) for _, c in jobs))
-    active.set_all((labels, a) for (labels, _), (a, _q) in zip(jobs, results, strict=True))
-    queued.set_all((labels, q) for (labels, _), (_a, q) in zip(jobs, results, strict=True))
+    results = await asyncio.gather(*(_worker_stats(c) for _, c in jobs))
+    active.set_all((labels, float(r.get("active", 0))) for (labels, _), r in zip(jobs, results, strict=True))
+    queued.set_all((labels, float(r.get("queued", 0))) for (labels, _), r in zip(jobs, results, strict=True))
     loaded.set_all(counts)
-    return [loaded, active, queued]
+    prefix: list[Gauge | Counter] = []
+    for metric, help, key in _PREFIX_SERIES:
+        # Counters of the worker's life: a new worker (reload, crash) starts again at zero, as a restart would.
+        series = Counter(metric, help, ("provider", "model")) if metric.endswith("_total") else None
+        gauge = series or Gauge(metric, help, ("provider", "model"))
+        gauge.values = {labels: float(r[key]) for (labels, _), r in zip(jobs, results, strict=True) if key in r}
+        prefix.append(gauge)
+    return [loaded, active, queued, *prefix]

@@ -202,9 +202,15 @@ class Worker(Scheduler):
         return None
 
     def flush(self) -> None:
-        """Send the items collected in this round as one frame."""
-        if self.out:
-            self.send({"ev": "tokens", "items": self.out})
+        """Send the items collected in this round as one frame, with the prefix cache's counters when they changed
+        (the gateway shows them without asking: ``WorkerClient.cache_stats``)."""
+        cache = self.cache if self.cache is not None and self.cache.dirty else None
+        if self.out or cache is not None:
+            message: dict[str, Any] = {"ev": "tokens", "items": self.out}
+            if cache is not None:
+                message["cache"] = {**cache.snapshot(), "prefilled_tokens": self.stats["prefilled_tokens"]}
+                cache.dirty = False
+            self.send(message)
             self.out = []
 
     def run(self) -> None:

@@ -64,11 +64,18 @@ class PrefixCache:
             "prefix_settled_tokens": 0,
             "prefix_evictions": 0,
         }
+        self.dirty = False  # the counters or entries changed since the worker last sent them
+
+    def missed(self) -> None:
+        """Count a request that found nothing to reuse (once per request, when it starts)."""
+        self.stats["prefix_misses"] += 1
+        self.dirty = True
 
     def snapshot(self) -> dict[str, int]:
         """The counters, with the entries held and their bytes, for the worker's stats."""
         return {
             **self.stats,
+            "prefix_lookups": self.stats["prefix_hits"] + self.stats["prefix_misses"],
             "prefix_entries": len(self.entries),
             "prefix_bytes": self.nbytes(),
             "prefix_budget_bytes": self.budget,
@@ -95,7 +102,8 @@ class PrefixCache:
         """The entry to continue ``ids`` from and how many of its tokens to keep (taken out of the cache), or
         None. It must run with the same options (``key``), have room for ``needed`` tokens and share at least
         half of its tokens; at least two tokens are left to prefill (a one-token prefill computes differently, see
-        the module docstring)."""
+        the module docstring). A miss is not counted here (a queued request looks again each round): the
+        scheduler calls :meth:`missed` when the request starts without a hit."""
         best, best_len = None, 0
         for entry in self.entries:
             if entry.key != key or entry.max_length < needed:
@@ -106,9 +114,9 @@ class PrefixCache:
             if usable > best_len and 2 * usable >= entry.exact:
                 best, best_len = entry, usable
         if best is None or best_len < MIN_REUSE:
-            self.stats["prefix_misses"] += 1
             return None
         self.entries.remove(best)
+        self.dirty = True
         self.stats["prefix_hits"] += 1
         self.stats["prefix_reused_tokens"] += best_len
         return best, best_len
@@ -117,6 +125,7 @@ class PrefixCache:
         """Keep an idle generator, dropping the least recently used ones past the budget."""
         entry.nbytes = entry.max_length * self.bytes_per_token
         entry.used = time.monotonic()
+        self.dirty = True
         if entry.nbytes > self.budget:
             self.stats["prefix_evictions"] += 1
             return
@@ -128,6 +137,7 @@ class PrefixCache:
     def clear(self) -> None:
         """Drop every entry (their memory goes with the generators)."""
         self.entries.clear()
+        self.dirty = True
 
     def unsettled(self) -> Entry | None:
         """The most recently used entry with generated tokens not yet prefilled, or None."""
@@ -146,7 +156,9 @@ class PrefixCache:
             entry.generator.append_tokens(np.array(entry.tokens[entry.exact : end], dtype=np.int32))
         except Exception:  # a generator that cannot go on is of no use: drop it
             self.entries.remove(entry)
+            self.dirty = True
             return
+        self.dirty = True
         self.stats["prefix_settled_tokens"] += end - entry.exact
         entry.exact = end  # the generator holds tokens[:end] now; the rest are settled next time
 

@@ -123,6 +123,8 @@ class OnnxProvider(StoreOperations, Provider):
                     load_seconds=client.ready.get("load_seconds"),
                     **self.runs_on(name),
                 )
+                if client.cache_stats:
+                    details["prefix_cache"] = prefix_summary(client.cache_stats)
             out.append(ProviderInfo(name, "loaded" if client else "available", details))
         return out
 
@@ -321,6 +323,21 @@ class OnnxProvider(StoreOperations, Provider):
             await asyncio.wait_for(client.idle.wait(), limit)
         await client.stop()
         self._retired.discard(client)
+
+
+def prefix_summary(stats: dict[str, Any]) -> dict[str, int]:
+    """A worker's prefix cache counters (``WorkerClient.cache_stats``) as the models page and admin API show them."""
+    return {
+        "lookups": int(stats.get("prefix_lookups", 0)),
+        "hits": int(stats.get("prefix_hits", 0)),
+        "reused_tokens": int(stats.get("prefix_reused_tokens", 0)),
+        "prefilled_tokens": int(stats.get("prefilled_tokens", 0)),
+        "settled_tokens": int(stats.get("prefix_settled_tokens", 0)),
+        "entries": int(stats.get("prefix_entries", 0)),
+        "bytes": int(stats.get("prefix_bytes", 0)),
+        "budget_bytes": int(stats.get("prefix_budget_bytes", 0)),
+        "evictions": int(stats.get("prefix_evictions", 0)),
+    }
 
 
 def _estimate_bytes(path: Path) -> int:

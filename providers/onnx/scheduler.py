@@ -117,6 +117,7 @@ class Scheduler:
             "max_batch_seen": 0,
             "merges": 0,
             "regrows": 0,
+            "prefilled_tokens": 0,  # prompt (and merged or regrown history) tokens prefilled, padding not counted
         }
 
     def fail(self, seqs: list[Sequence], exc: BaseException) -> None:
@@ -174,6 +175,8 @@ class Scheduler:
             self.pending.remove(seq)
             if seq.stream is None:
                 seq.stream = self.tokenizer.create_stream()
+            if self.cache is not None and _cacheable(seq) and not seq.tokens:  # it looked and found nothing
+                self.cache.missed()
         if failure is not None:
             self.fail(seqs, failure)
             return
@@ -244,6 +247,7 @@ class Scheduler:
                 entry.generator.rewind_to(keep)
                 entry.generator.append_tokens(np.array(seq.ids[keep:], dtype=np.int32))
                 self.costs.prefilled(len(seq.ids) - keep, time.perf_counter() - started)
+                self.stats["prefilled_tokens"] += len(seq.ids) - keep
             except Exception as exc:
                 self.fail([seq], exc)
                 return True
@@ -283,6 +287,7 @@ class Scheduler:
         started = time.perf_counter()
         generator.append_tokens(batch)
         self.costs.prefilled(batch.size, time.perf_counter() - started)
+        self.stats["prefilled_tokens"] += sum(len(s.ids) + len(s.tokens) for s in seqs)
         return generator, length
 
     def _cap(self, seq: Sequence) -> int:

@@ -135,6 +135,7 @@ class WorkerClient:
         self.dead: str | None = None
         self.serial = next(_workers)  # names this worker's crash, even after its pid is reused
         self.stats = _Stats()
+        self.cache_stats: dict[str, Any] = {}  # the prefix cache's counters, as the worker last sent them
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._tasks: list[asyncio.Task[None]] = []
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -346,6 +347,8 @@ class WorkerClient:
     def _dispatch(self, message: dict[str, Any]) -> None:
         ev = message.get("ev")
         if ev == "tokens":
+            if message.get("cache"):
+                self.cache_stats = message["cache"]
             for rid, text, ntok, finish in message["items"]:
                 generation = self.inflight.get(rid)
                 if generation is not None:
@@ -374,6 +377,10 @@ class WorkerClient:
                 generation.finished = True
                 generation.accepted.set_exception(error)
         elif ev == "stats":
+            if "prefix_hits" in message:
+                self.cache_stats = {
+                    k: v for k, v in message.items() if k.startswith("prefix_") or k == "prefilled_tokens"
+                }
             future = self._replies.get(message.get("id") or 0)
             if future is not None and not future.done():
                 future.set_result(message)

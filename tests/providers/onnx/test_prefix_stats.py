@@ -1,0 +1,139 @@
+"""The prefix cache seen from outside the worker: after two turns of one conversation, ``/metrics``, the models
+page and the admin API show a hit and reused tokens (the tiny model, in-process gateway)."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gateway_server import ADMIN_KEY
+from tests.inprocess import InProcessGateway
+from tests.providers.onnx.helpers import TINY
+from tests.web.helpers import PASSWORD, WebClient
+
+SYSTEM = "You are a helpful assistant. " * 8
+AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _config(models_dir: Path, **local: Any) -> dict[str, Any]:
+    section = {"type": "onnxruntime-genai", "models_dir": str(models_dir), "idle_ttl": None, "max_context": 512}
+    return {
+        "agents": {"defaults": {"model": {"primary": f"local/{TINY}"}}},
+        "models": {"providers": {"local": {**section, **local}}},
+    }
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> Callable[[InProcessGateway], WebClient]:
+    monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("MINIGATE_CHAT_PUBLIC", raising=False)
+
+    def login(gateway: InProcessGateway) -> WebClient:
+        web = WebClient(gateway)
+        assert web.login().status_code == 303
+        return web
+
+    return login
+
+
+def _two_turns(web: WebClient) -> None:
+    """One conversation of two turns, the second resending the first with its answer."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hello there, how are you?"}]
+    for turn in ("tell me more about that", None):
+        body = {"model": f"local/{TINY}", "messages": messages, "max_tokens": 12, "temperature": 0}
+        answer = web.http.post("/v1/chat/completions", json=body, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        if turn is not None:
+            messages += [{"role": "assistant", "content": answer.json()["choices"][0]["message"]["content"]}]
+            messages += [{"role": "user", "content": turn}]
+
+
+def _cache_row(web: WebClient) -> dict[str, int]:
+    """The tiny model's ``prefix_cache`` in the admin API's model list."""
+    listed = web.http.get("/admin/api/models", headers=AUTH).json()
+    local = next(p for p in listed["providers"] if p["name"] == "local")
+    cache: dict[str, int] = next(m for m in local["models"] if m["id"] == TINY)["prefix_cache"]
+    return cache
+
+
+def _series(text: str, metric: str) -> float:
+    """The value of ``metric`` for the tiny model in an exposition text."""
+    found = re.search(rf'^{metric}\{{provider="local",model="{re.escape(TINY)}"\}} (\S+)$', text, re.M)
+    assert found, f"{metric} missing from /metrics"
+    return float(found.group(1))
+
+
+def test_metrics_and_the_models_page_show_prefix_cache_hits(
+    inprocess_factory: Callable[..., InProcessGateway],
+    admin: Callable[[InProcessGateway], WebClient],
+    models_dir: Path,
+) -> None:
+    gateway = inprocess_factory(_config(models_dir, prefix_cache="256MiB"))
+    web = admin(gateway)
+    try:
+        _two_turns(web)
+        text = web.http.get("/metrics", timeout=10).text
+        assert "# TYPE minigate_local_prefix_hits_total counter" in text
+        assert _series(text, "minigate_local_prefix_lookups_total") == 2
+        assert _series(text, "minigate_local_prefix_hits_total") == 1
+        reused = _series(text, "minigate_local_prefix_reused_tokens_total")
+        prefilled = _series(text, "minigate_local_prefilled_tokens_total")
+        assert reused > 0 and prefilled > 0
+        assert _series(text, "minigate_local_prefix_evictions_total") == 0
+        assert 0 < _series(text, "minigate_local_prefix_cache_bytes") <= 256 << 20
+        assert _series(text, "minigate_local_prefix_cache_budget_bytes") == 256 << 20
+
+        # The page reads what the worker sent with its tokens (no request to the worker while rendering).
+        page = html.unescape(web.get("/models").text)
+        shown = re.search(r"prefix_cache: 1 hits of 2 lookups, ([\d,]+) tokens reused, ([\d,]+) prefilled", page)
+        assert shown, "the models page shows no prefix cache hit"
+        assert int(shown.group(1).replace(",", "")) == reused
+        cache = _cache_row(web)
+        assert (cache["hits"], cache["lookups"], cache["reused_tokens"]) == (1, 2, reused)
+        assert cache["budget_bytes"] == 256 << 20 and 0 < cache["bytes"] <= cache["budget_bytes"]
+    finally:
+        web.close()
+
+
+def test_a_model_without_a_prefix_cache_shows_none(
+    inprocess_factory: Callable[..., InProcessGateway],
+    admin: Callable[[InProcessGateway], WebClient],
+    models_dir: Path,
+) -> None:
+    gateway = inprocess_factory(_config(models_dir, prefix_cache="off"))
+    web = admin(gateway)
+    try:
+        _two_turns(web)
+        text = web.http.get("/metrics", timeout=10).text
+        assert f'minigate_local_active_requests{{provider="local",model="{TINY}"}}' in text
+        assert "minigate_local_prefix_hits_total{" not in text
+        assert _series(text, "minigate_local_prefilled_tokens_total") > 0  # counted with or without a cache
+        assert "prefix_cache:" not in html.unescape(web.get("/models").text)
+    finally:
+        web.close()
+
+
+def test_settled_tokens_reach_the_gateway_while_the_worker_is_idle(
+    inprocess_factory: Callable[..., InProcessGateway],
+    admin: Callable[[InProcessGateway], WebClient],
+    models_dir: Path,
+) -> None:
+    gateway = inprocess_factory(_config(models_dir, prefix_cache="256MiB"))
+    web = admin(gateway)
+    try:
+        _two_turns(web)
+        deadline, settled = time.monotonic() + 30, 0
+        # The last answer's tokens are prefilled again while idle; the worker says so without being asked (the
+        # admin API reads what it sent).
+        while settled == 0 and time.monotonic() < deadline:
+            settled = _cache_row(web)["settled_tokens"]
+            time.sleep(0.05)
+        assert settled > 0
+    finally:
+        web.close()
