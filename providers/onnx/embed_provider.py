@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddingProviderConfig", "OnnxEmbeddingsProvider", "check_config", "register"]
 
-SPEC_FILE = "embedding.json"  # what makes a folder of models_dir an embedding model (embed_model.SPEC_FILE)
+SPEC_FILE = store.EMBEDDING_SPEC  # what makes a folder of models_dir an embedding model
 
 
 class EmbeddingProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -160,17 +160,11 @@ class OnnxEmbeddingsProvider(Provider):
                 await self._reaper
             self._reaper = None
         for model in list(self._runners):
-            self.unload(model)
+            _drop(self._runners.pop(model))
 
     def models(self) -> list[str]:
         """The embedding model folders in ``models_dir``."""
-        if not self.models_dir.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.models_dir.iterdir()
-            if not p.is_symlink() and p.is_dir() and not p.name.startswith(".") and (p / SPEC_FILE).is_file()
-        )
+        return store.list_models(self.models_dir, ("embeddings",))
 
     def info(self) -> list[ProviderInfo]:
         """Every model with its state (loaded or available) and size."""
@@ -207,15 +201,56 @@ class OnnxEmbeddingsProvider(Provider):
                 self._runners[model] = runner
             return runner
 
-    def unload(self, model: str) -> bool:
-        """Drop the model (its memory goes back to the system); False if it was not loaded."""
+    async def unload(self, model: str, limit: float = 600.0) -> bool:
+        """Drop the model once the requests it has (running or waiting) are done, at most ``limit`` seconds;
+        False if it was not loaded."""
         runner = self._runners.pop(model, None)
         if runner is None:
             return False
-        runner.close()
-        del runner
-        _trim_memory()
+        while (runner.pending or (runner.task is not None and not runner.task.done())) and limit > 0:
+            await asyncio.sleep(0.02)
+            limit -= 0.02
+        _drop(runner)
         return True
+
+    async def reload(self, model: str) -> _Runner:
+        """Load the model again from its folder (after the requests it has are done)."""
+        self._model_dir(model)
+        await self.unload(model)
+        return await self.load(model)
+
+    async def remove(self, model: str) -> None:
+        """Unload the model (its requests finish first) and delete its folder."""
+        self._model_dir(model)  # 404 for a name that is no embedding model here (bad names and symlinks included)
+        await self.unload(model)
+        try:
+            store.remove_model(self.models_dir, model)
+        except store.ModelStoreError as exc:
+            raise ProviderError(str(exc), status=400, type="invalid_request_error", fallback=False) from exc
+
+    async def pull(self, model: str | None = None, *, force: bool = False, on_progress: Any = None, **_: Any) -> Path:
+        """Make a catalog embedding model (default all-MiniLM-L6-v2) in a child process, as ``models pull`` does."""
+        from minigate.providers.onnx.embed_pull import DEFAULT_EMBEDDING_MODEL, EMBEDDING_CATALOG
+        from minigate.providers.onnx.store_child import run_store_cli
+
+        source = model or DEFAULT_EMBEDDING_MODEL
+        if source not in EMBEDDING_CATALOG:
+            raise ProviderError(
+                f"{self.name} serves embedding models; pull knows: {', '.join(EMBEDDING_CATALOG)}",
+                status=400,
+                code="unknown_model",
+                fallback=False,
+            )
+        return await run_store_cli(self.models_dir, ["pull", *(["--force"] if force else []), source], on_progress)
+
+    async def import_model(self, source: str, model: str, **_: Any) -> Path:
+        """Embedding models come from the catalog (``pull``), not from a folder on disk."""
+        raise ProviderError(
+            f"{self.name} cannot import models: pull an embedding model from the catalog instead",
+            status=400,
+            code="not_importable",
+            fallback=False,
+        )
 
     # ------------------------------------------------------------ requests
     async def complete(self, request: ProviderRequest) -> dict[str, Any]:
@@ -282,7 +317,7 @@ class OnnxEmbeddingsProvider(Provider):
             for model, runner in list(self._runners.items()):
                 busy = runner.pending or (runner.task is not None and not runner.task.done())
                 if not busy and now - runner.last_used > ttl:
-                    self.unload(model)
+                    _drop(self._runners.pop(model))
 
 
 def _load(cls: type[EmbeddingModel], path: Path, threads: int | None) -> EmbeddingModel:
@@ -301,6 +336,12 @@ def _check_tokens(tokens: list[int], index: int, vocab_size: int) -> list[int]:
             fallback=False,
         )
     return tokens
+
+
+def _drop(runner: _Runner) -> None:
+    """Stop a runner; its memory goes back to the system."""
+    runner.close()
+    _trim_memory()
 
 
 def _trim_memory() -> None:

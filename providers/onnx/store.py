@@ -23,6 +23,7 @@ __all__ = [
     "ModelStoreError",
     "check_name",
     "list_models",
+    "model_kind",
     "model_path",
     "read_manifest",
     "remove_model",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+EMBEDDING_SPEC = "embedding.json"  # what makes a folder an embedding model (embed_model.SPEC_FILE)
+KINDS = ("chat", "embeddings")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 # Smallest first: "auto" serves the first a model has under load and the last when idle.
 PRECISION_ORDER = ("int4", "int8", "fp16", "fp32")
@@ -251,8 +254,19 @@ def verify_manifest(folder: Path, manifest: dict[str, Any], *, hashes: bool = Tr
             raise ModelStoreError(f"{rel!r} does not match its sha256 in the manifest")
 
 
-def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
-    """Names of the model folders in ``models_dir`` (those with a genai_config.json), sorted."""
+def model_kind(folder: str | os.PathLike[str]) -> str | None:
+    """``chat`` for an onnxruntime-genai folder, ``embeddings`` for an embedding model (``embedding.json``), None
+    for anything else."""
+    path = Path(folder)
+    if (path / "genai_config.json").is_file():
+        return "chat"
+    if (path / EMBEDDING_SPEC).is_file():
+        return "embeddings"
+    return None
+
+
+def list_models(models_dir: str | os.PathLike[str], kinds: tuple[str, ...] = ("chat",)) -> list[str]:
+    """Names of the model folders of ``kinds`` in ``models_dir`` (chat: those with a genai_config.json), sorted."""
     root = Path(models_dir)
     if not root.is_dir():
         return []
@@ -260,14 +274,15 @@ def list_models(models_dir: str | os.PathLike[str]) -> list[str]:
     return sorted(
         p.name
         for p in root.iterdir()
-        if not p.is_symlink() and p.is_dir() and _FOLDER.fullmatch(p.name) and (p / "genai_config.json").is_file()
+        if not p.is_symlink() and p.is_dir() and _FOLDER.fullmatch(p.name) and model_kind(p) in kinds
     )
 
 
 def remove_model(models_dir: str | os.PathLike[str], name: str) -> None:
-    """Delete model ``name``'s folder (it is renamed aside first, so a half-deleted model is never seen)."""
+    """Delete model ``name``'s folder, a chat or an embedding model (it is renamed aside first, so a half-deleted
+    model is never seen)."""
     path = model_path(models_dir, name)
-    if not (path / "genai_config.json").is_file():
+    if model_kind(path) is None:
         raise ModelStoreError(f"no model named {name!r} in {models_dir}")
     trash = path.with_name(f".trash-{name}-{os.getpid()}-{time.monotonic_ns()}")
     path.rename(trash)
