@@ -96,10 +96,14 @@ async def conversation(
     return out
 
 
-def start_minigate(tmp: Path, name: str, models_dir: Path, cache: str, threads: int) -> tuple[bg.Proc, str]:
-    """A gateway serving the default model with the prefix cache ``cache``; its chat URL."""
+def start_minigate(
+    tmp: Path, name: str, models_dir: Path, cache: str, threads: int, reuse: str = "exact"
+) -> tuple[bg.Proc, str]:
+    """A gateway serving the default model with the prefix cache ``cache`` (``reuse``: its prefix_reuse); its chat
+    URL."""
     port = bg.free_port()
     local = {"type": "onnxruntime-genai", "models_dir": str(models_dir), "idle_ttl": None, "prefix_cache": cache}
+    local["prefix_reuse"] = reuse
     config = {
         "agents": {"defaults": {"model": {"primary": "local/smollm2-135m-instruct"}}},
         "models": {"providers": {"local": {**local, "cpu_threads": threads}}},
@@ -160,6 +164,11 @@ async def main() -> int:
     parser.add_argument("--stagger", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--time-limit", type=float, default=900.0)
+    parser.add_argument(
+        "--generated",
+        action="store_true",
+        help='also minigate with prefix_reuse "generated" (opt-in: reuses its answers\' decode steps, not exact)',
+    )
     args = parser.parse_args()
     import aiohttp
 
@@ -171,8 +180,10 @@ async def main() -> int:
         tmp = Path(folder)
         servers: dict[str, tuple[str, str]] = {}
         try:
-            for name, cache in (("minigate cache on", "1GiB"), ("minigate cache off", "off")):
-                proc, url = start_minigate(tmp, name.replace(" ", "-"), args.models_dir, cache, args.threads)
+            setups = [("minigate cache on", "1GiB", "exact"), ("minigate cache off", "off", "exact")]
+            setups += [("minigate generated", "1GiB", "generated")] if args.generated else []
+            for name, cache, reuse in setups:
+                proc, url = start_minigate(tmp, name.replace(" ", "-"), args.models_dir, cache, args.threads, reuse)
                 running.append(proc)
                 servers[name] = (url, "default")
             for gguf in ggufs:

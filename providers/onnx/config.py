@@ -55,6 +55,10 @@ class OnnxProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     # KV caches of recent sequences kept for reuse by a next request with the same start, per loaded model:
     # a size ("1GiB"), "N%" of the machine's memory, or "off" (docs/architecture.md, "Local models").
     prefix_cache: str | int | None = "1GiB"
+    # What a cached sequence offers a next turn: "exact" only keys and values a prefill computed (answers never
+    # change; the last answer is prefilled again), "generated" also its answer's decode steps' (faster back to back,
+    # but an answer may differ from the one without the cache in its last bits, and so in its tokens).
+    prefix_reuse: str = "exact"
 
 
 _UNITS = {
@@ -179,6 +183,8 @@ def check_config(config: OnnxProviderConfig) -> list[tuple[str, str]]:
         parse_budget(config.prefix_cache)
     except ValueError as exc:
         problems.append(("prefix_cache", str(exc)))
+    if config.prefix_reuse not in ("exact", "generated"):
+        problems.append(("prefix_reuse", f"must be exact or generated, not {config.prefix_reuse!r}"))
     return problems
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from minigate.providers.onnx.config import parse_budget
 from minigate.providers.onnx.device_choice import configure_engine
 from minigate.providers.onnx.gguf import GENERATION_KEYS, GGUF_SAMPLING
-from minigate.providers.onnx.prefix_cache import PrefixCache, kv_bytes_per_token
+from minigate.providers.onnx.prefix_cache import SETTLE_DELAY, PrefixCache, kv_bytes_per_token
 from minigate.providers.onnx.prompt import PromptBuilder
 from minigate.providers.onnx.protocol import FrameReader, encode_frame, write_all
 from minigate.providers.onnx.scheduler import Scheduler, Sequence
@@ -66,6 +66,8 @@ class Worker(Scheduler):
             present = str(genai["model"]["decoder"].get("outputs", {}).get("present_key_names", "present.%d.key"))
             itemsize = _kv_itemsize(og, self.model, present.replace("%d", "0"))
             self.cache = PrefixCache(budget, kv_bytes_per_token(model_dir, itemsize), self.context)
+            self.cache.reuse_generated = options.get("prefix_reuse") == "generated"
+        self.settle_delay = float(options.get("settle_delay", SETTLE_DELAY))  # (for benchmarks: 0 settles at once)
         self.load_seconds = time.monotonic() - started
         self.reader = FrameReader()
         self.out_fd = 1
@@ -221,11 +223,13 @@ class Worker(Scheduler):
         while self.running:
             idle = not self.groups and not self.pending
             settle = self.cache.unsettled() if idle and self.cache is not None else None
+            wait: float | None = None if idle else 0.0
             if settle is not None:  # idle: prefill a cached sequence's answer, a chunk at a time, for its next turn
                 assert self.cache is not None
-                self.cache.settle(settle)
-                idle = False
-            self.poll(None if idle else 0)
+                wait = self.cache.settle_wait(settle, self.settle_delay)
+                if wait == 0:  # not right after its answer: a next turn sent back to back would be here by now
+                    self.cache.settle(settle)
+            self.poll(wait)
             if not self.running:
                 break
             if self.pending:

@@ -108,6 +108,7 @@ def base_worker_options(config: OnnxProviderConfig, overrides: dict[str, Any] | 
         "default_max_tokens": config.default_max_tokens,
         "cpu_threads": config.cpu_threads,
         "prefix_cache": config.prefix_cache,
+        "prefix_reuse": config.prefix_reuse,
         "gpu_memory_bytes": int(gpu_memory[1]) if gpu_memory and gpu_memory[0] == "bytes" else None,
     }
     if config.preallocate_memory:  # each batch's KV cache sized for its whole answer when it starts

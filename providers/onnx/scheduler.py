@@ -333,7 +333,11 @@ class Scheduler:
             self.groups.remove(group)
             if self.cache is not None and group.max_length:
                 seq = group.seqs[0]
-                self.cache.put(Entry(group.generator, seq.key, seq.ids + seq.tokens, group.exact, group.max_length))
+                tokens = seq.ids + seq.tokens
+                # The generator holds keys and values for all but the last token; by default only those a prefill
+                # computed are offered (see prefix_cache's module docstring).
+                exact = len(tokens) - 1 if self.cache.reuse_generated else group.exact
+                self.cache.put(Entry(group.generator, seq.key, tokens, exact, group.max_length))
         elif group.generator.is_done():
             self.groups.remove(group)
             self.pending[0:0] = alive

@@ -51,6 +51,8 @@ class WorkerOptions:
     ttft_target: float = 0.5
     grow_tokens: int = 256
     prefix_cache: str | int | None = "1GiB"  # the worker's prefix cache budget (config.OnnxProviderConfig)
+    prefix_reuse: str = "exact"  # or "generated" (config.OnnxProviderConfig)
+    settle_delay: float = 0.05  # seconds before an idle worker prefills a cached answer (prefix_cache.SETTLE_DELAY)
     start_timeout: float = 120.0
 
 
