@@ -240,7 +240,7 @@ class EngineHost:
             while True:
                 message = await read_frame(engine.proc.stdout)
                 if message.get("ev") == "tokens":
-                    self._tokens(engine, message["items"])
+                    self._tokens(engine, message["items"], message.get("cache"))
                     continue
                 route = engine.routes.get(message.get("id") or 0)
                 if route is None:
@@ -269,8 +269,10 @@ class EngineHost:
             link.send({"ev": "exit", "code": code, "message": engine.tail()})
             link.close()
 
-    def _tokens(self, engine: _Engine, items: list[Any]) -> None:
-        per: dict[_Link, list[Any]] = {}
+    def _tokens(self, engine: _Engine, items: list[Any], cache: dict[str, Any] | None = None) -> None:
+        """Each connection's items, in its numbering; the prefix cache's counters (the engine's, sent when they
+        changed) go to every connection."""
+        per: dict[_Link, list[Any]] = {link: [] for link in engine.links} if cache else {}
         for item in items:
             route = engine.routes.get(item[0])
             if route is None:
@@ -281,7 +283,7 @@ class EngineHost:
                 link.ids.pop(rid, None)
             per.setdefault(link, []).append([rid, *item[1:]])
         for link, mine in per.items():
-            link.send({"ev": "tokens", "items": mine})
+            link.send({"ev": "tokens", "items": mine, **({"cache": cache} if cache else {})})
 
     async def _read_stderr(self, engine: _Engine) -> None:
         assert engine.proc.stderr is not None

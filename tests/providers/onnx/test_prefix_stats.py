@@ -137,3 +137,24 @@ def test_settled_tokens_reach_the_gateway_while_the_worker_is_idle(
         assert settled > 0
     finally:
         web.close()
+
+
+async def test_every_process_sharing_an_engine_sees_its_prefix_cache(tmp_path: Path, make_provider: Any) -> None:
+    """Under ``serve --workers``, the engine host passes the counters the engine sends to every gateway process
+    holding it, also to one that sent none of the requests."""
+    from minigate.providers.onnx.engine_host import EngineHost
+    from tests.providers.onnx.test_prefix_cache import TURNS, _conversation
+
+    host = EngineHost(tmp_path / "engines.sock")
+    await host.start()
+    try:
+        talker = await make_provider(engine_host=str(host.path), worker_options={"settle_delay": 0.0})
+        watcher = await make_provider(engine_host=str(host.path), worker_options={"settle_delay": 0.0})
+        await watcher.load(TINY)
+        await _conversation(talker, TURNS[:2], max_tokens=8, pause=0.2)
+        seen = watcher.loaded()[TINY].cache_stats
+        assert seen["prefix_hits"] == 1 and seen["prefix_reused_tokens"] > 0
+        assert seen["prefix_settled_tokens"] > 0  # sent alone, after an idle settle, with no tokens for anyone
+        assert talker.loaded()[TINY].cache_stats == seen
+    finally:
+        await host.close()
