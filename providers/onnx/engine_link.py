@@ -10,7 +10,6 @@ counting as alive, so the provider drains it and attaches again on its next requ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,16 +99,9 @@ class LinkedWorkerClient(WorkerClient):
         """True while attached to a running engine that no other process replaced."""
         return super().alive and not self.retired
 
-    async def stop(self, grace: float = 5.0) -> None:
+    def shutdown_frame(self) -> dict[str, Any]:
         """Detach (with ``everywhere``: unload the engine for every process)."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self._send({"op": "shutdown", "everywhere": self.everywhere})
-            try:
-                await asyncio.wait_for(self.proc.wait(), grace)
-            except TimeoutError:
-                await self.kill()
-        await self._finish_tasks()
+        return {"op": "shutdown", "everywhere": self.everywhere}
 
     async def kill(self) -> None:
         """Drop the connection at once (the engine is the host's to stop)."""

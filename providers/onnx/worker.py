@@ -215,12 +215,16 @@ class WorkerClient:
             await self._finish_tasks()
             return
         with contextlib.suppress(Exception):
-            await self._send({"op": "shutdown"})
+            await self._send(self.shutdown_frame())
         try:
             await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:
             await self.kill()
         await self._finish_tasks()
+
+    def shutdown_frame(self) -> dict[str, Any]:
+        """What :meth:`stop` sends before it waits for the process to exit."""
+        return {"op": "shutdown"}
 
     async def kill(self) -> None:
         """Kill the process at once."""

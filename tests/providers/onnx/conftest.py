@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +69,19 @@ async def make_provider(models_dir: Path) -> AsyncIterator[Any]:
 async def provider(make_provider: Any) -> Any:
     """A started provider with default settings on the tiny model."""
     return await make_provider()
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
+    """Log an admin in to an in-process gateway's web UI (the admin password is set for the test)."""
+    from tests.web.helpers import PASSWORD, WebClient
+
+    monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("MINIGATE_CHAT_PUBLIC", raising=False)
+
+    def login(gateway: Any) -> WebClient:
+        web = WebClient(gateway)
+        assert web.login().status_code == 303
+        return web
+
+    return login

@@ -10,36 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
-from tests.providers.onnx.helpers import TINY
-from tests.web.helpers import PASSWORD, WebClient
+from tests.providers.onnx.helpers import TINY, local_config
+from tests.web.helpers import WebClient
 
 SYSTEM = "You are a helpful assistant. " * 8
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def _config(models_dir: Path, **local: Any) -> dict[str, Any]:
-    section = {"type": "onnxruntime-genai", "models_dir": str(models_dir), "idle_ttl": None, "max_context": 512}
-    return {
-        "agents": {"defaults": {"model": {"primary": f"local/{TINY}"}}},
-        "models": {"providers": {"local": {**section, **local}}},
-    }
-
-
-@pytest.fixture
-def admin(monkeypatch: pytest.MonkeyPatch) -> Callable[[InProcessGateway], WebClient]:
-    monkeypatch.setenv("MINIGATE_ADMIN_PASSWORD", PASSWORD)
-    monkeypatch.delenv("MINIGATE_CHAT_PUBLIC", raising=False)
-
-    def login(gateway: InProcessGateway) -> WebClient:
-        web = WebClient(gateway)
-        assert web.login().status_code == 303
-        return web
-
-    return login
+    return local_config(models_dir, 512, **local)
 
 
 def _two_turns(web: WebClient) -> None:
