@@ -15,11 +15,14 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from minigate.gateway.ops.limits import usable
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.storage import ConversationStore
 from minigate.gateway.storage.chat_search import search_conversations
 from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.images import ImageStore
+from minigate.gateway.storage.key_policy import KeyPolicy
+from minigate.gateway.storage.users import owner_user
 from minigate.web.adapter import context_windows
 from minigate.web.auth import LoginRequired, sessions
 from minigate.web.chains import ensure_overrides
@@ -36,11 +39,14 @@ NEW_TITLE = "New chat"
 _STOP_WAIT, _STOP_POLL = 5.0, 0.05
 
 
-def model_choices(gateway: Gateway) -> list[tuple[str, list[str]]]:
-    """The names a chat can use, grouped for a ``<select>``: agents, aliases, provider models."""
+def model_choices(gateway: Gateway, policy: KeyPolicy | None = None) -> list[tuple[str, list[str]]]:
+    """The names a chat can use, grouped for a ``<select>``: agents, aliases, provider models (with ``policy``, a
+    person's own limits: only those they may use)."""
     groups: dict[str, list[str]] = {"agent": [], "alias": [], "model": []}
-    for ident, kind, _ in gateway.routes.listing():
-        groups.setdefault(kind, []).append(ident)
+    routes = gateway.routes
+    for ident, kind, _ in routes.listing():
+        if policy is None or usable(policy, routes.resolve(ident)):
+            groups.setdefault(kind, []).append(ident)
     labels = {"agent": "Agents", "alias": "Aliases", "model": "Models"}
     return [(labels.get(kind, kind), names) for kind, names in groups.items() if names]
 
@@ -54,10 +60,13 @@ def context_used(messages: Sequence[MessageInfo]) -> int | None:
 
 
 def chat_context(
-    gateway: Gateway, conversation: ConversationInfo | None, messages: Sequence[MessageInfo]
+    gateway: Gateway, conversation: ConversationInfo | None, messages: Sequence[MessageInfo], person: int | None = None
 ) -> dict[str, Any]:
-    """What every render of the chat's header, picker and context meter needs."""
-    choices = model_choices(gateway)
+    """What every render of the chat's header, picker and context meter needs; the picker offers what the
+    conversation's person (or ``person``, before there is a conversation) may use, as their limits were last read."""
+    if conversation is not None:
+        person = owner_user(conversation.owner)
+    choices = model_choices(gateway, None if person is None else gateway.keys.person_policy(person))
     windows = context_windows(gateway, [name for _, names in choices for name in names])
     model = conversation.model if conversation else "default"
     return {
@@ -101,6 +110,8 @@ async def _page(
 ) -> Response[str]:
     store = ConversationStore(gateway.database)
     messages = await store.messages(conversation.id) if conversation else []
+    if session.user_id is not None:
+        await gateway.keys.load_person(session.user_id)  # the picker offers only what they may use
     return page(
         web,
         "chat.html",
@@ -110,7 +121,7 @@ async def _page(
         conversation=conversation,
         messages=messages,
         image_ids=await ImageStore(gateway.database).ids(conversation.id) if conversation else {},  # issue 15
-        **chat_context(gateway, conversation, messages),
+        **chat_context(gateway, conversation, messages, session.user_id),
         **extra,
     )
 
@@ -247,7 +258,7 @@ async def chat_search(
                     query=query, conversation=None)  # fmt: skip
     return page(
         web, "chat.html", chat_user, conversations=found, snippets=snippets, query=query, conversation=None,
-        messages=[], **chat_context(gateway, None, []),
+        messages=[], **chat_context(gateway, None, [], chat_user.user_id),
     )  # fmt: skip
 
 

@@ -59,6 +59,13 @@ def chat(box: Box, key: str, model: str = "default") -> httpx.Response:
     return box.app.http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
 
 
+def picker(page: str) -> set[str]:
+    """The names the chat's model picker offers."""
+    select = re.search(r'<select[^>]*name="model".*?</select>', page, re.S)
+    assert select is not None
+    return set(re.findall(r'<option value="([^"]+)"', select.group(0)))
+
+
 def set_limits(box: Box, **fields: str) -> httpx.Response:
     return box.admin.post(f"/users/{box.kid_id}/policy", fields)
 
@@ -105,6 +112,9 @@ def test_allowed_models_and_local_only_hold_for_every_key_of_the_person(box: Box
     assert far.status_code == 403 and far.json()["error"]["code"] == "remote_not_allowed"
     assert far.json()["error"]["message"].startswith("Your account may use only local models")
     assert chat(box, box.bob_key, "echo/other").status_code == 200
+    offered = picker(box.kid.get("/chat").text)  # her chat's model picker: local only now, any model
+    assert "far/gpt-4o" not in offered and {"default", "mixed", "echo/other"} <= offered
+    assert "far/gpt-4o" in picker(box.admin.get("/chat").text)
 
 
 def test_a_key_limit_and_the_persons_limit_both_hold(box: Box) -> None:
