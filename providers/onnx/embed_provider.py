@@ -301,13 +301,7 @@ class OnnxEmbeddingsProvider(Provider):
         )
 
     def _model_dir(self, model: str) -> Path:
-        try:
-            path = store.model_path(self.models_dir, model)
-        except store.ModelStoreError as exc:
-            raise _not_found(model) from exc
-        if not (path / SPEC_FILE).is_file():
-            raise _not_found(model)
-        return path
+        return store.needed_model_dir(self.models_dir, model, SPEC_FILE, "embedding model")
 
     async def _reap_idle(self) -> None:
         ttl = float(self.config.idle_ttl or 0)
@@ -348,16 +342,6 @@ def _trim_memory() -> None:
     """Hand freed heap back to the system (glibc keeps it otherwise); a no-op elsewhere."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _not_found(model: str) -> ProviderError:
-    return ProviderError(
-        f"embedding model {model!r} not found in the local models folder",
-        status=404,
-        type="invalid_request_error",
-        code="model_not_found",
-        cooldown=False,
-    )
 
 
 def register(registry: ProviderRegistry) -> None:

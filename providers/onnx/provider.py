@@ -261,13 +261,7 @@ class OnnxProvider(StoreOperations, Provider):
         return len(slot.client.inflight) if slot is not None and slot.client is not None else 0
 
     def _model_dir(self, model: str) -> Path:
-        try:
-            path = store.model_path(self.models_dir, model)
-        except store.ModelStoreError as exc:
-            raise _not_found(model) from exc
-        if not (path / "genai_config.json").is_file():
-            raise _not_found(model)
-        return path
+        return store.needed_model_dir(self.models_dir, model, "genai_config.json")
 
     # ------------------------------------------------------------ memory and idleness
     async def _make_room(self, model: str, path: Path) -> None:
@@ -343,16 +337,6 @@ def prefix_summary(stats: dict[str, Any]) -> dict[str, int]:
 def _estimate_bytes(path: Path) -> int:
     """Memory a model is expected to take: its files, plus a fixed allowance for the runtime and KV cache."""
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) + (150 << 20)
-
-
-def _not_found(model: str) -> ProviderError:
-    return ProviderError(
-        f"model {model!r} not found in the local models folder",
-        status=404,
-        type="invalid_request_error",
-        code="model_not_found",
-        cooldown=False,
-    )
 
 
 def register(registry: ProviderRegistry) -> None:

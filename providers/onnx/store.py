@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from minigate.providers.base import ProviderError
+
 __all__ = [
     "MANIFEST",
     "PRECISION_ORDER",
@@ -25,6 +27,7 @@ __all__ = [
     "list_models",
     "model_kind",
     "model_path",
+    "needed_model_dir",
     "read_manifest",
     "remove_model",
     "split_ref",
@@ -117,6 +120,24 @@ def model_path(models_dir: str | os.PathLike[str], name: str) -> Path:
     path = (root / name).resolve()
     if path.parent != root:
         raise ModelStoreError(f"model folder for {name!r} would lie outside {root}")
+    return path
+
+
+def needed_model_dir(models_dir: str | os.PathLike[str], name: str, marker: str, what: str = "model") -> Path:
+    """The folder of model ``name`` for a request, holding ``marker`` (the file that makes it a model of its kind);
+    a 404 ``model_not_found`` (no fallback cooldown) when there is none."""
+    try:
+        path = model_path(models_dir, name)
+    except ModelStoreError:
+        path = None
+    if path is None or not (path / marker).is_file():
+        raise ProviderError(
+            f"{what} {name!r} not found in the local models folder",
+            status=404,
+            type="invalid_request_error",
+            code="model_not_found",
+            cooldown=False,
+        )
     return path
 
 
