@@ -114,7 +114,8 @@ async def _loadgen(spec: dict[str, Any]) -> None:
     url, payload, conc = spec["url"], spec["body"].encode(), spec["conc"]
     connector = aiohttp.TCPConnector(limit=conc)
     skip = ("User-Agent", "Accept-Encoding")
-    async with aiohttp.ClientSession(connector=connector, headers=HEADERS, skip_auto_headers=skip) as session:
+    headers = {**HEADERS, **spec.get("headers", {})}
+    async with aiohttp.ClientSession(connector=connector, headers=headers, skip_auto_headers=skip) as session:
 
         async def run(total: int, until: float, record: bool) -> int:
             issued = 0
@@ -147,9 +148,14 @@ async def _loadgen(spec: dict[str, Any]) -> None:
     print(json.dumps({**result, "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3}), flush=True)
 
 
-def load_round(url: str, payload: bytes, pids: dict[str, int], n: int, secs: float) -> dict[str, Any]:
-    """One bounded load run at concurrency 50 in its own process, with the CPU seconds ``pids`` used meanwhile."""
-    spec = {"url": url, "body": payload.decode(), "conc": 50, "n": n, "secs": secs, "warm": 500}
+def load_round(
+    url: str, payload: bytes, pids: dict[str, int], n: int, secs: float, key: str | None = None
+) -> dict[str, Any]:
+    """One bounded load run at concurrency 50 in its own process, with the CPU seconds ``pids`` used meanwhile
+    (``key``: the API key to send instead of the admin key)."""
+    spec: dict[str, Any] = {"url": url, "body": payload.decode(), "conc": 50, "n": n, "secs": secs, "warm": 500}
+    if key is not None:
+        spec["headers"] = {"authorization": f"Bearer {key}"}
     args = [sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(spec)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

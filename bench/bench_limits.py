@@ -15,20 +15,16 @@ checks and counting add. /proc/loadavg is printed before and after: the machine 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_gateway import body, pct, start_upstream, summarize_load
-from procs import HOST, KEY, ROOT, Proc, answers, cpu_s, free_port, spawn, stop, wait_until
+from bench_gateway import body, load_round, start_upstream, summarize_load
+from procs import HOST, KEY, Proc, answers, free_port, spawn, stop, wait_until
 
 LIMITED = {
     "models": ["default", "fast/*"],
@@ -89,71 +85,11 @@ def new_key(port: int, policy: dict[str, Any] | None, person_policy: dict[str, A
     return str(_admin(port, "keys", {"name": "bench", "policy": policy, "user_id": user_id})["key"])
 
 
-async def _loadgen(spec: dict[str, Any]) -> None:
-    import aiohttp
-
-    lat: list[float] = []
-    errors = 0
-    headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
-    connector = aiohttp.TCPConnector(limit=50)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-
-        async def run(total: int, until: float, record: bool) -> int:
-            issued = 0
-
-            async def worker() -> None:
-                nonlocal issued, errors
-                while issued < total and time.perf_counter() < until:
-                    issued += 1
-                    t = time.perf_counter()
-                    async with session.post(spec["url"], data=spec["body"].encode()) as resp:
-                        await resp.read()
-                    if record:
-                        errors += resp.status != 200
-                        lat.append(time.perf_counter() - t)
-
-            await asyncio.gather(*(worker() for _ in range(50)))
-            return issued
-
-        await run(500, time.perf_counter() + 10, False)
-        print("GO", flush=True)
-        t0 = time.perf_counter()
-        done = await run(spec["n"], t0 + spec["secs"], True)
-        wall = time.perf_counter() - t0
-    result = {"requests": done, "errors": errors, "wall_s": wall, "cpu_s": 0.0}
-    print(json.dumps({**result, "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3}), flush=True)
-
-
-def load_round(url: str, key: str, pids: dict[str, int], n: int, secs: float) -> dict[str, Any]:
-    spec = {"url": url, "key": key, "body": body("default").decode(), "n": n, "secs": secs}
-    args = [sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(spec)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "GO":
-            raise RuntimeError("the load generator failed during its warm-up")
-        before = {name: cpu_s(pid) for name, pid in pids.items()}
-        result: dict[str, Any] = json.loads(proc.stdout.readline())
-        result.update(cpu={name: cpu_s(pid) - before[name] for name, pid in pids.items()}, other_cpu_s=0.0)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if importlib.util.find_spec("uvloop"):
-        importlib.import_module("uvloop").install()
-    if args.loadgen:
-        asyncio.run(_loadgen(json.loads(args.loadgen)))
-        return
     rounds, n, secs = (2, 4000, 4.0) if args.quick else (4, 10000, 6.0)
     procs: list[Proc] = []
     res: dict[str, Any] = {"loadavg_before": loadavg()}
@@ -171,7 +107,7 @@ def main() -> None:
             for i in range(rounds):
                 order = list(keys) if i % 2 == 0 else list(reversed(keys))
                 for name in order:
-                    runs[name].append(load_round(url, keys[name], pids, n, secs))
+                    runs[name].append(load_round(url, body("default"), pids, n, secs, key=keys[name]))
         finally:
             for proc in reversed(procs):
                 stop(proc)
