@@ -65,6 +65,18 @@ class StoredGateway:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute(f"SELECT * FROM usage WHERE {where} ORDER BY id", params)]
 
+    def row_of(self, request: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The one usage row of ``request`` (a response, by its x-request-id, or the id itself), waiting
+        (boundedly) for it to be committed; its hops decoded."""
+        request_id = request if isinstance(request, str) else request.headers["x-request-id"]
+        deadline = time.monotonic() + timeout
+        while not (rows := self.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rows, f"no usage row for {request_id}"
+        [row] = rows
+        row["hops"] = json.loads(row["hops"]) if row["hops"] else []
+        return row
+
     def wait_rows(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Usage rows once at least ``count`` exist (rows of cancelled requests land just after)."""
         deadline = time.monotonic() + timeout

@@ -96,17 +96,6 @@ def text_of(events: list[Any]) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-def row_of(inprocess_gateway: InProcessGateway, response: httpx.Response) -> dict[str, Any]:
-    """The one usage row stored for ``response`` (found by its x-request-id), hops decoded."""
-    request_id = response.headers["x-request-id"]
-    deadline = time.monotonic() + 10
-    while not (rows := inprocess_gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    [row] = rows
-    row["hops"] = json.loads(row["hops"]) if row["hops"] else []
-    return row
-
-
 def assert_openai_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -133,7 +122,7 @@ def test_stream_status_before_content_falls_back(
     r, events = stream(inprocess_gateway)
     assert r.status_code == 200 and r.headers["x-minigate-fallbacks"] == "1"
     assert text_of(events) == "Hello from backup" and events[-1] == "[DONE]"
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert (row["status"], row["provider"], row["streamed"], row["completion_tokens"]) == (200, "backup", 1, 3)
     [hop] = row["hops"]
     assert (hop["provider"], hop["status"], hop["class"], hop["code"]) == (
@@ -152,7 +141,7 @@ def test_every_deployment_failing_is_one_openai_error(
     r = post(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")
     assert "primary/gpt-4o-mini: HTTP 500" in error["message"] and "backup is overloaded" in error["message"]
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert (row["status"], row["provider"], row["fallbacks"], row["total_tokens"]) == (502, None, 2, None)
     assert [(h["provider"], h["status"], h["code"]) for h in row["hops"]] == [
         ("primary", 500, "http_500"),
@@ -170,7 +159,7 @@ def test_refused_everywhere_is_a_502_naming_each_deployment(
     r, _ = stream(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")  # before any byte: a plain error response
     assert error["message"].count("cannot connect") == 2
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert row["status"] == 502 and row["streamed"] == 1
     assert [(h["class"], h["code"]) for h in row["hops"]] == [("UpstreamUnavailable", "upstream_unavailable")] * 2
 
@@ -198,7 +187,7 @@ def test_stream_faults_before_content(
     r, events = stream(inprocess_gateway)
     assert text_of(events) == "Hello from backup" and events[-1] == "[DONE]"
     assert not any("error" in e for e in events if isinstance(e, dict))
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert (row["status"], row["provider"], row["fallbacks"], row["completion_tokens"]) == (200, "backup", 1, 3)
     [hop] = row["hops"]
     assert hop["code"] == code and message in hop["error"], hop
@@ -236,7 +225,7 @@ def test_mid_stream_faults_end_with_an_error_event(
     assert last["error"]["code"] == code and message in last["error"]["message"], last
     assert last["error"]["type"] == "upstream_error" and "Traceback" not in last["error"]["message"]
     assert backup.requests == []  # content had been sent: no fallback mid-answer
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert (row["status"], row["provider"], row["streamed"], row["fallbacks"]) == (status, "primary", 1, 0)
     assert message in row["error"] and row["ttft_ms"] is not None
     assert row["completion_tokens"] is None  # the upstream never said how many tokens it used
@@ -251,7 +240,7 @@ def test_missing_done_after_the_finish_chunk_is_a_complete_answer(
     r, events = stream(inprocess_gateway)
     assert text_of(events) == "Hello from primary" and events[-1] == "[DONE]"
     assert events[-2]["choices"][0]["finish_reason"] == "stop"
-    row = row_of(inprocess_gateway, r)
+    row = inprocess_gateway.row_of(r)
     assert (row["status"], row["error"], row["prompt_tokens"], row["completion_tokens"]) == (200, None, 1, 3)
 
 
@@ -266,7 +255,7 @@ def test_invalid_upstream_json_falls_back(inprocess_factory: Any, primary: FakeU
         primary.script(fault)
         r = post(inprocess_gateway)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Hello from backup"
-        row = row_of(inprocess_gateway, r)
+        row = inprocess_gateway.row_of(r)
         assert (row["status"], row["provider"], row["total_tokens"]) == (200, "backup", 4)
         [hop] = row["hops"]
         assert hop["code"] == code and message in hop["error"], hop
@@ -275,7 +264,7 @@ def test_invalid_upstream_json_falls_back(inprocess_factory: Any, primary: FakeU
     r = post(inprocess_gateway)
     error = assert_openai_error(r, 502, "all_deployments_failed")
     assert "not a JSON object" in error["message"]
-    assert [h["code"] for h in row_of(inprocess_gateway, r)["hops"]] == ["upstream_malformed"] * 2
+    assert [h["code"] for h in inprocess_gateway.row_of(r)["hops"]] == ["upstream_malformed"] * 2
 
 
 def test_invalid_client_bodies_lose_nothing(inprocess_gateway: InProcessGateway, primary: FakeUpstream) -> None:

@@ -10,7 +10,6 @@ as it arrives, in tests/test_hostile_upstream_socket.py.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -45,17 +44,6 @@ def stream(gateway: InProcessGateway, model: str = "fast") -> tuple[httpx.Respon
     return r, [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
-def row_of(gateway: InProcessGateway, response: httpx.Response) -> dict[str, Any]:
-    """The usage row stored for ``response``, hops decoded."""
-    request_id = response.headers["x-request-id"]
-    deadline = time.monotonic() + 10
-    while not (rows := gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    [row] = rows
-    row["hops"] = json.loads(row["hops"]) if row["hops"] else []
-    return row
-
-
 def too_large(response: httpx.Response, cap: str) -> str:
     """Assert a 502 ``upstream_too_large`` naming ``cap`` (``field (value)``); the error message."""
     assert response.status_code == 502, response.text[:500]
@@ -82,7 +70,7 @@ def test_gzip_bomb_answer_is_a_502_naming_the_cap(gateway: InProcessGateway, pri
     primary.script(hostile.gzip_bomb("json", 64 * MiB))
     r = post(gateway)
     too_large(r, "max_body_bytes (33554432)")
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert row["status"] == 502
     [hop] = row["hops"]
     assert (hop["class"], hop["code"]) == ("UpstreamTooLarge", "upstream_too_large")
@@ -104,7 +92,7 @@ def test_gzip_bomb_stream_falls_back_before_any_content(
     assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]).startswith(
         "Hello from backup"
     )
-    [hop] = row_of(gateway, r)["hops"]
+    [hop] = gateway.row_of(r)["hops"]
     assert hop["code"] == "upstream_too_large" and "max_sse_line_bytes (4194304)" in hop["error"], hop
 
 
@@ -135,7 +123,7 @@ def test_long_error_messages_are_cut_for_the_client_and_the_usage_row(
     assert r.status_code == 502 and len(r.text) < 3000, r.text[:500]
     message = r.json()["error"]["message"]
     assert CUT_NOTE in message and "aaaa" in message
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert len(row["error"]) < 3000 and CUT_NOTE in row["error"]
     [hop] = row["hops"]
     assert len(hop["error"]) < 2100 and hop["error"].endswith(CUT_NOTE)
@@ -143,7 +131,7 @@ def test_long_error_messages_are_cut_for_the_client_and_the_usage_row(
     primary.script(hostile.giant_error(512 * 1024))
     r = post(gateway, "default")
     assert r.status_code == 200
-    [hop] = row_of(gateway, r)["hops"]
+    [hop] = gateway.row_of(r)["hops"]
     assert len(hop["error"]) < 2100 and hop["error"].endswith(CUT_NOTE)
 
 
@@ -158,7 +146,7 @@ def test_stream_cap_ends_a_flood_with_an_error_event(
     assert error["code"] == "upstream_too_large", error
     assert "models.providers.primary.limits.max_stream_bytes (1048576)" in error["message"]
     assert 1000 < len(events) < 20_000  # the chunks of the first MiB were relayed
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert row["status"] == 502 and "max_stream_bytes (1048576)" in row["error"]
 
 

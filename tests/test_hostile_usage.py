@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,11 +65,8 @@ def ask(gateway: InProcessGateway, streamed: bool) -> tuple[str, dict[str, Any] 
 
 def stored(gateway: InProcessGateway, request_id: str) -> tuple[Any, ...]:
     """The token counts of one request's row, waiting (boundedly) for it to be committed."""
-    deadline = time.monotonic() + 10
-    while not (rows := gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rows, f"no usage row for {request_id}"
-    return tuple(rows[0][f] for f in FIELDS)
+    row = gateway.row_of(request_id)
+    return tuple(row[f] for f in FIELDS)
 
 
 def metric(gateway: InProcessGateway, name: str, labels: str = "") -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
@@ -62,15 +61,6 @@ def stream(gateway: InProcessGateway, **body: Any) -> tuple[httpx.Response, list
     return r, [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
-def row_of(gateway: InProcessGateway, response: httpx.Response) -> dict[str, Any]:
-    request_id = response.headers["x-request-id"]
-    deadline = time.monotonic() + 10
-    while not (rows := gateway.rows("request_id = ?", (request_id,))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    [row] = rows
-    return row
-
-
 def contents(events: list[Any]) -> str:
     return "".join(
         (c.get("delta") or {}).get("content") or ""
@@ -94,7 +84,7 @@ def test_a_plain_stream_is_passed_on_with_the_deployments_model(
     assert contents(events) == " ".join(f"tok{i}" for i in range(40))
     assert {e["model"] for e in events[:-1]} == {"primary/gpt-4o-mini"}
     assert not any("usage" in e for e in events[:-1])  # asked for upstream, not by the client
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert (row["status"], row["completion_tokens"], row["prompt_tokens"]) == (200, 40, 2)
 
 
@@ -106,7 +96,7 @@ def test_usage_goes_to_the_client_that_asked_with_the_counts_stored(
     assert events[-1] == "[DONE]" and contents(events) == "ab"
     assert events[-2]["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
     assert events[-2]["model"] == "primary/gpt-4o-mini"
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (200, 2, 3)
 
 
@@ -121,7 +111,7 @@ def test_payloads_whose_model_is_not_plain_are_parsed_whole(gateway: InProcessGa
     assert contents(events) == "abcde" and events[-1] == "[DONE]"
     assert {e["model"] for e in events[:-1]} == {"primary/gpt-4o-mini"}
     assert events[2]["x"] == {"model": "gpt-4o-mini"}  # only the answer's own model is the gateway's to set
-    assert row_of(gateway, r)["status"] == 200
+    assert gateway.row_of(r)["status"] == 200
 
 
 @pytest.mark.parametrize(
@@ -139,7 +129,7 @@ def test_a_bad_payload_mid_stream_ends_it_with_an_error_event(
     r, events = stream(gateway)
     assert contents(events) == "ab" and "[DONE]" not in events
     assert events[-1]["error"]["code"] in (code, "server_error"), events[-1]
-    row = row_of(gateway, r)
+    row = gateway.row_of(r)
     assert row["status"] >= 500 and row["error"]
 
 
@@ -148,7 +138,7 @@ def test_a_stream_that_ends_without_finishing_is_cut_short(gateway: InProcessGat
     r, events = stream(gateway)
     assert contents(events) == "abc"
     assert events[-1]["error"]["code"] == "upstream_truncated"
-    assert row_of(gateway, r)["status"] == 502
+    assert gateway.row_of(r)["status"] == 502
 
 
 def test_done_without_a_finish_reason_ends_the_stream_as_it_does_chunk_by_chunk(
@@ -157,7 +147,7 @@ def test_done_without_a_finish_reason_ends_the_stream_as_it_does_chunk_by_chunk(
     primary.script(upstream(chunk("a"), chunk("b") + b"data: [DONE]\n\n" + chunk("after")))
     r, events = stream(gateway)
     assert contents(events) == "ab" and events[-1] == "[DONE]"
-    assert row_of(gateway, r)["status"] == 200
+    assert gateway.row_of(r)["status"] == 200
 
 
 def test_the_stream_cap_holds_on_the_fast_path(
@@ -174,7 +164,7 @@ def test_the_stream_cap_holds_on_the_fast_path(
     primary.script(upstream(chunk("a"), chunk("x" * 1200)))  # one line past max_sse_line_bytes
     r, events = stream(gateway)
     assert contents(events) == "a" and "max_sse_line_bytes (1000)" in events[-1]["error"]["message"]
-    assert row_of(gateway, r)["status"] == 502
+    assert gateway.row_of(r)["status"] == 502
 
 
 def test_scan_takes_only_what_it_can_pass_on_unparsed() -> None:
