@@ -11,8 +11,9 @@ from litestar import Request, Response
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
 from minigate.gateway.core.wire import decode_json
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.key_policy import KeyPolicy, policy_from
 
-__all__ = ["MAX_ID", "decode_body", "json_response", "not_found", "require_admin"]
+__all__ = ["MAX_ID", "checked_policy", "decode_body", "json_response", "not_found", "require_admin"]
 
 T = TypeVar("T")
 _FIELD = re.compile(r"at `\$\.(\w+)")  # msgspec's "Expected `str`, got `int` - at `$.name`"
@@ -42,3 +43,11 @@ def decode_body(body: bytes, struct: type[T]) -> T:
 def not_found(what: str, code: str) -> GatewayError:
     """404 in the API's error shape: ``No person 7.``"""
     return GatewayError(f"No {what}.", status=404, code=code)
+
+
+def checked_policy(raw: dict[str, Any] | None) -> KeyPolicy | None:
+    """A key's or a person's policy from a body's JSON object (None or ``{}``: none); 400 naming ``policy``."""
+    try:
+        return policy_from(raw)
+    except ValueError as err:
+        raise InvalidRequest(str(err), param="policy") from None

@@ -14,9 +14,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
-from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response, require_admin
+from minigate.gateway.http.admin_json import MAX_ID, checked_policy, decode_body, json_response, require_admin
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry, policy_from
+from minigate.gateway.storage.key_policy import KeyPolicy, encode_policy, parse_expiry
 from minigate.gateway.storage.keys import ApiKeyInfo
 from minigate.gateway.storage.users import UserStore
 
@@ -73,10 +73,11 @@ class Revoked(msgspec.Struct):
 
 
 def _checked(raw: dict[str, Any] | None, expires: str | None) -> tuple[Any, Any]:
+    policy = checked_policy(raw)
     try:
-        return policy_from(raw), parse_expiry(expires)
+        return policy, parse_expiry(expires)
     except ValueError as err:
-        raise InvalidRequest(str(err), param="policy" if "policy" in str(err) else "expires_at") from None
+        raise InvalidRequest(str(err), param="expires_at") from None
 
 
 def key_view(gateway: Gateway, key: ApiKeyInfo) -> dict[str, Any]:

@@ -16,9 +16,16 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from minigate.gateway.core.errors import GatewayError, InvalidRequest
-from minigate.gateway.http.admin_json import MAX_ID, decode_body, json_response, not_found, require_admin
+from minigate.gateway.http.admin_json import (
+    MAX_ID,
+    checked_policy,
+    decode_body,
+    json_response,
+    not_found,
+    require_admin,
+)
 from minigate.gateway.runtime.gateway import Gateway
-from minigate.gateway.storage.key_policy import KeyPolicy, policy_from
+from minigate.gateway.storage.key_policy import KeyPolicy
 from minigate.gateway.storage.users import NameTaken, UserInfo, UserStore
 
 __all__ = ["UserCreate", "UserList", "UserUpdate", "UserView", "admin_user_handlers"]
@@ -76,13 +83,6 @@ def user_view(person: UserInfo) -> UserView:
     )
 
 
-def _policy(raw: dict[str, Any] | None) -> KeyPolicy | None:
-    try:
-        return policy_from(raw)
-    except ValueError as err:
-        raise InvalidRequest(str(err), param="policy") from None
-
-
 async def _person(store: UserStore, user_id: int) -> UserInfo:
     found = await store.get(user_id) if 0 < user_id <= MAX_ID else None
     if found is None:
@@ -107,7 +107,7 @@ async def create_user(request: Request[Any, Any, Any], gateway: NamedDependency[
     """Create a person who logs in with ``name`` and ``password``; 409 when the name is taken."""
     await require_admin(request, gateway)
     body = decode_body(await request.body(), UserCreate)
-    policy, store = _policy(body.policy), UserStore(gateway.database)
+    policy, store = checked_policy(body.policy), UserStore(gateway.database)
     try:
         person = await store.create(body.name, body.password, admin=body.admin)
     except NameTaken as err:
@@ -141,7 +141,7 @@ async def update_user(
     person = await _person(store, user_id)
     if body.disabled is True:
         _not_self(gateway, caller, user_id)
-    policy = _policy(body.policy if isinstance(body.policy, dict) else None)  # checked before anything changes
+    policy = checked_policy(body.policy if isinstance(body.policy, dict) else None)  # checked before anything changes
     if isinstance(body.password, str):  # first: a refused password leaves everything as it was
         try:
             await store.set_password(user_id, body.password)
