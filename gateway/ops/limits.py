@@ -33,11 +33,15 @@ _KEY = "This API key"
 
 
 class Scope(NamedTuple):
-    """One policy to admit a call under: its counters' id, the policy, and whose it is in messages."""
+    """One policy to admit a call under: its counters' id (a key's, or a :func:`person_scope`) and the policy."""
 
     id: int
     policy: KeyPolicy
-    whose: str  # "This API key" or "Your account"
+
+    @property
+    def whose(self) -> str:
+        """Whose limit it is, as refusals say it."""
+        return "Your account" if self.id < 0 else _KEY
 
 
 def allowed_route(policy: KeyPolicy, route: Route, whose: str = _KEY) -> Route:
@@ -160,7 +164,7 @@ class Limits:
 
     def _check(self, scope: Scope, now: float, p: _Periods) -> dict[str, str]:
         """The rate-limit headers of ``scope`` for this request; raises the 429 that refuses it."""
-        key_id, policy, whose = scope
+        key_id, policy, whose = scope.id, scope.policy, scope.whose
         view = self.counters.view
         if policy.daily_tokens is not None or policy.daily_usd is not None:
             seen = view.get((key_id, p.day))
@@ -180,7 +184,7 @@ class Limits:
             headers["x-ratelimit-limit-tokens"] = str(policy.tpm)
             headers["x-ratelimit-remaining-tokens"] = str(max(0, policy.tpm - tokens))
             headers["x-ratelimit-reset-tokens"] = reset
-        of = "" if whose == _KEY else " for your account"
+        of = " for your account" if key_id < 0 else ""
         if policy.rpm is not None and requests >= policy.rpm:
             headers["x-ratelimit-remaining-requests"] = "0"
             raise _limited(f"Rate limit reached{of}: {policy.rpm} requests per minute.", p.minute_end - now, headers)

@@ -265,9 +265,9 @@ def start_call(
     person = user_id if user_id is not None else keys.user_of(key_id)  # read with the key (cached), so no query here
     scopes = []
     if key_id is not None and (policy := keys.policies.get(key_id)) is not None:  # cached with the key
-        scopes.append(Scope(key_id, policy, "This API key"))
+        scopes.append(Scope(key_id, policy))
     if person is not None and (policy := keys.person_policy(person)) is not None:
-        scopes.append(Scope(person_scope(person), policy, "Your account"))
+        scopes.append(Scope(person_scope(person), policy))
     ticket = None
     for scope in scopes:  # 403 and 429 before any upstream is called
         route = allowed_route(scope.policy, route, scope.whose)

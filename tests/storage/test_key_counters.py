@@ -25,7 +25,7 @@ class Clock:
 
 
 def key(key_id: int, policy: KeyPolicy) -> list[Scope]:
-    return [Scope(key_id, policy, "This API key")]
+    return [Scope(key_id, policy)]
 
 
 def _code(policy: KeyPolicy, limits: Limits, key_id: int = 1) -> str | None:
@@ -113,8 +113,8 @@ async def test_a_key_and_its_person_are_admitted_together_or_not_at_all(db: Data
     limits = Limits(counters, clock)
     person = person_scope(4)
     both = [
-        Scope(9, KeyPolicy(rpm=5, concurrency=3), "This API key"),
-        Scope(person, KeyPolicy(concurrency=1), "Your account"),
+        Scope(9, KeyPolicy(rpm=5, concurrency=3)),
+        Scope(person, KeyPolicy(concurrency=1)),
     ]
     first = limits.admit(both)
     assert first.headers["x-ratelimit-limit-requests"] == "5"  # the key's headers
@@ -127,7 +127,7 @@ async def test_a_key_and_its_person_are_admitted_together_or_not_at_all(db: Data
     assert counters.in_flight(9) == 0 and counters.in_flight(person) == 0
     limits.used(person, 50, 0.2)
     with pytest.raises(GatewayError) as budget:
-        limits.admit([Scope(person, KeyPolicy(daily_usd=0.2), "Your account")])
+        limits.admit([Scope(person, KeyPolicy(daily_usd=0.2))])
     assert budget.value.code == "budget_exceeded"
     assert budget.value.message.startswith("Your account has used its daily budget ($0.2).")
     assert limits.spent(9)["day_tokens"] == 0  # a person's count is not a key's
