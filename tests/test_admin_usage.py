@@ -187,6 +187,36 @@ def test_summary_totals_by_every_grouping(world: tuple[InProcessGateway, list[Ro
         assert [g["requests"] for g in summary["groups"]] == sorted((g["requests"] for g in got.values()), reverse=True)
 
 
+def test_a_from_to_window_selects_its_rows(world: tuple[InProcessGateway, list[Row]]) -> None:
+    """``from``/``to`` pick any window (the end excluded); ``range`` alone ends at ``to``; no offset means UTC."""
+    app, rows = world
+    ordered = sorted(rows, key=lambda r: r["created_at"])
+    start, end = ordered[40]["created_at"], ordered[120]["created_at"]  # naive UTC, as stored
+    inside = {r["id"] for r in rows if start <= r["created_at"] < end}
+    assert len(inside) == 80
+    for shown_start, shown_end in ((start.isoformat(), end.isoformat()), (f"{start.isoformat()}+00:00", None)):
+        params = {"from": shown_start, "to": shown_end or (end + timedelta(hours=2)).isoformat() + "+02:00"}
+        listed = {r["id"] for r in get(app, "/usage", limit=1000, **params).json()["rows"]}
+        assert listed == inside, params
+        summary = get(app, "/usage/summary", group_by="day", **params).json()
+        assert summary["total"]["requests"] == len(inside)
+        assert summary["start"].startswith(start.isoformat()[:19]) and summary["end"].startswith(end.isoformat()[:19])
+    hour_before_end = {r["id"] for r in rows if end - timedelta(hours=1) <= r["created_at"] < end}
+    listed = {r["id"] for r in get(app, "/usage", limit=1000, range="1h", to=end.isoformat()).json()["rows"]}
+    assert listed == hour_before_end and listed
+
+
+@pytest.mark.parametrize(
+    "window", [{"from": "2026-12-02", "to": "2026-12-01"}, {"from": "yesterday"}, {"to": "2026-13-01T00:00"}]
+)
+def test_a_bad_window_is_a_400(world: tuple[InProcessGateway, list[Row]], window: dict[str, str]) -> None:
+    app, _ = world
+    for path in ("/usage", "/usage/summary"):
+        answer = get(app, path, **window)
+        assert answer.status_code == 400, (path, window, answer.text)
+        assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_summary_names_keys_and_people(world: tuple[InProcessGateway, list[Row]]) -> None:
     app, _ = world
     for name in ("nina", "omar"):  # the rows name people 1 and 2, and keys 1 to 3

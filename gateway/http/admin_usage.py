@@ -7,7 +7,7 @@ query code (``minigate.gateway.storage.usage_query``); a value the page would qu
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,8 +15,10 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import Parameter, QueryParameter
 
+from minigate.gateway.core.errors import InvalidRequest
 from minigate.gateway.http.admin_json import json_response, require_admin
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.tables import utcnow
 from minigate.gateway.storage.usage_query import RECENT_COLUMNS, Filters, recent_rows, usage_summary
 from minigate.gateway.storage.users import UserStore
 
@@ -24,7 +26,23 @@ __all__ = ["SummaryGroup", "UsagePage", "UsageRowView", "UsageSummary", "admin_u
 
 _ID = r"^(none|[0-9]{1,12})$"
 Range = Annotated[
-    Literal["1h", "24h", "7d", "30d"], QueryParameter(name="range", description="The last hour, day, 7 or 30 days.")
+    Literal["1h", "24h", "7d", "30d"],
+    QueryParameter(name="range", description="The window's length (an hour, a day, 7 or 30 days), ending at `to`."),
+]
+_MOMENT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+)?(Z|[+-][0-9]{2}:?[0-9]{2})?$"
+From = Annotated[
+    str | None,
+    QueryParameter(
+        name="from",
+        pattern=_MOMENT,
+        description="The window's start, an ISO 8601 date or time (without an offset: UTC); overrides `range`.",
+    ),
+]
+To = Annotated[
+    str | None,
+    Parameter(
+        pattern=_MOMENT, description="The window's end, excluded, an ISO 8601 date or time (without an offset: UTC)."
+    ),
 ]
 Agent = Annotated[str, Parameter(max_length=300, description="An agent's name.")]
 Model = Annotated[str, Parameter(max_length=300, description="provider/model: the deployment that answered.")]
@@ -94,6 +112,8 @@ class UsageSummary(msgspec.Struct, kw_only=True):
 
     range: str
     group_by: str
+    start: datetime  # the window totalled: from ``start`` (included) to ``end`` (excluded)
+    end: datetime
     total: SummaryGroup
     groups: list[SummaryGroup]
 
@@ -112,6 +132,18 @@ def _row(row: dict[str, Any]) -> UsageRowView:
     return msgspec.convert(shown, UsageRowView, strict=False)
 
 
+def _moment(text: str | None, param: str) -> datetime | None:
+    """``text`` (ISO 8601) as a time in UTC, taken as UTC when it names no offset; a 400 naming ``param`` if it is
+    no real date or time."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(f"`{param}` is not a date or time: {text[:40]!r}.", param=param) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _filters(
     range_: str,
     agent: str,
@@ -121,8 +153,15 @@ def _filters(
     status: str | None,
     fallback: bool,
     user: str | None,
+    from_: str | None = None,
+    to: str | None = None,
 ) -> Filters:
+    start, end = _moment(from_, "from"), _moment(to, "to")
+    if start is not None and end is not None and start >= end:
+        raise InvalidRequest("`from` must be before `to`.", param="from")
     return Filters(
+        start=start,
+        end=end,
         range=range_,
         agent=agent,
         model=model,
@@ -146,12 +185,14 @@ async def usage_rows(
     status: Status = None,
     fallback: Fallback = False,
     user: User = None,
+    from_: From = None,
+    to: To = None,
     limit: Annotated[int, Parameter(ge=1, le=1000, description="Rows per page.")] = 100,
     before: Annotated[int | None, Parameter(ge=1, description="Only rows older than this id (paging).")] = None,
 ) -> Response[bytes]:
     """The requests matching the usage page's filters, newest first, ``limit`` at a time."""
     await require_admin(request, gateway)
-    filters = _filters(range_, agent, model, provider, key, status, fallback, user)
+    filters = _filters(range_, agent, model, provider, key, status, fallback, user, from_, to)
     rows = [_row(r) for r in await recent_rows(gateway.database, filters, limit=limit, before=before)]
     return json_response(UsagePage(rows=rows, next_before=rows[-1].id if len(rows) == limit else None))
 
@@ -168,13 +209,15 @@ async def usage_totals(
     status: Status = None,
     fallback: Fallback = False,
     user: User = None,
+    from_: From = None,
+    to: To = None,
     group_by: Annotated[
         Literal["person", "key", "agent", "model", "provider", "day"], Parameter(description="What to total by.")
     ] = "model",
 ) -> Response[bytes]:
     """Requests, tokens, cost and errors of the rows matching the filters, by ``group_by``, and in all."""
     await require_admin(request, gateway)
-    filters = _filters(range_, agent, model, provider, key, status, fallback, user)
+    filters = _filters(range_, agent, model, provider, key, status, fallback, user, from_, to)
     found = await usage_summary(gateway.database, filters, group_by)
     names: dict[int, str] = {}
     if group_by == "key":
@@ -206,7 +249,9 @@ async def usage_totals(
         errors=sum(g.errors for g in groups),
         refused=sum(g.refused for g in groups),
     )
-    return json_response(UsageSummary(range=range_, group_by=group_by, total=total, groups=groups))
+    now = utcnow()
+    window = {"start": filters.since(now), "end": filters.end or now}
+    return json_response(UsageSummary(range=range_, group_by=group_by, **window, total=total, groups=groups))
 
 
 def admin_usage_handlers() -> list[Any]:

@@ -82,14 +82,20 @@ class Filters:
     status: str = ""  # "", "ok", "error", "stopped" or "refused"
     fallback: bool = False
     user: str = ""  # a person's id, or "none" for requests of no person (a person's own page: always theirs)
+    start: datetime | None = None  # the window's start (aware); None: ``range`` before its end
+    end: datetime | None = None  # the window's end, excluded (aware); None: now
 
     def since(self, now: datetime) -> datetime:
-        """The start of the range."""
-        return now - timedelta(seconds=RANGES[self.range][0])
+        """The start of the window."""
+        if self.start is not None:
+            return self.start
+        return (self.end or now) - timedelta(seconds=RANGES[self.range][0])
 
     def where(self, stmt: Select[Any], now: datetime) -> Select[Any]:
-        """``stmt`` restricted to the range and the filters."""
+        """``stmt`` restricted to the window and the filters."""
         stmt = stmt.where(c.created_at >= self.since(now))
+        if self.end is not None:
+            stmt = stmt.where(c.created_at < self.end)
         if self.agent:
             stmt = stmt.where(c.agent == self.agent)
         if self.model:
