@@ -151,3 +151,34 @@ def test_the_admin_usage_api_shows_refused_rows_apart(app: InProcessGateway) -> 
     assert sorted(r["outcome"] for r in everything) == ["ok", "refused"]
     summary = app.http.get("/admin/api/usage/summary", headers=ADMIN, params={"group_by": "agent"}).json()
     assert (summary["total"]["requests"], summary["total"]["refused"], summary["total"]["errors"]) == (5, 4, 0)
+
+
+def test_the_websocket_records_refusals_too(app: InProcessGateway) -> None:
+    """A bad key (header or auth frame), a model the key may not use and its rate limit, on ``/v1/ws``, are rows
+    as on HTTP; the request the key may make is a usage row of its own."""
+    with app.http.websocket_connect("/v1/ws", headers={"authorization": "Bearer mg-bad"}) as socket:
+        assert socket.receive_json()["error"]["code"] == "invalid_api_key"
+    with app.http.websocket_connect("/v1/ws") as socket:
+        socket.send_json({"type": "auth", "api_key": "mg-also-bad"})
+        assert socket.receive_json()["error"]["code"] == "invalid_api_key"
+    key_id, key = new_key(app, {"models": ["local/echo"], "rpm": 1})
+    with app.http.websocket_connect("/v1/ws", headers={"authorization": f"Bearer {key}"}) as socket:
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        for ident, model in (("a", "local/other"), ("b", "local/echo"), ("c", "local/echo")):
+            socket.send_json({"type": "chat", "id": ident, "request": {**body, "model": model}})
+            frame = socket.receive_json()
+            while frame["type"] == "delta":
+                frame = socket.receive_json()
+            assert frame["id"] == ident
+            assert (frame["type"], frame.get("status")) == {"a": ("error", 403), "b": ("done", None)}.get(
+                ident, ("error", 429)
+            ), frame
+    rows = refused_rows(app)
+    assert sorted((r["endpoint"], r["status"], r["error"], r["key_id"], r["requested_model"]) for r in rows) == [
+        ("ws", 401, "invalid_api_key", None, ""),  # no model asked yet
+        ("ws", 403, "model_not_allowed", key_id, "local/other"),
+        ("ws", 429, "rate_limit_exceeded", key_id, "local/echo"),
+    ]
+    assert [r["refused"] for r in rows if r["status"] == 401] == [2]
+    assert all(r["client"] for r in rows)
+    assert [(r["status"], r["key_id"]) for r in app.rows("refused IS NULL")] == [(200, key_id)]

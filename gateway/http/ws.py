@@ -22,6 +22,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from minigate.gateway.core.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from minigate.gateway.core.wire import ChatCompletionRequest, decode_request
+from minigate.gateway.ops.refusals import REFUSED_STATUSES
 from minigate.gateway.runtime.gateway import Gateway
 from minigate.gateway.serving.events import Chunk, Event, Outcome, Usage
 from minigate.gateway.serving.proxy import start_call
@@ -72,6 +73,13 @@ class _Socket:
     async def error(self, ident: str | None, err: GatewayError) -> None:
         await self.send({"type": "error", "id": ident, "status": err.status, **err.body()})
 
+    def note_refused(self, err: GatewayError, model: str | None = None) -> None:
+        """Count a 401, 403 or 429 answered before any upstream, as the HTTP edge does (coalesced usage rows)."""
+        if err.status in REFUSED_STATUSES:
+            client = self.socket.client
+            address = client.host if client is not None else None
+            self.gateway.refusals.note(err.status, err.code, self.key_id, address, "ws", model)
+
     async def authenticate(self) -> bool:
         header = self.socket.headers.get("authorization")
         try:
@@ -85,6 +93,7 @@ class _Socket:
             self.authorization = header
             return True
         except GatewayError as err:
+            self.note_refused(err)
             await self.error(None, err)
         except (TimeoutError, msgspec.DecodeError):
             await self.error(None, InvalidRequest("Send an auth frame first: {'type': 'auth', 'api_key': ...}."))
@@ -121,9 +130,9 @@ class _Socket:
             self._spawn_error(ident, InvalidRequest(f"A request with id {ident!r} is in flight.", param="id"))
         elif len(self.tasks) >= MAX_IN_FLIGHT:
             message = f"At most {MAX_IN_FLIGHT} requests may be in flight on one socket."
-            self._spawn_error(
-                ident, GatewayError(message, status=429, type="rate_limit_error", code="too_many_requests")
-            )
+            refused = GatewayError(message, status=429, type="rate_limit_error", code="too_many_requests")
+            self.note_refused(refused)
+            self._spawn_error(ident, refused)
         elif self.gateway.drain.stopping:
             message = "The gateway is shutting down; send the request again."
             self._spawn_error(
@@ -161,13 +170,18 @@ class _Socket:
                 self.key_id = await self.gateway.authenticate(self.authorization)  # revoked since the last one?
             except AuthenticationFailed as err:
                 status = err.status
+                self.note_refused(err)
                 await self.error(ident, err)
                 await self.refuse()
                 return
             parsed, raw = decode_request(bytes(request), ChatCompletionRequest)
             raw.update(stream=True, stream_options={"include_usage": True})  # deltas, and usage for "done"
             parsed.stream = True
-            call = start_call(self.gateway, "chat/completions", parsed, raw, self.key_id)
+            try:
+                call = start_call(self.gateway, "chat/completions", parsed, raw, self.key_id)
+            except GatewayError as err:  # the key's or its person's policy, before any upstream
+                self.note_refused(err, parsed.model if isinstance(parsed.model, str) else None)
+                raise
             served = await serve_stream(call)
             events = served.events
             provider = served.outcome.deployment.provider
