@@ -21,6 +21,7 @@ from minigate.gateway.http.admin_prices import admin_price_handlers
 from minigate.gateway.http.admin_usage import admin_usage_handlers
 from minigate.gateway.http.admin_users import admin_user_handlers
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.runtime.jobs import JobBoard
 from minigate.gateway.runtime.manage import manage_model, managed
 from minigate.providers.base import ManagesModels
 
@@ -46,6 +47,11 @@ class ImportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     precision: Literal["int4", "int8", "fp16", "fp32"] = "int4"
     force: bool = False
+
+
+def _jobs(gateway: Gateway) -> JobBoard:
+    assert gateway.jobs is not None  # set when the gateway opens
+    return gateway.jobs
 
 
 def _provider_view(gateway: Gateway, name: str) -> dict[str, Any]:
@@ -113,7 +119,7 @@ async def pull_model(
             on_progress=progress,
         )
 
-    job = gateway.jobs.start("pull", f"{provider}/{body.model or 'default'}", work, gateway.refresh_routes)
+    job = await _jobs(gateway).start("pull", f"{provider}/{body.model or 'default'}", work, gateway.refresh_routes)
     return json_response({"job": job.view()}, 202)
 
 
@@ -131,7 +137,7 @@ async def import_model(
             body.source, body.name, precision=body.precision, force=body.force, on_progress=progress
         )
 
-    job = gateway.jobs.start("import", f"{provider}/{body.name}", work, gateway.refresh_routes)
+    job = await _jobs(gateway).start("import", f"{provider}/{body.name}", work, gateway.refresh_routes)
     return json_response({"job": job.view()}, 202)
 
 
@@ -139,7 +145,7 @@ async def import_model(
 async def list_jobs(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Running and recent jobs, newest first."""
     await require_admin(request, gateway)
-    return json_response({"jobs": [job.view() for job in gateway.jobs.all()]})
+    return json_response({"jobs": [job.view() for job in await _jobs(gateway).all()]})
 
 
 @get("/jobs/{job_id:int}")
@@ -148,7 +154,7 @@ async def get_job(
 ) -> Response[bytes]:
     """One job with its progress lines."""
     await require_admin(request, gateway)
-    job = gateway.jobs.get(job_id)
+    job = await _jobs(gateway).get(job_id)
     if job is None:
         raise GatewayError(f"No job {job_id}.", status=404, code="job_not_found")
     return json_response(job.view())

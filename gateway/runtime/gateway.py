@@ -26,7 +26,15 @@ from minigate.gateway.plugins.loader import Extensions
 from minigate.gateway.routing.cooldowns import HealthBook
 from minigate.gateway.routing.routes import RouteTable
 from minigate.gateway.runtime.jobs import JobBoard
-from minigate.gateway.storage import Database, KeyStore, SharedCooldowns, SharedCounters, UsageWriter, open_database
+from minigate.gateway.storage import (
+    Database,
+    JobStore,
+    KeyStore,
+    SharedCooldowns,
+    SharedCounters,
+    UsageWriter,
+    open_database,
+)
 from minigate.gateway.storage.audit import AuditLog
 from minigate.gateway.storage.responses import ResponseStore
 from minigate.providers.base import ManagesModels, Provider, ProviderError
@@ -116,13 +124,13 @@ class Gateway:
     drain: Drain = field(default_factory=Drain)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     specs: dict[str, ProviderSpec] = field(default_factory=dict)  # what each provider was built from
-    jobs: JobBoard = field(default_factory=JobBoard)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     retiring: set[Provider] = field(default_factory=set)  # replaced by a reload, closed once unused
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     responses: ResponseStore | None = None  # stored Responses API answers (set by ``open``)
     limits: Limits | None = None  # keys' rate limits and budgets over counters shared by replicas (set by ``open``)
     audit: AuditLog | None = None  # admin actions (set by ``open``)
+    jobs: JobBoard | None = None  # admin jobs, kept in the database for every worker and replica (set by ``open``)
     refusals: Refusals = field(default_factory=Refusals)  # refused /v1 requests, coalesced into usage rows
     # Under ``serve --workers N``: tells the other worker processes to reload (they rebuild their routes then).
     announce: Callable[[], None] | None = None
@@ -170,6 +178,7 @@ class Gateway:
         gateway.responses = ResponseStore(database)
         gateway.audit = AuditLog(database)
         gateway.audit.start()
+        gateway.jobs = JobBoard(JobStore(database))
         if refusals is not None:
             gateway.refusals = refusals
         gateway.refusals.start(usage, gateway.keys.user_of)
@@ -222,7 +231,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop jobs and providers, then flush usage rows and close the database."""
-        await self.jobs.close()
+        if self.jobs is not None:
+            await self.jobs.close()
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

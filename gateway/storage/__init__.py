@@ -1,5 +1,5 @@
 """Storage: the database (SQLite by default, or PostgreSQL), its migrations, usage logging, API keys,
-conversations and the cooldowns replicas share.
+conversations, and what replicas share: cooldowns, key counters, admin jobs, login throttling.
 
 Typical startup::
 
@@ -16,14 +16,19 @@ from minigate.gateway.storage.conversations import ConversationStore
 from minigate.gateway.storage.cooldowns import SharedCooldown, SharedCooldowns
 from minigate.gateway.storage.counters import SharedCounters
 from minigate.gateway.storage.db import Database, async_url, migrate, open_database, redacted, sync_url
+from minigate.gateway.storage.jobs import Job, JobStore
 from minigate.gateway.storage.keys import ApiKeyInfo, KeyStore
+from minigate.gateway.storage.logins import LoginThrottle
 from minigate.gateway.storage.usage import UsageRecord, UsageWriteError, UsageWriter
 
 __all__ = [
     "ApiKeyInfo",
     "ConversationStore",
     "Database",
+    "Job",
+    "JobStore",
     "KeyStore",
+    "LoginThrottle",
     "SharedCooldown",
     "SharedCooldowns",
     "SharedCounters",

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, Float, Integer, Table, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from minigate.gateway.storage.db import Database
+from minigate.gateway.storage.sql import upsert
 from minigate.gateway.storage.syncing import PeriodicSync
 from minigate.gateway.storage.tables import Base, SafeString
 
@@ -150,7 +150,7 @@ class SharedCounters(PeriodicSync):
                         "cost": float(cost),
                         "ends_epoch": ends,
                     }
-                    await _upsert(conn, _COUNTERS, values, ["key_id", "period"], _added)
+                    await upsert(conn, _COUNTERS, values, ["key_id", "period"], _added)
                 await self._write_leases(conn, flight, now)
                 await conn.execute(delete(_COUNTERS).where(_COUNTERS.c.ends_epoch < now - 120))
                 await conn.execute(delete(_LEASES).where(_LEASES.c.until_epoch < now))
@@ -206,7 +206,7 @@ class SharedCounters(PeriodicSync):
                 "in_flight": count,
                 "until_epoch": now + self._lease_for,
             }
-            await _upsert(conn, _LEASES, values, ["key_id", "replica"], _replaced)
+            await upsert(conn, _LEASES, values, ["key_id", "replica"], _replaced)
         self._leased = set(flight)
 
 
@@ -221,18 +221,3 @@ def _added(excluded: Any) -> dict[str, Any]:
 
 def _replaced(excluded: Any) -> dict[str, Any]:
     return {"in_flight": excluded.in_flight, "until_epoch": excluded.until_epoch}
-
-
-async def _upsert(
-    conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str], merged: Callable[[Any], Any]
-) -> None:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(table).values(**values)
-        stmt: Any = pg.on_conflict_do_update(index_elements=keys, set_=merged(pg.excluded))
-    elif dialect == "sqlite":
-        lite = sqlite.insert(table).values(**values)
-        stmt = lite.on_conflict_do_update(index_elements=keys, set_=merged(lite.excluded))
-    else:
-        raise NotImplementedError(f"key counters need SQLite or PostgreSQL, not {dialect}")
-    await conn.execute(stmt)

@@ -6,14 +6,17 @@ text (with bound parameters PostgreSQL sees two expressions and refuses the grou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, case, func, literal_column
+from sqlalchemy import BigInteger, ColumnElement, Integer, Table, case, func, literal_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["count_sum", "epoch_bucket", "floor_int", "greatest"]
+__all__ = ["count_sum", "epoch_bucket", "floor_int", "greatest", "upsert"]
 
 # julianday() of 1970-01-01 00:00:00 UTC.
 _UNIX_EPOCH_JULIAN_DAY = 2440587.5
@@ -105,3 +108,20 @@ def count_sum(column: ColumnElement[Any], top: int) -> ColumnElement[Any]:
     raises rather than wrap. Text stored in a SQLite INTEGER column is outside any numeric range, so left out too.
     """
     return func.coalesce(func.sum(case((column.between(0, literal_column(str(top))), column))), 0)
+
+
+async def upsert(
+    conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str], merged: Callable[[Any], Any]
+) -> None:
+    """Insert ``values`` into ``table``, or, when a row with the same ``keys`` exists, set it to
+    ``merged(excluded)`` (``excluded``: the row that was to be inserted): one atomic statement on either backend."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(table).values(**values)
+        stmt: Any = pg.on_conflict_do_update(index_elements=keys, set_=merged(pg.excluded))
+    elif dialect == "sqlite":
+        lite = sqlite.insert(table).values(**values)
+        stmt = lite.on_conflict_do_update(index_elements=keys, set_=merged(lite.excluded))
+    else:
+        raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect}")
+    await conn.execute(stmt)
