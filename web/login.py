@@ -18,6 +18,7 @@ from litestar.params import QueryParameter
 
 from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.runtime.gateway import Gateway
+from minigate.gateway.storage.logins import LoginThrottle
 from minigate.gateway.storage.users import UserStore
 from minigate.web.auth import check_csrf, safe_next, same_site, sessions
 from minigate.web.render import page, redirect
@@ -121,7 +122,8 @@ async def login(
             request, web, gateway, next_path, "The form expired or came from another site; try again."
         )
     buckets = _throttle_buckets(request)
-    if any(web.throttle.blocked(bucket) for bucket in buckets):
+    throttle = LoginThrottle(gateway.database)  # counted in the database: every worker and replica sees it
+    if await throttle.blocked(buckets):
         return await _login_page(request, web, gateway, next_path, "Too many failed attempts; wait ten minutes.")
     secret = str(form.get("secret") or "")[:1024]
     name = str(form.get("name") or "").strip()[:100]
@@ -135,11 +137,10 @@ async def login(
         ok, key_id = await _admin_secret(gateway, web, secret[:512]) if secret else (False, None)
         admin = ok
     if not ok:
-        for bucket in buckets:
-            web.throttle.failed(bucket)
+        await throttle.failed(buckets)
         wrong = "Wrong name or password." if name else "Wrong password or key (or not an admin key)."
         return await _login_page(request, web, gateway, next_path, wrong)
-    web.throttle.succeeded(buckets[0])  # the shared counter is not reset: one admin's login would reset it for all
+    await throttle.succeeded(buckets[0])  # the shared counter is not reset: one admin's login would reset it for all
     old = request.cookies.get(COOKIE)
     store = sessions(gateway, web)
     await store.delete(old)  # a fresh session id at every login (no session fixation)

@@ -1,4 +1,4 @@
-"""The web UI's own state for one app: settings read from the environment, templates, login throttling.
+"""The web UI's own state for one app: settings read from the environment, templates, static files.
 
 Built by :func:`minigate.web.web_routes` (so once per app, never at import) and handed to handlers as the ``web``
 dependency.
@@ -7,7 +7,6 @@ dependency.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from minigate.web.assets import StaticAssets
 from minigate.web.markdown import MarkdownRenderer
 
-__all__ = ["ADMIN_PASSWORD_ENV", "CHAT_PUBLIC_ENV", "LoginThrottle", "WebSettings", "WebState"]
+__all__ = ["ADMIN_PASSWORD_ENV", "CHAT_PUBLIC_ENV", "WebSettings", "WebState"]
 
 ADMIN_PASSWORD_ENV = "MINIGATE_ADMIN_PASSWORD"
 CHAT_PUBLIC_ENV = "MINIGATE_CHAT_PUBLIC"
@@ -44,34 +43,6 @@ class WebSettings:
 
 
 @dataclass(slots=True)
-class LoginThrottle:
-    """Refuses logins from an address after ``limit`` failures within ``window`` seconds."""
-
-    limit: int = 10
-    window: float = 600.0
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-    def blocked(self, address: str) -> bool:
-        """True while ``address`` has used up its attempts."""
-        count, since = self._failures.get(address, (0, 0.0))
-        if time.monotonic() - since > self.window:
-            self._failures.pop(address, None)
-            return False
-        return count >= self.limit
-
-    def failed(self, address: str) -> None:
-        """Count one failed login."""
-        count, since = self._failures.get(address, (0, time.monotonic()))
-        if len(self._failures) > 10_000:  # a flood of addresses must not grow memory without bound
-            self._failures.clear()
-        self._failures[address] = (count + 1, since)
-
-    def succeeded(self, address: str) -> None:
-        """Forget the failures of an address that logged in."""
-        self._failures.pop(address, None)
-
-
-@dataclass(slots=True)
 class WebState:
     """Settings, the template environment and per-process bookkeeping of the web UI."""
 
@@ -79,7 +50,6 @@ class WebState:
     templates: Environment
     markdown: MarkdownRenderer
     assets: StaticAssets
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # id() of the Gateway objects whose chain overrides were applied, and their configs as loaded
     # (see minigate.web.chains).
     applied: set[int] = field(default_factory=set)
