@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -41,13 +40,14 @@ async def other(backend: Backend, db: Database) -> AsyncIterator[Database]:
     await database.close()
 
 
-async def until(read: Callable[[], object], check: Callable[[object], bool], timeout: float = 10.0) -> object:
-    """Await ``read()`` until ``check`` holds for its value (bounded)."""
-    deadline = time.monotonic() + timeout
+async def until(read: Callable[[], Awaitable[Job | None]], done: Callable[[Job], bool], within: float = 10.0) -> Job:
+    """Await ``read()`` until it gives a job for which ``done`` holds (for at most ``within`` seconds)."""
+    deadline = time.monotonic() + within
     while True:
-        value = await read()  # type: ignore[misc]
-        if check(value) or time.monotonic() > deadline:
-            return value
+        job = await read()
+        if job is not None and done(job):
+            return job
+        assert time.monotonic() < deadline, job
         await asyncio.sleep(0.05)
 
 
@@ -63,12 +63,15 @@ async def test_a_job_of_one_process_is_read_with_progress_and_outcome_by_another
             progress(f"step {i}")
 
     job = await runner.start("pull", "local/tiny", work, lambda: refreshed.append(True))
-    seen = await until(lambda: reader.get(job.id), lambda j: isinstance(j, Job) and j.lines)
-    assert isinstance(seen, Job)
-    assert (seen.kind, seen.target, seen.state, list(seen.lines)) == ("pull", "local/tiny", "running", ["downloading 10%"])
+    seen = await until(lambda: reader.get(job.id), lambda j: bool(j.lines))
+    assert (seen.kind, seen.target, seen.state, list(seen.lines)) == (
+        "pull",
+        "local/tiny",
+        "running",
+        ["downloading 10%"],
+    )
     release.set()
-    done = await until(lambda: reader.get(job.id), lambda j: isinstance(j, Job) and j.state != "running")
-    assert isinstance(done, Job)
+    done = await until(lambda: reader.get(job.id), lambda j: j.state != "running")
     assert done.view() == {
         "id": job.id,
         "kind": "pull",
@@ -97,9 +100,8 @@ async def test_failures_are_stored_with_their_status(db: Database, other: Databa
 
     first = await runner.start("import", "local/x", refused)
     second = await runner.start("import", "local/y", broken)
-    one = await until(lambda: reader.get(first.id), lambda j: isinstance(j, Job) and j.state != "running")
-    two = await until(lambda: reader.get(second.id), lambda j: isinstance(j, Job) and j.state != "running")
-    assert isinstance(one, Job) and isinstance(two, Job)
+    one = await until(lambda: reader.get(first.id), lambda j: j.state != "running")
+    two = await until(lambda: reader.get(second.id), lambda j: j.state != "running")
     assert one is not None and (one.state, one.error, one.status) == ("failed", "not a model folder", 400)
     assert list(one.lines) == ["error: not a model folder"]
     assert two is not None and (two.state, two.error, two.status) == ("failed", "RuntimeError: disk full", 500)
@@ -129,7 +131,8 @@ async def test_a_running_job_without_a_heartbeat_reads_as_failed(db: Database, o
     job = await JobStore(db, clock=clock).create("pull", "local/big")
     reader = JobStore(other, stale_after=30.0, clock=clock)
     clock.now += 29
-    assert (await reader.get(job.id)).state == "running"  # type: ignore[union-attr]
+    fresh = await reader.get(job.id)
+    assert fresh is not None and fresh.state == "running"
     clock.now += 2
     stale = await reader.get(job.id)
     assert stale is not None and (stale.state, stale.error, stale.status) == ("failed", INTERRUPTED, 500)
@@ -176,20 +179,21 @@ asyncio.run(main())
 
 async def test_a_job_whose_process_was_killed_reads_as_failed(backend: Backend, db: Database) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, backend.url], env=env, stdout=subprocess.PIPE)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, backend.url, env=env, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert child.stdout is not None
-        job_id = int(await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30))
+        job_id = int(await asyncio.wait_for(child.stdout.readline(), 30))
         reader = JobStore(db, stale_after=1.0)
         await asyncio.sleep(1.5)  # longer than stale_after: only the child's heartbeats keep it running
         alive = await reader.get(job_id)
         assert alive is not None and alive.state == "running" and list(alive.lines) == ["started"]
         child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        dead = await until(lambda: reader.get(job_id), lambda j: isinstance(j, Job) and j.state != "running")
-        assert isinstance(dead, Job) and (dead.state, dead.error) == ("failed", INTERRUPTED)
+        await asyncio.wait_for(child.wait(), 10)
+        dead = await until(lambda: reader.get(job_id), lambda j: j.state != "running")
+        assert (dead.state, dead.error) == ("failed", INTERRUPTED)
     finally:
-        child.kill()
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+        if child.returncode is None:
+            child.kill()
+            await asyncio.wait_for(child.wait(), 10)
