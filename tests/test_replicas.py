@@ -1,7 +1,8 @@
 """Two ``minigate serve`` processes sharing one PostgreSQL database, as replicas behind a load balancer.
 
 Both start at once on a new, empty database (so they race to migrate it), answer requests, and see each other's
-work: usage rows, keys created and revoked through either one's web UI, web sessions and conversations.
+work: usage rows, keys created and revoked through either one's web UI, web sessions and conversations, admin
+jobs and the login limit.
 PostgreSQL comes from :mod:`tests.pgserver` (never skipped).
 """
 
@@ -230,3 +231,36 @@ def test_a_cooldown_on_one_replica_is_honoured_by_the_other(tmp_path: Path, shar
         finally:
             a.stop()
             b.stop()
+
+
+def test_jobs_and_the_login_limit_are_shared_by_replicas(tmp_path: Path, shared_db: URL) -> None:
+    # A job started on a is polled on b to its end; ten failed logins on a leave b refusing the eleventh.
+    local = {"type": "onnxruntime-genai", "models_dir": str(tmp_path / "models"), "idle_ttl": None}
+    config = {**CONFIG, "models": {"providers": {**CONFIG["models"]["providers"], "local": local}}}
+    url = shared_db.set(drivername="postgresql").render_as_string(hide_password=False)
+    a, b = Replica(tmp_path / "a", url, config), Replica(tmp_path / "b", url, config)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        body = {"source": str(tmp_path), "name": "copy"}  # not a model folder: the import fails in its child
+        started = [r.http.post("/admin/api/models/local/import", headers=admin, json=body) for r in (a, b)]
+        assert [s.status_code for s in started] == [202, 202]
+        job_id, other_id = (s.json()["job"]["id"] for s in started)
+        assert job_id != other_id
+        deadline = time.monotonic() + 60
+        while (job := b.http.get(f"/admin/api/jobs/{job_id}", headers=admin).json())["state"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["state"] == "failed" and job["status"] == 400 and job["progress"], job
+        for _ in range(10):
+            token = _LOGIN.search(a.http.get("/login").text)
+            assert token is not None
+            assert a.http.post("/login", data={"_login": token.group(1), "secret": "wrong"}).status_code == 401
+        token = _LOGIN.search(b.http.get("/login").text)
+        assert token is not None
+        refused = b.http.post("/login", data={"_login": token.group(1), "secret": PASSWORD})
+        assert refused.status_code == 401 and "Too many failed attempts" in refused.text
+    finally:
+        a.stop()
+        b.stop()
