@@ -132,7 +132,9 @@ class JobStore:
             await conn.execute(update(_JOBS).where(_JOBS.c.id == job.id).values(**values))
 
     async def get(self, job_id: int) -> Job | None:
-        """A job by id, as the database has it."""
+        """A job by id, as the database has it (None for an id no 64-bit column can hold)."""
+        if not 0 < job_id < 2**63:
+            return None
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(select(_JOBS).where(_JOBS.c.id == job_id))).first()
         return None if row is None else self._job(row)

@@ -105,7 +105,8 @@ async def test_failures_are_stored_with_their_status(db: Database, other: Databa
     assert one is not None and (one.state, one.error, one.status) == ("failed", "not a model folder", 400)
     assert list(one.lines) == ["error: not a model folder"]
     assert two is not None and (two.state, two.error, two.status) == ("failed", "RuntimeError: disk full", 500)
-    assert await reader.get(second.id + 1000) is None
+    for missing in (second.id + 1000, 0, -1, 2**63, 28614471006986559488):  # the last ones fit no BIGINT
+        assert await reader.get(missing) is None
 
 
 async def test_ids_are_unique_across_processes(db: Database, other: Database) -> None:
