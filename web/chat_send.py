@@ -97,7 +97,7 @@ async def _answer(
         return web.render("_message.html", message=message, last=True)
 
     events = stream_answer(
-        gateway, store, conversation, history, assistant.id, user.key_id, first, final, render=web.markdown.render
+        gateway, store, conversation, history, assistant.id, user.key_id, first, final, render=web.markdown.blocks
     )
     # sse-starlette adds the SSE headers itself (x-accel-buffering among them); the page's own come first.
     return cast(ASGIApp, EventSourceResponse(events, ping=15, headers=SECURITY_HEADERS))

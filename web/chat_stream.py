@@ -1,6 +1,8 @@
 """One chat answer, streamed into the page while it is generated, through the same router as ``/v1``.
 
-The serving layer's typed events become Server-Sent Events of HTML for htmx; if the browser goes away (Stop) the
+The serving layer's typed events become Server-Sent Events of HTML for htmx: while the answer streams, each event
+carries only the blocks of its rendered Markdown that changed (see :func:`block_update`); if the browser goes away
+(Stop) the
 upstream call is cancelled and the text so far kept as a stopped answer. A history the model refuses as longer than
 its context is sent again without its oldest turns (see :func:`leave_out_more`); the stored conversation keeps them.
 """
@@ -10,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import anyio
 import msgspec
-from markupsafe import escape
 from sqlalchemy import Table, select
 from sse_starlette import ServerSentEvent
 
@@ -31,10 +32,12 @@ from minigate.gateway.storage.conversations import ConversationInfo, MessageInfo
 from minigate.gateway.storage.images import ImageStore, StoredImage
 from minigate.gateway.storage.tables import UsageRow
 from minigate.gateway.storage.users import owner_user
+from minigate.web.markdown import Blocks
 
 __all__ = [
     "RENDER_EVERY",
     "Answer",
+    "block_update",
     "chat_body",
     "complete_answer",
     "leave_out_more",
@@ -220,6 +223,25 @@ def render_due(now: float, shown_at: float | None, cost: float) -> bool:
     return shown_at is None or now - shown_at >= max(RENDER_EVERY, 10 * cost)
 
 
+def block_update(message_id: int, shown: Sequence[str], rendered: Sequence[str]) -> str | None:
+    """The event that turns the answer's blocks on the page (``shown``) into ``rendered``; None: no change.
+
+    ``<hx-partial hx-swap="blocks keep:K">`` keeps the body's first K blocks (its first K elements) and replaces
+    the rest with the blocks from K on; app.js's "blocks" swap applies it. K is the first block that differs (at
+    most the last one: what is replaced is never empty unless the answer is), so a long answer sends its growing
+    tail, not all of it, every time.
+    """
+    # Kept blocks are the same objects (MarkdownRenderer.blocks): comparing them costs an identity check.
+    keep = next((i for i, (old, new) in enumerate(zip(shown, rendered, strict=False)) if old != new), None)
+    if keep is None:
+        if len(shown) == len(rendered):
+            return None
+        keep = min(len(shown), len(rendered))
+    keep = max(min(keep, len(rendered) - 1), 0)
+    html = "".join(rendered[keep:])
+    return f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="blocks keep:{keep}">{html}</hx-partial>'
+
+
 async def stream_answer(
     gateway: Gateway,
     store: ConversationStore,
@@ -229,18 +251,19 @@ async def stream_answer(
     key_id: int | None,
     first_html: str,
     final_html: Callable[[MessageInfo], str],
-    render: Callable[[str], str] = escape,
+    render: Callable[[str, Blocks], Blocks],
 ) -> AsyncIterator[ServerSentEvent]:
     """The SSE events of one answer; see the module docstring.
 
-    While it streams, the whole answer so far is rendered again (``render``: the chat's sanitising Markdown) and
-    replaces the answer's body: the first piece at once, then at most every :data:`RENDER_EVERY` seconds, and
-    less often when rendering a long answer gets slow (see :func:`render_due`); the final event renders it all.
+    While it streams, the whole answer so far is rendered again (``render``: the chat's sanitising Markdown, block
+    by block, reusing the blocks of the last render) and the blocks that changed replace the body's tail: the first
+    piece at once, then at most every :data:`RENDER_EVERY` seconds, and less often when rendering a long answer
+    gets slow (see :func:`render_due`); the final event replaces the whole message, rendered as a reload shows it.
     """
     yield ServerSentEvent(data=first_html)
     answer, started, ttft = Answer(), time.monotonic(), None
     parts: list[str] = []
-    opening = f'<hx-partial hx-target="#msg-{message_id}-text" hx-swap="innerHTML">'
+    shown = Blocks()  # the answer's blocks on the page (the first event's body is empty)
     shown_at: float | None = None  # when the answer so far was last rendered, and what that render cost
     cost = 0.0
     try:
@@ -258,10 +281,13 @@ async def stream_answer(
                         ttft = ttft or (now - started) * 1000
                         parts += pieces
                         if render_due(now, shown_at, cost):
-                            html = render("".join(parts))
+                            rendered = render("".join(parts), shown)
                             shown_at = time.monotonic()
                             cost = shown_at - now
-                            yield ServerSentEvent(data=f"{opening}{html}</hx-partial>")
+                            update = block_update(message_id, shown.html, rendered.html)
+                            shown = rendered
+                            if update is not None:
+                                yield ServerSentEvent(data=update)
                     elif isinstance(event, Usage):
                         answer.usage = event.counts
                     elif isinstance(event, Outcome) and event.failure is not None:

@@ -5,12 +5,15 @@ http(s) and mailto, and nh3 removes every tag and attribute not on a short allow
 by Pygments into a few ``hl-*`` classes (no inline style: CSP) when their language is named; the chat's renderer
 also wraps each in a header with the language and a Copy button (markup only the renderer writes: the answer's
 own HTML is off). LaTeX (``$...$``, ``\\(...\\)``, ``$$...$$``, ``\\[...\\]``) becomes MathML, which browsers draw
-natively; a formula latex2mathml cannot read shows as its source.
+natively; a formula latex2mathml cannot read shows as its source. An answer is rendered block by block (each
+top-level paragraph, list, code block, table or formula sanitised on its own), so a streaming answer's blocks that
+did not change are neither sanitised nor sent again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import nh3
 from latex2mathml.converter import convert as latex_to_mathml
@@ -28,7 +31,7 @@ from pygments.lexers import get_lexer_by_name
 from pygments.token import Comment, Generic, Keyword, Name, Number, Operator, String, _TokenType
 from pygments.util import ClassNotFound
 
-__all__ = ["HIGHLIGHT_LIMIT", "MATH_LIMIT", "MarkdownRenderer"]
+__all__ = ["HIGHLIGHT_LIMIT", "MATH_LIMIT", "Blocks", "MarkdownRenderer"]
 
 HIGHLIGHT_LIMIT = 50_000  # characters: a bigger code block is shown plain (lexing it would hold the event loop)
 _LEXERS_KEPT = 256  # lexers looked up by language name, kept for reuse (unknown names too, as None)
@@ -90,6 +93,15 @@ _CLASSES_ALLOWED = {
     "code": {"math-source"},
     "button": {"copy-code"},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """An answer rendered block by block: each top-level block's markup as markdown-it wrote it (``raw``) and
+    sanitised (``html``); every block is one element, and the sanitised blocks joined are the answer's HTML."""
+
+    raw: tuple[str, ...] = ()
+    html: tuple[str, ...] = ()
 
 
 def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
@@ -194,6 +206,14 @@ class MarkdownRenderer:
         md.add_render_rule("math_inline", math_rule)
         md.add_render_rule("math_block", math_rule)
         self._md = md
+        self._cleaner = nh3.Cleaner(
+            tags=_TAGS,
+            attributes=_ATTRIBUTES,
+            url_schemes=_SCHEMES,
+            link_rel="noopener noreferrer nofollow",
+            strip_comments=True,
+            allowed_classes=_CLASSES_ALLOWED,
+        )
         self._code_tools = code_tools
         self._lexers: dict[str, Lexer | None] = {}
         self._classes: dict[_TokenType, str | None] = {}
@@ -202,17 +222,29 @@ class MarkdownRenderer:
 
     def render(self, text: str) -> Markup:
         """Safe HTML for ``text``."""
-        html = self._md.render(text)
-        clean = nh3.clean(
-            html,
-            tags=_TAGS,
-            attributes=_ATTRIBUTES,
-            url_schemes=_SCHEMES,
-            link_rel="noopener noreferrer nofollow",
-            strip_comments=True,
-            allowed_classes=_CLASSES_ALLOWED,
-        )
-        return Markup(clean)
+        return Markup("".join(self.blocks(text).html))
+
+    def blocks(self, text: str, before: Blocks | None = None) -> Blocks:
+        """``text`` rendered and sanitised block by block. A block whose markup is the same as the same block's in
+        ``before`` (the answer's previous render, while it streams) keeps that sanitised HTML, the same object.
+
+        A top-level block is balanced markup (markdown-it closes what it opens), so sanitising the blocks one by
+        one gives what sanitising them joined gives (tests/web/test_markdown_blocks.py compares the two)."""
+        md = self._md
+        env: EnvType = {}
+        tokens = md.parse(text, env)
+        known = before or Blocks()
+        raw: list[str] = []
+        html: list[str] = []
+        start = 0
+        for end, token in enumerate(tokens, 1):
+            if token.level or token.nesting > 0:  # inside a block, or its opening tag
+                continue
+            markup = md.renderer.render(tokens[start:end], md.options, env)
+            start, i = end, len(raw)
+            raw.append(markup)
+            html.append(known.html[i] if i < len(known.raw) and known.raw[i] == markup else self._cleaner.clean(markup))
+        return Blocks(tuple(raw), tuple(html))
 
     def _math(self, latex: str, markup: str, block: bool) -> str:
         """MathML for a formula; its LaTeX source as code when it is too long or latex2mathml cannot read it."""

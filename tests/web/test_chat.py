@@ -9,6 +9,7 @@ import time
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import GatewayServer
 from tests.inprocess import InProcessGateway
+from tests.web.blocks import bodies
 from tests.web.helpers import WebClient, sse_data
 
 
@@ -17,8 +18,8 @@ def test_an_answer_streams_as_htmx_partials(client: WebClient, web_app: InProces
     events = sse_data(client.send(conversation, "hello there"))
     assert 'id="msg-1"' in events[0] and "hello there" in events[0]  # the conversation, the empty answer
     # The answer so far, rendered as Markdown into its body: the first piece at once, then at most every 80 ms.
-    renders = [e.split(">", 1)[1] for e in events if 'hx-target="#msg-2-text" hx-swap="innerHTML"' in e]
-    assert renders[0] == "<p>You</p>\n</hx-partial>"
+    renders = bodies(events, 2)  # each event replaces the body's blocks that changed (tests/web/blocks.py)
+    assert renders[0] == "<p>You</p>\n"
     assert all(r.startswith("<p>You") for r in renders)
     assert 'hx-target="#msg-2" hx-swap="outerHTML"' in events[-1]
     assert 'answered by <b class="answered-by">echo/echo</b>' in events[-1]
@@ -85,7 +86,7 @@ def test_disconnecting_stops_the_answer_and_keeps_the_text(server_client: WebCli
         received = ""
         for chunk in response.iter_text():
             received += chunk
-            if received.count('-text" hx-swap="innerHTML"') >= 3:  # three renders of the answer so far
+            if received.count('-text" hx-swap="blocks keep:') >= 3:  # three renders of the answer so far
                 break  # leaving the block closes the connection, like the Stop button
     rows = web_server.wait_rows(1)
     assert rows[-1]["status"] == 499

@@ -10,6 +10,7 @@ from minigate.web.markdown import MarkdownRenderer
 from tests.fakes.upstream import FakeUpstream, Reply, Status
 from tests.gateway_server import ADMIN_KEY
 from tests.inprocess import InProcessGateway
+from tests.web.blocks import UPDATE
 from tests.web.helpers import CONFIG_SECRET, PASSWORD, WebClient, sse_data
 from tests.web.test_auth import ADMIN_POSTS, CHAT_POSTS
 
@@ -59,10 +60,9 @@ def test_an_answer_with_markup_is_stored_as_text_and_rendered_inert(client: WebC
         assert "&lt;script&gt;" in body
         tags = re.findall(r"<[^>]*>", body)
         assert not [t for t in tags if _ACTIVE.search(t)]
-    streamed = [e for e in events if e.endswith("</hx-partial>") and '-text" hx-swap="innerHTML">' in e]
+    streamed = [m[3] for e in events if (m := UPDATE.fullmatch(e))]
     assert streamed
-    for render in streamed:  # the answer so far, rendered while it streams: sanitised like the final one
-        inner = render.split(">", 1)[1].rsplit("</hx-partial>", 1)[0]
+    for inner in streamed:  # the answer's blocks that changed, rendered while it streams: sanitised like the final one
         assert not [t for t in re.findall(r"<[^>]*>", inner) if _ACTIVE.search(t)]
 
 

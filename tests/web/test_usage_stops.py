@@ -129,7 +129,7 @@ def test_a_chat_answer_stopped_in_the_web_ui_is_stopped_with_its_tokens(
         assert response.status_code == 200
         deadline = time.monotonic() + 10
         for line in response.iter_lines():
-            pieces += line.startswith("data:") and '-text" hx-swap="innerHTML"' in line  # a render per word
+            pieces += line.startswith("data:") and '-text" hx-swap="blocks keep:' in line  # a render per word
             if pieces >= 4 or time.monotonic() > deadline:
                 break
     assert pieces >= 4

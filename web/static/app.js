@@ -111,6 +111,21 @@
     }
   });
 
+  // A streaming answer's update (web/chat_stream.py block_update): hx-swap="blocks keep:K" keeps the body's first
+  // K blocks (its top-level elements) and replaces the rest with the update's blocks, so a long answer's earlier
+  // blocks are neither sent nor swapped again.
+  if (window.htmx) htmx.registerExtension("answer-blocks", {
+    handle_swap: function (style, target, fragment, spec) {
+      if (style !== "blocks") return false;
+      var stale = target.children[parseInt(spec.keep, 10) || 0]; // the first block that changed
+      while (stale && stale.nextSibling) target.removeChild(stale.nextSibling);
+      if (stale) target.removeChild(stale);
+      var added = Array.prototype.slice.call(fragment.childNodes);
+      target.appendChild(fragment);
+      return added;
+    }
+  });
+
   document.addEventListener("htmx:sse:after:message", function () {
     if (streaming && follow) scrollDown();
     document.querySelectorAll(".import-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
