@@ -224,6 +224,14 @@ class MarkdownRenderer:
         """Safe HTML for ``text``."""
         return Markup("".join(self.blocks(text).html))
 
+    def markup(self, text: str) -> str:
+        """markdown-it's HTML for the whole of ``text``, not yet sanitised (for comparisons: tests, the bench)."""
+        return self._md.render(text)
+
+    def sanitise(self, html: str) -> str:
+        """``html`` less every tag, attribute, class and URL scheme off the allow-list (each block goes through it)."""
+        return self._cleaner.clean(html)
+
     def blocks(self, text: str, before: Blocks | None = None) -> Blocks:
         """``text`` rendered and sanitised block by block. A block whose markup is the same as the same block's in
         ``before`` (the answer's previous render, while it streams) keeps that sanitised HTML, the same object.
@@ -243,7 +251,7 @@ class MarkdownRenderer:
             markup = md.renderer.render(tokens[start:end], md.options, env)
             start, i = end, len(raw)
             raw.append(markup)
-            html.append(known.html[i] if i < len(known.raw) and known.raw[i] == markup else self._cleaner.clean(markup))
+            html.append(known.html[i] if i < len(known.raw) and known.raw[i] == markup else self.sanitise(markup))
         return Blocks(tuple(raw), tuple(html))
 
     def _math(self, latex: str, markup: str, block: bool) -> str:

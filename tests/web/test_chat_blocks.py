@@ -7,10 +7,8 @@ from __future__ import annotations
 import random
 import re
 
-import nh3
 import pytest
 
-from minigate.web import markdown
 from minigate.web.chat_stream import RENDER_EVERY, block_update
 from minigate.web.markdown import Blocks, MarkdownRenderer
 from tests.fakes.upstream import FakeUpstream, Reply
@@ -34,17 +32,8 @@ ANSWERS = {
 
 
 def _sanitised_whole(text: str) -> str:
-    """The answer sanitised in one piece (how it was rendered before blocks): the same allow-list, one nh3 call."""
-    whole = CHAT._md.render(text)  # markdown-it's markup of the whole answer, as one string
-    return nh3.clean(
-        whole,
-        tags=markdown._TAGS,
-        attributes=markdown._ATTRIBUTES,
-        url_schemes=markdown._SCHEMES,
-        link_rel="noopener noreferrer nofollow",
-        strip_comments=True,
-        allowed_classes=markdown._CLASSES_ALLOWED,
-    )
+    """The answer sanitised in one piece, how it was rendered before blocks: markdown-it's HTML, one nh3 call."""
+    return CHAT.sanitise(CHAT.markup(text))
 
 
 def _random_markdown(rng: random.Random) -> str:
