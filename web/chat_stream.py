@@ -2,9 +2,9 @@
 
 The serving layer's typed events become Server-Sent Events of HTML for htmx: while the answer streams, each event
 carries only the blocks of its rendered Markdown that changed (see :func:`block_update`); if the browser goes away
-(Stop) the
-upstream call is cancelled and the text so far kept as a stopped answer. A history the model refuses as longer than
-its context is sent again without its oldest turns (see :func:`leave_out_more`); the stored conversation keeps them.
+(Stop) the upstream call is cancelled and the text so far kept as a stopped answer. A history the model refuses as
+longer than its context is sent again without its oldest turns (see :func:`leave_out_more`); the stored
+conversation keeps them.
 """
 
 from __future__ import annotations

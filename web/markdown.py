@@ -226,7 +226,7 @@ class MarkdownRenderer:
 
     def markup(self, text: str) -> str:
         """markdown-it's HTML for the whole of ``text``, not yet sanitised (for comparisons: tests, the bench)."""
-        return self._md.render(text)
+        return str(self._md.render(text))
 
     def sanitise(self, html: str) -> str:
         """``html`` less every tag, attribute, class and URL scheme off the allow-list (each block goes through it)."""
@@ -237,7 +237,7 @@ class MarkdownRenderer:
         ``before`` (the answer's previous render, while it streams) keeps that sanitised HTML, the same object.
 
         A top-level block is balanced markup (markdown-it closes what it opens), so sanitising the blocks one by
-        one gives what sanitising them joined gives (tests/web/test_markdown_blocks.py compares the two)."""
+        one gives what sanitising them joined gives (tests/web/test_chat_blocks.py compares the two)."""
         md = self._md
         env: EnvType = {}
         tokens = md.parse(text, env)
@@ -248,10 +248,10 @@ class MarkdownRenderer:
         for end, token in enumerate(tokens, 1):
             if token.level or token.nesting > 0:  # inside a block, or its opening tag
                 continue
-            markup = md.renderer.render(tokens[start:end], md.options, env)
+            block = md.renderer.render(tokens[start:end], md.options, env)
             start, i = end, len(raw)
-            raw.append(markup)
-            html.append(known.html[i] if i < len(known.raw) and known.raw[i] == markup else self.sanitise(markup))
+            raw.append(block)
+            html.append(known.html[i] if i < len(known.raw) and known.raw[i] == block else self.sanitise(block))
         return Blocks(tuple(raw), tuple(html))
 
     def _math(self, latex: str, markup: str, block: bool) -> str:
