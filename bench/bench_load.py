@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import procs as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
-from load_report import report, slope_mb_per_min, summarize, verdicts
+from load_report import relays, report, slope_mb_per_min, summarize, verdicts
 from load_rig import Rig, cpu_used, loadavg
 
 STAMP = re.compile(rb"tok(\d+)@(\d+)")
@@ -257,7 +257,7 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         raise RuntimeError(f"warm-up streams failed: {dict(warm.errors)}; see {rig.tmp}/*.log")
     res: dict[str, Any] = {"phases": []}
     res["gateway_rss_idle_mb"] = rig.rss()
-    whos = [who for who in ("direct", "floor", "gateway") if who in rig.urls]
+    whos = [who for who in ("direct", "floor", "asgi", "asgi_w", "gateway") if who in rig.urls]
     if args.warm_burst and args.rounds:
         # The first full-size burst of a run is slow whichever path it takes (the client's and the upstream's
         # first thousand connections): one burst of each, not counted, so that round 0 compares like with like.
@@ -288,6 +288,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="burst rounds, each direct, floor, gateway (2; 0: soak only)")
     p.add_argument(
         "--floor", action=argparse.BooleanOptionalAction, default=True, help="a floor phase in each round (on)"
+    )
+    p.add_argument(
+        "--asgi", action=argparse.BooleanOptionalAction, default=True, help="the ASGI floors' phases in each round (on)"
     )
     p.add_argument(
         "--warm-burst", action=argparse.BooleanOptionalAction, default=True, help="an uncounted burst of each (on)"
@@ -330,6 +333,7 @@ def main() -> None:
             res["gateway_log"] = {"lines": len(log), "not_info": len(bad), "last_not_info": bad[-5:]}
     res["loadavg_end"] = loadavg()
     summarize(res)
+    relays(res)
     res["verdicts"] = verdicts(res, args)
     report(res)
     if args.json:

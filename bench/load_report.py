@@ -67,6 +67,52 @@ def summarize(res: dict[str, Any]) -> None:
         res["floor"]["cpu_gateway_over_floor"] = ratio(cpu["cpu_s_gateway"], cpu["cpu_s_floor"])
 
 
+RELAYS = ("floor", "asgi", "asgi_w", "gateway")  # each phase that relays, and the process whose CPU it reads
+
+
+def relays(res: dict[str, Any]) -> None:
+    """Add ``relays`` to ``res``: per relay that ran and per round, its added chunk p50 and p99 (minus direct of the
+    same round), the CPU microseconds its process used per chunk relayed and their ratio to the raw pipe's ("floor")
+    of that round; then, per relay, the CPU summed over the rounds per chunk and its ratio, and the added figures'
+    worst round."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for ph in res["phases"]:
+        by_round.setdefault(ph["round"], {})[ph["who"]] = ph
+    out: dict[str, Any] = {"by_round": {}, "total": {}}
+    sums: dict[str, list[float]] = {}
+    for r, phs in sorted(by_round.items()):
+        direct, row = phs.get("direct"), {}
+        for who in RELAYS:
+            ph = phs.get(who)
+            if ph is None or direct is None or not ph["chunks_timed"] or None in (ph["p99_ms"], direct["p99_ms"]):
+                continue
+            cpu = ph["cpu_s"][who]
+            row[who] = {
+                "added_p50_ms": round(ph["p50_ms"] - direct["p50_ms"], 3),
+                "added_p99_ms": round(ph["p99_ms"] - direct["p99_ms"], 3),
+                "cpu_us_per_chunk": round(cpu * 1e6 / ph["chunks_timed"], 2),
+            }
+            cpu_chunks = sums.setdefault(who, [0.0, 0.0])
+            cpu_chunks[0] += cpu
+            cpu_chunks[1] += ph["chunks_timed"]
+        if "floor" in row:
+            for v in row.values():
+                v["cpu_over_floor"] = ratio(v["cpu_us_per_chunk"], row["floor"]["cpu_us_per_chunk"])
+        out["by_round"][r] = row
+    for who, (cpu, chunks) in sums.items():
+        rows = [row[who] for row in out["by_round"].values() if who in row]
+        out["total"][who] = {
+            "cpu_us_per_chunk": round(cpu * 1e6 / chunks, 2),
+            "added_p50_ms": [v["added_p50_ms"] for v in rows],
+            "added_p99_ms": [v["added_p99_ms"] for v in rows],
+        }
+    if "floor" in out["total"]:
+        base = out["total"]["floor"]["cpu_us_per_chunk"]
+        for v in out["total"].values():
+            v["cpu_over_floor"] = ratio(v["cpu_us_per_chunk"], base)
+    res["relays"] = out
+
+
 def ratio(a: float, b: float) -> float | None:
     """``a / b`` rounded, or None when ``b`` is zero (too little CPU to measure)."""
     return round(a / b, 2) if b > 0 else None
@@ -134,6 +180,13 @@ def report(res: dict[str, Any]) -> None:
             f"{span([v['gateway_above_floor_ms'] for v in per_round], '.2f')} ms above the floor; "
             f"CPU gateway/floor = {'-' if cpu is None else format(cpu, '.1f')}"
         )
+    if totals := res.get("relays", {}).get("total"):
+        print("relay    CPU us/chunk  x raw pipe  added p50 ms (by round)    added p99 ms (by round)")
+        for who, t in totals.items():
+            over = "-" if t.get("cpu_over_floor") is None else f"{t['cpu_over_floor']:.2f}"
+            p50 = " ".join(f"{v:+.2f}" for v in t["added_p50_ms"])
+            p99 = " ".join(f"{v:+.2f}" for v in t["added_p99_ms"])
+            print(f"{who:8s} {t['cpu_us_per_chunk']:12.1f}  {over:>10s}  {p50:25s}  {p99}")
     if soaked := res.get("soak"):
         g, d, mem = soaked["gateway"], soaked["direct"], soaked["gateway_rss_mb"]
         print(f"soak {soaked['seconds']:.0f} s at {soaked['rate']:g} streams/s each way:")

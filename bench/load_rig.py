@@ -1,4 +1,5 @@
-"""The processes of bench/bench_load.py (fake upstream, gateways, the floor's raw TCP pipe) and their figures."""
+"""The processes of bench/bench_load.py (fake upstream, gateways, the floors: a raw TCP pipe, bare ASGI relays) and
+their figures."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from typing import Any
 import procs as bg  # the process helpers: free_port, spawn, stop, cpu_s, rss_mb, ...
 
 FLOOR = Path(__file__).resolve().with_name("relay_floor.py")
+ASGI_FLOOR = FLOOR.with_name("relay_asgi_floor.py")
+# The ASGI floors (``--asgi``): a bare ASGI relay on minigate serve's stack, through send / straight to the connection.
+ASGI_FLOORS = {"asgi": [], "asgi_w": ["--direct"]}
 
 
 class Rig:
@@ -40,6 +44,17 @@ class Rig:
             except RuntimeError:
                 sys.exit("relay_floor.py did not start:\n" + (tmp / "floor.log").read_text()[-3000:])
             self.urls["floor"] = [url.format(port)]
+        self.asgi: dict[str, bg.Proc] = {}
+        for who, extra in ASGI_FLOORS.items() if args.asgi and args.rounds > 0 else ():
+            port = bg.free_port()
+            argv = [sys.executable, str(ASGI_FLOOR), "--port", str(port), "--upstream-port", str(up), *extra]
+            self.asgi[who] = bg.spawn(argv, tmp / f"{who}.log", {"PYTHONPATH": str(bg.ROOT)})
+            procs.append(self.asgi[who])
+            try:
+                bg.wait_until(lambda: bg.answers(port, "GET", "/v1/models"), 20, 0.05)  # noqa: B023
+            except RuntimeError:
+                sys.exit("relay_asgi_floor.py did not start:\n" + (tmp / f"{who}.log").read_text()[-3000:])
+            self.urls[who] = [url.format(port)]
         provider = {"type": "openai", "endpoint": f"http://{bg.HOST}:{up}/v1", "models": ["m"]}
         config = {
             "agents": {"defaults": {"model": {"primary": "paced/m"}}},
@@ -65,7 +80,7 @@ class Rig:
         messages = [{"role": "user", "content": "Count"}]
         self.bodies = {
             who: json.dumps({"model": model, "messages": messages, "stream": True}).encode()
-            for who, model in (("direct", "m"), ("floor", "m"), ("gateway", "default"))
+            for who, model in (("direct", "m"), ("floor", "m"), ("asgi", "m"), ("asgi_w", "m"), ("gateway", "default"))
         }
         self.stream_timeout = args.chunks * args.interval + 30.0
 
@@ -102,6 +117,8 @@ class Rig:
         out["gateway_kernel"] = sum(int(st[12]) for st in stats) / os.sysconf("SC_CLK_TCK")  # syscalls, loopback TCP
         if self.floor is not None:
             out["floor"] = bg.cpu_s(self.floor.pid)
+        for who, proc in self.asgi.items():
+            out[who] = bg.cpu_s(proc.pid)
         return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
 
 
@@ -113,6 +130,6 @@ def loadavg() -> str:
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds per process between two ``Rig.cpu()`` readings; ``other``: the rest of the machine."""
     used = {k: round(after[k] - before[k], 3) for k in before}
-    ours = used["gateway"] + used["upstream"] + used["client"] + used.get("floor", 0.0)
+    ours = used["gateway"] + used["upstream"] + used["client"] + sum(used.get(k, 0.0) for k in ("floor", *ASGI_FLOORS))
     used["other"] = round(used.pop("machine") - ours, 3)
     return used
