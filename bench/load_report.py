@@ -86,23 +86,26 @@ def relays(res: dict[str, Any]) -> None:
             ph = phs.get(who)
             if ph is None or direct is None or not ph["chunks_timed"] or None in (ph["p99_ms"], direct["p99_ms"]):
                 continue
-            cpu = ph["cpu_s"][who]
+            cpu, kernel, chunks = ph["cpu_s"][who], ph["cpu_s"][f"{who}_kernel"], ph["chunks_timed"]
             row[who] = {
                 "added_p50_ms": round(ph["p50_ms"] - direct["p50_ms"], 3),
                 "added_p99_ms": round(ph["p99_ms"] - direct["p99_ms"], 3),
-                "cpu_us_per_chunk": round(cpu * 1e6 / ph["chunks_timed"], 2),
+                "cpu_us_per_chunk": round(cpu * 1e6 / chunks, 2),
+                "kernel_us_per_chunk": round(kernel * 1e6 / chunks, 2),
             }
-            cpu_chunks = sums.setdefault(who, [0.0, 0.0])
+            cpu_chunks = sums.setdefault(who, [0.0, 0.0, 0.0])
             cpu_chunks[0] += cpu
-            cpu_chunks[1] += ph["chunks_timed"]
+            cpu_chunks[1] += kernel
+            cpu_chunks[2] += chunks
         if "floor" in row:
             for v in row.values():
                 v["cpu_over_floor"] = ratio(v["cpu_us_per_chunk"], row["floor"]["cpu_us_per_chunk"])
         out["by_round"][r] = row
-    for who, (cpu, chunks) in sums.items():
+    for who, (cpu, kernel, chunks) in sums.items():
         rows = [row[who] for row in out["by_round"].values() if who in row]
         out["total"][who] = {
             "cpu_us_per_chunk": round(cpu * 1e6 / chunks, 2),
+            "kernel_us_per_chunk": round(kernel * 1e6 / chunks, 2),
             "added_p50_ms": [v["added_p50_ms"] for v in rows],
             "added_p99_ms": [v["added_p99_ms"] for v in rows],
         }
@@ -181,12 +184,13 @@ def report(res: dict[str, Any]) -> None:
             f"CPU gateway/floor = {'-' if cpu is None else format(cpu, '.1f')}"
         )
     if totals := res.get("relays", {}).get("total"):
-        print("relay    CPU us/chunk  x raw pipe  added p50 ms (by round)    added p99 ms (by round)")
+        print("relay    CPU us/chunk (kernel)  x raw pipe  added p50 ms (by round)    added p99 ms (by round)")
         for who, t in totals.items():
             over = "-" if t.get("cpu_over_floor") is None else f"{t['cpu_over_floor']:.2f}"
             p50 = " ".join(f"{v:+.2f}" for v in t["added_p50_ms"])
             p99 = " ".join(f"{v:+.2f}" for v in t["added_p99_ms"])
-            print(f"{who:8s} {t['cpu_us_per_chunk']:12.1f}  {over:>10s}  {p50:25s}  {p99}")
+            cpu = f"{t['cpu_us_per_chunk']:.1f} ({t['kernel_us_per_chunk']:.1f})"
+            print(f"{who:8s} {cpu:>21s}  {over:>10s}  {p50:25s}  {p99}")
     if soaked := res.get("soak"):
         g, d, mem = soaked["gateway"], soaked["direct"], soaked["gateway_rss_mb"]
         print(f"soak {soaked['seconds']:.0f} s at {soaked['rate']:g} streams/s each way:")

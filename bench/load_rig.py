@@ -113,13 +113,18 @@ class Rig:
         """CPU seconds used so far by each process (``floor`` only when it runs), this client and the machine."""
         ru = resource.getrusage(resource.RUSAGE_SELF)
         out = {"gateway": sum(bg.cpu_s(g.pid) for g in self.gateways), "upstream": bg.cpu_s(self.upstream.pid)}
-        stats = [Path(f"/proc/{g.pid}/stat").read_text().rsplit(")", 1)[1].split() for g in self.gateways]
-        out["gateway_kernel"] = sum(int(st[12]) for st in stats) / os.sysconf("SC_CLK_TCK")  # syscalls, loopback TCP
+        out["gateway_kernel"] = sum(kernel_s(g.pid) for g in self.gateways)  # syscalls, loopback TCP
         if self.floor is not None:
-            out["floor"] = bg.cpu_s(self.floor.pid)
+            out["floor"], out["floor_kernel"] = bg.cpu_s(self.floor.pid), kernel_s(self.floor.pid)
         for who, proc in self.asgi.items():
-            out[who] = bg.cpu_s(proc.pid)
+            out[who], out[f"{who}_kernel"] = bg.cpu_s(proc.pid), kernel_s(proc.pid)
         return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
+
+
+def kernel_s(pid: int) -> float:
+    """The CPU seconds process ``pid`` has spent in the kernel (its system time)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(stat[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> str:

@@ -14,7 +14,7 @@ import msgspec
 __all__ = ["ChunkScan", "scan_chunk"]
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles; nothing to track
     content: str | None = None
     role: str | None = None
     refusal: str | None = None
@@ -23,7 +23,7 @@ class _Delta(msgspec.Struct):
     reasoning_content: Any = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     index: int = 0
     finish_reason: str | None = None
     text: str | None = None
@@ -33,7 +33,7 @@ class _Choice(msgspec.Struct):
 _NONE = msgspec.Raw(b"")
 
 
-class ChunkScan(msgspec.Struct):
+class ChunkScan(msgspec.Struct, gc=False):
     """What the relay needs of one chunk; ``model`` is its value's JSON exactly as sent (empty when absent)."""
 
     model: msgspec.Raw = _NONE

@@ -48,6 +48,11 @@ class DataLines:
         if self._max_total is not None and self._total > self._max_total:
             raise self._limits.exceeded(self._provider, "max_stream_bytes", "the upstream's stream")
         buffer = self._buffer
+        if not buffer and raw[-1:] == b"\n":  # whole lines and nothing held (the usual read): no copy into the buffer
+            lines = raw.split(b"\n")
+            if len(raw) > self._max_line and max(map(len, lines)) > self._max_line:
+                raise self._too_long()
+            return [line[5:].strip() for line in lines if line.startswith(b"data:")]
         start = len(buffer)
         buffer += raw
         end = buffer.rfind(b"\n", start)  # only the new bytes are searched: the rest held no newline

@@ -209,11 +209,11 @@ class EventStream(ChunkStream):
         self._left: deque[bytes] = deque()  # payloads split off the bytes received, not handed out yet
         self._ran = time.perf_counter()  # since when the reader has worked without waiting on the upstream
 
-    async def _fill(self) -> bool:
-        """Split the next bytes the upstream sends into payloads; False once the body is over."""
+    async def _split(self) -> list[bytes]:
+        """The payloads split off the next bytes the upstream sends that complete any; none once the body is over."""
         content, clock = self._response.content, time.perf_counter
         try:
-            while not self._left:
+            while True:
                 raw = content.read_nowait()
                 if raw:
                     if clock() - self._ran > YIELD_EVERY:  # a flood of lines that are not events, or of events
@@ -223,11 +223,17 @@ class EventStream(ChunkStream):
                     raw = await content.readany()  # waits: others run meanwhile
                     self._ran = clock()
                     if not raw:
-                        return False
-                self._left.extend(self._lines.feed(raw))
+                        return []
+                if found := self._lines.feed(raw):
+                    return found
         except NETWORK_ERRORS as err:
             raise unavailable(self._provider, err, " mid-stream") from None
-        return True
+
+    async def _fill(self) -> bool:
+        """Split the next bytes the upstream sends into payloads; False once the body is over."""
+        found = await self._split()
+        self._left.extend(found)
+        return bool(found)
 
     def _ended(self) -> None:
         if not self.reader.finished:
@@ -238,19 +244,24 @@ class EventStream(ChunkStream):
     async def payloads(self) -> list[bytes] | None:
         """The payloads split off the next bytes the upstream sent (at most 64), None once the body is over and
         complete (it raises when the body ended before the reader saw the stream finish)."""
-        left = self._left
-        if not left:
-            if not await self._fill():
-                self._ended()
-                return None
-        elif time.perf_counter() - self._ran > YIELD_EVERY:  # a flood already split: others get their turn
-            await pause()
-            self._ran = time.perf_counter()
-        if len(left) <= 64:
-            taken = list(left)
-            left.clear()
-            return taken
-        return [left.popleft() for _ in range(64)]
+        left, clock = self._left, time.perf_counter
+        if left:
+            if clock() - self._ran > YIELD_EVERY:  # a flood already split: others get their turn
+                await pause()
+                self._ran = clock()
+            if len(left) <= 64:
+                taken = list(left)
+                left.clear()
+                return taken
+            return [left.popleft() for _ in range(64)]
+        found = await self._split()  # kept as the list split off: most reads complete one or a few lines
+        if not found:
+            self._ended()
+            return None
+        if len(found) <= 64:
+            return found
+        left.extend(found[64:])
+        return found[:64]
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         reader, left, clock = self.reader, self._left, time.perf_counter

@@ -29,15 +29,14 @@ class _ModelSwap:
 
     def __init__(self, model: str) -> None:
         self._new = b'"model":' + msgspec.json.encode(model)
-        self._sent, self._old = b"", b""
+        self._sent, self._old = msgspec.Raw(b""), b""
 
     def __call__(self, data: bytes, sent: msgspec.Raw) -> bytes | None:
         """``data`` with its model replaced; None when that is not certain from the bytes (the whole parse does it)."""
         if not sent:
             return None
-        value = bytes(sent)
-        if value != self._sent:
-            self._sent, self._old = value, b'"model":' + value
+        if sent != self._sent:  # compared as Raw: an upstream sends the same model in every chunk
+            self._sent, self._old = sent, b'"model":' + bytes(sent)
         if data.count(b'"model"') != 1 or self._old not in data:
             return None
         return data.replace(self._old, self._new)
