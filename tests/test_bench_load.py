@@ -1,7 +1,8 @@
 """bench/bench_load.py at a tiny size, so the script cannot rot: it runs, and its JSON has every field.
 
 A smoke test of the script, not a measurement: no figure is compared with a target here. Also
-bench/relay_floor.py (the floor phase's raw TCP pipe) on its own, against a tiny loopback server.
+bench/relay_floor.py (the floor phase's raw TCP pipe) on its own, against a tiny loopback server; the ASGI floors
+(bench/relay_asgi_floor.py) run in the tiny run's "asgi" and "asgi_w" phases.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ PHASE_FIELDS = {
 TOP_FIELDS = {
     "args", "cpus", "loadavg_start", "loadavg_end", "phases", "added_p99_ms", "verdicts", "soak", "gateway_log",
     "gateway_rss_idle_mb", "gateway_rss_end_mb", "gateway_rss_hwm_mb", "direct_p99_ms", "gateway_p99_ms",
-    "floor_p99_ms", "floor",
+    "floor_p99_ms", "floor", "relays",
 }  # fmt: skip
+RELAY_FIELDS = {"added_p50_ms", "added_p99_ms", "cpu_us_per_chunk", "kernel_us_per_chunk", "cpu_over_floor"}
+PHASES = ["direct", "floor", "asgi", "asgi_w", "gateway"]
 FLOOR_ROUND_FIELDS = {
     "floor_added_p99_ms", "gateway_added_p99_ms", "gateway_above_floor_ms", "cpu_s_gateway", "cpu_s_floor",
     "cpu_gateway_over_floor",
@@ -47,8 +50,8 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads(out.read_text())
     assert set(res) >= TOP_FIELDS, TOP_FIELDS - set(res)
-    assert [p["who"] for p in res["phases"]] == ["direct", "floor", "gateway"]
-    assert [p["who"] for p in res["warm"]] == ["direct", "floor", "gateway"]  # uncounted, kept for the RSS bound
+    assert [p["who"] for p in res["phases"]] == PHASES
+    assert [p["who"] for p in res["warm"]] == PHASES  # uncounted, kept for the RSS bound
     assert all(p["completed"] == 20 for p in res["warm"])
     for phase in res["phases"]:
         assert set(phase) >= PHASE_FIELDS
@@ -56,10 +59,12 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
         assert phase["errors"] == {}
         assert phase["chunks_timed"] == 20 * 8
         assert set(phase["gateway_rss_mb"]) == {"before", "peak", "after"}
-        assert set(phase["cpu_s"]) == {"gateway", "gateway_kernel", "floor", "upstream", "client", "other"}
-    direct, floor, gateway = res["phases"]
+        relays = {"gateway", "floor", "asgi", "asgi_w"}
+        assert set(phase["cpu_s"]) == {*relays, *(f"{r}_kernel" for r in relays), "upstream", "client", "other"}
+    direct, floor, asgi, asgi_w, gateway = res["phases"]
     assert gateway["usage_rows"] == {"stored": 20, "ok": 20}
-    assert floor["usage_rows"] == {"stored": 0, "ok": 0}  # the floor's streams never touch the gateway
+    for other in (floor, asgi, asgi_w):
+        assert other["usage_rows"] == {"stored": 0, "ok": 0}  # the floors' streams never touch the gateway
     floors = res["floor"]
     assert set(floors["by_round"]) == {"0"}
     row = floors["by_round"]["0"]
@@ -69,6 +74,13 @@ def test_bench_load_tiny_run_writes_every_field(tmp_path: Path) -> None:
     assert row["cpu_s_floor"] == floor["cpu_s"]["floor"] and row["cpu_s_gateway"] == gateway["cpu_s"]["gateway"]
     assert res["floor_p99_ms"] == floor["p99_ms"]
     assert "floor (raw TCP pipe, no HTTP work) added p99 = " in done.stdout
+    by_relay = res["relays"]["by_round"]["0"]
+    assert set(by_relay) == {"floor", "asgi", "asgi_w", "gateway"}
+    assert all(set(v) == RELAY_FIELDS for v in by_relay.values())
+    assert by_relay["asgi"]["added_p99_ms"] == round(asgi["p99_ms"] - direct["p99_ms"], 3)
+    assert by_relay["gateway"]["cpu_us_per_chunk"] == round(gateway["cpu_s"]["gateway"] * 1e6 / (20 * 8), 2)
+    assert set(res["relays"]["total"]) == set(by_relay)
+    assert "relay    CPU us/chunk (kernel)  x raw pipe" in done.stdout
     soaked = res["soak"]
     assert set(soaked) >= SOAK_FIELDS
     assert soaked["gateway"]["streams"] > 0 and soaked["gateway"]["completed"] == soaked["gateway"]["streams"]
