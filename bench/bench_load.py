@@ -7,6 +7,7 @@ Run from the repository root with the project's venv (about a minute; a soak as 
     python bench/bench_load.py [--streams 1000] [--chunks 64] [--interval 0.05] [--rounds 2] [--json FILE]
     nohup python bench/bench_load.py --rounds 0 --soak-seconds 600 --rate 30 --json soak.json > soak.log 2>&1 &
     python bench/bench_load.py --gateway-root /path/to/copy   # the gateway from another copy of the code
+    python bench/bench_load.py --baseline-root /path/to/copy  # and, in each round, that copy's gateway too
     python bench/bench_load.py --gateways 2   # two gateway processes (one data folder), streams alternate
     python bench/bench_load.py --no-floor     # without the floor phase (direct and gateway only)
 
@@ -257,7 +258,7 @@ async def run(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         raise RuntimeError(f"warm-up streams failed: {dict(warm.errors)}; see {rig.tmp}/*.log")
     res: dict[str, Any] = {"phases": []}
     res["gateway_rss_idle_mb"] = rig.rss()
-    whos = [who for who in ("direct", "floor", "asgi", "asgi_w", "gateway") if who in rig.urls]
+    whos = [who for who in ("direct", "floor", "asgi", "asgi_w", "gateway", "baseline") if who in rig.urls]
     if args.warm_burst and args.rounds:
         # The first full-size burst of a run is slow whichever path it takes (the client's and the upstream's
         # first thousand connections): one burst of each, not counted, so that round 0 compares like with like.
@@ -302,6 +303,9 @@ def main() -> None:
     p.add_argument("--time-limit", type=float, default=1800.0, help="stop every phase after this many s (1800)")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     p.add_argument("--gateway-root", metavar="DIR", help="run the gateway from the code in DIR")
+    p.add_argument(
+        "--baseline-root", metavar="DIR", help="also a 'baseline' phase: the gateway of the copy of the code in DIR"
+    )
     p.add_argument(
         "--gateways", type=int, default=1, help="gateway processes sharing the data folder; streams alternate"
     )

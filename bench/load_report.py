@@ -67,7 +67,7 @@ def summarize(res: dict[str, Any]) -> None:
         res["floor"]["cpu_gateway_over_floor"] = ratio(cpu["cpu_s_gateway"], cpu["cpu_s_floor"])
 
 
-RELAYS = ("floor", "asgi", "asgi_w", "gateway")  # each phase that relays, and the process whose CPU it reads
+RELAYS = ("floor", "asgi", "asgi_w", "gateway", "baseline")  # each phase that relays; the process whose CPU it reads
 
 
 def relays(res: dict[str, Any]) -> None:
@@ -159,7 +159,7 @@ def report(res: dict[str, Any]) -> None:
         mem = f"{rss['before']:.0f}/{rss['peak']:.0f}/{rss['after']:.0f}"
         keys = ("gateway", "floor", "upstream", "client", "other")
         cpus = "/".join(f"{cpu[k]:.1f}" if k in cpu else "-" for k in keys)
-        rows = ph["usage_rows"]["ok"] if ph["who"] == "gateway" else "-"
+        rows = ph["usage_rows"]["ok"] if ph["who"] in ("gateway", "baseline") else "-"
         errors = sum(ph["errors"].values())
         print(
             f"{ph['who']:8s} {ph['round']:3d}  {ph['completed']:5d}/{ph['streams']:<6d} {errors:6d}  {lat:21s}  "

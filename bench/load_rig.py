@@ -77,10 +77,28 @@ class Rig:
                 sys.exit("gateway did not start:\n" + (tmp / f"gateway-{i}.log").read_text()[-3000:])
         self.gateway = self.gateways[0]
         self.urls["gateway"] = [url.format(port) for port in ports]
+        self.baseline: bg.Proc | None = None
+        if args.baseline_root:  # another copy's gateway on the same data folder: a "baseline" phase beside it
+            gw, base = bg.free_port(), args.baseline_root
+            argv = [*exe, *f"serve --no-pull --port {gw} --workers 1 --config".split(), str(tmp / "config.json")]
+            self.baseline = bg.spawn(argv, tmp / "gateway-baseline.log", {**env, "PYTHONPATH": base}, base)
+            procs.append(self.baseline)
+            try:
+                bg.wait_until(lambda: bg.answers(gw, "GET", "/health"), 30)
+            except RuntimeError:
+                sys.exit("baseline gateway did not start:\n" + (tmp / "gateway-baseline.log").read_text()[-3000:])
+            self.urls["baseline"] = [url.format(gw)]
         messages = [{"role": "user", "content": "Count"}]
         self.bodies = {
             who: json.dumps({"model": model, "messages": messages, "stream": True}).encode()
-            for who, model in (("direct", "m"), ("floor", "m"), ("asgi", "m"), ("asgi_w", "m"), ("gateway", "default"))
+            for who, model in (
+                ("direct", "m"),
+                ("floor", "m"),
+                ("asgi", "m"),
+                ("asgi_w", "m"),
+                ("gateway", "default"),
+                ("baseline", "default"),
+            )
         }
         self.stream_timeout = args.chunks * args.interval + 30.0
 
@@ -116,7 +134,7 @@ class Rig:
         out["gateway_kernel"] = sum(kernel_s(g.pid) for g in self.gateways)  # syscalls, loopback TCP
         if self.floor is not None:
             out["floor"], out["floor_kernel"] = bg.cpu_s(self.floor.pid), kernel_s(self.floor.pid)
-        for who, proc in self.asgi.items():
+        for who, proc in [*self.asgi.items(), *([("baseline", self.baseline)] if self.baseline else [])]:
             out[who], out[f"{who}_kernel"] = bg.cpu_s(proc.pid), kernel_s(proc.pid)
         return {**out, "client": ru.ru_utime + ru.ru_stime, "machine": bg.cpu_s(None)}
 
@@ -135,6 +153,11 @@ def loadavg() -> str:
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds per process between two ``Rig.cpu()`` readings; ``other``: the rest of the machine."""
     used = {k: round(after[k] - before[k], 3) for k in before}
-    ours = used["gateway"] + used["upstream"] + used["client"] + sum(used.get(k, 0.0) for k in ("floor", *ASGI_FLOORS))
+    ours = (
+        used["gateway"]
+        + used["upstream"]
+        + used["client"]
+        + sum(used.get(k, 0.0) for k in ("floor", "baseline", *ASGI_FLOORS))
+    )
     used["other"] = round(used.pop("machine") - ours, 3)
     return used
