@@ -304,7 +304,7 @@ def main() -> None:
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     p.add_argument("--gateway-root", metavar="DIR", help="run the gateway from the code in DIR")
     p.add_argument(
-        "--baseline-root", metavar="DIR", help="also a 'baseline' phase: the gateway of the copy of the code in DIR"
+        "--baseline-root", metavar="DIR", help="a 'baseline' phase too: the gateway of the code in DIR (own data)"
     )
     p.add_argument(
         "--gateways", type=int, default=1, help="gateway processes sharing the data folder; streams alternate"

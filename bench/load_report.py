@@ -159,7 +159,7 @@ def report(res: dict[str, Any]) -> None:
         mem = f"{rss['before']:.0f}/{rss['peak']:.0f}/{rss['after']:.0f}"
         keys = ("gateway", "floor", "upstream", "client", "other")
         cpus = "/".join(f"{cpu[k]:.1f}" if k in cpu else "-" for k in keys)
-        rows = ph["usage_rows"]["ok"] if ph["who"] in ("gateway", "baseline") else "-"
+        rows = ph["usage_rows"]["ok"] if ph["who"] == "gateway" else "-"
         errors = sum(ph["errors"].values())
         print(
             f"{ph['who']:8s} {ph['round']:3d}  {ph['completed']:5d}/{ph['streams']:<6d} {errors:6d}  {lat:21s}  "

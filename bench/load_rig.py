@@ -78,9 +78,11 @@ class Rig:
         self.gateway = self.gateways[0]
         self.urls["gateway"] = [url.format(port) for port in ports]
         self.baseline: bg.Proc | None = None
-        if args.baseline_root:  # another copy's gateway on the same data folder: a "baseline" phase beside it
+        if args.baseline_root:  # another copy's gateway, data folder of its own: a "baseline" phase beside it
             gw, base = bg.free_port(), args.baseline_root
-            argv = [*exe, *f"serve --no-pull --port {gw} --workers 1 --config".split(), str(tmp / "config.json")]
+            config["server"]["data_dir"] = str(tmp / "data-baseline")  # its migrations may differ
+            (own := tmp / "config-baseline.json").write_text(json.dumps(config))
+            argv = [*exe, *f"serve --no-pull --port {gw} --workers 1 --config".split(), str(own)]
             self.baseline = bg.spawn(argv, tmp / "gateway-baseline.log", {**env, "PYTHONPATH": base}, base)
             procs.append(self.baseline)
             try:
