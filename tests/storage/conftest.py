@@ -129,3 +129,21 @@ async def db(backend: Backend) -> AsyncIterator[Database]:
     database = await open_database(backend.url)
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def other(backend: Backend, db: Database) -> AsyncIterator[Database]:
+    """A second connection pool on the same (migrated) database: another worker or replica."""
+    database = await open_database(backend.url)
+    yield database
+    await database.close()
+
+
+class Clock:
+    """A wall clock the test moves by hand (``now`` in seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -10,17 +10,7 @@ import pytest
 from sqlalchemy import event
 
 from minigate.gateway.storage import Database, SharedCooldowns, open_database
-from tests.storage.conftest import Backend
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.storage.conftest import Backend, Clock
 
 
 @pytest.fixture

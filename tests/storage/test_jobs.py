@@ -9,35 +9,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import minigate
 from minigate.gateway.runtime.jobs import JobBoard
-from minigate.gateway.storage import Database, JobStore, open_database
+from minigate.gateway.storage import Database, JobStore
 from minigate.gateway.storage.jobs import INTERRUPTED, STOPPED, Job
 from minigate.providers.base import ProviderError
-from tests.storage.conftest import Backend
+from tests.storage.conftest import Backend, Clock
 
 _REPO = str(Path(minigate.__file__).resolve().parent.parent)
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def other(backend: Backend, db: Database) -> AsyncIterator[Database]:
-    """A second connection pool on the same database: another worker or replica."""
-    database = await open_database(backend.url)
-    yield database
-    await database.close()
 
 
 async def until(read: Callable[[], Awaitable[Job | None]], done: Callable[[Job], bool], within: float = 10.0) -> Job:

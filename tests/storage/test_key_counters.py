@@ -11,17 +11,10 @@ from minigate.gateway.core.errors import GatewayError
 from minigate.gateway.ops.limits import Limits, Scope, person_scope, reset_text
 from minigate.gateway.storage import Database, SharedCounters
 from minigate.gateway.storage.key_policy import KeyPolicy
+from tests.storage.conftest import Clock
 
 # 2026-12-31 23:59:30 UTC: 30 s before a minute, a day, a month and a year end together.
 EVE = datetime(2026, 12, 31, 23, 59, 30, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def key(key_id: int, policy: KeyPolicy) -> list[Scope]:

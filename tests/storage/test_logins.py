@@ -5,28 +5,9 @@ their rows are pruned."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from minigate.gateway.storage import Database, LoginThrottle, open_database
-from tests.storage.conftest import Backend
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def other(backend: Backend, db: Database) -> AsyncIterator[Database]:
-    """A second connection pool on the same database: another worker or replica."""
-    database = await open_database(backend.url)
-    yield database
-    await database.close()
+from minigate.gateway.storage import Database, LoginThrottle
+from tests.storage.conftest import Backend, Clock
 
 
 async def test_failures_add_up_across_processes(db: Database, other: Database) -> None:

@@ -8,16 +8,7 @@ import time
 from minigate.gateway.ops.refusals import OVERFLOW, Refusals
 from minigate.gateway.storage import Database, UsageRecord, UsageWriter
 from minigate.gateway.storage.usage_query import Filters, recent_rows, usage_stats
-
-
-class Clock:
-    """A wall clock the test moves."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.storage.conftest import Clock
 
 
 async def test_refusals_become_few_rows_that_the_queries_count_apart(db: Database) -> None:
