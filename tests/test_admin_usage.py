@@ -207,7 +207,14 @@ def test_a_from_to_window_selects_its_rows(world: tuple[InProcessGateway, list[R
 
 
 @pytest.mark.parametrize(
-    "window", [{"from": "2026-12-02", "to": "2026-12-01"}, {"from": "yesterday"}, {"to": "2026-13-01T00:00"}]
+    "window",
+    [
+        {"from": "2026-12-02", "to": "2026-12-01"},
+        {"from": "yesterday"},
+        {"to": "2026-13-01T00:00"},
+        {"to": "0001-01-01"},
+        {"from": "9999-12-31T23:00-05:00"},
+    ],
 )
 def test_a_bad_window_is_a_400(world: tuple[InProcessGateway, list[Row]], window: dict[str, str]) -> None:
     app, _ = world

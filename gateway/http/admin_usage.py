@@ -139,9 +139,12 @@ def _moment(text: str | None, param: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidRequest(f"`{param}` is not a date or time: {text[:40]!r}.", param=param) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not 1970 <= moment.year <= 9000:  # a window's arithmetic (range before to) stays within datetime's years
+        raise InvalidRequest(f"`{param}` is out of range (years 1970 to 9000).", param=param)
+    return moment
 
 
 def _filters(
