@@ -37,6 +37,7 @@ __all__ = ["chat_context", "chat_handlers", "context_used", "model_choices"]
 NEW_TITLE = "New chat"
 # A stopped answer is stored by its own cancelled stream, a moment after the browser let go of it.
 _STOP_WAIT, _STOP_POLL = 5.0, 0.05
+_RELOAD_WAIT = 1.0  # a page (re)load waits this long at most for a last answer that is still being stored
 
 
 def model_choices(gateway: Gateway, policy: KeyPolicy | None = None) -> list[tuple[str, list[str]]]:
@@ -110,6 +111,10 @@ async def _page(
 ) -> Response[str]:
     store = ConversationStore(gateway.database)
     messages = await store.messages(conversation.id) if conversation else []
+    if conversation and messages and messages[-1].status == "streaming":  # a reload just after Stop: its stream
+        settled = await _settled(store, messages[-1], _RELOAD_WAIT)  # stores the stopped answer within moments
+        if settled is not None and settled.status != "streaming":
+            messages = await store.messages(conversation.id)
     if session.user_id is not None:
         await gateway.keys.load_person(session.user_id)  # the picker offers only what they may use
     return page(
@@ -124,6 +129,17 @@ async def _page(
         **chat_context(gateway, conversation, messages, session.user_id),
         **extra,
     )
+
+
+async def _settled(store: ConversationStore, message: MessageInfo | None, wait: float) -> MessageInfo | None:
+    """``message`` read again every 50 ms while it is still streaming, for at most ``wait`` seconds (after Stop or a
+    reload, the answer's stream stores it as stopped within moments)."""
+    for _ in range(int(wait / _STOP_POLL)):
+        if message is None or message.status != "streaming":
+            break
+        await asyncio.sleep(_STOP_POLL)
+        message = await store.get_message(message.id)
+    return message
 
 
 @get("/")
@@ -180,11 +196,7 @@ async def chat_message(
         message = await store.get_message(message_id)
     if message is None or message.conversation_id != conversation_id:
         return error_page(web, 404, "There is no such message.")
-    for _ in range(int(_STOP_WAIT / _STOP_POLL)):
-        if message is None or message.status != "streaming":
-            break
-        await asyncio.sleep(_STOP_POLL)
-        message = await store.get_message(message_id)
+    message = await _settled(store, message, _STOP_WAIT)
     if message is None:
         return error_page(web, 404, "There is no such message.")
     return page(web, "_message.html", chat_user, message=message, last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -146,3 +147,30 @@ def test_two_answers_at_once(client: WebClient) -> None:
     for thread in threads:
         thread.join(10)
     assert sorted("You said: parallel" in a for a in answers) == [True, True]
+
+
+def test_a_reload_just_after_stop_shows_the_stopped_answer(client: WebClient, web_app: InProcessGateway) -> None:
+    """The page loads while the stopped answer is still being stored (its usage row is in, the message is not yet):
+    the page waits for it, so it shows "Stopped before the end." and the footer, not an answer streaming forever."""
+    conversation = client.new_chat("default")
+    client.send(conversation, "hello there")
+
+    def set_status(status: str) -> None:
+        with sqlite3.connect(web_app.db_path) as db:
+            db.execute("UPDATE messages SET status = ? WHERE id = 2", (status,))
+
+    set_status("streaming")  # as between the usage row and the message
+    later: list[asyncio.Task[None]] = []
+
+    async def stop_later(_: object) -> None:
+        async def mark() -> None:
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(set_status, "stopped")
+
+        later.append(asyncio.get_running_loop().create_task(mark()))
+
+    web_app.run(stop_later)  # on the app's loop, which keeps running while the page is asked for
+    page = client.get(f"/chat/{conversation}").text
+    assert later and later[0].done()
+    assert "Stopped before the end." in page and 'class="meta"' in page
+    assert 'aria-busy="true"' not in page
